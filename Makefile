@@ -1,0 +1,60 @@
+# flask-maintenance-tasks developer entry points.  Everything bootstraps itself
+# on a fresh Debian 12 machine: `make test`, `make demo`.
+#
+#   make test PYTEST_ARGS='-x -k resume'     pass options through to pytest
+#   MAINTENANCE_TASKS_TEST_DATABASE_URL= make test   run without PostgreSQL
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+SRC         := flask_maintenance_tasks tests sample_app
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap venv test lint typecheck demo bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+bootstrap: ## install Debian packages, create .venv, start Redis and PostgreSQL
+	@scripts/bootstrap.sh
+
+venv: ## only create/refresh .venv (no apt, no services)
+	@scripts/bootstrap.sh venv
+
+# The test database URL comes from .venv/test-env (written by bootstrap) unless
+# it is already set; set but empty means "no PostgreSQL".  exec: pytest's exit
+# status is the recipe's.
+test: bootstrap ## run the test suite (PYTEST_ARGS=... for pytest options)
+	@if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $(VENV)/test-env ]; then \
+		set -a; . ./$(VENV)/test-env; set +a; \
+	fi; \
+	if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL:-}" ]; then \
+		unset MAINTENANCE_TASKS_TEST_DATABASE_URL; \
+		echo "make test: MAINTENANCE_TASKS_TEST_DATABASE_URL unset, PostgreSQL tests will be skipped"; \
+	else \
+		echo "make test: MAINTENANCE_TASKS_TEST_DATABASE_URL=$$MAINTENANCE_TASKS_TEST_DATABASE_URL"; \
+	fi; \
+	exec $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check $(SRC)
+	$(VENV)/bin/ruff format --check $(SRC)
+
+typecheck: venv ## mypy (strict) on the package
+	$(VENV)/bin/mypy flask_maintenance_tasks
+
+demo: bootstrap ## run the sample app: seed, worker, UpdatePostsTask, status
+	@scripts/demo.sh
+
+bench: venv ## run the benchmarks (python -m benchmarks)
+	@if [ -d benchmarks ]; then \
+		exec $(PY) -m benchmarks; \
+	else \
+		echo "make bench: no benchmarks/ folder yet, nothing to run"; \
+	fi
+
+clean: ## remove .venv, caches, build output and instance/*.db
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.* \
+		build dist *.egg-info
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -f instance/*.db

@@ -1,0 +1,322 @@
+"""Turns what a task's ``collection`` gives into ``(item, cursor)`` iterators.
+
+Every iterator starts *after* a saved cursor, so a resumed or re-sliced run
+never repeats a committed item. A ``Select`` is walked by keyset pagination:
+one query per page, ordered by the cursor columns, with a row-value
+comparison on the last position seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import inspect
+import math
+import typing as t
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.orm import InstrumentedAttribute, Mapper
+from sqlalchemy.sql import Select
+
+from .exceptions import ConfigurationError
+
+if t.TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from .task import Task
+
+Item = t.Any
+Cursor = t.Any
+
+
+class _NoItem:
+    """Stands for the absent item of a collection-less task."""
+
+    def __repr__(self) -> str:
+        return "<no item>"
+
+
+#: The "item" handed over for a collection-less task: ``process()`` gets no argument.
+NO_ITEM: t.Final = _NoItem()
+
+
+@dataclasses.dataclass(frozen=True)
+class NoCollection:
+    """Marker for a task whose ``process()`` runs once, with no argument."""
+
+
+def no_collection() -> NoCollection:
+    """Declare a collection-less task: ``collection = no_collection()``.
+
+    .. versionadded:: 0.1
+    """
+    return NoCollection()
+
+
+@dataclasses.dataclass(frozen=True)
+class InBatches:
+    """A ``Select`` handed to ``process`` in batches; see :func:`in_batches`."""
+
+    select: Select[t.Any]
+    of: int = 1000
+
+
+def in_batches(select: Select[t.Any], of: int = 1000) -> InBatches:
+    """Hand ``process`` a :class:`Batch` of up to ``of`` rows of ``select`` at a time.
+
+    Progress counts batches. Use the batch to run one set-based statement::
+
+        def process(self, batch):
+            db.session.execute(batch.where(sa.update(Post).values(flag=True)))
+
+    .. versionadded:: 0.1
+    """
+    if of < 1:
+        raise ConfigurationError(f"in_batches(of={of!r}): the batch size must be at least 1.")
+    return InBatches(select, of)
+
+
+class Batch:
+    """Up to ``of`` rows of an ``in_batches`` collection, by primary key."""
+
+    def __init__(self, entity: type[t.Any], primary_key: t.Sequence[sa.ColumnElement[t.Any]], ids: list[t.Any]):
+        self.entity = entity
+        self._pk = list(primary_key)
+        #: The primary keys of the batch (tuples for a composite key).
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"<Batch of {len(self.ids)} {self.entity.__name__}>"
+
+    def condition(self) -> sa.ColumnElement[bool]:
+        """``primary key IN (ids)``."""
+        if len(self._pk) == 1:
+            return self._pk[0].in_(self.ids)
+        return sa.tuple_(*self._pk).in_(self.ids)
+
+    def select(self) -> Select[t.Any]:
+        """A ``SELECT`` of the batch's records."""
+        return sa.select(self.entity).where(self.condition())
+
+    def where(self, statement: t.Any) -> t.Any:
+        """Restrict an ``UPDATE``, ``DELETE`` or ``SELECT`` to the batch."""
+        return statement.where(self.condition())
+
+
+# -- cursor values --------------------------------------------------------
+
+
+def _encode(value: t.Any) -> t.Any:
+    if value is None:
+        raise ValueError("Cursor position cannot contain NULL values; choose non-null cursor_columns.")
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    return value
+
+
+def _decode(value: t.Any, python_type: type[t.Any] | None) -> t.Any:
+    if value is None or python_type is None or isinstance(value, python_type):
+        return value
+    if python_type is dt.datetime:
+        return dt.datetime.fromisoformat(value)
+    if python_type is dt.date:
+        return dt.date.fromisoformat(value)
+    if python_type is dt.time:
+        return dt.time.fromisoformat(value)
+    if python_type in (decimal.Decimal, uuid.UUID):
+        return python_type(value)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class _Key:
+    expression: sa.ColumnElement[t.Any]
+    attribute: str
+    python_type: type[t.Any] | None
+
+
+def _python_type(column: t.Any) -> type[t.Any] | None:
+    try:
+        return t.cast(type, column.type.python_type)
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+class _Keyset:
+    """Keyset pagination over a ``Select`` of one ORM entity."""
+
+    def __init__(self, task: Task, select: Select[t.Any], what: str) -> None:
+        name = type(task).name
+        if not isinstance(select, Select):
+            raise ConfigurationError(f"{name}: {what} must be an SQLAlchemy Select.")
+        if select._order_by_clauses:
+            raise ConfigurationError(
+                f"{name}#collection cannot use ORDER BY: rows are ordered by cursor_columns "
+                "(default: the primary key). Remove .order_by() and set cursor_columns instead."
+            )
+        if select._limit_clause is not None or select._offset_clause is not None:
+            raise ConfigurationError(
+                f"{name}#collection cannot use LIMIT or OFFSET: the collection is paginated by keyset."
+            )
+        entities = [d.get("entity") for d in select.column_descriptions]
+        if len(entities) != 1 or entities[0] is None:
+            raise ConfigurationError(
+                f"{name}#collection must select exactly one ORM entity, e.g. sa.select(Post)."
+            )
+        self.select = select
+        self.entity: type[t.Any] = entities[0]
+        mapper: Mapper[t.Any] = sa.inspect(self.entity)
+        self.primary_key = list(mapper.primary_key)
+        self.keys = self._keys(name, mapper, type(task).cursor_columns)
+
+    def _keys(self, name: str, mapper: Mapper[t.Any], columns: t.Sequence[t.Any] | None) -> list[_Key]:
+        if not columns:
+            return [
+                _Key(col, mapper.get_property_by_column(col).key, _python_type(col))
+                for col in mapper.primary_key
+            ]
+        keys = []
+        for column in columns:
+            if isinstance(column, str):
+                attr = getattr(self.entity, column, None)
+                if not isinstance(attr, InstrumentedAttribute):
+                    raise ConfigurationError(
+                        f"{name}.cursor_columns: {column!r} is not a mapped column of "
+                        f"{self.entity.__name__}."
+                    )
+                column = attr
+            if not isinstance(column, InstrumentedAttribute):
+                raise ConfigurationError(
+                    f"{name}.cursor_columns must hold column names or mapped attributes, "
+                    f"not {column!r}."
+                )
+            prop_columns = getattr(column.property, "columns", [None])
+            keys.append(_Key(column, column.key, _python_type(prop_columns[0])))
+        return keys
+
+    def cursor_of(self, row: t.Any) -> Cursor:
+        values = [_encode(getattr(row, key.attribute)) for key in self.keys]
+        return values[0] if len(values) == 1 else values
+
+    def after(self, statement: Select[t.Any], cursor: Cursor) -> Select[t.Any]:
+        if cursor is None:
+            return statement
+        values = cursor if isinstance(cursor, list) else [cursor]
+        if len(values) != len(self.keys):
+            raise ValueError(
+                f"The saved cursor {cursor!r} does not match cursor_columns "
+                f"({len(self.keys)} column(s)); was cursor_columns changed during the run?"
+            )
+        decoded = [_decode(v, k.python_type) for v, k in zip(values, self.keys)]
+        if len(self.keys) == 1:
+            return statement.where(self.keys[0].expression > decoded[0])
+        return statement.where(
+            sa.tuple_(*(k.expression for k in self.keys)) > sa.tuple_(*decoded)
+        )
+
+    def order(self, statement: Select[t.Any]) -> Select[t.Any]:
+        return statement.order_by(*(k.expression for k in self.keys))
+
+    def count(self, session: Session) -> int:
+        subquery = self.select.subquery()
+        return int(session.execute(sa.select(sa.func.count()).select_from(subquery)).scalar_one())
+
+    def records(self, session: Session, cursor: Cursor, size: int) -> t.Iterator[tuple[Item, Cursor]]:
+        while True:
+            page = session.scalars(self.order(self.after(self.select, cursor)).limit(size)).all()
+            for record in page:
+                cursor = self.cursor_of(record)
+                yield record, cursor
+            if len(page) < size:
+                return
+
+    def batches(self, session: Session, cursor: Cursor, size: int) -> t.Iterator[tuple[Batch, Cursor]]:
+        # Select the cursor columns, then the primary key (repeated if it is
+        # also a cursor column: simpler than matching columns up).
+        n_keys, n_pk = len(self.keys), len(self.primary_key)
+        columns = [k.expression for k in self.keys] + self.primary_key
+        base = self.select.with_only_columns(*columns, maintain_column_froms=True)
+        while True:
+            rows = session.execute(self.order(self.after(base, cursor)).limit(size)).all()
+            if not rows:
+                return
+            if n_pk == 1:
+                ids = [row[n_keys] for row in rows]
+            else:
+                ids = [tuple(row[n_keys:]) for row in rows]
+            last = [_encode(v) for v in rows[-1][:n_keys]]
+            cursor = last[0] if n_keys == 1 else last
+            yield Batch(self.entity, self.primary_key, ids), cursor
+            if len(rows) < size:
+                return
+
+
+# -- building the iterator -------------------------------------------------
+
+
+def resolve(task: Task) -> t.Any:
+    """What the task's ``collection`` is: the attribute, or what the method returns."""
+    collection = getattr(task, "collection", None)
+    if collection is None:
+        raise ConfigurationError(
+            f"{type(task).name} must define collection (or an enumerator(cursor) method)."
+        )
+    if inspect.ismethod(collection):
+        collection = collection()
+    return collection
+
+
+def has_enumerator(task: Task) -> bool:
+    return callable(getattr(task, "enumerator", None))
+
+
+def _session() -> Session:
+    from .extension import get_state
+
+    return t.cast("Session", get_state().db.session)
+
+
+def iterate(task: Task, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
+    """``(item, cursor)`` pairs of the task's collection, starting after ``cursor``."""
+    if has_enumerator(task):
+        return iter(task.enumerator(cursor))  # type: ignore[attr-defined]
+    collection = resolve(task)
+    if isinstance(collection, NoCollection):
+        return iter([(NO_ITEM, 0)]) if cursor is None else iter(())
+    if isinstance(collection, (list, tuple)):
+        start = 0 if cursor is None else int(cursor) + 1
+        return ((collection[i], i) for i in range(start, len(collection)))
+    if isinstance(collection, InBatches):
+        keyset = _Keyset(task, collection.select, "in_batches(select)")
+        return keyset.batches(_session(), cursor, collection.of)
+    if isinstance(collection, Select):
+        keyset = _Keyset(task, collection, "collection")
+        return keyset.records(_session(), cursor, max(int(type(task).batch_size), 1))
+    raise ConfigurationError(
+        f"{type(task).name}#collection must be an SQLAlchemy Select, in_batches(...), a list or "
+        f"tuple, csv_collection(...) or no_collection(); got {type(collection).__name__}."
+    )
+
+
+def default_count(task: Task) -> int | None:
+    """The collection's size, counted once when a run starts."""
+    if has_enumerator(task):
+        return None
+    collection = resolve(task)
+    if isinstance(collection, NoCollection):
+        return 1
+    if isinstance(collection, (list, tuple)):
+        return len(collection)
+    if isinstance(collection, InBatches):
+        rows = _Keyset(task, collection.select, "in_batches(select)").count(_session())
+        return math.ceil(rows / collection.of)
+    if isinstance(collection, Select):
+        return _Keyset(task, collection, "collection").count(_session())
+    return None

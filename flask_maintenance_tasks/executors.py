@@ -1,0 +1,163 @@
+"""Where run jobs execute: RQ in production, a thread pool in development.
+
+``perform_run`` knows nothing of either; an executor only has to call
+``run_job(run_id, job_id)`` in the app, now or after a delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+    from redis import Redis
+    from rq import Queue
+
+    from .extension import Settings
+
+logger = logging.getLogger("flask_maintenance_tasks")
+
+JOB_FUNCTION = "flask_maintenance_tasks.job.run_job"
+
+
+class Executor(t.Protocol):
+    def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
+        """Have ``run_job(run_id, job_id)`` called, after ``delay`` seconds."""
+
+    def is_alive(self, job_id: str) -> bool | None:
+        """Whether a job with this id is queued, scheduled or running (``None``: unknown)."""
+
+
+class RQExecutor:
+    """Enqueues slices on an RQ queue; delayed slices go through RQ's scheduler."""
+
+    def __init__(self, redis_url: str, queue_name: str, max_job_runtime: float) -> None:
+        self.redis_url = redis_url
+        self.queue_name = queue_name
+        # RQ kills a job that outlives its timeout; a slice hands on after
+        # max_job_runtime, so leave ample room for one slow last item.
+        self.job_timeout = int(max(3600.0, 4 * max_job_runtime))
+        self._local = threading.local()
+
+    @property
+    def connection(self) -> Redis:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            from redis import Redis
+
+            connection = Redis.from_url(self.redis_url)
+            self._local.connection = connection
+        return connection
+
+    def queue(self, name: str | None = None) -> Queue:
+        from rq import Queue
+
+        return Queue(name or self.queue_name, connection=self.connection)
+
+    def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
+        queue = self.queue()
+        options: dict[str, t.Any] = {
+            "job_id": job_id,
+            "job_timeout": self.job_timeout,
+            "result_ttl": 600,
+            "failure_ttl": 7 * 24 * 3600,
+            "description": f"maintenance task run #{run_id}",
+        }
+        if delay > 0:
+            queue.enqueue_in(timedelta(seconds=delay), JOB_FUNCTION, run_id, job_id, **options)
+        else:
+            queue.enqueue(JOB_FUNCTION, run_id, job_id, **options)
+
+    def is_alive(self, job_id: str) -> bool | None:
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job, JobStatus
+
+        try:
+            status = Job.fetch(job_id, connection=self.connection).get_status()
+        except NoSuchJobError:
+            return False
+        return status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED)
+
+
+class InProcessExecutor:
+    """Runs slices on threads of this process: zero set-up, nothing survives a restart."""
+
+    def __init__(self, app: Flask, max_workers: int = 4) -> None:
+        self.app = app
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mtasks")
+        self._pending: set[Future[None] | threading.Timer] = set()
+        self._jobs: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _perform(self, run_id: int, job_id: str) -> None:
+        from .job import perform_run
+
+        try:
+            with self.app.app_context():
+                perform_run(run_id, job_id)
+        except Exception:
+            logger.exception("Run #%s failed in the in-process executor", run_id)
+        finally:
+            with self._lock:
+                self._jobs.discard(job_id)
+
+    def _submit(self, run_id: int, job_id: str) -> None:
+        future = self._pool.submit(self._perform, run_id, job_id)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, item: t.Any) -> None:
+        with self._lock:
+            self._pending.discard(item)
+
+    def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
+        with self._lock:
+            self._jobs.add(job_id)
+        if delay <= 0:
+            self._submit(run_id, job_id)
+            return
+        timer = threading.Timer(delay, self._timer_fired, args=(run_id, job_id))
+        timer.daemon = True
+        with self._lock:
+            self._pending.add(timer)
+        timer.start()
+
+    def _timer_fired(self, run_id: int, job_id: str) -> None:
+        current = threading.current_thread()
+        self._forget(current)
+        self._submit(run_id, job_id)
+
+    def is_alive(self, job_id: str) -> bool | None:
+        with self._lock:
+            return job_id in self._jobs
+
+    def join(self, timeout: float = 30.0) -> bool:
+        """Wait until nothing is queued or running; ``False`` on timeout (for tests and the CLI)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                pending = list(self._pending)
+            if not pending:
+                return True
+            for item in pending:
+                if isinstance(item, Future):
+                    try:
+                        item.result(timeout=max(0.0, deadline - time.monotonic()))
+                    except Exception:
+                        pass
+                else:
+                    item.join(timeout=max(0.0, deadline - time.monotonic()))
+        return False
+
+
+def make_executor(app: Flask, settings: Settings) -> Executor:
+    if settings.redis_url:
+        return RQExecutor(settings.redis_url, settings.queue, settings.max_job_runtime)
+    return InProcessExecutor(app)

@@ -1,0 +1,191 @@
+"""How runs read to people: progress, durations, ETA and masked arguments.
+
+One module shared by the dashboard, the JSON view and the CLI, so the three
+always say the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+import typing as t
+from datetime import datetime, timezone
+
+from .task import MASK
+from .transitions import COMPLETED, STOPPED
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+    from .models import Run
+    from .task import Task
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
+def masked_names(task: type[Task] | None, masked: t.Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
+    exact = task.secret_parameters() if task is not None else frozenset()
+    patterns = tuple(m.lower() for m in masked) + tuple(
+        n.lower() for n in (task.masked_parameters if task is not None else ())
+    )
+    return exact, patterns
+
+
+def mask(arguments: t.Any, task: type[Task] | None, masked: t.Iterable[str]) -> t.Any:
+    """``arguments`` with every secret or masked-name value replaced by ``[FILTERED]``.
+
+    A name is masked when it contains one of the masked names, ignoring case,
+    or is a ``SecretStr`` field of the task's ``Parameters``.
+    """
+    if not isinstance(arguments, dict):
+        return arguments
+    exact, patterns = masked_names(task, masked)
+    return {
+        key: MASK if key in exact or any(p in str(key).lower() for p in patterns) else value
+        for key, value in arguments.items()
+    }
+
+
+def masked_arguments(app: Flask, task_name: str, arguments: t.Any) -> t.Any:
+    """Mask ``arguments`` of a run of ``task_name`` with the app's settings."""
+    from .exceptions import MaintenanceTasksError
+    from .extension import get_state
+
+    state = get_state(app)
+    try:
+        task: type[Task] | None = state.registry.get(task_name)
+    except MaintenanceTasksError:
+        task = None
+    return mask(arguments, task, state.settings.masked_parameters)
+
+
+def progress_text(tick_count: int, tick_total: int | None) -> str:
+    """"Processed 4,000 out of 7,000 items (57%)." and its variants."""
+    if not tick_total:
+        return f"Processed {_plural(tick_count, 'item')}."
+    if tick_count > tick_total:
+        return f"Processed {_plural(tick_count, 'item')} (expected {tick_total:,})."
+    percent = math.floor(100 * tick_count / tick_total)
+    noun = "item" if tick_total == 1 else "items"
+    return f"Processed {tick_count:,} out of {tick_total:,} {noun} ({percent}%)."
+
+
+def percent(run: Run) -> float | None:
+    """Progress in percent, or ``None`` when the total is unknown or exceeded."""
+    if not run.tick_total or run.tick_count > run.tick_total:
+        return 100.0 if run.status == "succeeded" else None
+    return round(100.0 * run.tick_count / run.tick_total, 1)
+
+
+def duration(seconds: float | None) -> str:
+    """A short human duration: "4s", "3m 20s", "2h 5m", "3d 4h"."""
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+def throughput(run: Run) -> float | None:
+    """Items per second while running."""
+    if not run.time_running or run.tick_count <= 0:
+        return None
+    return run.tick_count / run.time_running
+
+
+def eta_seconds(run: Run) -> float | None:
+    """Seconds left at the run's average rate, or ``None`` when it cannot be told."""
+    if run.status in {s.value for s in COMPLETED}:
+        return None
+    rate = throughput(run)
+    if rate is None or not run.tick_total or run.tick_count >= run.tick_total:
+        return None
+    return (run.tick_total - run.tick_count) / rate
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "-"
+    now = now or datetime.now(timezone.utc)
+    return f"{duration((now - moment).total_seconds())} ago"
+
+
+def status_text(run: Run, now: datetime | None = None) -> str:
+    """One sentence on where the run stands."""
+    status = run.status
+    ran = duration(run.time_running)
+    eta = eta_seconds(run)
+    if status == "enqueued":
+        return "Waiting to start."
+    if status == "running":
+        if eta is not None:
+            return f"Running for {ran}; about {duration(eta)} remaining."
+        return f"Running for {ran}."
+    if status == "pausing":
+        return "Pausing at the next item..."
+    if status == "paused":
+        return f"Ran for {ran} until paused; {progress_text(run.tick_count, run.tick_total)}"
+    if status == "interrupted":
+        reason = (run.interruption_reason or "").replace("_", " ")
+        why = f" ({reason})" if reason else ""
+        return f"Interrupted{why}; resuming shortly."
+    if status == "cancelling":
+        return "Cancelling at the next item..."
+    if status == "cancelled":
+        return f"Ran for {ran}; cancelled {ago(run.ended_at, now)}."
+    if status == "succeeded":
+        return f"Ran for {ran}; finished {ago(run.ended_at, now)}."
+    if status == "errored":
+        return f"Ran for {ran} until an error {ago(run.ended_at, now)}."
+    return status
+
+
+def is_stopped(run: Run) -> bool:
+    return run.status in {s.value for s in STOPPED}
+
+
+def run_as_dict(app: Flask, run: Run, now: datetime | None = None) -> dict[str, t.Any]:
+    """The run as JSON-ready data: what ``status --json`` and ``/runs/<id>.json`` return."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": run.id,
+        "task_name": run.task_name,
+        "status": run.status,
+        "tick_count": run.tick_count,
+        "tick_total": run.tick_total,
+        "percent": percent(run),
+        "progress": progress_text(run.tick_count, run.tick_total),
+        "status_text": status_text(run, now),
+        "time_running": run.time_running,
+        "throughput": throughput(run),
+        "eta_seconds": eta_seconds(run),
+        "cursor": run.cursor,
+        "arguments": masked_arguments(app, run.task_name, run.arguments),
+        "metadata": run.metadata_,
+        "interruption_reason": run.interruption_reason,
+        "job_id": run.job_id,
+        "created_at": iso(run.created_at),
+        "updated_at": iso(run.updated_at),
+        "started_at": iso(run.started_at),
+        "ended_at": iso(run.ended_at),
+        "error": None
+        if run.error_class is None
+        else {
+            "class": run.error_class,
+            "message": run.error_message,
+            "backtrace": run.backtrace,
+            "element": run.errored_element,
+        },
+    }

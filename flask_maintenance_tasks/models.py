@@ -1,0 +1,134 @@
+"""The run record: one row per run of a task, the single source of truth.
+
+Redis only carries the next job; everything an operator sees and everything a
+worker needs to carry on lives on this row.
+"""
+
+from __future__ import annotations
+
+import enum
+import typing as t
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class RunStatus(str, enum.Enum):
+    """The status of a run; values are the lower-case names stored in the table."""
+
+    ENQUEUED = "enqueued"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    INTERRUPTED = "interrupted"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    SUCCEEDED = "succeeded"
+    ERRORED = "errored"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every database, SQLite included."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+#: JSON that stores Python ``None`` as SQL NULL.
+_JSON = sa.JSON(none_as_null=True)
+#: BIGINT where it autoincrements; SQLite only autoincrements INTEGER primary keys.
+_BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the extension's own tables.
+
+    Its tables are copied into the application's ``db.metadata`` by
+    ``init_app`` so that ``db.create_all()`` creates them and Alembic's
+    autogenerate sees them as the application's own.
+    """
+
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Run(Base):
+    """One run of a task: its status, position, progress, timings and outcome."""
+
+    __tablename__ = "maintenance_tasks_runs"
+    __table_args__ = (
+        sa.Index("ix_maintenance_tasks_runs_task_status_created", "task_name", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigIntPK, primary_key=True, autoincrement=True)
+    task_name: Mapped[str] = mapped_column(sa.String(255))
+    status: Mapped[str] = mapped_column(sa.String(16), default=RunStatus.ENQUEUED.value)
+    #: Items (or batches) processed, accumulated across slices and resumes.
+    tick_count: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    #: Expected total, counted once when the run starts; ``None`` when unknown.
+    tick_total: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: Seconds spent iterating, summed over every slice.
+    time_running: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    #: Position of the last committed item (JSON); ``None`` before the first tick.
+    cursor: Mapped[t.Any] = mapped_column(_JSON)
+    arguments: Mapped[t.Any] = mapped_column(_JSON)
+    metadata_: Mapped[t.Any] = mapped_column("metadata", _JSON)
+    #: Id of the job slice allowed to work on this run (fencing token).
+    job_id: Mapped[str | None] = mapped_column(sa.String(64))
+    #: Why the run was last handed on or stopped: ``pause``, ``cancel``,
+    #: ``time_slice``, ``worker_shutdown``, ``throttle`` or ``recovery``.
+    interruption_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    #: Equals ``task_name`` while the run is active and the task forbids
+    #: concurrent runs; a unique index then makes a second active run impossible.
+    exclusive_key: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    error_class: Mapped[str | None] = mapped_column(sa.String(255))
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
+    backtrace: Mapped[t.Any] = mapped_column(_JSON)
+    #: A JSON-safe description of the item being processed when the run errored.
+    errored_element: Mapped[t.Any] = mapped_column(_JSON)
+    lock_version: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+    @property
+    def run_status(self) -> RunStatus:
+        return RunStatus(self.status)
+
+    def __repr__(self) -> str:
+        return f"<Run #{self.id} {self.task_name} {self.status}>"
+
+
+#: The runs table, for Core statements that must not touch ORM state.
+runs_table: sa.Table = t.cast(sa.Table, Run.__table__)

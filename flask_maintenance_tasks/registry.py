@@ -1,0 +1,100 @@
+"""Finds the tasks defined in the app's tasks package and names them."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import threading
+import typing as t
+
+from .exceptions import ConfigurationError, TaskNotFound
+from .task import Task
+
+
+class Registry:
+    """The tasks of one app, discovered on first use.
+
+    A task's name is its class name, prefixed by its sub-package path below
+    the tasks package (``billing.BackfillInvoicesTask``) unless the class sets
+    ``name`` itself. Classes whose name starts with ``_``, or that set
+    ``abstract = True`` in their own body, are skipped.
+    """
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        self._tasks: dict[str, type[Task]] | None = None
+        self._lock = threading.Lock()
+
+    def tasks(self) -> dict[str, type[Task]]:
+        """Every task by name, sorted by name."""
+        if self._tasks is None:
+            with self._lock:
+                if self._tasks is None:
+                    self._tasks = self._discover()
+        return self._tasks
+
+    def get(self, name: str) -> type[Task]:
+        """The task named ``name``; :class:`TaskNotFound` if there is none."""
+        try:
+            return self.tasks()[name]
+        except KeyError:
+            raise TaskNotFound(
+                name, f"Known tasks are listed by `flask mtasks list` (package {self.package})."
+            ) from None
+
+    def reload(self) -> None:
+        """Forget what was discovered; the next lookup imports the package again."""
+        with self._lock:
+            self._tasks = None
+
+    def package_paths(self) -> list[str]:
+        try:
+            package = importlib.import_module(self.package)
+        except ModuleNotFoundError as exc:
+            if exc.name and self.package.startswith(exc.name):
+                return []
+            raise
+        return list(getattr(package, "__path__", []))
+
+    def _discover(self) -> dict[str, type[Task]]:
+        try:
+            package = importlib.import_module(self.package)
+        except ModuleNotFoundError as exc:
+            # A missing tasks package means "no tasks yet"; an import error
+            # inside it is the developer's bug and must surface.
+            if exc.name and self.package.startswith(exc.name):
+                return {}
+            raise
+        modules = [package]
+        for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{self.package}."):
+            modules.append(importlib.import_module(info.name))
+
+        found: dict[str, type[Task]] = {}
+        origin: dict[str, str] = {}
+        for module in modules:
+            for attr, value in vars(module).items():
+                if not (isinstance(value, type) and issubclass(value, Task) and value is not Task):
+                    continue
+                if value.__module__ != module.__name__ or attr.startswith("_"):
+                    continue
+                if vars(value).get("abstract", False):
+                    continue
+                name = value.name if value._explicit_name else self._name_for(value, module)
+                qualified = f"{value.__module__}.{value.__qualname__}"
+                if name in found and found[name] is not value:
+                    raise ConfigurationError(
+                        f"Two tasks are named {name!r}: {origin[name]} and {qualified}. "
+                        "Rename one, or set a distinct `name` on it."
+                    )
+                value.name = name
+                found[name] = value
+                origin[name] = qualified
+        return dict(sorted(found.items()))
+
+    def _name_for(self, cls: type[Task], module: t.Any) -> str:
+        relative = module.__name__[len(self.package) :].lstrip(".")
+        parts = relative.split(".") if relative else []
+        is_package = hasattr(module, "__path__")
+        # Modules contribute their package path, not their own file name.
+        prefix = parts if is_package else parts[:-1]
+        return ".".join([*prefix, cls.__name__])

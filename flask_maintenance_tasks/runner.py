@@ -1,0 +1,274 @@
+"""Starts, pauses, resumes and cancels runs, the one way every front end acts.
+
+The dashboard, the CLI and the Python API all call these functions. Each one
+either does all it says or raises a :class:`MaintenanceTasksError` having
+written nothing (except :class:`EnqueueError`, see there).
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+import uuid
+
+import sqlalchemy as sa
+from . import signals, store
+from .exceptions import EnqueueError, InvalidTransition, MaintenanceTasksError, TaskAlreadyRunning
+from .models import Run, RunStatus, runs_table, utcnow
+from .transitions import ACTIVE, can_transition, is_stuck
+
+if t.TYPE_CHECKING:
+    from .extension import State
+    from .task import Task
+
+logger = logging.getLogger("flask_maintenance_tasks")
+S = RunStatus
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def run(
+    state: State,
+    name: str,
+    arguments: t.Mapping[str, t.Any],
+    *,
+    csv_file: t.Any = None,
+    metadata: t.Any = None,
+) -> Run:
+    task_class = state.registry.get(name)
+    params = task_class.validate_arguments(arguments)
+    if csv_file is not None:
+        raise MaintenanceTasksError(f"{name} is not a CSV task: it takes no CSV file.")
+    job_id = new_job_id()
+    now = utcnow()
+    run = Run(
+        task_name=task_class.name,
+        status=S.ENQUEUED.value,
+        arguments=task_class.dump_arguments(params),
+        metadata_=metadata,
+        job_id=job_id,
+        exclusive_key=None if task_class.allow_concurrent_runs else task_class.name,
+        tick_count=0,
+        time_running=0.0,
+        lock_version=0,
+        created_at=now,
+        updated_at=now,
+    )
+    with store.open_session(state.db) as session:
+        session.add(run)
+        try:
+            session.commit()
+        except sa.exc.IntegrityError:
+            session.rollback()
+            raise TaskAlreadyRunning(task_class.name, _active_run_id(session, task_class.name)) from None
+        _enqueue(state, session, run, job_id)
+        return run
+
+
+def _active_run_id(session: sa.orm.Session, task_name: str) -> int | None:
+    return session.execute(
+        sa.select(runs_table.c.id).where(runs_table.c.exclusive_key == task_name)
+    ).scalar()
+
+
+def _enqueue(state: State, session: sa.orm.Session, run: Run, job_id: str) -> None:
+    """Hand the committed run to the executor; on failure the run is ``errored``."""
+    try:
+        state.executor.enqueue(run.id, job_id)
+    except Exception as exc:
+        logger.exception("Could not enqueue run #%s", run.id)
+        errored = mark_errored(state, session, run.id, exc, only_job_id=job_id)
+        if errored is not None:
+            signals.send(signals.run_errored, state.app, errored)
+        raise EnqueueError(run.id, exc) from exc
+    signals.send(signals.run_enqueued, state.app, run)
+
+
+def mark_errored(
+    state: State,
+    session: sa.orm.Session,
+    run_id: int,
+    error: BaseException,
+    *,
+    only_job_id: str | None = None,
+    backtrace: list[str] | None = None,
+    element: t.Any = None,
+) -> Run | None:
+    """Record ``error`` on the run and end it; ``None`` if the run moved on meanwhile."""
+    now = utcnow()
+    applied = False
+
+    def decide(current: Run) -> store.Decision:
+        nonlocal applied
+        applied = False
+        if only_job_id is not None and current.job_id != only_job_id:
+            return None
+        if current.status == S.ERRORED.value or not can_transition(current.status, S.ERRORED):
+            return None
+        applied = True
+        return {
+            "status": S.ERRORED.value,
+            "error_class": type(error).__name__,
+            "error_message": str(error)[:10000],
+            "backtrace": backtrace,
+            "errored_element": element,
+            "ended_at": now,
+            "started_at": current.started_at or now,
+            "exclusive_key": None,
+        }
+
+    result = store.change(session, run_id, decide, jitter=False)
+    return result if applied else None
+
+
+def get_run(state: State, run_id: int) -> Run | None:
+    with store.open_session(state.db) as session:
+        return session.get(Run, run_id)
+
+
+def _load_or_raise(session: sa.orm.Session, run_id: int) -> Run:
+    try:
+        return store.load(session, run_id)
+    except store.RunNotFound:
+        raise MaintenanceTasksError(f"Run #{run_id} not found.") from None
+
+
+def _task_for(state: State, run: Run) -> Task | None:
+    """An instance of the run's task with its stored arguments, or ``None`` if it is gone."""
+    try:
+        task_class = state.registry.get(run.task_name)
+        task = task_class(**(run.arguments or {}))
+    except MaintenanceTasksError:
+        return None
+    task.run = run
+    task.metadata = run.metadata_
+    return task
+
+
+def _callback(state: State, run: Run, name: str) -> None:
+    """Fire a callback for a status an operator forced; a failure is reported, not raised."""
+    task = _task_for(state, run)
+    if task is None:
+        return
+    try:
+        getattr(task, name)()
+    except Exception as exc:
+        logger.exception("%s.%s failed for run #%s", run.task_name, name, run.id)
+        report_error(state, exc, run, None)
+
+
+def report_error(state: State, error: BaseException, run: Run | None, element: t.Any) -> None:
+    """Hand an error to ``MAINTENANCE_TASKS_ERROR_HANDLER`` (or the log)."""
+    handler = state.settings.error_handler
+    context = {
+        "task_name": run.task_name if run else None,
+        "run_id": run.id if run else None,
+        "started_at": run.started_at if run else None,
+        "ended_at": run.ended_at if run else None,
+        "tick_count": run.tick_count if run else None,
+        "errored_element": element,
+        "source": "maintenance-tasks",
+    }
+    if handler is None:
+        return
+    try:
+        handler(error, context)
+    except Exception:
+        logger.exception("MAINTENANCE_TASKS_ERROR_HANDLER failed")
+
+
+def pause(state: State, run_id: int) -> Run:
+    now = utcnow()
+    forced = False
+
+    def decide(current: Run) -> store.Decision:
+        nonlocal forced
+        status = S(current.status)
+        stuck = is_stuck(status, current.updated_at, now, state.settings.stuck_after)
+        if stuck and status in (S.PAUSING, S.RUNNING):
+            forced = True
+            return {"status": S.PAUSED.value, "job_id": None, "interruption_reason": "pause"}
+        forced = False
+        if status == S.PAUSING:
+            return None
+        if not can_transition(status, S.PAUSING):
+            raise InvalidTransition("pause", status.value, run_id)
+        return {"status": S.PAUSING.value}
+
+    with store.open_session(state.db) as session:
+        _load_or_raise(session, run_id)
+        result = store.change(session, run_id, decide)
+    if forced:
+        _callback(state, result, "after_pause")
+        signals.send(signals.run_paused, state.app, result)
+    return result
+
+
+def cancel(state: State, run_id: int) -> Run:
+    now = utcnow()
+    immediate = False
+
+    def decide(current: Run) -> store.Decision:
+        nonlocal immediate
+        status = S(current.status)
+        stuck = is_stuck(status, current.updated_at, now, state.settings.stuck_after)
+        if status == S.PAUSED or stuck:
+            immediate = True
+            return {
+                "status": S.CANCELLED.value,
+                "ended_at": now,
+                "job_id": None,
+                "exclusive_key": None,
+                "interruption_reason": "cancel",
+            }
+        immediate = False
+        if status == S.CANCELLING:
+            return None
+        if not can_transition(status, S.CANCELLING):
+            raise InvalidTransition("cancel", status.value, run_id)
+        return {"status": S.CANCELLING.value}
+
+    with store.open_session(state.db) as session:
+        _load_or_raise(session, run_id)
+        result = store.change(session, run_id, decide)
+    if immediate:
+        _callback(state, result, "after_cancel")
+        signals.send(signals.run_cancelled, state.app, result)
+    return result
+
+
+def resume(state: State, run_id: int) -> Run:
+    job_id = new_job_id()
+
+    with store.open_session(state.db) as session:
+        current = _load_or_raise(session, run_id)
+        task_class = state.registry.get(current.task_name)
+
+        def decide(current: Run) -> store.Decision:
+            if current.status not in (S.PAUSED.value, S.ERRORED.value):
+                raise InvalidTransition("resume", current.status, run_id)
+            return {
+                "status": S.ENQUEUED.value,
+                "job_id": job_id,
+                "interruption_reason": None,
+                "ended_at": None,
+                "exclusive_key": None if task_class.allow_concurrent_runs else task_class.name,
+            }
+
+        try:
+            result = store.change(session, run_id, decide)
+        except sa.exc.IntegrityError:
+            session.rollback()
+            raise TaskAlreadyRunning(task_class.name, _active_run_id(session, task_class.name)) from None
+        _enqueue(state, session, result, job_id)
+        return result
+
+
+def active_runs(state: State, task_name: str | None = None) -> list[Run]:
+    with store.open_session(state.db) as session:
+        query = sa.select(Run).where(Run.status.in_([s.value for s in ACTIVE]))
+        if task_name is not None:
+            query = query.where(Run.task_name == task_name)
+        return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc())))

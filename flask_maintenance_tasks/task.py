@@ -1,0 +1,203 @@
+"""The Task base class: what a developer subclasses to write a maintenance task."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+from datetime import timedelta
+
+import pydantic
+
+from .exceptions import InvalidArguments
+
+if t.TYPE_CHECKING:
+    from .models import Run
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+Backoff = t.Union[float, int, timedelta, t.Callable[[], t.Union[float, int, timedelta]]]
+
+MASK = "[FILTERED]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Throttle:
+    """A throttle condition declared with :func:`throttle_on`."""
+
+    method_name: str
+    backoff: Backoff
+
+    def backoff_seconds(self) -> float:
+        value = self.backoff() if callable(self.backoff) else self.backoff
+        if isinstance(value, timedelta):
+            return max(value.total_seconds(), 0.0)
+        return max(float(value), 0.0)
+
+
+def throttle_on(backoff: Backoff = 30.0) -> t.Callable[[F], F]:
+    """Declare a method returning ``True`` when the task should back off.
+
+    When the condition holds, the run stops before its next item, becomes
+    ``interrupted`` and carries on after ``backoff`` (seconds, a ``timedelta``
+    or a callable returning either). Conditions are checked before the first
+    item of each job slice and then once per tick, never per item.
+
+    .. versionadded:: 0.1
+    """
+
+    def decorate(method: F) -> F:
+        method._mtasks_throttle_backoff = backoff  # type: ignore[attr-defined]
+        return method
+
+    return decorate
+
+
+def _dump(value: t.Any) -> t.Any:
+    """JSON-safe dump of a parameters model with secrets in clear (the run row needs them)."""
+    if isinstance(value, pydantic.BaseModel):
+        return {name: _dump(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, (pydantic.SecretStr, pydantic.SecretBytes)):
+        secret = value.get_secret_value()
+        return secret.decode() if isinstance(secret, bytes) else secret
+    if isinstance(value, dict):
+        return {k: _dump(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_dump(v) for v in value]
+    return pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
+
+
+class Task:
+    """Base class of maintenance tasks.
+
+    Subclass it in the app's tasks package, give it a collection (a
+    ``collection()`` method or a ``collection`` class attribute) and a
+    ``process`` method. Keyword arguments given to the constructor are the
+    task's parameters, validated by its inner ``Parameters`` model::
+
+        UpdatePostsTask(content="x").process(post)
+
+    .. versionadded:: 0.1
+    """
+
+    #: Set by the registry (or explicitly by the subclass).
+    name: t.ClassVar[str] = ""
+    #: Rows fetched per keyset query for a ``Select`` collection.
+    batch_size: t.ClassVar[int] = 100
+    #: Columns ordering a ``Select`` collection; default: the primary key.
+    cursor_columns: t.ClassVar[tuple[t.Any, ...] | None] = None
+    #: Exceptions from ``process`` that are reported and skipped.
+    report_on: t.ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Seconds between re-reads of the run's status; default: the app's setting.
+    status_reload_frequency: t.ClassVar[float | None] = None
+    #: Allow more than one active run of this task at a time.
+    allow_concurrent_runs: t.ClassVar[bool] = False
+    #: The pydantic model of the task's parameters, if it has any.
+    Parameters: t.ClassVar[type[pydantic.BaseModel] | None] = None
+    #: Names whose values are masked wherever arguments are shown.
+    masked_parameters: t.ClassVar[tuple[str, ...]] = ()
+
+    _throttles: t.ClassVar[tuple[Throttle, ...]] = ()
+    _explicit_name: t.ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: t.Any) -> None:
+        super().__init_subclass__(**kwargs)
+        throttles: dict[str, Throttle] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                backoff = getattr(value, "_mtasks_throttle_backoff", None)
+                if backoff is not None:
+                    throttles[attr] = Throttle(attr, backoff)
+        cls._throttles = tuple(throttles.values())
+        cls._explicit_name = "name" in vars(cls)
+        if not cls._explicit_name:
+            cls.name = cls.__name__
+
+    def __init__(self, **arguments: t.Any) -> None:
+        self.params: t.Any = self.validate_arguments(arguments)
+        #: The run being performed, when the task runs in a job.
+        self.run: Run | None = None
+        #: The run's metadata (who started it, for example).
+        self.metadata: t.Any = None
+
+    # -- parameters -------------------------------------------------------
+
+    @classmethod
+    def validate_arguments(cls, arguments: t.Mapping[str, t.Any]) -> pydantic.BaseModel | None:
+        """Validate ``arguments`` against ``Parameters``; raise :class:`InvalidArguments`."""
+        model = cls.Parameters
+        if model is None:
+            if arguments:
+                names = ", ".join(sorted(map(str, arguments)))
+                raise InvalidArguments(
+                    cls.name, {"__root__": [f"{cls.name} takes no parameters (got {names})"]}
+                )
+            return None
+        unknown = sorted(str(k) for k in arguments if k not in model.model_fields)
+        if unknown:
+            raise InvalidArguments(
+                cls.name, {name: ["unknown parameter"] for name in unknown}
+            )
+        try:
+            return model.model_validate(dict(arguments))
+        except pydantic.ValidationError as exc:
+            errors: dict[str, list[str]] = {}
+            for error in exc.errors():
+                field = ".".join(str(p) for p in error["loc"]) or "__root__"
+                errors.setdefault(field, []).append(error["msg"])
+            raise InvalidArguments(cls.name, errors) from None
+
+    @classmethod
+    def dump_arguments(cls, params: pydantic.BaseModel | None) -> dict[str, t.Any]:
+        """The validated parameters as stored on the run: JSON values, secrets in clear."""
+        return {} if params is None else t.cast(dict[str, t.Any], _dump(params))
+
+    @classmethod
+    def secret_parameters(cls) -> frozenset[str]:
+        """Names of parameters declared as ``SecretStr`` / ``SecretBytes``."""
+        model = cls.Parameters
+        if model is None:
+            return frozenset()
+        secret_types = (pydantic.SecretStr, pydantic.SecretBytes)
+        names = set()
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            candidates = t.get_args(annotation) or (annotation,)
+            if any(isinstance(c, type) and issubclass(c, secret_types) for c in candidates):
+                names.add(name)
+        return frozenset(names)
+
+    # -- hooks to override ------------------------------------------------
+
+    def process(self, *args: t.Any) -> None:
+        """Do the work for one item (or batch, or once for a collection-less task)."""
+        raise NotImplementedError(f"{self.name} must implement process().")
+
+    def count(self) -> int | None:
+        """How many items the run will process; ``None`` if unknown.
+
+        The default counts the collection once, when the run starts.
+        """
+        from .collections import default_count
+
+        return default_count(self)
+
+    def after_start(self) -> None:
+        """Called when a job starts the run (also after a resume)."""
+
+    def after_pause(self) -> None:
+        """Called once the run is ``paused``."""
+
+    def after_interrupt(self) -> None:
+        """Called when a job slice hands the run on (time slice, shutdown, throttle)."""
+
+    def after_cancel(self) -> None:
+        """Called once the run is ``cancelled``."""
+
+    def after_complete(self) -> None:
+        """Called when the collection is exhausted, before the run is ``succeeded``."""
+
+    def after_error(self, error: BaseException) -> None:
+        """Called once the run is ``errored``; exceptions raised here are logged and ignored."""
+
+    @property
+    def throttles(self) -> tuple[Throttle, ...]:
+        return self._throttles
