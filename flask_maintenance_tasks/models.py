@@ -100,9 +100,9 @@ class Run(Base):
     #: Seconds spent iterating, summed over every slice.
     time_running: Mapped[float] = mapped_column(sa.Float, default=0.0)
     #: Position of the last committed item (JSON); ``None`` before the first tick.
-    cursor: Mapped[t.Any] = mapped_column(_JSON)
-    arguments: Mapped[t.Any] = mapped_column(_JSON)
-    metadata_: Mapped[t.Any] = mapped_column("metadata", _JSON)
+    cursor: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+    arguments: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+    metadata_: Mapped[t.Any] = mapped_column("metadata", _JSON, nullable=True)
     #: Id of the job slice allowed to work on this run (fencing token).
     job_id: Mapped[str | None] = mapped_column(sa.String(64))
     #: Why the run was last handed on or stopped: ``pause``, ``cancel``,
@@ -117,9 +117,9 @@ class Run(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     error_class: Mapped[str | None] = mapped_column(sa.String(255))
     error_message: Mapped[str | None] = mapped_column(sa.Text)
-    backtrace: Mapped[t.Any] = mapped_column(_JSON)
+    backtrace: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
     #: A JSON-safe description of the item being processed when the run errored.
-    errored_element: Mapped[t.Any] = mapped_column(_JSON)
+    errored_element: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
     lock_version: Mapped[int] = mapped_column(sa.Integer, default=0)
 
     @property

@@ -62,15 +62,21 @@ def run(
             session.commit()
         except sa.exc.IntegrityError:
             session.rollback()
-            raise TaskAlreadyRunning(task_class.name, _active_run_id(session, task_class.name)) from None
+            _raise_if_already_running(session, task_class)
+            raise
         _enqueue(state, session, run, job_id)
         return run
 
 
-def _active_run_id(session: sa.orm.Session, task_name: str) -> int | None:
-    return session.execute(
-        sa.select(runs_table.c.id).where(runs_table.c.exclusive_key == task_name)
+def _raise_if_already_running(session: sa.orm.Session, task_class: type[Task]) -> None:
+    """After a failed write: if the task's exclusive key is taken, say so."""
+    if task_class.allow_concurrent_runs:
+        return
+    run_id = session.execute(
+        sa.select(runs_table.c.id).where(runs_table.c.exclusive_key == task_class.name)
     ).scalar()
+    if run_id is not None:
+        raise TaskAlreadyRunning(task_class.name, run_id) from None
 
 
 def _enqueue(state: State, session: sa.orm.Session, run: Run, job_id: str) -> None:
@@ -261,7 +267,8 @@ def resume(state: State, run_id: int) -> Run:
             result = store.change(session, run_id, decide)
         except sa.exc.IntegrityError:
             session.rollback()
-            raise TaskAlreadyRunning(task_class.name, _active_run_id(session, task_class.name)) from None
+            _raise_if_already_running(session, task_class)
+            raise
         _enqueue(state, session, result, job_id)
         return result
 

@@ -1,0 +1,1 @@
+"""The sample app's maintenance tasks (found by flask-maintenance-tasks)."""
