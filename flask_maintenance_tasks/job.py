@@ -219,12 +219,10 @@ class _Slice:
         process = task.process
         report_on = tuple(task.report_on)
         no_item = collections.NO_ITEM
-        self._check_throttles(task)
-
         next_check = min(ticker.due_at, next_reload, slice_end)
-        iterator = collections.iterate(task, run.cursor)
         try:
-            for item, cursor in iterator:
+            self._check_throttles(task)
+            for item, cursor in collections.iterate(task, run.cursor):
                 if shutdown_requested.is_set():
                     raise _Stop("worker_shutdown")
                 now = time.monotonic()

@@ -65,6 +65,8 @@ def change(session: Session, run_id: int, decide: t.Callable[[Run], Decision], *
         run = load(session, run_id)
         values = decide(run)
         if values is None:
+            # Detach first: a rollback would expire what was just read.
+            session.expunge(run)
             session.rollback()
             return run
         values = {**values, "updated_at": utcnow()}

@@ -1,0 +1,142 @@
+"""Real ``flask mtasks worker`` processes: the guarantees a deploy relies on."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import WorkerProcesses, counters, fresh_run, seed_items, wait_until
+from tests.testapp import Item
+
+pytestmark = pytest.mark.slow
+
+ITEMS = 300
+
+
+def _start(workers: WorkerProcesses, *args: str) -> int:
+    result = workers.cli("run", "CountItemsTask", *args)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip())
+
+
+def _moved(run_id: int, at_least: int = 20) -> bool:
+    run = fresh_run(run_id)
+    return run.status == "running" and run.tick_count >= at_least
+
+
+def test_run_wait_with_a_worker_processes_every_row_once(app, workers):
+    seed_items(ITEMS)
+    workers.start()
+    result = workers.cli("run", "CountItemsTask", "--wait")
+    assert result.returncode == 0, result.stderr
+    run = fresh_run(int(result.stdout.strip()))
+    assert run.status == "succeeded"
+    assert run.tick_count == run.tick_total == ITEMS
+    assert counters() == [1] * ITEMS
+
+
+def test_sigterm_to_the_worker_interrupts_the_run_and_a_second_worker_finishes_it(app, workers):
+    seed_items(ITEMS)
+    first = workers.start()
+    run_id = _start(workers, "--arg", "sleep=0.01")
+    wait_until(lambda: _moved(run_id), 30, "the run to make progress")
+
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0, workers.log(first)
+    run = fresh_run(run_id)
+    assert run.status == "interrupted"
+    assert run.interruption_reason == "worker_shutdown"
+    assert 0 < run.tick_count < ITEMS
+    done = counters()
+    assert set(done) <= {0, 1}
+    assert sum(done) == run.tick_count
+
+    workers.start("--burst")
+    wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the second worker")
+    run = fresh_run(run_id)
+    assert run.tick_count == ITEMS
+    assert counters() == [1] * ITEMS
+
+
+def test_sigterm_to_worker_and_work_horse_together_loses_nothing(app, workers):
+    seed_items(ITEMS)
+    first = workers.start()
+    run_id = _start(workers, "--arg", "sleep=0.01")
+    wait_until(lambda: _moved(run_id), 30, "the run to make progress")
+
+    horse = workers.horse_pid(first)
+    os.kill(horse, signal.SIGTERM)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0, workers.log(first)
+    assert fresh_run(run_id).status == "interrupted"
+
+    workers.start("--burst")
+    wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the second worker")
+    assert counters() == [1] * ITEMS
+
+
+def test_pause_mid_run_then_resume_processes_every_row_once(app, workers):
+    seed_items(ITEMS)
+    workers.start()
+    run_id = _start(workers, "--arg", "sleep=0.01")
+    wait_until(lambda: _moved(run_id), 30, "the run to make progress")
+
+    paused = workers.cli("pause", str(run_id))
+    assert paused.returncode == 0, paused.stderr
+    wait_until(lambda: fresh_run(run_id).status == "paused", 30, "the run to pause")
+    run = fresh_run(run_id)
+    assert 0 < run.tick_count < ITEMS
+    assert sum(counters()) == run.tick_count
+
+    resumed = workers.cli("resume", str(run_id))
+    assert resumed.returncode == 0, resumed.stderr
+    wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the run to finish")
+    assert counters() == [1] * ITEMS
+
+
+def test_cancel_mid_run_touches_no_row_after_the_cursor(app, workers):
+    seed_items(ITEMS)
+    workers.start()
+    run_id = _start(workers, "--arg", "sleep=0.01")
+    wait_until(lambda: _moved(run_id), 30, "the run to make progress")
+
+    cancelled = workers.cli("cancel", str(run_id))
+    assert cancelled.returncode == 0, cancelled.stderr
+    wait_until(lambda: fresh_run(run_id).status == "cancelled", 30, "the run to cancel")
+    run = fresh_run(run_id)
+    assert run.ended_at is not None
+    done = counters()
+    assert done[: run.cursor] == [1] * run.cursor
+    assert done[run.cursor :] == [0] * (ITEMS - run.cursor)
+
+
+def test_an_error_on_one_row_is_shown_and_resume_after_fixing_it_finishes(app, db, workers):
+    seed_items(ITEMS)
+    db.session.execute(sa.update(Item).where(Item.id == 150).values(title="broken"))
+    db.session.commit()
+    workers.start()
+    run_id = _start(workers, "--arg", "fail_on=broken", "--arg", "sleep=0.005")
+    wait_until(lambda: fresh_run(run_id).status == "errored", 60, "the run to error")
+
+    status = workers.cli("status", str(run_id))
+    assert status.returncode == 0, status.stderr
+    assert "errored" in status.stdout
+    assert "ValueError: cannot process item 150: its title is 'broken'" in status.stdout
+    assert '"id": 150' in status.stdout
+    as_json = json.loads(workers.cli("status", str(run_id), "--json").stdout)
+    assert as_json["error"]["element"] == {"class": "Item", "id": 150}
+    # The cursor is the last committed item: the failing tick was rolled back.
+    assert 0 < as_json["cursor"] < 150
+    assert as_json["tick_count"] == as_json["cursor"]
+    assert counters() == [1] * as_json["cursor"] + [0] * (ITEMS - as_json["cursor"])
+
+    db.session.execute(sa.update(Item).where(Item.id == 150).values(title="fixed"))
+    db.session.commit()
+    resumed = workers.cli("resume", str(run_id))
+    assert resumed.returncode == 0, resumed.stderr
+    wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the resumed run")
+    assert counters() == [1] * ITEMS
