@@ -9,14 +9,16 @@ Every stop first commits the last tick.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import time
 import traceback
 import typing as t
 
 import sqlalchemy as sa
-from flask import has_app_context
+from flask import Flask, has_app_context
 
 from . import collections, runner, signals, store
 from .extension import State, get_state
@@ -44,11 +46,22 @@ def run_job(run_id: int, job_id: str) -> None:
     if has_app_context():
         perform_run(run_id, job_id)
         return
+    with _app_for_plain_workers().app_context():
+        perform_run(run_id, job_id)
+
+
+@functools.lru_cache(maxsize=1)
+def _app_for_plain_workers() -> Flask:
+    """The app named by ``FLASK_APP``, loaded once per worker process."""
     from flask.cli import ScriptInfo
 
-    app = ScriptInfo().load_app()
-    with app.app_context():
-        perform_run(run_id, job_id)
+    path = os.environ.get("FLASK_APP")
+    if not path:
+        raise RuntimeError(
+            "A maintenance task job ran outside an app: set FLASK_APP for `rq worker`, "
+            "or use `flask mtasks worker`."
+        )
+    return ScriptInfo(app_import_path=path).load_app()
 
 
 def perform_run(run_id: int, job_id: str) -> None:

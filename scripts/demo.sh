@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
-# Demo of the sample app: seed a SQLite database, start a worker, run
-# UpdatePostsTask to completion, show the task status.  Run via `make demo`
-# (which first starts Redis on 127.0.0.1:6379 and creates .venv).
+# The sample app end to end: seed posts, start a worker, run the backfill
+# with a progress bar, show the runs.  Run it with `make demo`, which first
+# creates .venv and starts Redis on 127.0.0.1:6379.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mkdir -p instance
 export FLASK_APP=sample_app
-export MAINTENANCE_TASKS_REDIS_URL=redis://127.0.0.1:6379/0
-export SAMPLE_APP_DATABASE_URL="sqlite:///$PWD/instance/demo.db"
+export MAINTENANCE_TASKS_REDIS_URL=${MAINTENANCE_TASKS_REDIS_URL:-redis://127.0.0.1:6379/0}
+export SAMPLE_APP_DATABASE_URL=${SAMPLE_APP_DATABASE_URL:-sqlite:///$PWD/instance/demo.db}
 flask=.venv/bin/flask
 
-$flask mtasks demo-setup
+$flask seed --posts 5000
+$flask mtasks list
 
-$flask mtasks worker &
+$flask mtasks worker >instance/demo-worker.log 2>&1 &
 worker_pid=$!
 trap 'kill "$worker_pid" 2>/dev/null || true; wait "$worker_pid" 2>/dev/null || true' EXIT
 trap 'exit 130' INT TERM
 
-$flask mtasks run UpdatePostsTask --wait
+echo "Running BackfillWordCountTask through a worker (log: instance/demo-worker.log)"
+$flask mtasks run BackfillWordCountTask --wait
 $flask mtasks status

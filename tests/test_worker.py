@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import WorkerProcesses, counters, fresh_run, seed_items, wait_until
+from tests.conftest import ROOT, WorkerProcesses, counters, fresh_run, seed_items, wait_until
 from tests.testapp import Item
 
 pytestmark = pytest.mark.slow
@@ -140,3 +142,27 @@ def test_an_error_on_one_row_is_shown_and_resume_after_fixing_it_finishes(app, d
     assert resumed.returncode == 0, resumed.stderr
     wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the resumed run")
     assert counters() == [1] * ITEMS
+
+
+def test_a_plain_rq_worker_runs_the_jobs_too(app, workers, app_env):
+    seed_items(50)
+    run_id = _start(workers)
+    result = subprocess.run(
+        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", app_env["MTASKS_TEST_REDIS_URL"],
+         "maintenance_tasks"],
+        cwd=ROOT,
+        env={**workers.env, "FLASK_APP": "tests.testapp:create_app"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert fresh_run(run_id).status == "succeeded", result.stderr[-3000:]
+    assert counters() == [1] * 50
+
+
+def test_sigterm_to_an_idle_worker_exits_cleanly(app, workers):
+    worker = workers.start()
+    wait_until(lambda: "Listening on" in workers.log(worker), 30, "the worker to listen")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
