@@ -28,8 +28,12 @@ class Executor(t.Protocol):
     def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
         """Have ``run_job(run_id, job_id)`` called, after ``delay`` seconds."""
 
-    def is_alive(self, job_id: str) -> bool | None:
-        """Whether a job with this id is queued, scheduled or running (``None``: unknown)."""
+    def is_waiting(self, job_id: str) -> bool:
+        """Whether a job with this id waits its turn: queued or scheduled, not started.
+
+        Recovery leaves alone a run whose job is waiting, however long the
+        queue; a started job proves it is alive by the run's heartbeat instead.
+        """
 
 
 class RQExecutor:
@@ -72,7 +76,7 @@ class RQExecutor:
         else:
             queue.enqueue(JOB_FUNCTION, run_id, job_id, **options)
 
-    def is_alive(self, job_id: str) -> bool | None:
+    def is_waiting(self, job_id: str) -> bool:
         from rq.exceptions import NoSuchJobError
         from rq.job import Job, JobStatus
 
@@ -80,7 +84,7 @@ class RQExecutor:
             status = Job.fetch(job_id, connection=self.connection).get_status()
         except NoSuchJobError:
             return False
-        return status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED)
+        return status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
 
 class InProcessExecutor:
@@ -90,20 +94,19 @@ class InProcessExecutor:
         self.app = app
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mtasks")
         self._pending: set[Future[None] | threading.Timer] = set()
-        self._jobs: set[str] = set()
+        self._waiting: set[str] = set()
         self._lock = threading.Lock()
 
     def _perform(self, run_id: int, job_id: str) -> None:
         from .job import perform_run
 
+        with self._lock:
+            self._waiting.discard(job_id)
         try:
             with self.app.app_context():
                 perform_run(run_id, job_id)
         except Exception:
             logger.exception("Run #%s failed in the in-process executor", run_id)
-        finally:
-            with self._lock:
-                self._jobs.discard(job_id)
 
     def _submit(self, run_id: int, job_id: str) -> None:
         future = self._pool.submit(self._perform, run_id, job_id)
@@ -117,7 +120,7 @@ class InProcessExecutor:
 
     def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
         with self._lock:
-            self._jobs.add(job_id)
+            self._waiting.add(job_id)
         if delay <= 0:
             self._submit(run_id, job_id)
             return
@@ -132,9 +135,9 @@ class InProcessExecutor:
         self._forget(current)
         self._submit(run_id, job_id)
 
-    def is_alive(self, job_id: str) -> bool | None:
+    def is_waiting(self, job_id: str) -> bool:
         with self._lock:
-            return job_id in self._jobs
+            return job_id in self._waiting
 
     def join(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is queued or running; ``False`` on timeout (for tests and the CLI)."""

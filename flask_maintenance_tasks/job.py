@@ -317,14 +317,14 @@ class _Slice:
         except Exception as error:
             self._errored(error, job_id=next_job)
             return
+        signals.send(signals.run_interrupted, self.state.app, run)
         delay = self.backoff if reason == "throttle" else 0.0
         try:
             self.state.executor.enqueue(self.run_id, next_job, delay=delay)
-        except Exception as error:
+        except Exception:
+            # The run is safely interrupted at its cursor; recovery enqueues
+            # the next slice once the queue is reachable again.
             logger.exception("Could not enqueue the next slice of run #%s", self.run_id)
-            self._errored(error, job_id=next_job)
-            return
-        signals.send(signals.run_interrupted, self.state.app, run)
 
     def _after_stop(self, run: Run, callback: str | None) -> None:
         if callback is None:

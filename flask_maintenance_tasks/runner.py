@@ -185,6 +185,57 @@ def report_error(state: State, error: BaseException, run: Run | None, element: t
         logger.exception("MAINTENANCE_TASKS_ERROR_HANDLER failed")
 
 
+def _forced_pause() -> dict[str, t.Any]:
+    """Values that pause a stuck run at once; its job, if alive, is fenced off."""
+    return {"status": S.PAUSED.value, "job_id": None, "interruption_reason": "pause"}
+
+
+def _forced_cancel() -> dict[str, t.Any]:
+    """Values that cancel a run at once; its job, if alive, is fenced off."""
+    return {
+        "status": S.CANCELLED.value,
+        "ended_at": utcnow(),
+        "job_id": None,
+        "exclusive_key": None,
+        "interruption_reason": "cancel",
+    }
+
+
+def _after_forced(state: State, run: Run) -> None:
+    if run.status == S.PAUSED.value:
+        _callback(state, run, "after_pause")
+        signals.send(signals.run_paused, state.app, run)
+    else:
+        _callback(state, run, "after_cancel")
+        signals.send(signals.run_cancelled, state.app, run)
+
+
+def settle_stuck(state: State, run_id: int, status: str, job_id: str | None) -> Run | None:
+    """Force a stuck ``pausing`` / ``cancelling`` run to ``paused`` / ``cancelled``.
+
+    Applies only if the run still has ``status`` and ``job_id`` and is still
+    stuck; returns the settled run, or ``None`` when it moved on meanwhile.
+    """
+    applied = False
+
+    def decide(current: Run) -> store.Decision:
+        nonlocal applied
+        applied = False
+        if current.status != status or current.job_id != job_id:
+            return None
+        if not is_stuck(current.status, current.updated_at, utcnow(), state.settings.stuck_after):
+            return None
+        applied = True
+        return _forced_pause() if status == S.PAUSING.value else _forced_cancel()
+
+    with store.open_session(state.db) as session:
+        run = store.change(session, run_id, decide)
+    if not applied:
+        return None
+    _after_forced(state, run)
+    return run
+
+
 def pause(state: State, run_id: int) -> Run:
     now = utcnow()
     forced = False
@@ -195,7 +246,7 @@ def pause(state: State, run_id: int) -> Run:
         stuck = is_stuck(status, current.updated_at, now, state.settings.stuck_after)
         if stuck and status in (S.PAUSING, S.RUNNING):
             forced = True
-            return {"status": S.PAUSED.value, "job_id": None, "interruption_reason": "pause"}
+            return _forced_pause()
         forced = False
         if status == S.PAUSING:
             return None
@@ -207,8 +258,7 @@ def pause(state: State, run_id: int) -> Run:
         _load_or_raise(session, run_id)
         result = store.change(session, run_id, decide)
     if forced:
-        _callback(state, result, "after_pause")
-        signals.send(signals.run_paused, state.app, result)
+        _after_forced(state, result)
     return result
 
 
@@ -222,13 +272,7 @@ def cancel(state: State, run_id: int) -> Run:
         stuck = is_stuck(status, current.updated_at, now, state.settings.stuck_after)
         if status == S.PAUSED or stuck:
             immediate = True
-            return {
-                "status": S.CANCELLED.value,
-                "ended_at": now,
-                "job_id": None,
-                "exclusive_key": None,
-                "interruption_reason": "cancel",
-            }
+            return _forced_cancel()
         immediate = False
         if status == S.CANCELLING:
             return None
@@ -240,8 +284,7 @@ def cancel(state: State, run_id: int) -> Run:
         _load_or_raise(session, run_id)
         result = store.change(session, run_id, decide)
     if immediate:
-        _callback(state, result, "after_cancel")
-        signals.send(signals.run_cancelled, state.app, result)
+        _after_forced(state, result)
     return result
 
 

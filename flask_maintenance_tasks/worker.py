@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import typing as t
 
 from rq import SimpleWorker, Worker
@@ -35,10 +36,58 @@ def _request_shutdown(signum: int, frame: FrameType | None) -> None:
     shutdown_requested.set()
 
 
-class MaintenanceWorker(Worker):
-    """An RQ worker (forking a horse per job) that interrupts runs cleanly on SIGTERM."""
+class _Recovering:
+    """Runs :func:`~flask_maintenance_tasks.recovery.recover` every ``recovery_interval`` s.
+
+    It rides on RQ's maintenance hook, which an idle worker reaches at least
+    once per dequeue timeout; ``recovering_worker`` sets that timeout to the
+    interval.
+    """
 
     app: Flask | None = None
+    recovery_interval: float = 60.0
+    _next_recovery: float = 0.0
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        rq_due = super().should_run_maintenance_tasks  # type: ignore[misc]
+        return bool(rq_due) or time.monotonic() >= self._next_recovery
+
+    def run_maintenance_tasks(self) -> None:
+        if super().should_run_maintenance_tasks:  # type: ignore[misc]
+            super().run_maintenance_tasks()  # type: ignore[misc]
+        if time.monotonic() >= self._next_recovery:
+            self._next_recovery = time.monotonic() + self.recovery_interval
+            self.recover()
+
+    def recover(self) -> None:
+        if self.app is None:
+            return
+        from .extension import get_state
+        from .recovery import recover
+
+        try:
+            with self.app.app_context():
+                recover(get_state(self.app))
+        except Exception:
+            # A database or Redis outage must not take the worker down.
+            logger.exception("Recovery of orphaned runs failed; trying again later")
+
+
+def recovering_worker(
+    worker_class: type[Worker], queues: list[Queue], app: Flask, recovery_interval: float, **kwargs: t.Any
+) -> Worker:
+    """A worker of ``worker_class`` that recovers orphaned runs of ``app``."""
+    worker = worker_class(
+        queues, worker_ttl=max(int(recovery_interval) + 15, 16), **kwargs
+    )
+    worker.app = app  # type: ignore[attr-defined]
+    worker.recovery_interval = recovery_interval  # type: ignore[attr-defined]
+    return worker
+
+
+class MaintenanceWorker(_Recovering, Worker):
+    """An RQ worker (forking a horse per job) that interrupts runs cleanly on SIGTERM."""
 
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
@@ -64,10 +113,8 @@ class MaintenanceWorker(Worker):
         super().main_work_horse(job, queue)
 
 
-class MaintenanceSimpleWorker(SimpleWorker):
+class MaintenanceSimpleWorker(_Recovering, SimpleWorker):
     """Runs jobs in its own process (tests, platforms without fork); same SIGTERM handling."""
-
-    app: Flask | None = None
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         shutdown_requested.set()

@@ -242,6 +242,14 @@ def drain(app: Flask, burst: bool = True) -> None:
     worker.work(burst=burst, with_scheduler=False)
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(child) for child in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
 class WorkerProcesses:
     """``flask mtasks worker`` subprocesses of the test app, killed at teardown."""
 
@@ -269,14 +277,22 @@ class WorkerProcesses:
         return (self.directory / f"worker-{index}.log").read_text(errors="replace")
 
     def horse_pid(self, process: subprocess.Popen[bytes], timeout: float = 20) -> int:
-        """The pid of the work horse the worker forked (its only child)."""
+        """The pid of the worker's work horse: the child that leads its own process group.
 
-        def child() -> int | None:
-            path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-            pids = path.read_text().split() if path.exists() else []
-            return int(pids[0]) if pids else None
+        (The worker's other child, RQ's scheduler, stays in the worker's group.)
+        """
 
-        return t.cast(int, wait_until(child, timeout, "a work horse"))
+        def horse() -> int | None:
+            for pid in _children(process.pid):
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                except FileNotFoundError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[2]) == pid:
+                    return pid
+            return None
+
+        return t.cast(int, wait_until(horse, timeout, "a work horse"))
 
     def cli(self, *args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``flask mtasks ARGS`` against the test app in a subprocess."""
@@ -294,10 +310,9 @@ class WorkerProcesses:
         for process in self.processes:
             if process.poll() is None:
                 # The horse sits in a process group of its own: kill it first.
-                path = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-                for pid in path.read_text().split() if path.exists() else []:
+                for pid in _children(process.pid):
                     try:
-                        os.kill(int(pid), signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
                 process.kill()
