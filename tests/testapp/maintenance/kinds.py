@@ -122,3 +122,13 @@ class Renamed(Task):
 
     def process(self) -> None:
         pass
+
+
+class ForgetfulEnumeratorTask(Task):
+    """A broken task: its enumerator ignores the cursor, so a resume starts over."""
+
+    def enumerator(self, cursor: int | None) -> t.Iterator[tuple[str, int]]:
+        yield from (("x", 0), ("y", 1), ("z", 2))
+
+    def process(self, letter: str) -> None:
+        EVENTS.append(letter)

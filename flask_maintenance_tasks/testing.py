@@ -1,0 +1,233 @@
+"""Helpers for testing maintenance tasks, and a pytest plugin exposing them.
+
+Run a task to the end inside the test, on the test's own app and database,
+with no queue and no worker::
+
+    from flask_maintenance_tasks.testing import run_task, run_task_interrupted
+
+    def test_backfill(app):
+        with app.app_context():
+            run = run_task("BackfillWordCountTask")
+        assert run.status == "succeeded"
+
+:func:`run_task_interrupted` stops the run after every item (or after items
+picked at random from a seed) and resumes it from its cursor until it ends:
+a task that passes with it is resumable, and, when it writes through the
+app's session, applies each change once.
+
+The pytest plugin (installed with the package) offers the same as the
+fixtures ``mtasks_run`` and ``mtasks_run_interrupted``; they use the
+project's ``app`` fixture and push its app context when none is active.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import random
+import typing as t
+
+from . import runner
+from .extension import State, get_state
+from .job import perform_run
+from .worker import shutdown_requested
+
+if t.TYPE_CHECKING:
+    import pytest
+    from flask import Flask
+
+    from .models import Run
+    from .task import Task
+
+__all__ = ["resume_task", "run_task", "run_task_interrupted"]
+
+#: A run needing more slices than this is taken to be stuck (a throttle that
+#: never lets go, say) and the helper fails instead of looping for ever.
+MAX_SLICES = 100_000
+
+
+class _SynchronousExecutor:
+    """Collects the jobs a run asks for, so the test can perform them in turn."""
+
+    def __init__(self) -> None:
+        self.jobs: collections.deque[tuple[int, str]] = collections.deque()
+
+    def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
+        # Delays (throttle backoffs) are not waited for in a test.
+        self.jobs.append((run_id, job_id))
+
+    def is_waiting(self, job_id: str) -> bool:
+        return any(job == job_id for _, job in self.jobs)
+
+
+@contextlib.contextmanager
+def _synchronous(state: State) -> t.Iterator[_SynchronousExecutor]:
+    executor = _SynchronousExecutor()
+    previous = state.executor
+    state.executor = executor
+    try:
+        yield executor
+    finally:
+        state.executor = previous
+
+
+@contextlib.contextmanager
+def _interrupting(task_class: type[Task], stop_now: t.Callable[[], bool]) -> t.Iterator[None]:
+    """Make the run stop (as on a worker shutdown) after the items ``stop_now`` picks."""
+    own = "process" in vars(task_class)
+    original = task_class.process
+
+    def process(self: Task, *args: t.Any) -> None:
+        original(self, *args)
+        if stop_now():
+            shutdown_requested.set()
+
+    task_class.process = process  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if own:
+            task_class.process = original  # type: ignore[method-assign]
+        else:
+            del task_class.process
+        shutdown_requested.clear()
+
+
+def _perform_all(
+    state: State, executor: _SynchronousExecutor, run_id: int, max_slices: int = MAX_SLICES
+) -> Run:
+    slices = 0
+    while executor.jobs:
+        slices += 1
+        if slices > max_slices:
+            raise RuntimeError(
+                f"Run #{run_id} did not end after {max_slices:,} slices: does the task "
+                "start again from the beginning when resumed, or is a throttle stuck on?"
+            )
+        job_run, job_id = executor.jobs.popleft()
+        shutdown_requested.clear()
+        perform_run(job_run, job_id)
+    shutdown_requested.clear()
+    run = runner.get_run(state, run_id)
+    assert run is not None
+    return run
+
+
+def run_task(
+    name: str,
+    arguments: t.Mapping[str, t.Any] | None = None,
+    *,
+    metadata: t.Any = None,
+) -> Run:
+    """Start a run of task ``name`` in the current app and perform it to its end.
+
+    The run goes through the same runner and iteration loop as in production,
+    on the current thread; time slices and throttle backoffs are performed
+    at once. Returns the finished run, whatever its status.
+
+    :raises TaskNotFound, InvalidArguments, TaskAlreadyRunning: as ``mtasks.run``.
+    """
+    state = get_state()
+    with _synchronous(state) as executor:
+        run = runner.run(state, name, arguments or {}, metadata=metadata)
+        return _perform_all(state, executor, run.id)
+
+
+def resume_task(run_id: int) -> Run:
+    """Resume a paused or errored run in the current app and perform it to its end.
+
+    :raises InvalidTransition: the run is neither paused nor errored.
+    """
+    state = get_state()
+    with _synchronous(state) as executor:
+        runner.resume(state, run_id)
+        return _perform_all(state, executor, run_id)
+
+
+def run_task_interrupted(
+    name: str,
+    arguments: t.Mapping[str, t.Any] | None = None,
+    *,
+    every: int = 1,
+    seed: int | None = None,
+    probability: float = 0.3,
+    metadata: t.Any = None,
+    max_slices: int = MAX_SLICES,
+) -> Run:
+    """Like :func:`run_task`, but interrupt the run again and again until it ends.
+
+    By default the run is interrupted after every item (``every=1``) or every
+    ``every`` items. With ``seed``, it is instead interrupted after each item
+    with ``probability``, from a random generator seeded with ``seed`` (the
+    same seed gives the same interruptions). Each interruption commits the
+    tick, marks the run ``interrupted`` and resumes it from its cursor, as a
+    worker shutdown does. A run still going after ``max_slices`` slices
+    raises :class:`RuntimeError`: the task probably does not resume from its
+    cursor.
+    """
+    if every < 1:
+        raise ValueError("every must be at least 1")
+    state = get_state()
+    task_class = state.registry.get(name)
+    if seed is not None:
+        generator = random.Random(seed)
+
+        def stop_now() -> bool:
+            return generator.random() < probability
+    else:
+        count = 0
+
+        def stop_now() -> bool:
+            nonlocal count
+            count += 1
+            return count % every == 0
+
+    with _synchronous(state) as executor, _interrupting(task_class, stop_now):
+        run = runner.run(state, name, arguments or {}, metadata=metadata)
+        return _perform_all(state, executor, run.id, max_slices)
+
+
+# -- the pytest plugin ------------------------------------------------------
+
+try:
+    import pytest as _pytest
+except ImportError:  # pragma: no cover - pytest is only needed for the fixtures
+    _pytest = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def _in_app_context(app: Flask) -> t.Iterator[None]:
+    from flask import has_app_context
+
+    if has_app_context():
+        yield
+    else:
+        with app.app_context():
+            yield
+
+
+if _pytest is not None:
+
+    @_pytest.fixture
+    def mtasks_run(request: pytest.FixtureRequest) -> t.Callable[..., Run]:
+        """:func:`run_task` in the app of the project's ``app`` fixture."""
+        app = request.getfixturevalue("app")
+
+        def run(name: str, arguments: t.Mapping[str, t.Any] | None = None, **kwargs: t.Any) -> Run:
+            with _in_app_context(app):
+                return run_task(name, arguments, **kwargs)
+
+        return run
+
+    @_pytest.fixture
+    def mtasks_run_interrupted(request: pytest.FixtureRequest) -> t.Callable[..., Run]:
+        """:func:`run_task_interrupted` in the app of the project's ``app`` fixture."""
+        app = request.getfixturevalue("app")
+
+        def run(name: str, arguments: t.Mapping[str, t.Any] | None = None, **kwargs: t.Any) -> Run:
+            with _in_app_context(app):
+                return run_task_interrupted(name, arguments, **kwargs)
+
+        return run
