@@ -36,6 +36,9 @@ S = RunStatus
 
 _PACKAGE_DIR = __file__.rsplit("/", 1)[0]
 
+#: Seconds before the next slice after a lost database connection.
+CONNECTION_RETRY_DELAY = 1.0
+
 
 def run_job(run_id: int, job_id: str) -> None:
     """The RQ job function: perform a slice inside the app.
@@ -163,8 +166,31 @@ class _Slice:
             self._perform(run)
         except Fenced:
             logger.info("Run #%s was handed on; job %s stops without writing.", self.run_id, self.job_id)
+        except sa.exc.DBAPIError as error:
+            if error.connection_invalidated:
+                self._connection_lost(error)
+            else:
+                self._errored(error)
         except Exception as error:
             self._errored(error)
+
+    def _connection_lost(self, error: BaseException) -> None:
+        """The database connection died: hand the run on instead of failing it.
+
+        The tick in progress died with the connection, so nothing of it was
+        applied; the next slice retries it from the saved cursor. If the
+        database cannot be reached at all, the run stays as it is and
+        recovery carries it on later.
+        """
+        logger.warning("Run #%s lost its database connection: %s", self.run_id, error)
+        self.session.rollback()
+        self.backoff = CONNECTION_RETRY_DELAY
+        try:
+            self._interrupted("connection_lost")
+        except Fenced:
+            pass
+        except Exception:
+            logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
 
     def _perform(self, run: Run) -> None:
         if run.status in (S.PAUSING.value, S.CANCELLING.value):
@@ -183,6 +209,7 @@ class _Slice:
 
         started = utcnow()
         stop_now = False
+        claim = runner.new_job_id()
 
         def mark_running(current: Run) -> store.Decision:
             nonlocal stop_now
@@ -194,7 +221,13 @@ class _Slice:
                 return None
             if current.status not in (S.ENQUEUED.value, S.INTERRUPTED.value, S.RUNNING.value):
                 raise Fenced()
-            values: dict[str, t.Any] = {"status": S.RUNNING.value, "interruption_reason": None}
+            # Claim the run with a token of this execution: a duplicate
+            # delivery of the same job then finds the run claimed, and stops.
+            values: dict[str, t.Any] = {
+                "status": S.RUNNING.value,
+                "interruption_reason": None,
+                "job_id": claim,
+            }
             if current.status == S.ENQUEUED.value:
                 values.update(started_at=started, tick_total=total, ended_at=None)
             return values
@@ -203,6 +236,7 @@ class _Slice:
         if stop_now:
             self._stop_at_start()
             return
+        self.job_id = claim
         task.run = run
         if fresh:
             task.after_start()
@@ -310,15 +344,15 @@ class _Slice:
         if callback[0] != "after_interrupt":
             self._after_stop(run, callback[0])
             return
-        assert self.task is not None
-        self.task.run = run
-        try:
-            self.task.after_interrupt()
-        except Exception as error:
-            self._errored(error, job_id=next_job)
-            return
+        if self.task is not None:
+            self.task.run = run
+            try:
+                self.task.after_interrupt()
+            except Exception as error:
+                self._errored(error, job_id=next_job)
+                return
         signals.send(signals.run_interrupted, self.state.app, run)
-        delay = self.backoff if reason == "throttle" else 0.0
+        delay = self.backoff if reason in ("throttle", "connection_lost") else 0.0
         try:
             self.state.executor.enqueue(self.run_id, next_job, delay=delay)
         except Exception:
