@@ -283,7 +283,7 @@ def cancel_command(run_id: int) -> None:
 def worker_command(burst: bool, queue_name: str | None, no_fork: bool) -> None:
     """Run an RQ worker inside the app; SIGTERM stops the running task cleanly."""
     from .executors import RQExecutor
-    from .worker import MaintenanceSimpleWorker, MaintenanceWorker
+    from .worker import MaintenanceSimpleWorker, MaintenanceWorker, recovering_worker
 
     state = _state()
     executor = state.executor
@@ -291,10 +291,46 @@ def worker_command(burst: bool, queue_name: str | None, no_fork: bool) -> None:
         raise click.ClickException(
             "MAINTENANCE_TASKS_REDIS_URL is not set: there is no queue to work on."
         )
-    worker_class = MaintenanceSimpleWorker if no_fork else MaintenanceWorker
-    worker = worker_class([executor.queue(queue_name)], connection=executor.connection)
-    worker.app = current_app._get_current_object()  # type: ignore[attr-defined]
+    _log_to_stderr()
+    worker = recovering_worker(
+        MaintenanceSimpleWorker if no_fork else MaintenanceWorker,
+        [executor.queue(queue_name)],
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state.settings.recovery_interval,
+        connection=executor.connection,
+    )
     worker.work(burst=burst, with_scheduler=True)
+
+
+def _log_to_stderr() -> None:
+    """Show the extension's log lines beside RQ's, unless the app set up logging."""
+    import logging
+
+    logger = logging.getLogger("flask_maintenance_tasks")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+@mtasks_cli.command("recover")
+def recover_command() -> None:
+    """Carry on runs whose job vanished, and settle stuck pauses and cancels, once.
+
+    Workers started with `flask mtasks worker` do this on their own every
+    MAINTENANCE_TASKS_RECOVERY_INTERVAL seconds.
+    """
+    from .recovery import recover
+
+    state = _state()
+    with _Errors():
+        recovered = recover(state)
+    for recovery in recovered:
+        click.echo(str(recovery))
+    if not recovered:
+        click.echo("Nothing to recover.")
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

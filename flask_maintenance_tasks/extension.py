@@ -58,6 +58,7 @@ class Settings:
     status_reload_frequency: float = 1.0
     max_job_runtime: float = 300.0
     stuck_after: float = 300.0
+    recovery_interval: float = 60.0
     poll_interval: float = 2.0
     runs_per_page: int = 20
     masked_parameters: tuple[str, ...] = ("password", "secret", "token")
@@ -74,6 +75,7 @@ class Settings:
         "status_reload_frequency",
         "max_job_runtime",
         "stuck_after",
+        "recovery_interval",
         "poll_interval",
     )
 

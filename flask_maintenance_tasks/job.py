@@ -204,7 +204,11 @@ class _Slice:
         task = self.state.registry.get(run.task_name)(**(run.arguments or {}))
         task.metadata = run.metadata_
         self.task = task
-        total = task.count() if fresh else None
+        # Count once, when the run first starts: a resumed run keeps its total,
+        # which a collection filtered on "still to do" would otherwise shrink
+        # under the items already counted in tick_count.
+        first_start = fresh and run.tick_count == 0 and run.cursor is None
+        total = task.count() if first_start else None
         self.session.rollback()
 
         started = utcnow()
@@ -229,7 +233,9 @@ class _Slice:
                 "job_id": claim,
             }
             if current.status == S.ENQUEUED.value:
-                values.update(started_at=started, tick_total=total, ended_at=None)
+                values.update(started_at=started, ended_at=None)
+                if first_start:
+                    values["tick_total"] = total
             return values
 
         run = self._change(mark_running)

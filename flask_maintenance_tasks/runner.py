@@ -303,6 +303,11 @@ def resume(state: State, run_id: int) -> Run:
                 "job_id": job_id,
                 "interruption_reason": None,
                 "ended_at": None,
+                # The error was dealt with: a resumed run shows none.
+                "error_class": None,
+                "error_message": None,
+                "backtrace": None,
+                "errored_element": None,
                 "exclusive_key": None if task_class.allow_concurrent_runs else task_class.name,
             }
 

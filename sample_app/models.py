@@ -54,7 +54,7 @@ def seed(count: int) -> None:
                 "touched": 0,
             }
         )
-    # One post the FailingBackfillTask chokes on (fix it with `flask sample ...`).
+    # One post the FailingBackfillTask chokes on: give it content, then resume.
     if rows:
         rows[len(rows) // 2]["content"] = ""
     db.session.execute(sa.insert(Post), rows)

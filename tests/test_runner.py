@@ -242,3 +242,23 @@ def test_resume_is_refused_while_another_run_of_the_task_is_active(app, mtasks, 
 def test_metadata_is_stored_on_the_run(app, mtasks):
     run = mtasks.run("OnceTask", metadata={"user": "ada@example.com"})
     assert fresh_run(run.id).metadata_ == {"user": "ada@example.com"}
+
+
+def test_a_resumed_run_keeps_its_total_and_sheds_its_old_error(app, mtasks, db):
+    from tests.testapp import Item
+
+    seed_items(30)
+    db.session.execute(sa.update(Item).where(Item.id == 17).values(title="bad"))
+    db.session.commit()
+    app.extensions["maintenance_tasks"].settings.__dict__["ticker_delay"] = 0.0
+    run = mtasks.run("CountItemsTask", arguments={"fail_on": "bad"})
+    drain(app)
+    errored = fresh_run(run.id)
+    assert (errored.status, errored.tick_count, errored.tick_total) == ("errored", 16, 30)
+    db.session.execute(sa.update(Item).where(Item.id == 17).values(title="good"))
+    db.session.commit()
+    resumed = mtasks.resume(run.id)
+    assert resumed.error_class is None and resumed.errored_element is None
+    drain(app)
+    done = fresh_run(run.id)
+    assert (done.status, done.tick_count, done.tick_total) == ("succeeded", 30, 30)

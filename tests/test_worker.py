@@ -41,46 +41,6 @@ def test_run_wait_with_a_worker_processes_every_row_once(app, workers):
     assert counters() == [1] * ITEMS
 
 
-def test_sigterm_to_the_worker_interrupts_the_run_and_a_second_worker_finishes_it(app, workers):
-    seed_items(ITEMS)
-    first = workers.start()
-    run_id = _start(workers, "--arg", "sleep=0.01")
-    wait_until(lambda: _moved(run_id), 30, "the run to make progress")
-
-    first.send_signal(signal.SIGTERM)
-    assert first.wait(30) == 0, workers.log(first)
-    run = fresh_run(run_id)
-    assert run.status == "interrupted"
-    assert run.interruption_reason == "worker_shutdown"
-    assert 0 < run.tick_count < ITEMS
-    done = counters()
-    assert set(done) <= {0, 1}
-    assert sum(done) == run.tick_count
-
-    workers.start("--burst")
-    wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the second worker")
-    run = fresh_run(run_id)
-    assert run.tick_count == ITEMS
-    assert counters() == [1] * ITEMS
-
-
-def test_sigterm_to_worker_and_work_horse_together_loses_nothing(app, workers):
-    seed_items(ITEMS)
-    first = workers.start()
-    run_id = _start(workers, "--arg", "sleep=0.01")
-    wait_until(lambda: _moved(run_id), 30, "the run to make progress")
-
-    horse = workers.horse_pid(first)
-    os.kill(horse, signal.SIGTERM)
-    first.send_signal(signal.SIGTERM)
-    assert first.wait(30) == 0, workers.log(first)
-    assert fresh_run(run_id).status == "interrupted"
-
-    workers.start("--burst")
-    wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the second worker")
-    assert counters() == [1] * ITEMS
-
-
 def test_pause_mid_run_then_resume_processes_every_row_once(app, workers):
     seed_items(ITEMS)
     workers.start()

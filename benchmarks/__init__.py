@@ -1,0 +1,1 @@
+"""Measurements of flask-maintenance-tasks, printed as Markdown tables."""

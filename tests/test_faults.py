@@ -1,0 +1,380 @@
+"""Faults injected into real workers while a run is half-way through.
+
+Each test starts ``flask mtasks worker`` processes, starts a run of a task
+that adds one to a counter column of every row, waits until the run has
+committed some progress, injects one fault, and lets the system recover on
+its own (a worker's periodic recovery) or with a new worker, as an operator
+would after a crash. Then it asserts the promises: the run succeeds, no row
+was missed, no row was changed twice, and the counters equal the rows.
+
+With ``MTASKS_RELIABILITY_REPORT`` set to a file, every test appends what it
+measured (a JSON line) for ``benchmarks/reliability.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+import typing as t
+
+import pytest
+import sqlalchemy as sa
+
+from flask_maintenance_tasks import InvalidTransition
+from tests.conftest import (
+    FAST,
+    RedisServer,
+    WorkerProcesses,
+    counters,
+    drain,
+    fresh_run,
+    seed_items,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+ITEMS = 300
+STUCK_AFTER = 2.0
+
+
+@pytest.fixture
+def settings() -> dict[str, t.Any]:
+    # Recovery looks twice a second for runs silent for two seconds.
+    return {**FAST, "stuck_after": STUCK_AFTER, "recovery_interval": 0.5}
+
+
+@dataclasses.dataclass
+class Fault:
+    """A run under way, the fault, and the measure of what followed."""
+
+    name: str
+    run_id: int
+    database: str
+    ticks_at_fault: int = 0
+    injected_at: float = 0.0
+    recovered_after: float | None = None
+
+    def inject(self) -> None:
+        self.ticks_at_fault = fresh_run(self.run_id).tick_count
+        self.injected_at = time.monotonic()
+
+    def watch_recovery(self, timeout: float = 60.0) -> None:
+        """Wait until the run commits progress again (or ends), then until it ends."""
+
+        def progressed() -> bool:
+            run = fresh_run(self.run_id)
+            return run.tick_count > self.ticks_at_fault or run.status == "succeeded"
+
+        wait_until(progressed, timeout, f"the run to progress after {self.name}")
+        self.recovered_after = time.monotonic() - self.injected_at
+        wait_until(lambda: fresh_run(self.run_id).status == "succeeded", timeout, "the run to end")
+
+    def check(self) -> None:
+        """The promises; and a line for the reliability report."""
+        done = counters()
+        run = fresh_run(self.run_id)
+        missed = sum(1 for c in done if c == 0)
+        twice = sum(1 for c in done if c > 1)
+        report = os.environ.get("MTASKS_RELIABILITY_REPORT")
+        if report:
+            with open(report, "a") as out:
+                out.write(
+                    json.dumps(
+                        {
+                            "fault": self.name,
+                            "database": self.database,
+                            "status": run.status,
+                            "missed": missed,
+                            "twice": twice,
+                            "recovered_after": self.recovered_after,
+                        }
+                    )
+                    + "\n"
+                )
+        assert run.status == "succeeded"
+        assert (missed, twice) == (0, 0)
+        assert run.tick_count == ITEMS == sum(done)
+
+
+def _database(url: str) -> str:
+    return "postgresql" if url.startswith("postgresql") else "sqlite"
+
+
+def _start_run(workers: WorkerProcesses, app_env: dict[str, str], name: str) -> Fault:
+    result = workers.cli("run", "CountItemsTask", "--arg", "sleep=0.01")
+    assert result.returncode == 0, result.stderr
+    return Fault(name, int(result.stdout.strip()), _database(app_env["MTASKS_TEST_DATABASE_URL"]))
+
+
+def _under_way(fault: Fault) -> None:
+    def moved() -> bool:
+        run = fresh_run(fault.run_id)
+        return run.status == "running" and run.tick_count >= 20
+
+    wait_until(moved, 30, "the run to make progress")
+
+
+@pytest.fixture
+def fault_run(app, workers, app_env):
+    """Seed the rows, start one worker and a run, and wait until it is under way."""
+
+    def start(name: str, *, wait: bool = True) -> tuple[Fault, t.Any]:
+        seed_items(ITEMS)
+        worker = workers.start()
+        fault = _start_run(workers, app_env, name)
+        if wait:
+            _under_way(fault)
+        return fault, worker
+
+    return start
+
+
+def test_sigterm_to_the_worker(fault_run, workers):
+    fault, worker = fault_run("SIGTERM to the worker")
+    fault.inject()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, workers.log(worker)
+    run = fresh_run(fault.run_id)
+    assert (run.status, run.interruption_reason) == ("interrupted", "worker_shutdown")
+    workers.start()
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_sigterm_to_the_worker_and_its_work_horse(fault_run, workers):
+    fault, worker = fault_run("SIGTERM to the worker and its work horse")
+    horse = workers.horse_pid(worker)
+    fault.inject()
+    os.kill(horse, signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, workers.log(worker)
+    assert fresh_run(fault.run_id).status == "interrupted"
+    workers.start()
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_sigkill_of_the_work_horse(fault_run, workers):
+    fault, worker = fault_run("SIGKILL of the work horse")
+    horse = workers.horse_pid(worker)
+    fault.inject()
+    os.kill(horse, signal.SIGKILL)
+    # The surviving worker recovers the run once its heartbeat is old enough.
+    fault.watch_recovery()
+    assert worker.poll() is None
+    fault.check()
+
+
+def test_sigkill_of_the_worker_and_its_work_horse(fault_run, workers):
+    fault, worker = fault_run("SIGKILL of the worker and its work horse (machine lost)")
+    horse = workers.horse_pid(worker)
+    fault.inject()
+    os.kill(horse, signal.SIGKILL)
+    worker.kill()
+    worker.wait(10)
+    workers.start()
+    fault.watch_recovery()
+    assert fresh_run(fault.run_id).interruption_reason is None
+    fault.check()
+
+
+def test_sigkill_of_the_worker_alone(fault_run, workers):
+    fault, worker = fault_run("SIGKILL of the worker (its work horse carries on)")
+    fault.inject()
+    worker.kill()
+    worker.wait(10)
+    workers.start()
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_redis_flushed_while_running(fault_run, redis_url):
+    from redis import Redis
+
+    fault, _ = fault_run("Redis flushed while a run is running")
+    fault.inject()
+    Redis.from_url(redis_url).flushall()
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_redis_flushed_while_enqueued(app, workers, app_env, redis_url):
+    from redis import Redis
+
+    seed_items(ITEMS)
+    fault = _start_run(workers, app_env, "Redis flushed while a run is enqueued")
+    fault.inject()
+    Redis.from_url(redis_url).flushall()
+    workers.start()
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_redis_restarted_while_running(fault_run, redis_server: RedisServer):
+    fault, worker = fault_run("Redis restarted while a run is running")
+    fault.inject()
+    redis_server.stop()
+    time.sleep(1)
+    redis_server.start()
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_redis_restarted_while_enqueued(app, workers, app_env, redis_server: RedisServer):
+    seed_items(ITEMS)
+    fault = _start_run(workers, app_env, "Redis restarted while a run is enqueued")
+    fault.inject()
+    redis_server.stop()
+    time.sleep(1)
+    redis_server.start()
+    workers.start()
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_database_connection_killed(fault_run, db, app_env):
+    if _database(app_env["MTASKS_TEST_DATABASE_URL"]) != "postgresql":
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    fault, _ = fault_run("Worker's database connection killed (pg_terminate_backend)")
+    fault.inject()
+    db.session.remove()
+    killed = db.session.scalars(
+        sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state IN ('active', 'idle in transaction')"
+        )
+    ).all()
+    db.session.commit()
+    assert killed and all(killed)
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_the_same_slice_delivered_twice_to_two_workers(app, workers, app_env):
+    seed_items(ITEMS)
+    for _ in range(2):
+        workers.start()
+    fault = _start_run(workers, app_env, "The same slice delivered to two workers at once")
+    run = fresh_run(fault.run_id)
+    executor = app.extensions["maintenance_tasks"].executor
+    from flask_maintenance_tasks.executors import JOB_FUNCTION
+
+    executor.queue().enqueue(JOB_FUNCTION, run.id, run.job_id)
+    fault.inject()
+    fault.watch_recovery()
+    fault.check()
+    logs = "".join(workers.log(p) for p in workers.processes)
+    assert "stops without writing" in logs or "no longer holds" in logs
+
+
+def test_a_frozen_work_horse_is_fenced_off_after_the_stuck_limit(fault_run, workers, app_env):
+    """SIGSTOP past the stuck limit, then SIGCONT: the run was handed on meanwhile.
+
+    PostgreSQL only: SQLite lets one writer at a time, so a frozen writer
+    blocks recovery too, and there is nothing to hand over until it wakes.
+    """
+    if _database(app_env["MTASKS_TEST_DATABASE_URL"]) != "postgresql":
+        pytest.skip("SQLite serialises writers: a frozen writer blocks every other one")
+    fault, worker = fault_run("Work horse frozen (SIGSTOP) past the stuck limit, then continued")
+    horse = workers.horse_pid(worker)
+    before = fresh_run(fault.run_id)
+    fault.inject()
+    os.kill(horse, signal.SIGSTOP)
+    try:
+        rescuer = workers.start()
+        wait_until(lambda: fresh_run(fault.run_id).job_id != before.job_id, 30, "a hand-over")
+    finally:
+        os.kill(horse, signal.SIGCONT)
+    fault.watch_recovery()
+    fault.check()
+    assert "stops without writing" in workers.log(worker), workers.log(worker)
+    assert rescuer.poll() is None
+
+
+# -- operator races (in process: the race is between two requests) ----------
+
+
+def test_pause_racing_the_last_tick_either_pauses_or_succeeds(app, mtasks):
+    """An operator's pause arriving as the run completes never leaves it in between."""
+    seed_items(5)
+    run = mtasks.run("CountItemsTask")
+    finished = threading.Event()
+
+    def pause_now() -> None:
+        with app.app_context():
+            try:
+                mtasks.pause(run.id)
+            except InvalidTransition:
+                pass
+            finished.set()
+
+    threading.Timer(0.0, pause_now).start()
+    drain(app)
+    finished.wait(10)
+    status = fresh_run(run.id).status
+    if status == "pausing":  # the pause came after the job had finished nothing
+        drain(app)
+        status = fresh_run(run.id).status
+    assert status in ("paused", "succeeded")
+    if status == "paused":
+        mtasks.resume(run.id)
+        drain(app)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [1] * 5
+
+
+def test_cancel_racing_the_last_tick_ends_the_run_once(app, mtasks):
+    """A cancel that lands while the last items are processed ends the run exactly once.
+
+    Whether it ends ``cancelled`` or ``succeeded`` depends on which comes first,
+    the cancel or the end of the collection; either way it ends, once, and
+    the counters match what the run says it did.
+    """
+    seed_items(5)
+    run = mtasks.run("CountItemsTask")
+    from flask_maintenance_tasks import signals
+
+    def cancel_as_it_starts(sender, run, payload) -> None:
+        mtasks.cancel(run.id)
+
+    with signals.run_started.connected_to(cancel_as_it_starts, app):
+        drain(app)
+    final = fresh_run(run.id)
+    assert final.status in ("cancelled", "succeeded")
+    assert final.ended_at is not None
+    with pytest.raises(InvalidTransition):
+        mtasks.cancel(run.id)
+    assert sum(counters()) == final.tick_count
+
+
+def test_two_resume_requests_at_once_enqueue_one_job(app, mtasks):
+    seed_items(5)
+    run = mtasks.run("CountItemsTask")
+    mtasks.pause(run.id)
+    drain(app)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def resume() -> None:
+        with app.app_context():
+            barrier.wait()
+            try:
+                outcomes.append(mtasks.resume(run.id).status)
+            except InvalidTransition as error:
+                outcomes.append(str(error))
+
+    threads = [threading.Thread(target=resume) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["Cannot resume an enqueued run.", "enqueued"]
+    assert app.extensions["maintenance_tasks"].executor.queue().count == 1
+    drain(app)
+    assert counters() == [1] * 5
