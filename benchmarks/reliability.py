@@ -79,8 +79,17 @@ def main() -> int:
         report = Path(directory) / "faults.jsonl"
         env = {**os.environ, "MTASKS_RELIABILITY_REPORT": str(report)}
         result = subprocess.run(
-            [sys.executable, "-m", "pytest", "tests/test_faults.py", "-q", "-p", "no:cacheprovider",
-             "-k", "not racing and not resume_requests"],
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "tests/test_faults.py",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-k",
+                "not racing and not resume_requests",
+            ],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -92,8 +101,10 @@ def main() -> int:
             print("No fault was measured.", file=sys.stderr)
             return 1
         rows = [json.loads(line) for line in report.read_text().splitlines()]
-    print("| fault | database | what happens | what an operator sees "
-          "| rows missed | rows changed twice | seconds to recover |")
+    print(
+        "| fault | database | what happens | what an operator sees "
+        "| rows missed | rows changed twice | seconds to recover |"
+    )
     print("|---|---|---|---|---:|---:|---:|")
     for row in rows:
         happens, sees = STORY.get(row["fault"], ("", ""))

@@ -24,7 +24,7 @@ logger = logging.getLogger("flask_maintenance_tasks")
 EXTENSION_KEY = "maintenance_tasks"
 CONFIG_PREFIX = "MAINTENANCE_TASKS_"
 
-Authorize = t.Callable[[str, t.Optional[str], t.Optional["Run"]], bool]
+Authorize = t.Callable[[str, str | None, t.Optional["Run"]], bool]
 Seconds = t.Union[float, int, timedelta]
 
 

@@ -100,7 +100,10 @@ def describe_element(item: t.Any) -> t.Any:
         key = identity[0] if identity and len(identity) == 1 else list(identity or ())
         return {"class": type(item).__name__, "id": key}
     if isinstance(item, collections.Batch):
-        return {"class": "Batch", "ids": [i if not isinstance(i, tuple) else list(i) for i in item.ids[:50]]}
+        return {
+            "class": "Batch",
+            "ids": [i if not isinstance(i, tuple) else list(i) for i in item.ids[:50]],
+        }
     try:
         json.dumps(item)
         return item
@@ -156,7 +159,9 @@ class _Slice:
     def perform(self) -> None:
         run = self.session.get(Run, self.run_id, populate_existing=True)
         if run is None:
-            logger.warning("Run #%s no longer exists; job %s does nothing.", self.run_id, self.job_id)
+            logger.warning(
+                "Run #%s no longer exists; job %s does nothing.", self.run_id, self.job_id
+            )
             return
         if not self._holds(run):
             logger.info("Job %s no longer holds run #%s; it stops.", self.job_id, self.run_id)
@@ -165,7 +170,9 @@ class _Slice:
         try:
             self._perform(run)
         except Fenced:
-            logger.info("Run #%s was handed on; job %s stops without writing.", self.run_id, self.job_id)
+            logger.info(
+                "Run #%s was handed on; job %s stops without writing.", self.run_id, self.job_id
+            )
         except sa.exc.DBAPIError as error:
             if error.connection_invalidated:
                 self._connection_lost(error)
@@ -421,4 +428,3 @@ class _Slice:
                 logger.exception("%s.after_error failed for run #%s", run.task_name, run.id)
         runner.report_error(self.state, error, run, element)
         signals.send(signals.run_errored, self.state.app, run)
-

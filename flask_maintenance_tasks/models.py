@@ -87,7 +87,9 @@ class Run(Base):
 
     __tablename__ = "maintenance_tasks_runs"
     __table_args__ = (
-        sa.Index("ix_maintenance_tasks_runs_task_status_created", "task_name", "status", "created_at"),
+        sa.Index(
+            "ix_maintenance_tasks_runs_task_status_created", "task_name", "status", "created_at"
+        ),
     )
 
     id: Mapped[int] = mapped_column(_BigIntPK, primary_key=True, autoincrement=True)

@@ -12,6 +12,7 @@ import typing as t
 import uuid
 
 import sqlalchemy as sa
+
 from . import signals, store
 from .exceptions import EnqueueError, InvalidTransition, MaintenanceTasksError, TaskAlreadyRunning
 from .models import Run, RunStatus, runs_table, utcnow

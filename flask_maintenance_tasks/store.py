@@ -20,7 +20,7 @@ from .models import Run, runs_table, utcnow
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
-Decision = t.Optional[t.Mapping[str, t.Any]]
+Decision: t.TypeAlias = "t.Mapping[str, t.Any] | None"
 
 #: Attempts, and the base of the exponential backoff between them (seconds).
 ATTEMPTS = 6
@@ -51,10 +51,12 @@ def load(session: Session, run_id: int) -> Run:
 
 def _columns(values: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     # Attribute names to column names (metadata_ is stored as "metadata").
-    return {Run.__mapper__.attrs[k].columns[0].name: v for k, v in values.items()}  # type: ignore[attr-defined]
+    return {Run.__mapper__.attrs[k].columns[0].name: v for k, v in values.items()}
 
 
-def change(session: Session, run_id: int, decide: t.Callable[[Run], Decision], *, jitter: bool = True) -> Run:
+def change(
+    session: Session, run_id: int, decide: t.Callable[[Run], Decision], *, jitter: bool = True
+) -> Run:
     """Apply what ``decide(run)`` returns to the run, guarded by ``lock_version``.
 
     ``decide`` sees the freshly read run and returns the values to write, or

@@ -14,7 +14,7 @@ if t.TYPE_CHECKING:
     from .models import Run
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
-Backoff = t.Union[float, int, timedelta, t.Callable[[], t.Union[float, int, timedelta]]]
+Backoff = t.Union[float, int, timedelta, t.Callable[[], float | int | timedelta]]
 
 MASK = "[FILTERED]"
 

@@ -18,6 +18,7 @@ import time
 import typing as t
 
 from rq import SimpleWorker, Worker
+from rq.exceptions import StopRequested
 
 if t.TYPE_CHECKING:
     from types import FrameType
@@ -69,20 +70,28 @@ class _Recovering:
         try:
             with self.app.app_context():
                 recover(get_state(self.app))
+        except StopRequested:
+            raise  # SIGTERM arrived during recovery: let RQ shut down
         except Exception:
             # A database or Redis outage must not take the worker down.
             logger.exception("Recovery of orphaned runs failed; trying again later")
 
 
 def recovering_worker(
-    worker_class: type[Worker], queues: list[Queue], app: Flask, recovery_interval: float, **kwargs: t.Any
-) -> Worker:
-    """A worker of ``worker_class`` that recovers orphaned runs of ``app``."""
-    worker = worker_class(
-        queues, worker_ttl=max(int(recovery_interval) + 15, 16), **kwargs
-    )
-    worker.app = app  # type: ignore[attr-defined]
-    worker.recovery_interval = recovery_interval  # type: ignore[attr-defined]
+    worker_class: type[MaintenanceWorker | MaintenanceSimpleWorker],
+    queues: list[Queue],
+    app: Flask,
+    recovery_interval: float,
+    **kwargs: t.Any,
+) -> MaintenanceWorker | MaintenanceSimpleWorker:
+    """A worker of ``worker_class`` that recovers orphaned runs of ``app``.
+
+    Its dequeue timeout (RQ's ``worker_ttl`` less 15 s) is set to the
+    recovery interval, so that an idle worker wakes up in time to recover.
+    """
+    worker = worker_class(queues, worker_ttl=max(int(recovery_interval) + 15, 16), **kwargs)
+    worker.app = app
+    worker.recovery_interval = recovery_interval
     return worker
 
 
@@ -90,7 +99,7 @@ class MaintenanceWorker(_Recovering, Worker):
     """An RQ worker (forking a horse per job) that interrupts runs cleanly on SIGTERM."""
 
     def handle_warm_shutdown_request(self) -> None:
-        super().handle_warm_shutdown_request()
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
         if self.horse_pid:
             try:
                 os.kill(self.horse_pid, signal.SIGTERM)
@@ -98,7 +107,7 @@ class MaintenanceWorker(_Recovering, Worker):
                 pass
 
     def setup_work_horse_signals(self) -> None:
-        super().setup_work_horse_signals()
+        super().setup_work_horse_signals()  # type: ignore[no-untyped-call]
         shutdown_requested.clear()
         signal.signal(signal.SIGTERM, _request_shutdown)
 
@@ -118,7 +127,7 @@ class MaintenanceSimpleWorker(_Recovering, SimpleWorker):
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         shutdown_requested.set()
-        super().request_stop(signum, frame)
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
 
     def work(self, *args: t.Any, **kwargs: t.Any) -> bool:
         shutdown_requested.clear()

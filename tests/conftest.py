@@ -66,8 +66,19 @@ class RedisServer:
         if binary is None:
             pytest.fail("redis-server is not installed (make test installs it)")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
             stdout=subprocess.DEVNULL,
         )
         client = Redis.from_url(self.url)
@@ -208,13 +219,24 @@ def db() -> t.Any:
     return db
 
 
+def configure(app: Flask, **values: t.Any) -> None:
+    """Change settings of a running test app (``ticker_delay=0.0``, ...)."""
+    import dataclasses
+
+    state = app.extensions["maintenance_tasks"]
+    state.settings = dataclasses.replace(state.settings, **values)
+
+
 def seed_items(count: int, **fields: t.Any) -> None:
     """Insert ``count`` items titled ``item-<n>``; ``fields`` override columns."""
     from tests.testapp import Item, db
 
     db.session.execute(
         sa.insert(Item),
-        [{"title": f"item-{n}", "group": n % 3, "counter": 0, **fields} for n in range(1, count + 1)],
+        [
+            {"title": f"item-{n}", "group": n % 3, "counter": 0, **fields}
+            for n in range(1, count + 1)
+        ],
     )
     db.session.commit()
 
@@ -233,12 +255,25 @@ def fresh_run(run_id: int) -> t.Any:
     return mtasks.get_run(run_id)
 
 
-def drain(app: Flask, burst: bool = True) -> None:
-    """Run every queued job in this process with a real RQ SimpleWorker."""
+def _quiet_worker_class() -> type:
     from flask_maintenance_tasks.worker import MaintenanceSimpleWorker
 
+    class QuietWorker(MaintenanceSimpleWorker):
+        """No pubsub listener: its thread takes a second to stop after each burst."""
+
+        def subscribe(self) -> None:
+            pass
+
+        def unsubscribe(self) -> None:
+            pass
+
+    return QuietWorker
+
+
+def drain(app: Flask, burst: bool = True) -> None:
+    """Run every queued job in this process with a real RQ SimpleWorker."""
     executor = app.extensions["maintenance_tasks"].executor
-    worker = MaintenanceSimpleWorker([executor.queue()], connection=executor.connection)
+    worker = _quiet_worker_class()([executor.queue()], connection=executor.connection)
     worker.work(burst=burst, with_scheduler=False)
 
 
@@ -261,8 +296,16 @@ class WorkerProcesses:
     def start(self, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.directory / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "tests.testapp:create_app", "mtasks", "worker",
-             *args],
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "tests.testapp:create_app",
+                "mtasks",
+                "worker",
+                *args,
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -294,7 +337,9 @@ class WorkerProcesses:
 
         return t.cast(int, wait_until(horse, timeout, "a work horse"))
 
-    def cli(self, *args: str, input: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: bytes | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``flask mtasks ARGS`` against the test app in a subprocess."""
         return subprocess.run(
             [sys.executable, "-m", "flask", "--app", "tests.testapp:create_app", "mtasks", *args],

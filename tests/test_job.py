@@ -12,8 +12,7 @@ from rq.scheduler import RQScheduler
 
 from flask_maintenance_tasks import signals
 from flask_maintenance_tasks.job import perform_run
-from flask_maintenance_tasks.models import runs_table
-from tests.conftest import counters, drain, fresh_run, seed_items, wait_until
+from tests.conftest import configure, counters, drain, fresh_run, seed_items, wait_until
 from tests.testapp import Flag, Item
 from tests.testapp.maintenance.kinds import EVENTS
 
@@ -55,7 +54,7 @@ def test_a_custom_count_sets_the_total(app, mtasks):
 
 def test_a_time_slice_hands_the_run_to_a_new_job_without_repeating_items(app, mtasks, settings):
     seed_items(40)
-    app.extensions["maintenance_tasks"].settings.__dict__["max_job_runtime"] = 0.15
+    configure(app, max_job_runtime=0.15)
     slices: list[str] = []
 
     def interrupted(sender, run, payload) -> None:
@@ -74,9 +73,11 @@ def test_a_time_slice_hands_the_run_to_a_new_job_without_repeating_items(app, mt
 
 def test_callbacks_fire_and_reported_errors_do_not_stop_the_run(app, mtasks):
     reported = []
-    app.extensions["maintenance_tasks"].settings.__dict__["error_handler"] = (
-        lambda error, context: reported.append((type(error).__name__, context["errored_element"]))
-    )
+
+    def handler(error, context) -> None:
+        reported.append((type(error).__name__, context["errored_element"]))
+
+    configure(app, error_handler=handler)
     run = mtasks.run("CallbacksTask")
     drain(app)
     assert fresh_run(run.id).status == "succeeded"
@@ -89,9 +90,7 @@ def test_an_error_records_the_item_the_exception_and_the_last_committed_cursor(a
     db.session.execute(sa.update(Item).where(Item.id == 17).values(title="bad"))
     db.session.commit()
     contexts = []
-    app.extensions["maintenance_tasks"].settings.__dict__["error_handler"] = (
-        lambda error, context: contexts.append(context)
-    )
+    configure(app, error_handler=lambda error, context: contexts.append(context))
     errored = []
 
     def on_error(sender, run, payload) -> None:
@@ -161,7 +160,9 @@ def test_a_throttle_interrupts_the_run_and_schedules_the_next_slice(app, mtasks,
     assert run.status == "interrupted", (run.error_class, run.error_message)
     assert run.interruption_reason == "throttle"
     executor = app.extensions["maintenance_tasks"].executor
-    registry = ScheduledJobRegistry(queue=Queue(executor.queue_name, connection=executor.connection))
+    registry = ScheduledJobRegistry(
+        queue=Queue(executor.queue_name, connection=executor.connection)
+    )
     assert registry.get_job_ids() == [run.job_id]
 
     db.session.execute(sa.delete(Flag))

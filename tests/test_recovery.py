@@ -107,7 +107,7 @@ def test_a_recovered_slice_of_the_old_job_writes_nothing(app, mtasks, db):
 
 def test_two_recoverers_at_once_hand_the_run_on_once(app, mtasks, db):
     seed_items(10)
-    run = _orphan(app, mtasks, db)
+    _orphan(app, mtasks, db)
     barrier = threading.Barrier(2)
     results: list[list[object]] = []
 

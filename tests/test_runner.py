@@ -17,7 +17,7 @@ from flask_maintenance_tasks import (
     TaskNotFound,
 )
 from flask_maintenance_tasks.models import runs_table, utcnow
-from tests.conftest import counters, drain, fresh_run, seed_items
+from tests.conftest import configure, counters, drain, fresh_run, seed_items
 
 
 def _runs(db) -> list[Run]:
@@ -153,8 +153,11 @@ def test_cancel_of_an_enqueued_run_cancels_when_its_job_starts(app, mtasks):
 
 @pytest.mark.parametrize(
     ("action", "message"),
-    [("pause", "Cannot pause a succeeded run."), ("cancel", "Cannot cancel a succeeded run."),
-     ("resume", "Cannot resume a succeeded run.")],
+    [
+        ("pause", "Cannot pause a succeeded run."),
+        ("cancel", "Cannot cancel a succeeded run."),
+        ("resume", "Cannot resume a succeeded run."),
+    ],
 )
 def test_actions_on_a_succeeded_run_are_refused_and_change_nothing(app, mtasks, action, message):
     run = mtasks.run("OnceTask")
@@ -250,7 +253,7 @@ def test_a_resumed_run_keeps_its_total_and_sheds_its_old_error(app, mtasks, db):
     seed_items(30)
     db.session.execute(sa.update(Item).where(Item.id == 17).values(title="bad"))
     db.session.commit()
-    app.extensions["maintenance_tasks"].settings.__dict__["ticker_delay"] = 0.0
+    configure(app, ticker_delay=0.0)
     run = mtasks.run("CountItemsTask", arguments={"fail_on": "bad"})
     drain(app)
     errored = fresh_run(run.id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -108,8 +107,16 @@ def test_a_plain_rq_worker_runs_the_jobs_too(app, workers, app_env):
     seed_items(50)
     run_id = _start(workers)
     result = subprocess.run(
-        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", app_env["MTASKS_TEST_REDIS_URL"],
-         "maintenance_tasks"],
+        [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker",
+            "--burst",
+            "--url",
+            app_env["MTASKS_TEST_REDIS_URL"],
+            "maintenance_tasks",
+        ],
         cwd=ROOT,
         env={**workers.env, "FLASK_APP": "tests.testapp:create_app"},
         capture_output=True,
