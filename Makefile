@@ -10,7 +10,7 @@ SRC         := flask_maintenance_tasks tests sample_app
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap venv test reliability lint typecheck demo bench clean
+.PHONY: help bootstrap venv test lint typecheck demo bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,23 +22,19 @@ venv: ## only create/refresh .venv (no apt, no services)
 	@scripts/bootstrap.sh venv
 
 # The test database URL comes from .venv/test-env (written by bootstrap) unless
-# it is already set; set but empty means "no PostgreSQL".  exec: the command's
-# exit status is the recipe's.
-WITH_TEST_DB = if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $(VENV)/test-env ]; then \
+# it is already set; set but empty means "no PostgreSQL".  exec: pytest's exit
+# status is the recipe's.
+test: bootstrap ## run the test suite (PYTEST_ARGS=... for pytest options)
+	@if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $(VENV)/test-env ]; then \
 		set -a; . ./$(VENV)/test-env; set +a; \
 	fi; \
 	if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL:-}" ]; then \
 		unset MAINTENANCE_TASKS_TEST_DATABASE_URL; \
-		echo "make: MAINTENANCE_TASKS_TEST_DATABASE_URL unset, PostgreSQL will be skipped"; \
+		echo "make test: MAINTENANCE_TASKS_TEST_DATABASE_URL unset, PostgreSQL tests will be skipped"; \
 	else \
-		echo "make: MAINTENANCE_TASKS_TEST_DATABASE_URL=$$MAINTENANCE_TASKS_TEST_DATABASE_URL"; \
-	fi
-
-test: bootstrap ## run the test suite (PYTEST_ARGS=... for pytest options)
-	@$(WITH_TEST_DB); exec $(PY) -m pytest $(PYTEST_ARGS)
-
-reliability: bootstrap ## inject every fault into real workers and print the outcome table
-	@$(WITH_TEST_DB); exec $(PY) -m benchmarks.reliability
+		echo "make test: MAINTENANCE_TASKS_TEST_DATABASE_URL=$$MAINTENANCE_TASKS_TEST_DATABASE_URL"; \
+	fi; \
+	exec $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check $(SRC)
@@ -47,7 +43,7 @@ lint: venv ## ruff check + ruff format --check
 typecheck: venv ## mypy (strict) on the package
 	$(VENV)/bin/mypy flask_maintenance_tasks
 
-demo: bootstrap ## run the sample app: seed, worker, the backfill with a progress bar, status
+demo: bootstrap ## run the sample app: seed, worker, UpdatePostsTask, status
 	@scripts/demo.sh
 
 bench: venv ## run the benchmarks (python -m benchmarks)
