@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import keyword
 import re
+import sys
 import time
+import types
 import typing as t
 from pathlib import Path
 
 import click
+import pydantic
 import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
@@ -16,7 +21,7 @@ from flask.cli import AppGroup
 from . import formatting, runner, store
 from .exceptions import MaintenanceTasksError
 from .extension import State, get_state
-from .models import Run
+from .models import Run, runs_table
 from .transitions import ACTIVE, COMPLETED
 
 mtasks_cli = AppGroup("mtasks", help="Run and control maintenance tasks.")
@@ -30,48 +35,109 @@ def _state() -> State:
 
 
 class _Errors:
-    """Turn our errors into ``Error: ...`` and exit status 1."""
+    """Turn errors a user can act on into ``Error: ...`` and exit status 1.
+
+    A database error is only translated when the cause is that the runs table
+    does not exist, the usual first-time mistake; anything else keeps its
+    traceback, which is what one needs to debug it.
+    """
+
+    def __init__(self, state: State) -> None:
+        self.state = state
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: t.Any, error: BaseException | None, tb: t.Any) -> None:
-        if isinstance(error, MaintenanceTasksError):
+        if isinstance(error, (MaintenanceTasksError, store.LostRace)):
             raise click.ClickException(str(error)) from None
-        if isinstance(error, store.LostRace):
-            raise click.ClickException(str(error)) from None
+        if isinstance(error, sa.exc.DBAPIError) and not _runs_table_exists(self.state):
+            url = self.state.db.engine.url.render_as_string(hide_password=True)
+            raise click.ClickException(
+                f"The table {runs_table.name} does not exist in {url}. Create it with "
+                "`flask mtasks migrations install` then `flask db upgrade` (Flask-Migrate), "
+                "or with `db.create_all()` in an app context."
+            ) from None
+
+
+def _runs_table_exists(state: State) -> bool:
+    try:
+        return sa.inspect(state.db.engine).has_table(runs_table.name)
+    except sa.exc.DBAPIError:
+        # The database itself is unreachable: the original error says more.
+        return True
+
+
+def _kinds(annotation: t.Any) -> list[t.Any]:
+    """The types a field accepts, with ``Optional``, unions and ``Annotated`` unwrapped."""
+    origin = t.get_origin(annotation)
+    if origin is t.Annotated:
+        return _kinds(t.get_args(annotation)[0])
+    if origin is t.Union or origin is types.UnionType:
+        return [k for a in t.get_args(annotation) if a is not type(None) for k in _kinds(a)]
+    return [origin or annotation]
+
+
+def _takes_many(annotation: t.Any) -> bool:
+    """Whether a ``Parameters`` field holds several values (a list, tuple or set)."""
+    return any(kind in (list, tuple, set, frozenset) for kind in _kinds(annotation))
+
+
+def _takes_json(annotation: t.Any) -> bool:
+    """Whether a ``Parameters`` field is a mapping or a model, given on the command line as JSON."""
+    return any(
+        kind is dict or (isinstance(kind, type) and issubclass(kind, pydantic.BaseModel))
+        for kind in _kinds(annotation)
+    )
+
+
+def _many(value: str) -> list[t.Any]:
+    """Several values given as a JSON list (``[1, 2]``) or comma-separated (``1,2``)."""
+    if value.lstrip().startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    return [v.strip() for v in value.split(",")] if value.strip() else []
 
 
 def _parse_arguments(task_class: t.Any, pairs: tuple[str, ...]) -> dict[str, t.Any]:
     """``KEY=VALUE`` pairs to raw arguments; ``Parameters`` does the coercion.
 
-    A key given twice becomes a list; a value for a list, tuple, set or dict
-    field may be JSON (``ids=[1,2]``) or comma-separated (``ids=1,2``).
+    A list, tuple or set field takes a JSON list (``ids=[1,2]``), commas
+    (``ids=1,2``) or the key repeated (``ids=1 ids=2``); a dict or model field
+    takes JSON. Other values stay strings, which pydantic converts to ints,
+    bools, dates, enums and literals.
     """
-    arguments: dict[str, t.Any] = {}
+    given: dict[str, list[str]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE.", param_hint="--arg")
-        if key in arguments:
-            previous = arguments[key]
-            arguments[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            arguments[key] = value
+        given.setdefault(key, []).append(value)
     model = getattr(task_class, "Parameters", None)
-    if model is None:
-        return arguments
-    for key, value in list(arguments.items()):
-        field = model.model_fields.get(key)
-        if field is None or not isinstance(value, str):
+    fields = model.model_fields if model is not None else {}
+    arguments: dict[str, t.Any] = {}
+    for key, values in given.items():
+        field = fields.get(key)
+        if field is not None and _takes_many(field.annotation):
+            arguments[key] = [item for value in values for item in _many(value)]
             continue
-        origin = t.get_origin(field.annotation) or field.annotation
-        if origin in (list, tuple, set, frozenset, dict):
+        if len(values) > 1:
+            raise click.BadParameter(
+                f"{key} is given {len(values)} times but takes one value.", param_hint="--arg"
+            )
+        value = values[0]
+        if field is not None and _takes_json(field.annotation):
             try:
                 arguments[key] = json.loads(value)
+                continue
             except ValueError:
-                arguments[key] = [v.strip() for v in value.split(",")] if value else []
+                pass  # pydantic reports the field with its expected type
+        arguments[key] = value
     return arguments
 
 
@@ -79,11 +145,12 @@ def _parse_arguments(task_class: t.Any, pairs: tuple[str, ...]) -> dict[str, t.A
 def list_command() -> None:
     """List the tasks with the status of each one's latest run."""
     state = _state()
-    tasks = state.registry.tasks()
-    if not tasks:
-        click.echo(f"No tasks found in {state.registry.package}.")
-        return
-    latest = _latest_runs(state, list(tasks))
+    with _Errors(state):
+        tasks = state.registry.tasks()
+        if not tasks:
+            click.echo(f"No tasks found in {state.registry.package}.")
+            return
+        latest = _latest_runs(state, list(tasks))
     width = max(len(name) for name in tasks)
     for name in tasks:
         run = latest.get(name)
@@ -105,55 +172,67 @@ def _latest_runs(state: State, names: list[str]) -> dict[str, Run]:
 
 @mtasks_cli.command("run")
 @click.argument("name")
-@click.option("--arg", "pairs", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable).")
-@click.option("--csv", "csv_path", metavar="PATH", help="A CSV file for a CSV task; - reads stdin.")
+@click.option(
+    "--arg", "pairs", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable)."
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    metavar="PATH",
+    help="A CSV file for a CSV task; - reads stdin.",
+)
 @click.option("--wait", is_flag=True, help="Follow the run until it ends; fail unless it succeeds.")
 def run_command(name: str, pairs: tuple[str, ...], csv_path: str | None, wait: bool) -> None:
     """Start a run of task NAME and print its id."""
     state = _state()
-    with _Errors():
-        task_class = state.registry.get(name)
-        arguments = _parse_arguments(task_class, pairs)
+    with _Errors(state):
+        arguments = _parse_arguments(state.registry.get(name), pairs)
         csv_file: t.Any = None
         if csv_path == "-":
-            csv_file = ("stdin.csv", click.get_binary_stream("stdin"))
+            csv_file = ("stdin.csv", click.open_file("-", "rb"))
         elif csv_path is not None:
-            path = Path(csv_path)
-            if not path.is_file():
-                raise click.ClickException(f"CSV file not found: {csv_path}")
-            csv_file = path
+            csv_file = Path(csv_path)
         run = runner.run(state, name, arguments, csv_file=csv_file)
     click.echo(run.id)
     if wait:
-        _follow(state, run.id)
+        with _Errors(state):
+            _follow(state, run.id)
 
 
 def _follow(state: State, run_id: int) -> None:
-    """Draw a progress bar on stderr until the run ends; exit 1 unless it succeeded."""
-    err = click.get_text_stream("stderr")
-    tty = err.isatty()
+    """Draw a progress bar on stderr until the run ends; exit 1 unless it succeeded.
+
+    On a terminal the bar is redrawn in place; otherwise (a log, CI) a line is
+    written when the progress changes, at most every two seconds.
+    """
+    tty = sys.stderr.isatty()
     last_line = ""
     last_print = 0.0
     done = {s.value for s in COMPLETED} | {"paused"}
-    while True:
-        run = runner.get_run(state, run_id)
-        if run is None:
-            raise click.ClickException(f"Run #{run_id} disappeared.")
-        line = _bar(run)
-        now = time.monotonic()
+    try:
+        while True:
+            run = runner.get_run(state, run_id)
+            if run is None:
+                raise click.ClickException(f"Run #{run_id} disappeared.")
+            line = _bar(run)
+            now = time.monotonic()
+            if tty:
+                click.echo("\r" + line.ljust(len(last_line)), err=True, nl=False)
+            elif line != last_line and (now - last_print >= 2 or run.status in done):
+                click.echo(line, err=True)
+                last_print = now
+            last_line = line
+            if run.status in done:
+                break
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"Stopped following run #{run_id}; it carries on (`flask mtasks status {run_id}`)."
+        ) from None
+    finally:
         if tty:
-            err.write("\r" + line.ljust(len(last_line)))
-            err.flush()
-        elif line != last_line and (now - last_print >= 2 or run.status in done):
-            err.write(line + "\n")
-            err.flush()
-            last_print = now
-        last_line = line
-        if run.status in done:
-            break
-        time.sleep(0.25)
-    if tty:
-        err.write("\n")
+            click.echo(err=True)
     if run.status != "succeeded":
         detail = f": {run.error_class}: {run.error_message}" if run.error_class else ""
         raise click.ClickException(f"Run #{run.id} ended {run.status}{detail}")
@@ -175,16 +254,24 @@ def _bar(run: Run, width: int = 30) -> str:
 def status_command(run_id: int | None, as_json: bool) -> None:
     """Show run RUN_ID, or the active and latest runs."""
     state = _state()
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    if run_id is not None:
-        run = runner.get_run(state, run_id)
-        if run is None:
-            raise click.ClickException(f"Run #{run_id} not found.")
-        if as_json:
-            click.echo(json.dumps(formatting.run_as_dict(app, run), indent=2))
+    with _Errors(state):
+        if run_id is not None:
+            _show_run(state, run_id, as_json)
         else:
-            _print_run(app, run)
-        return
+            _show_runs(state, as_json)
+
+
+def _show_run(state: State, run_id: int, as_json: bool) -> None:
+    run = runner.get_run(state, run_id)
+    if run is None:
+        raise click.ClickException(f"Run #{run_id} not found.")
+    if as_json:
+        click.echo(json.dumps(formatting.run_as_dict(state.app, run), indent=2))
+    else:
+        _print_run(state, run)
+
+
+def _show_runs(state: State, as_json: bool) -> None:
     with store.open_session(state.db) as session:
         active = list(
             session.scalars(
@@ -202,15 +289,11 @@ def status_command(run_id: int | None, as_json: bool) -> None:
             )
         )
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "active": [formatting.run_as_dict(app, r) for r in active],
-                    "latest": [formatting.run_as_dict(app, r) for r in latest],
-                },
-                indent=2,
-            )
-        )
+        data = {
+            "active": [formatting.run_as_dict(state.app, r) for r in active],
+            "latest": [formatting.run_as_dict(state.app, r) for r in latest],
+        }
+        click.echo(json.dumps(data, indent=2))
         return
     click.echo("Active runs:" if active else "No active runs.")
     for run in active:
@@ -228,8 +311,8 @@ def _summary(run: Run) -> str:
     )
 
 
-def _print_run(app: t.Any, run: Run) -> None:
-    data = formatting.run_as_dict(app, run)
+def _print_run(state: State, run: Run) -> None:
+    data = formatting.run_as_dict(state.app, run)
     click.echo(f"Run #{run.id}  {run.task_name}  {run.status}")
     click.echo(f"  {data['progress']}")
     click.echo(f"  {data['status_text']}")
@@ -244,14 +327,17 @@ def _print_run(app: t.Any, run: Run) -> None:
         click.echo(f"  Error: {run.error_class}: {run.error_message}")
         if run.errored_element is not None:
             click.echo(f"  Failing item: {json.dumps(run.errored_element)}")
-        for frame in run.backtrace or []:
-            click.echo(f"    {frame}")
+        if run.backtrace:
+            click.echo("  Backtrace:")
+            for frame in run.backtrace:
+                click.echo(f"    {frame}")
 
 
 def _control(action: str, run_id: int) -> None:
     state = _state()
-    with _Errors():
-        run = getattr(runner, action)(state, run_id)
+    with _Errors(state):
+        act: t.Callable[[State, int], Run] = getattr(runner, action)
+        run = act(state, run_id)
     click.echo(f"Run #{run.id} is {run.status}.")
 
 
@@ -334,6 +420,7 @@ def recover_command() -> None:
 
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TEMPLATES = {"csv": "csv_task", "no_collection": "no_collection_task", None: "task"}
 
 
 def _snake(name: str) -> str:
@@ -348,13 +435,18 @@ def _camel(name: str) -> str:
 @click.argument("name")
 @click.option("--csv", "kind", flag_value="csv", help="A CSV import task.")
 @click.option("--no-collection", "kind", flag_value="no_collection", help="A task that runs once.")
-@click.option("--tests-dir", default="tests/maintenance", show_default=True, help="Where the test goes.")
+@click.option(
+    "--tests-dir", default="tests/maintenance", show_default=True, help="Where the test goes."
+)
 def new_command(name: str, kind: str | None, tests_dir: str) -> None:
     """Write a task module named NAME (e.g. backfill_posts or billing/fix_invoices) and its test."""
     state = _state()
     parts = [p for p in re.split(r"[/.]", name) if p]
-    if not parts or not all(_NAME.match(p) for p in parts):
-        raise click.ClickException(f"{name!r} is not a valid task name: use letters, digits and _.")
+    if not parts or not all(_NAME.match(p) and not keyword.iskeyword(p) for p in parts):
+        raise click.ClickException(
+            f"{name!r} is not a valid task name: use letters, digits and _ (not starting with a "
+            "digit), with / between sub-packages."
+        )
     base = _snake(parts[-1])
     base = re.sub(r"_?task$", "", base) or base
     class_name = _camel(base) + "Task"
@@ -367,9 +459,9 @@ def new_command(name: str, kind: str | None, tests_dir: str) -> None:
     test_path = Path(tests_dir).joinpath(*namespaces) / f"test_{base}_task.py"
     for path in (module_path, test_path):
         if path.exists():
-            raise click.ClickException(f"{path} already exists; not overwriting it.")
+            raise click.ClickException(f"{_shown(path)} already exists; not overwriting it.")
 
-    template = {"csv": "csv_task", "no_collection": "no_collection_task"}.get(kind or "", "task")
+    template = _TEMPLATES[kind]
     scaffold = Path(__file__).parent / "scaffold"
     values = {"class_name": class_name, "module": module, "function_name": f"{base}_task"}
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -380,9 +472,22 @@ def new_command(name: str, kind: str | None, tests_dir: str) -> None:
     module_path.write_text((scaffold / f"{template}.py.tmpl").read_text().format(**values))
     test_path.parent.mkdir(parents=True, exist_ok=True)
     test_path.write_text((scaffold / f"test_{template}.py.tmpl").read_text().format(**values))
+    # The import system caches directory listings: without this, a package
+    # created a moment ago may not be found in this process.
+    importlib.invalidate_caches()
     state.registry.reload()
-    click.echo(f"Created {module_path}")
-    click.echo(f"Created {test_path}")
+    click.echo(f"Created {_shown(module_path)}")
+    click.echo(f"Created {_shown(test_path)}")
+    task_name = ".".join([*namespaces, class_name])
+    click.echo(f"Start it with: flask mtasks run {task_name}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _tasks_dir(state: State) -> Path:
@@ -390,13 +495,11 @@ def _tasks_dir(state: State) -> Path:
     if paths:
         return Path(paths[0])
     # The package does not exist yet: create it beside the app's package.
-    app = current_app
+    app = state.app
     package = state.registry.package
     root_package = app.import_name.split(".")[0]
     if not package.startswith(root_package + "."):
-        raise click.ClickException(
-            f"The tasks package {package} does not exist; create it first."
-        )
+        raise click.ClickException(f"The tasks package {package} does not exist; create it first.")
     relative = package[len(root_package) + 1 :].split(".")
     return Path(app.root_path).joinpath(*relative)
 
@@ -404,12 +507,19 @@ def _tasks_dir(state: State) -> Path:
 migrations_cli = AppGroup("migrations", help="The extension's database migrations.")
 mtasks_cli.add_command(migrations_cli)
 
+REVISION = "mtasks_0001"
 REVISION_FILE = "mtasks_0001_create_runs.py"
 
 
 @migrations_cli.command("install")
 def migrations_install_command() -> None:
-    """Copy the runs-table migration into the app's Flask-Migrate folder."""
+    """Copy the runs-table migration into the app's Flask-Migrate folder.
+
+    The revision is chained after the folder's current head, so that
+    ``flask db upgrade`` applies it after the app's own migrations.
+    """
+    from alembic.script import ScriptDirectory
+
     app = current_app
     migrate = app.extensions.get("migrate")
     if migrate is None:
@@ -417,27 +527,27 @@ def migrations_install_command() -> None:
             "Flask-Migrate is not set up on this app. Without it, create the table with "
             "`db.create_all()` in an app context."
         )
-    # Flask-Migrate reads its folder relative to the working directory.
+    # Flask-Migrate reads its folder relative to the working directory, as we do.
     directory = Path(migrate.directory)
     versions = directory / "versions"
     if not versions.is_dir():
         raise click.ClickException(f"{versions} does not exist; run `flask db init` first.")
-    target = versions / REVISION_FILE
-    if target.exists():
-        click.echo(f"{target} is already installed.")
+    scripts = ScriptDirectory(str(directory))
+    installed = next((s for s in scripts.walk_revisions() if s.revision == REVISION), None)
+    if installed is not None:
+        shown = _shown(Path(installed.path))
+        click.echo(f"The runs-table migration is already installed: {shown}.")
         return
-
-    from alembic.script import ScriptDirectory
-
-    heads = ScriptDirectory(str(directory)).get_heads()
+    heads = scripts.get_heads()
     if len(heads) > 1:
         raise click.ClickException(
-            f"The migrations have several heads ({', '.join(heads)}); merge them first."
+            f"The migrations have several heads ({', '.join(heads)}); "
+            "merge them first with `flask db merge heads`."
         )
     source = (Path(__file__).parent / "migrations" / "versions" / REVISION_FILE).read_text()
-    down = repr(heads[0]) if heads else "None"
-    source = source.replace("down_revision = None", f"down_revision = {down}", 1)
-    source = source.replace("Revises:\n", f"Revises: {heads[0] if heads else ''}\n", 1)
+    if heads:
+        source = source.replace("down_revision = None", f"down_revision = {heads[0]!r}", 1)
+        source = source.replace("Revises:\n", f"Revises: {heads[0]}\n", 1)
+    target = versions / REVISION_FILE
     target.write_text(source)
-    click.echo(f"Created {target}; run `flask db upgrade` to create the table.")
-
+    click.echo(f"Created {_shown(target)}; run `flask db upgrade` to create the table.")

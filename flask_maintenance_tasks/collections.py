@@ -17,7 +17,7 @@ import typing as t
 import uuid
 
 import sqlalchemy as sa
-from sqlalchemy.orm import InstrumentedAttribute, Mapper
+from sqlalchemy.orm import ColumnProperty, InstrumentedAttribute, Mapper
 from sqlalchemy.sql import Select
 
 from .exceptions import ConfigurationError
@@ -81,7 +81,12 @@ def in_batches(select: Select[t.Any], of: int = 1000) -> InBatches:
 class Batch:
     """Up to ``of`` rows of an ``in_batches`` collection, by primary key."""
 
-    def __init__(self, entity: type[t.Any], primary_key: t.Sequence[sa.ColumnElement[t.Any]], ids: list[t.Any]):
+    def __init__(
+        self,
+        entity: type[t.Any],
+        primary_key: t.Sequence[sa.ColumnElement[t.Any]],
+        ids: list[t.Any],
+    ):
         self.entity = entity
         self._pk = list(primary_key)
         #: The primary keys of the batch (tuples for a composite key).
@@ -113,7 +118,9 @@ class Batch:
 
 def _encode(value: t.Any) -> t.Any:
     if value is None:
-        raise ValueError("Cursor position cannot contain NULL values; choose non-null cursor_columns.")
+        raise ValueError(
+            "Cursor position cannot contain NULL values; choose non-null cursor_columns."
+        )
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
@@ -152,7 +159,7 @@ def _python_type(column: t.Any) -> type[t.Any] | None:
 class _Keyset:
     """Keyset pagination over a ``Select`` of one ORM entity."""
 
-    def __init__(self, task: Task, select: Select[t.Any], what: str) -> None:
+    def __init__(self, task: Task, select: Select[t.Any], what: str, *, rows: bool) -> None:
         name = type(task).name
         if not isinstance(select, Select):
             raise ConfigurationError(f"{name}: {what} must be an SQLAlchemy Select.")
@@ -163,20 +170,30 @@ class _Keyset:
             )
         if select._limit_clause is not None or select._offset_clause is not None:
             raise ConfigurationError(
-                f"{name}#collection cannot use LIMIT or OFFSET: the collection is paginated by keyset."
+                f"{name}#collection cannot use LIMIT or OFFSET: the collection is paginated "
+                "by keyset."
             )
-        entities = [d.get("entity") for d in select.column_descriptions]
-        if len(entities) != 1 or entities[0] is None:
+        descriptions = select.column_descriptions
+        entity = descriptions[0].get("entity") if len(descriptions) == 1 else None
+        if not isinstance(entity, type):
             raise ConfigurationError(
                 f"{name}#collection must select exactly one ORM entity, e.g. sa.select(Post)."
             )
+        if rows and descriptions[0].get("expr") is not entity:
+            # process() is handed records: a Select of columns would hand it bare values.
+            raise ConfigurationError(
+                f"{name}#collection must select the whole entity, sa.select({entity.__name__}), "
+                "not some of its columns; wrap it in in_batches() to work on primary keys."
+            )
         self.select = select
-        self.entity: type[t.Any] = entities[0]
+        self.entity: type[t.Any] = entity
         mapper: Mapper[t.Any] = sa.inspect(self.entity)
         self.primary_key = list(mapper.primary_key)
         self.keys = self._keys(name, mapper, type(task).cursor_columns)
 
-    def _keys(self, name: str, mapper: Mapper[t.Any], columns: t.Sequence[t.Any] | None) -> list[_Key]:
+    def _keys(
+        self, name: str, mapper: Mapper[t.Any], columns: t.Sequence[t.Any] | None
+    ) -> list[_Key]:
         if not columns:
             return [
                 _Key(col, mapper.get_property_by_column(col).key, _python_type(col))
@@ -186,19 +203,26 @@ class _Keyset:
         for column in columns:
             if isinstance(column, str):
                 attr = getattr(self.entity, column, None)
-                if not isinstance(attr, InstrumentedAttribute):
+                if not isinstance(attr, InstrumentedAttribute) or not isinstance(
+                    attr.property, ColumnProperty
+                ):
                     raise ConfigurationError(
                         f"{name}.cursor_columns: {column!r} is not a mapped column of "
                         f"{self.entity.__name__}."
                     )
                 column = attr
-            if not isinstance(column, InstrumentedAttribute):
+            if (
+                not isinstance(column, InstrumentedAttribute)
+                or not isinstance(column.property, ColumnProperty)
+                or not isinstance(column.class_, type)
+                or not issubclass(self.entity, column.class_)
+            ):
                 raise ConfigurationError(
-                    f"{name}.cursor_columns must hold column names or mapped attributes, "
-                    f"not {column!r}."
+                    f"{name}.cursor_columns must hold column names or mapped column attributes "
+                    f"of {self.entity.__name__}, not {column!r}."
                 )
-            prop_columns = getattr(column.property, "columns", [None])
-            keys.append(_Key(column, column.key, _python_type(prop_columns[0])))
+            expression = t.cast("sa.ColumnElement[t.Any]", column)
+            keys.append(_Key(expression, column.key, _python_type(column.property.columns[0])))
         return keys
 
     def cursor_of(self, row: t.Any) -> Cursor:
@@ -214,12 +238,10 @@ class _Keyset:
                 f"The saved cursor {cursor!r} does not match cursor_columns "
                 f"({len(self.keys)} column(s)); was cursor_columns changed during the run?"
             )
-        decoded = [_decode(v, k.python_type) for v, k in zip(values, self.keys)]
+        decoded = [_decode(v, k.python_type) for v, k in zip(values, self.keys, strict=True)]
         if len(self.keys) == 1:
             return statement.where(self.keys[0].expression > decoded[0])
-        return statement.where(
-            sa.tuple_(*(k.expression for k in self.keys)) > sa.tuple_(*decoded)
-        )
+        return statement.where(sa.tuple_(*(k.expression for k in self.keys)) > sa.tuple_(*decoded))
 
     def order(self, statement: Select[t.Any]) -> Select[t.Any]:
         return statement.order_by(*(k.expression for k in self.keys))
@@ -228,7 +250,9 @@ class _Keyset:
         subquery = self.select.subquery()
         return int(session.execute(sa.select(sa.func.count()).select_from(subquery)).scalar_one())
 
-    def records(self, session: Session, cursor: Cursor, size: int) -> t.Iterator[tuple[Item, Cursor]]:
+    def records(
+        self, session: Session, cursor: Cursor, size: int
+    ) -> t.Iterator[tuple[Item, Cursor]]:
         while True:
             page = session.scalars(self.order(self.after(self.select, cursor)).limit(size)).all()
             for record in page:
@@ -237,7 +261,9 @@ class _Keyset:
             if len(page) < size:
                 return
 
-    def batches(self, session: Session, cursor: Cursor, size: int) -> t.Iterator[tuple[Batch, Cursor]]:
+    def batches(
+        self, session: Session, cursor: Cursor, size: int
+    ) -> t.Iterator[tuple[Batch, Cursor]]:
         # Select the cursor columns, then the primary key (repeated if it is
         # also a cursor column: simpler than matching columns up).
         n_keys, n_pk = len(self.keys), len(self.primary_key)
@@ -294,10 +320,10 @@ def iterate(task: Task, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
         start = 0 if cursor is None else int(cursor) + 1
         return ((collection[i], i) for i in range(start, len(collection)))
     if isinstance(collection, InBatches):
-        keyset = _Keyset(task, collection.select, "in_batches(select)")
+        keyset = _Keyset(task, collection.select, "in_batches(select)", rows=False)
         return keyset.batches(_session(), cursor, collection.of)
     if isinstance(collection, Select):
-        keyset = _Keyset(task, collection, "collection")
+        keyset = _Keyset(task, collection, "collection", rows=True)
         return keyset.records(_session(), cursor, max(int(type(task).batch_size), 1))
     raise ConfigurationError(
         f"{type(task).name}#collection must be an SQLAlchemy Select, in_batches(...), a list or "
@@ -315,8 +341,8 @@ def default_count(task: Task) -> int | None:
     if isinstance(collection, (list, tuple)):
         return len(collection)
     if isinstance(collection, InBatches):
-        rows = _Keyset(task, collection.select, "in_batches(select)").count(_session())
+        rows = _Keyset(task, collection.select, "in_batches(select)", rows=False).count(_session())
         return math.ceil(rows / collection.of)
     if isinstance(collection, Select):
-        return _Keyset(task, collection, "collection").count(_session())
+        return _Keyset(task, collection, "collection", rows=True).count(_session())
     return None

@@ -35,9 +35,7 @@ class InvalidArguments(MaintenanceTasksError, ValueError):
     def __init__(self, task_name: str, errors: dict[str, list[str]]) -> None:
         self.task_name = task_name
         self.errors = errors
-        details = "; ".join(
-            f"{field}: {', '.join(messages)}" for field, messages in errors.items()
-        )
+        details = "; ".join(f"{field}: {', '.join(messages)}" for field, messages in errors.items())
         super().__init__(f"Invalid arguments for {task_name}: {details}")
 
 

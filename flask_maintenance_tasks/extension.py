@@ -24,13 +24,13 @@ logger = logging.getLogger("flask_maintenance_tasks")
 EXTENSION_KEY = "maintenance_tasks"
 CONFIG_PREFIX = "MAINTENANCE_TASKS_"
 
-Authorize = t.Callable[[str, str | None, t.Optional["Run"]], bool]
-Seconds = t.Union[float, int, timedelta]
+Authorize = t.Callable[[str, "str | None", "Run | None"], bool]
+Seconds = float | int | timedelta
 
 
 def _seconds(value: t.Any, name: str) -> float:
     if isinstance(value, timedelta):
-        return value.total_seconds()
+        value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(
             f"{CONFIG_PREFIX}{name.upper()} must be a number of seconds or a timedelta, "
@@ -39,6 +39,28 @@ def _seconds(value: t.Any, name: str) -> float:
     if value < 0:
         raise ConfigurationError(f"{CONFIG_PREFIX}{name.upper()} must not be negative.")
     return float(value)
+
+
+def _positive_int(value: t.Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"{CONFIG_PREFIX}{name.upper()} must be a positive integer, not {value!r}."
+        )
+    return value
+
+
+def _names(value: t.Any) -> tuple[str, ...]:
+    # A lone string is one name: tuple("token") would mask every key holding a "t".
+    items = (value,) if isinstance(value, str) else value
+    try:
+        names = tuple(str(n).lower() for n in items)
+    except TypeError:
+        names = None
+    if names is None or not all(names):
+        raise ConfigurationError(
+            f"{CONFIG_PREFIX}MASKED_PARAMETERS must be a list of non-empty names, not {value!r}."
+        )
+    return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,13 +122,28 @@ class Settings:
         elif "stale_after" in values:
             values["stale_after"] = None
         if "masked_parameters" in values:
-            values["masked_parameters"] = tuple(str(n).lower() for n in values["masked_parameters"])
+            values["masked_parameters"] = _names(values["masked_parameters"])
         if values.get("tasks_package") is None:
             values["tasks_package"] = f"{app.import_name}.maintenance"
-        if "runs_per_page" in values:
-            values["runs_per_page"] = int(values["runs_per_page"])
-        if "max_csv_bytes" in values:
-            values["max_csv_bytes"] = int(values["max_csv_bytes"])
+        for name in ("runs_per_page", "max_csv_bytes"):
+            if name in values:
+                values[name] = _positive_int(values[name], name)
+        for name in ("error_handler", "metadata", "backtrace_cleaner"):
+            if values.get(name) is not None and not callable(values[name]):
+                raise ConfigurationError(
+                    f"{CONFIG_PREFIX}{name.upper()} must be a callable or None, "
+                    f"not {values[name]!r}."
+                )
+        for name in ("url_prefix", "queue"):
+            if name in values and not (isinstance(values[name], str) and values[name]):
+                raise ConfigurationError(
+                    f"{CONFIG_PREFIX}{name.upper()} must be a non-empty string, "
+                    f"not {values[name]!r}."
+                )
+        if not values.get("url_prefix", "/").startswith("/"):
+            raise ConfigurationError(
+                f"{CONFIG_PREFIX}URL_PREFIX must start with '/', not {values['url_prefix']!r}."
+            )
         if values.get("status_reload_frequency", 1.0) <= 0:
             raise ConfigurationError(f"{CONFIG_PREFIX}STATUS_RELOAD_FREQUENCY must be positive.")
         if values.get("max_job_runtime", 1.0) <= 0:
@@ -144,13 +181,29 @@ class MaintenanceTasks:
     :param app: the app to register on right away.
     :param db: the app's ``SQLAlchemy`` object; defaults to
         ``app.extensions["sqlalchemy"]``.
+    :param parent: see :meth:`init_app`.
+    :param authorize: see :meth:`init_app`.
     :param options: any option of :class:`Settings`, lower-case.
+
+    Everything given here is a default for each later :meth:`init_app`, which
+    may override it.
     """
 
-    def __init__(self, app: Flask | None = None, db: SQLAlchemy | None = None, **options: t.Any) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        db: SQLAlchemy | None = None,
+        *,
+        parent: Blueprint | None = None,
+        authorize: Authorize | None = None,
+        **options: t.Any,
+    ) -> None:
+        self._db = db
+        self._parent = parent
+        self._authorize = authorize
         self._options = options
         if app is not None:
-            self.init_app(app, db=db)
+            self.init_app(app)
 
     def init_app(
         self,
@@ -173,6 +226,9 @@ class MaintenanceTasks:
             raise RuntimeError(
                 "flask-maintenance-tasks is already registered on this app; call init_app once."
             )
+        db = db if db is not None else self._db
+        parent = parent if parent is not None else self._parent
+        authorize = authorize if authorize is not None else self._authorize
         if db is None:
             db = app.extensions.get("sqlalchemy")
             if db is None:
@@ -210,9 +266,12 @@ class MaintenanceTasks:
 
         try:
             from .web import register_dashboard
-        except ImportError:  # the dashboard is optional while it is being built
-            register_dashboard = None
-        if register_dashboard is not None:
+        except ModuleNotFoundError as exc:
+            # The dashboard is optional while it is being built; an import
+            # error inside it is a bug and must surface.
+            if exc.name != f"{__package__}.web":
+                raise
+        else:
             register_dashboard(app, state)
 
         if settings.redis_url is None:

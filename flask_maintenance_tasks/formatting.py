@@ -24,27 +24,41 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
-def masked_names(task: type[Task] | None, masked: t.Iterable[str]) -> tuple[frozenset[str], tuple[str, ...]]:
-    exact = task.secret_parameters() if task is not None else frozenset()
+def masked_names(
+    task: type[Task] | None, masked: t.Iterable[str]
+) -> tuple[dict[str, t.Any], tuple[str, ...]]:
+    """The task's secret fields (see :meth:`Task.secret_fields`) and the masked name patterns."""
+    secrets = task.secret_fields() if task is not None else {}
     patterns = tuple(m.lower() for m in masked) + tuple(
         n.lower() for n in (task.masked_parameters if task is not None else ())
     )
-    return exact, patterns
+    return secrets, patterns
 
 
 def mask(arguments: t.Any, task: type[Task] | None, masked: t.Iterable[str]) -> t.Any:
     """``arguments`` with every secret or masked-name value replaced by ``[FILTERED]``.
 
     A name is masked when it contains one of the masked names, ignoring case,
-    or is a ``SecretStr`` field of the task's ``Parameters``.
+    or is a ``SecretStr`` field of the task's ``Parameters``, at any depth of
+    nested models, dicts and lists.
     """
-    if not isinstance(arguments, dict):
-        return arguments
-    exact, patterns = masked_names(task, masked)
-    return {
-        key: MASK if key in exact or any(p in str(key).lower() for p in patterns) else value
-        for key, value in arguments.items()
-    }
+    secrets, patterns = masked_names(task, masked)
+    return _mask(arguments, secrets, patterns)
+
+
+def _mask(value: t.Any, secrets: dict[str, t.Any], patterns: tuple[str, ...]) -> t.Any:
+    if isinstance(value, list):
+        return [_mask(v, secrets, patterns) for v in value]
+    if not isinstance(value, dict):
+        return value
+    result = {}
+    for key, item in value.items():
+        node = secrets.get(key, secrets.get("*"))
+        if node is True or any(p in str(key).lower() for p in patterns):
+            result[key] = MASK
+        else:
+            result[key] = _mask(item, node if isinstance(node, dict) else {}, patterns)
+    return result
 
 
 def masked_arguments(app: Flask, task_name: str, arguments: t.Any) -> t.Any:
@@ -61,7 +75,7 @@ def masked_arguments(app: Flask, task_name: str, arguments: t.Any) -> t.Any:
 
 
 def progress_text(tick_count: int, tick_total: int | None) -> str:
-    """"Processed 4,000 out of 7,000 items (57%)." and its variants."""
+    """ "Processed 4,000 out of 7,000 items (57%)." and its variants."""
     if not tick_total:
         return f"Processed {_plural(tick_count, 'item')}."
     if tick_count > tick_total:
@@ -75,11 +89,12 @@ def percent(run: Run) -> float | None:
     """Progress in percent, or ``None`` when the total is unknown or exceeded."""
     if not run.tick_total or run.tick_count > run.tick_total:
         return 100.0 if run.status == "succeeded" else None
-    return round(100.0 * run.tick_count / run.tick_total, 1)
+    # Rounded down, like progress_text: 99.96% done is not 100% done.
+    return math.floor(1000 * run.tick_count / run.tick_total) / 10
 
 
 def duration(seconds: float | None) -> str:
-    """A short human duration: "4s", "3m 20s", "2h 5m", "3d 4h"."""
+    """A short human duration: "4s", "3m 05s", "2h 05m", "3d 4h"."""
     if seconds is None:
         return "-"
     seconds = max(0, int(round(seconds)))
@@ -189,3 +204,33 @@ def run_as_dict(app: Flask, run: Run, now: datetime | None = None) -> dict[str, 
             "element": run.errored_element,
         },
     }
+
+
+def timestamp(moment: datetime | None) -> str:
+    """A moment as people read it in a tooltip: "2024-05-01 13:02:03 UTC"."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def throughput_text(run: Run) -> str | None:
+    """ "1,234.5 items/s" (or per minute when slower than one a second), or ``None``."""
+    rate = throughput(run)
+    if rate is None:
+        return None
+    if rate >= 1:
+        return f"{rate:,.1f} items/s"
+    return f"{rate * 60:,.1f} items/min"
+
+
+def progress_bar(run: Run) -> tuple[int | None, int]:
+    """``(value, max)`` of a progress bar; ``value`` is ``None`` when indeterminate.
+
+    The bar is full-scale on the total while the total holds; a run past its
+    expected total, or without one, shows an indeterminate bar until it stops.
+    """
+    within = bool(run.tick_total) and run.tick_count <= (run.tick_total or 0)
+    maximum = run.tick_total if within and run.tick_total else max(run.tick_count, 1)
+    if within or is_stopped(run):
+        return min(run.tick_count, maximum), maximum
+    return None, maximum

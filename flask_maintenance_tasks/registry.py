@@ -48,25 +48,31 @@ class Registry:
             self._tasks = None
 
     def package_paths(self) -> list[str]:
-        try:
-            package = importlib.import_module(self.package)
-        except ModuleNotFoundError as exc:
-            if exc.name and self.package.startswith(exc.name):
-                return []
-            raise
-        return list(getattr(package, "__path__", []))
+        package = self._import_package()
+        return [] if package is None else list(getattr(package, "__path__", []))
 
-    def _discover(self) -> dict[str, type[Task]]:
+    def _import_package(self) -> t.Any:
+        """The tasks package, or ``None`` if it (or a parent package) does not exist."""
         try:
-            package = importlib.import_module(self.package)
+            return importlib.import_module(self.package)
         except ModuleNotFoundError as exc:
             # A missing tasks package means "no tasks yet"; an import error
-            # inside it is the developer's bug and must surface.
-            if exc.name and self.package.startswith(exc.name):
-                return {}
+            # inside it is the developer's bug and must surface. Compare whole
+            # dotted segments: a missing ``app.maint`` imported by the package
+            # ``app.maintenance`` is such a bug.
+            missing = exc.name or ""
+            if missing and (self.package == missing or self.package.startswith(missing + ".")):
+                return None
             raise
+
+    def _discover(self) -> dict[str, type[Task]]:
+        package = self._import_package()
+        if package is None:
+            return {}
         modules = [package]
-        for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{self.package}."):
+        for info in pkgutil.walk_packages(
+            getattr(package, "__path__", []), prefix=f"{self.package}."
+        ):
             modules.append(importlib.import_module(info.name))
 
         found: dict[str, type[Task]] = {}
@@ -75,7 +81,9 @@ class Registry:
             for attr, value in vars(module).items():
                 if not (isinstance(value, type) and issubclass(value, Task) and value is not Task):
                     continue
-                if value.__module__ != module.__name__ or attr.startswith("_"):
+                if value.__module__ != module.__name__:
+                    continue
+                if attr.startswith("_") or value.__name__.startswith("_"):
                     continue
                 if vars(value).get("abstract", False):
                     continue

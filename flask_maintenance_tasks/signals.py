@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import typing as t
 
-from blinker import Namespace, Signal
+from blinker import NamedSignal, Namespace
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -23,15 +23,15 @@ logger = logging.getLogger("flask_maintenance_tasks")
 
 _signals = Namespace()
 
-run_enqueued: Signal = _signals.signal("run-enqueued")
-run_started: Signal = _signals.signal("run-started")
-run_paused: Signal = _signals.signal("run-paused")
-run_interrupted: Signal = _signals.signal("run-interrupted")
-run_cancelled: Signal = _signals.signal("run-cancelled")
-run_succeeded: Signal = _signals.signal("run-succeeded")
-run_errored: Signal = _signals.signal("run-errored")
+run_enqueued: NamedSignal = _signals.signal("run-enqueued")
+run_started: NamedSignal = _signals.signal("run-started")
+run_paused: NamedSignal = _signals.signal("run-paused")
+run_interrupted: NamedSignal = _signals.signal("run-interrupted")
+run_cancelled: NamedSignal = _signals.signal("run-cancelled")
+run_succeeded: NamedSignal = _signals.signal("run-succeeded")
+run_errored: NamedSignal = _signals.signal("run-errored")
 
-BY_STATUS: t.Final[dict[str, Signal]] = {
+BY_STATUS: t.Final[dict[str, NamedSignal]] = {
     "enqueued": run_enqueued,
     "running": run_started,
     "paused": run_paused,
@@ -64,7 +64,7 @@ def payload(app: Flask, run: Run) -> dict[str, t.Any]:
     return data
 
 
-def send(signal: Signal, app: Flask, run: Run) -> None:
+def send(signal: NamedSignal, app: Flask, run: Run) -> None:
     """Send ``signal`` to each receiver in turn; a failing receiver is logged and skipped."""
     if not signal.receivers:
         return

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing as t
+from collections import abc
 from datetime import timedelta
 
 import pydantic
@@ -14,7 +16,7 @@ if t.TYPE_CHECKING:
     from .models import Run
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
-Backoff = t.Union[float, int, timedelta, t.Callable[[], float | int | timedelta]]
+Backoff = float | int | timedelta | t.Callable[[], float | int | timedelta]
 
 MASK = "[FILTERED]"
 
@@ -44,11 +46,37 @@ def throttle_on(backoff: Backoff = 30.0) -> t.Callable[[F], F]:
     .. versionadded:: 0.1
     """
 
+    if callable(backoff):
+        if _requires_arguments(backoff):
+            # ``@throttle_on`` without parentheses hands over the condition itself.
+            raise TypeError(
+                f"throttle_on got {backoff!r} as its backoff: write @throttle_on() or "
+                "@throttle_on(backoff=...), with parentheses."
+            )
+    elif isinstance(backoff, bool) or not isinstance(backoff, (int, float, timedelta)):
+        raise TypeError(
+            f"throttle_on(backoff={backoff!r}): the backoff must be seconds, a timedelta, "
+            "or a callable returning either."
+        )
+    elif (backoff.total_seconds() if isinstance(backoff, timedelta) else backoff) < 0:
+        raise ValueError(f"throttle_on(backoff={backoff!r}): the backoff must not be negative.")
+
     def decorate(method: F) -> F:
         method._mtasks_throttle_backoff = backoff  # type: ignore[attr-defined]
         return method
 
     return decorate
+
+
+def _requires_arguments(function: t.Callable[..., t.Any]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in parameters
+    )
 
 
 def _dump(value: t.Any) -> t.Any:
@@ -63,6 +91,39 @@ def _dump(value: t.Any) -> t.Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_dump(v) for v in value]
     return pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
+
+
+_SECRET_TYPES = (pydantic.SecretStr, pydantic.SecretBytes)
+
+
+def _secret_tree(model: type[pydantic.BaseModel], seen: frozenset[type]) -> dict[str, t.Any]:
+    tree: dict[str, t.Any] = {}
+    for name, field in model.model_fields.items():
+        node = _secret_node(field.annotation, seen | {model})
+        if node:
+            tree[name] = node
+    return tree
+
+
+def _secret_node(annotation: t.Any, seen: frozenset[type]) -> t.Any:
+    """``True`` if a value of this type is a secret, else the secret fields inside it."""
+    if isinstance(annotation, type) and issubclass(annotation, _SECRET_TYPES):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return {} if annotation in seen else _secret_tree(annotation, seen)
+    origin, args = t.get_origin(annotation), t.get_args(annotation)
+    if origin is t.Annotated:
+        args = args[:1]
+    if isinstance(origin, type) and issubclass(origin, abc.Mapping):
+        node = _secret_node(args[1], seen) if len(args) == 2 else {}
+        return node if node is True or not node else {"*": node}
+    merged: dict[str, t.Any] = {}
+    for arg in args:
+        node = _secret_node(arg, seen)
+        if node is True:
+            return True
+        merged.update(node)
+    return merged
 
 
 class Task:
@@ -133,9 +194,7 @@ class Task:
             return None
         unknown = sorted(str(k) for k in arguments if k not in model.model_fields)
         if unknown:
-            raise InvalidArguments(
-                cls.name, {name: ["unknown parameter"] for name in unknown}
-            )
+            raise InvalidArguments(cls.name, {name: ["unknown parameter"] for name in unknown})
         try:
             return model.model_validate(dict(arguments))
         except pydantic.ValidationError as exc:
@@ -153,17 +212,18 @@ class Task:
     @classmethod
     def secret_parameters(cls) -> frozenset[str]:
         """Names of parameters declared as ``SecretStr`` / ``SecretBytes``."""
+        return frozenset(name for name, node in cls.secret_fields().items() if node is True)
+
+    @classmethod
+    def secret_fields(cls) -> dict[str, t.Any]:
+        """Where the secrets of ``Parameters`` are, nested models included.
+
+        Maps a field name to ``True`` when its whole value is secret, or to the
+        same kind of mapping for the fields of a nested model (under ``"*"``
+        for the values of a dict of models). Lists of models are transparent.
+        """
         model = cls.Parameters
-        if model is None:
-            return frozenset()
-        secret_types = (pydantic.SecretStr, pydantic.SecretBytes)
-        names = set()
-        for name, field in model.model_fields.items():
-            annotation = field.annotation
-            candidates = t.get_args(annotation) or (annotation,)
-            if any(isinstance(c, type) and issubclass(c, secret_types) for c in candidates):
-                names.add(name)
-        return frozenset(names)
+        return {} if model is None else _secret_tree(model, frozenset())
 
     # -- hooks to override ------------------------------------------------
 

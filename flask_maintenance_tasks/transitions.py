@@ -45,13 +45,17 @@ def can_transition(current: RunStatus | str, new: RunStatus | str) -> bool:
     return current == new or new in ALLOWED[current]
 
 
-def check(action: str, current: RunStatus | str, new: RunStatus | str, run_id: int | None = None) -> None:
+def check(
+    action: str, current: RunStatus | str, new: RunStatus | str, run_id: int | None = None
+) -> None:
     """Raise :class:`InvalidTransition` unless ``current -> new`` is allowed."""
     if not can_transition(current, new):
         raise InvalidTransition(action, RunStatus(current).value, run_id)
 
 
-def is_stuck(status: RunStatus | str, updated_at: datetime | None, now: datetime, stuck_after: float) -> bool:
+def is_stuck(
+    status: RunStatus | str, updated_at: datetime | None, now: datetime, stuck_after: float
+) -> bool:
     """A pausing, cancelling or running run not updated for ``stuck_after`` seconds is stuck.
 
     A live job writes progress at least once per ticker delay and reloads the

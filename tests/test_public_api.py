@@ -1,0 +1,73 @@
+"""The names users import from ``flask_maintenance_tasks`` (design/API.md)."""
+
+from __future__ import annotations
+import __future__
+
+import types
+
+import pytest
+
+import flask_maintenance_tasks
+from flask_maintenance_tasks import exceptions
+
+PUBLIC = [
+    "Batch",
+    "EnqueueError",
+    "InvalidArguments",
+    "InvalidTransition",
+    "MaintenanceTasks",
+    "MaintenanceTasksError",
+    "Run",
+    "RunStatus",
+    "Task",
+    "TaskAlreadyRunning",
+    "TaskNotFound",
+    "in_batches",
+    "no_collection",
+    "signals",
+    "throttle_on",
+]
+
+
+def test_all_is_exactly_the_sorted_public_names() -> None:
+    assert flask_maintenance_tasks.__all__ == PUBLIC
+
+
+def test_every_public_name_can_be_imported() -> None:
+    namespace: dict[str, object] = {}
+
+    exec("from flask_maintenance_tasks import *", namespace)
+
+    assert sorted(name for name in namespace if name != "__builtins__") == PUBLIC
+
+
+def test_no_other_public_object_is_exported() -> None:
+    # Submodules and ``from __future__ import annotations`` are not exports.
+    not_exports = (types.ModuleType, type(__future__.annotations))
+    others = {
+        name
+        for name, value in vars(flask_maintenance_tasks).items()
+        if not name.startswith("_") and not isinstance(value, not_exports)
+    }
+
+    assert others == set(PUBLIC) - {"signals"}
+
+
+def test_signals_is_the_signals_module() -> None:
+    assert flask_maintenance_tasks.signals.__name__ == "flask_maintenance_tasks.signals"
+
+
+def test_every_error_users_catch_is_a_maintenance_tasks_error() -> None:
+    errors = [getattr(exceptions, name) for name in exceptions.__all__]
+
+    assert all(issubclass(error, flask_maintenance_tasks.MaintenanceTasksError) for error in errors)
+    assert exceptions.__all__ == sorted(exceptions.__all__)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AttributeError,
+    reason="API.md documents csv_collection(...); it is not implemented yet",
+)
+def test_csv_collection_is_public() -> None:
+    assert callable(flask_maintenance_tasks.csv_collection)

@@ -1,0 +1,214 @@
+"""``flask mtasks new``: a task module and its test, written into a real project."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import typing as t
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from flask import Flask
+
+APP = """
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_maintenance_tasks import MaintenanceTasks
+
+db = SQLAlchemy()
+mtasks = MaintenanceTasks()
+
+
+def create_app(database_url):
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
+    app.config["TESTING"] = True
+    db.init_app(app)
+    mtasks.init_app(app, db=db)
+    return app
+"""
+
+
+class Project:
+    """A package with an app factory in a tmp directory, the working directory of the test."""
+
+    def __init__(self, directory: Path, package: str, app: Flask) -> None:
+        self.directory = directory
+        self.package = package
+        self.app = app
+        self.tasks_dir = directory / package / "maintenance"
+        self.tests_dir = directory / "tests" / "maintenance"
+
+    def new(self, *args: str) -> Result:
+        return self.app.test_cli_runner().invoke(args=["mtasks", "new", *args])
+
+    def task_names(self) -> list[str]:
+        return list(self.app.extensions["maintenance_tasks"].registry.tasks())
+
+    def files(self) -> set[str]:
+        return {
+            str(p.relative_to(self.directory))
+            for p in self.directory.rglob("*.py")
+            if "__pycache__" not in p.parts
+        }
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[Project]:
+    # A fresh package name per test: modules imported by one test stay in
+    # sys.modules, and must not be mistaken for those of the next.
+    package = f"scaffold_app_{uuid.uuid4().hex[:8]}"
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text(APP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(package)
+    app = module.create_app(f"sqlite:///{tmp_path / 'app.db'}")
+    try:
+        yield Project(tmp_path, package, app)
+    finally:
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]
+
+
+def run_pytest(project: Project) -> subprocess.CompletedProcess[str]:
+    """The project's generated tests, run as its developer would: ``python -m pytest``."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=project.directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_new_writes_a_task_module_and_its_test(project: Project) -> None:
+    result = project.new("backfill_posts")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        f"Created {project.package}/maintenance/backfill_posts_task.py",
+        "Created tests/maintenance/test_backfill_posts_task.py",
+        "Start it with: flask mtasks run BackfillPostsTask",
+    ]
+    assert project.files() == {
+        f"{project.package}/__init__.py",
+        f"{project.package}/maintenance/__init__.py",
+        f"{project.package}/maintenance/backfill_posts_task.py",
+        "tests/maintenance/test_backfill_posts_task.py",
+    }
+
+
+def test_a_new_task_is_discovered_by_the_registry(project: Project) -> None:
+    assert project.task_names() == []
+
+    project.new("BackfillPosts")
+
+    assert project.task_names() == ["BackfillPostsTask"]
+    module = importlib.import_module(f"{project.package}.maintenance.backfill_posts_task")
+    assert module.BackfillPostsTask.name == "BackfillPostsTask"
+
+
+def test_a_new_task_in_a_sub_package_is_named_after_it(project: Project) -> None:
+    project.new("one_off")
+
+    result = project.new("billing/fix_invoices")
+
+    assert result.exit_code == 0, result.output
+    assert (project.tasks_dir / "billing" / "__init__.py").is_file()
+    assert (project.tasks_dir / "billing" / "fix_invoices_task.py").is_file()
+    assert (project.tests_dir / "billing" / "test_fix_invoices_task.py").is_file()
+    assert project.task_names() == ["OneOffTask", "billing.FixInvoicesTask"]
+
+
+def test_a_new_no_collection_task_processes_once_without_an_item(project: Project) -> None:
+    project.new("send_report", "--no-collection")
+
+    source = (project.tasks_dir / "send_report_task.py").read_text()
+    task_class = importlib.import_module(
+        f"{project.package}.maintenance.send_report_task"
+    ).SendReportTask
+    assert "collection = no_collection()" in source
+    assert "def process(self):" in source
+    assert project.task_names() == ["SendReportTask"]
+    assert type(task_class.collection).__name__ == "NoCollection"
+
+
+def test_the_generated_tests_pass_with_pytest(project: Project) -> None:
+    project.new("backfill_posts")
+    project.new("send_report", "--no-collection")
+    project.new("billing/fix_invoices")
+
+    result = run_pytest(project)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+
+
+def test_the_generated_files_pass_the_linter(project: Project) -> None:
+    ruff = pytest.importorskip("ruff.__main__")
+    project.new("backfill_posts")
+    project.new("send_report", "--no-collection")
+    project.new("import_users", "--csv")
+
+    result = subprocess.run(
+        [
+            ruff.find_ruff_bin(),
+            *("check", "--isolated", "--select", "B,E,F,I,UP,W"),
+            *(str(project.tasks_dir), str(project.tests_dir)),
+        ],
+        cwd=project.directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_new_csv_task_reads_its_rows_from_csv_collection(project: Project) -> None:
+    # csv_collection is not part of the package yet: only the files are checked here.
+    result = project.new("import_users", "--csv")
+
+    source = (project.tasks_dir / "import_users_task.py").read_text()
+    test_source = (project.tests_dir / "test_import_users_task.py").read_text()
+    assert result.exit_code == 0, result.output
+    assert "from flask_maintenance_tasks import Task, csv_collection" in source
+    assert "class ImportUsersTask(Task):" in source
+    assert "collection = csv_collection()" in source
+    assert "def process(self, row):" in source
+    assert (
+        f"from {project.package}.maintenance.import_users_task import ImportUsersTask"
+        in test_source
+    )
+
+
+@pytest.mark.parametrize("existing", ["module", "test"])
+def test_new_refuses_to_overwrite_a_task_or_its_test(project: Project, existing: str) -> None:
+    project.new("backfill_posts")
+    module = project.tasks_dir / "backfill_posts_task.py"
+    test = project.tests_dir / "test_backfill_posts_task.py"
+    kept, removed = (module, test) if existing == "module" else (test, module)
+    kept.write_text("# my edits\n")
+    removed.unlink()
+
+    result = project.new("backfill_posts")
+
+    assert result.exit_code == 1
+    shown = kept.relative_to(project.directory)
+    assert result.stderr == f"Error: {shown} already exists; not overwriting it.\n"
+    assert kept.read_text() == "# my edits\n"
+    assert not removed.exists()
+
+
+@pytest.mark.parametrize("name", ["2fast", "backfill-posts", "billing/class", "posts task", "/"])
+def test_new_rejects_a_name_that_is_not_a_python_identifier(project: Project, name: str) -> None:
+    result = project.new(name)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {name!r} is not a valid task name")
+    assert project.files() == {f"{project.package}/__init__.py"}
