@@ -411,7 +411,7 @@ def recover_command() -> None:
     from .recovery import recover
 
     state = _state()
-    with _Errors():
+    with _Errors(state):
         recovered = recover(state)
     for recovery in recovered:
         click.echo(str(recovery))

@@ -135,3 +135,13 @@ def test_finished_runs_are_never_touched(app, mtasks, db):
     assert recover(get_state()) == []
     db.session.remove()
     assert db.session.scalar(sa.select(runs_table.c.status)) == "succeeded"
+
+
+def test_the_recover_command_says_what_it_did(app, mtasks, db):
+    run = _orphan(app, mtasks, db)
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["mtasks", "recover"])
+    assert result.exit_code == 0, result.output
+    assert f"Run #{run.id} (CountItemsTask) had no live job: handed to a new job." in result.output
+    again = runner.invoke(args=["mtasks", "recover"])
+    assert again.output.strip() == "Nothing to recover."

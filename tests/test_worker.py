@@ -129,7 +129,16 @@ def test_a_plain_rq_worker_runs_the_jobs_too(app, workers, app_env):
 
 
 def test_sigterm_to_an_idle_worker_exits_cleanly(app, workers):
+    from redis import Redis
+    from rq import Worker
+
     worker = workers.start()
-    wait_until(lambda: "Listening on" in workers.log(worker), 30, "the worker to listen")
+    connection = Redis.from_url(workers.env["MTASKS_TEST_REDIS_URL"])
+    # Idle means RQ has installed its signal handlers and waits for a job.
+    wait_until(
+        lambda: any(w.get_state() == "idle" for w in Worker.all(connection=connection)),
+        30,
+        "the worker to wait for jobs",
+    )
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
