@@ -36,7 +36,6 @@ from .worker import shutdown_requested
 
 if t.TYPE_CHECKING:
     import pytest
-    from flask import Flask
 
     from .models import Run
     from .task import Task
@@ -197,15 +196,19 @@ except ImportError:  # pragma: no cover - pytest is only needed for the fixtures
     _pytest = None  # type: ignore[assignment]
 
 
-@contextlib.contextmanager
-def _in_app_context(app: Flask) -> t.Iterator[None]:
+def _in_app(request: pytest.FixtureRequest, helper: t.Callable[..., Run]) -> t.Callable[..., Run]:
+    """``helper`` called in the app of the project's ``app`` fixture."""
     from flask import has_app_context
 
-    if has_app_context():
-        yield
-    else:
+    app = request.getfixturevalue("app")
+
+    def run(name: str, arguments: t.Mapping[str, t.Any] | None = None, **kwargs: t.Any) -> Run:
+        if has_app_context():
+            return helper(name, arguments, **kwargs)
         with app.app_context():
-            yield
+            return helper(name, arguments, **kwargs)
+
+    return run
 
 
 if _pytest is not None:
@@ -213,21 +216,9 @@ if _pytest is not None:
     @_pytest.fixture
     def mtasks_run(request: pytest.FixtureRequest) -> t.Callable[..., Run]:
         """:func:`run_task` in the app of the project's ``app`` fixture."""
-        app = request.getfixturevalue("app")
-
-        def run(name: str, arguments: t.Mapping[str, t.Any] | None = None, **kwargs: t.Any) -> Run:
-            with _in_app_context(app):
-                return run_task(name, arguments, **kwargs)
-
-        return run
+        return _in_app(request, run_task)
 
     @_pytest.fixture
     def mtasks_run_interrupted(request: pytest.FixtureRequest) -> t.Callable[..., Run]:
         """:func:`run_task_interrupted` in the app of the project's ``app`` fixture."""
-        app = request.getfixturevalue("app")
-
-        def run(name: str, arguments: t.Mapping[str, t.Any] | None = None, **kwargs: t.Any) -> Run:
-            with _in_app_context(app):
-                return run_task_interrupted(name, arguments, **kwargs)
-
-        return run
+        return _in_app(request, run_task_interrupted)
