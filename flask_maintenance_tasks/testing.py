@@ -35,7 +35,7 @@ from .job import perform_run
 from .worker import shutdown_requested
 
 if t.TYPE_CHECKING:
-    import pytest
+    from flask import Flask
 
     from .models import Run
     from .task import Task
@@ -196,11 +196,9 @@ except ImportError:  # pragma: no cover - pytest is only needed for the fixtures
     _pytest = None  # type: ignore[assignment]
 
 
-def _in_app(request: pytest.FixtureRequest, helper: t.Callable[..., Run]) -> t.Callable[..., Run]:
-    """``helper`` called in the app of the project's ``app`` fixture."""
+def _in_app(app: Flask, helper: t.Callable[..., Run]) -> t.Callable[..., Run]:
+    """``helper`` called in ``app``, pushing its context when none is active."""
     from flask import has_app_context
-
-    app = request.getfixturevalue("app")
 
     def run(name: str, arguments: t.Mapping[str, t.Any] | None = None, **kwargs: t.Any) -> Run:
         if has_app_context():
@@ -214,11 +212,11 @@ def _in_app(request: pytest.FixtureRequest, helper: t.Callable[..., Run]) -> t.C
 if _pytest is not None:
 
     @_pytest.fixture
-    def mtasks_run(request: pytest.FixtureRequest) -> t.Callable[..., Run]:
+    def mtasks_run(app: Flask) -> t.Callable[..., Run]:
         """:func:`run_task` in the app of the project's ``app`` fixture."""
-        return _in_app(request, run_task)
+        return _in_app(app, run_task)
 
     @_pytest.fixture
-    def mtasks_run_interrupted(request: pytest.FixtureRequest) -> t.Callable[..., Run]:
+    def mtasks_run_interrupted(app: Flask) -> t.Callable[..., Run]:
         """:func:`run_task_interrupted` in the app of the project's ``app`` fixture."""
-        return _in_app(request, run_task_interrupted)
+        return _in_app(app, run_task_interrupted)
