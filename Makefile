@@ -43,7 +43,7 @@ lint: venv ## ruff check + ruff format --check
 typecheck: venv ## mypy (strict) on the package
 	$(VENV)/bin/mypy flask_maintenance_tasks
 
-demo: bootstrap ## run the sample app: seed, worker, UpdatePostsTask, status
+demo: bootstrap ## serve the sample app's dashboard (http://127.0.0.1:5000/maintenance_tasks/) with a worker
 	@scripts/demo.sh
 
 bench: venv ## run the benchmarks (python -m benchmarks)

@@ -4,7 +4,9 @@ Configuration comes from the environment so that the web process, the CLI
 and the workers agree:
 
 - ``SAMPLE_APP_DATABASE_URL`` (default: ``sqlite:///<instance>/sample.db``);
-- ``MAINTENANCE_TASKS_REDIS_URL`` (default: none, the in-process executor).
+- ``MAINTENANCE_TASKS_REDIS_URL`` (default: none, the in-process executor);
+- ``SAMPLE_APP_DEMO=1`` opens the dashboard to anyone (``make demo`` sets it). Without
+  it the dashboard is closed, as in any app that has not said who may use it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 
 import click
-from flask import Flask
+from flask import Flask, request
 
 from flask_maintenance_tasks import MaintenanceTasks
 
@@ -31,6 +33,11 @@ def create_app(test_config: dict[str, object] | None = None) -> Flask:
         ),
         MAINTENANCE_TASKS_REDIS_URL=os.environ.get("MAINTENANCE_TASKS_REDIS_URL"),
     )
+    if os.environ.get("SAMPLE_APP_DEMO") == "1":
+        # Demo only: a real app passes parent= (its admin blueprint) or authorize=.
+        app.config["MAINTENANCE_TASKS_ALLOW_ANONYMOUS"] = True
+    # Recorded on each run started from the dashboard: who (here, from where) started it.
+    app.config["MAINTENANCE_TASKS_METADATA"] = _who_started_it
     if test_config:
         app.config.from_mapping(test_config)
     db.init_app(app)
@@ -38,6 +45,10 @@ def create_app(test_config: dict[str, object] | None = None) -> Flask:
     mtasks.init_app(app, db=db)
     app.cli.add_command(seed_command)
     return app
+
+
+def _who_started_it() -> dict[str, str | None]:
+    return {"remote_addr": request.remote_addr, "user_agent": request.user_agent.string or None}
 
 
 @click.command("seed")

@@ -1,0 +1,302 @@
+"""What each dashboard page shows, read with a fixed number of queries.
+
+The index reads the active runs and the latest completed run of every task:
+two queries, whatever the number of tasks or runs. A task page reads its
+active runs and one page of its history (keyset on the id): two queries.
+Everything else a page shows comes from the task registry and from
+:mod:`flask_maintenance_tasks.formatting`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from flask import url_for
+
+from .. import formatting, store
+from ..exceptions import MaintenanceTasksError
+from ..models import Run, RunStatus, utcnow
+from ..transitions import ACTIVE, COMPLETED, is_stuck
+from . import forms, is_allowed
+
+if t.TYPE_CHECKING:
+    from markupsafe import Markup
+
+    from ..extension import State
+    from ..task import Task
+
+S = RunStatus
+_ACTIVE = sorted(s.value for s in ACTIVE)
+_COMPLETED = sorted(s.value for s in COMPLETED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Action:
+    """A button of a run card; ``action`` is ``None`` for a disabled status indicator."""
+
+    action: str | None
+    label: str
+    enabled: bool = True
+    #: "danger" for cancel, "force" for the stuck-run variants.
+    variant: str = "plain"
+
+
+@dataclasses.dataclass
+class RunCard:
+    """A run as its card shows it."""
+
+    run: Run
+    task_exists: bool
+    arguments: t.Any
+    stuck: bool
+    actions: list[Action]
+    run_again_url: str | None = None
+    open: bool = True
+
+    @property
+    def progress(self) -> tuple[int | None, int]:
+        return formatting.progress_bar(self.run)
+
+    @property
+    def percent(self) -> float | None:
+        return formatting.percent(self.run)
+
+    @property
+    def progress_text(self) -> str:
+        return formatting.progress_text(self.run.tick_count, self.run.tick_total)
+
+    @property
+    def status_text(self) -> str:
+        return formatting.status_text(self.run)
+
+    @property
+    def time_running(self) -> str:
+        return formatting.duration(self.run.time_running)
+
+    @property
+    def throughput(self) -> str | None:
+        return formatting.throughput_text(self.run)
+
+    @property
+    def eta(self) -> str | None:
+        seconds = formatting.eta_seconds(self.run)
+        return None if seconds is None else formatting.duration(seconds)
+
+    @property
+    def is_active(self) -> bool:
+        return S(self.run.status) in ACTIVE
+
+
+def actions_for(run: Run, *, task_exists: bool, stuck: bool) -> list[Action]:
+    """The buttons a run's status allows (see the transitions table and the stuck rule)."""
+    status = S(run.status)
+    cancel = Action("cancel", "Force cancel" if stuck else "Cancel", variant="danger")
+    if status in (S.ENQUEUED, S.RUNNING, S.INTERRUPTED):
+        pause = Action("pause", "Force pause" if stuck else "Pause", enabled=task_exists)
+        return [pause, cancel]
+    if status == S.PAUSING:
+        actions = [Action(None, "Pausing…", enabled=False)]
+        if stuck:
+            actions.append(Action("pause", "Force pause", enabled=task_exists, variant="force"))
+        return [*actions, cancel]
+    if status == S.CANCELLING:
+        return [cancel] if stuck else [Action(None, "Cancelling…", enabled=False)]
+    if status == S.PAUSED:
+        return [Action("resume", "Resume", enabled=task_exists), cancel]
+    if status == S.ERRORED:
+        return [Action("resume", "Resume", enabled=task_exists)]
+    return []
+
+
+class Cards:
+    """Builds run cards for one request: task lookups and permissions asked once each."""
+
+    def __init__(self, state: State, now: datetime | None = None) -> None:
+        self.state = state
+        self.now = now or utcnow()
+        self._tasks = state.registry.tasks()
+        self._fields: dict[str, list[forms.FormField]] = {}
+        self._allowed: dict[tuple[str, str | None, int | None], bool] = {}
+
+    def task(self, name: str) -> type[Task] | None:
+        return self._tasks.get(name)
+
+    def fields(self, task: type[Task]) -> list[forms.FormField]:
+        if task.name not in self._fields:
+            self._fields[task.name] = forms.fields_for(task, self.state.settings.masked_parameters)
+        return self._fields[task.name]
+
+    def allowed(self, action: str, task_name: str | None, run: Run | None = None) -> bool:
+        key = (action, task_name, run.id if run is not None else None)
+        if key not in self._allowed:
+            self._allowed[key] = is_allowed(action, task_name, run)
+        return self._allowed[key]
+
+    def card(self, run: Run, *, with_actions: bool = True, open: bool = True) -> RunCard:
+        task = self.task(run.task_name)
+        stuck = is_stuck(run.status, run.updated_at, self.now, self.state.settings.stuck_after)
+        actions = []
+        if with_actions:
+            actions = [
+                a
+                for a in actions_for(run, task_exists=task is not None, stuck=stuck)
+                if a.action is None or self.allowed(a.action, run.task_name, run)
+            ]
+        again = None
+        if with_actions and task is not None and self.allowed("run", task.name):
+            query = forms.run_again_query(self.fields(task), run.arguments)
+            again = url_for(".task", name=task.name, **query) + "#new-run"
+        return RunCard(
+            run=run,
+            task_exists=task is not None,
+            arguments=formatting.mask(run.arguments, task, self.state.settings.masked_parameters),
+            stuck=stuck,
+            actions=actions,
+            run_again_url=again,
+            open=open,
+        )
+
+
+@dataclasses.dataclass
+class TaskEntry:
+    """A task on the index, with the run its card shows."""
+
+    name: str
+    card: RunCard | None = None
+    stale: str | None = None
+
+
+@dataclasses.dataclass
+class IndexPage:
+    active: list[RunCard]
+    new: list[TaskEntry]
+    completed: list[TaskEntry]
+    #: Tasks gone from the code whose runs remain, by name.
+    deleted: list[TaskEntry]
+    has_tasks: bool
+
+    @property
+    def polling(self) -> bool:
+        return bool(self.active)
+
+
+def _matches(name: str, query: str) -> bool:
+    return not query or query.casefold() in name.casefold()
+
+
+def index_page(state: State, query: str = "") -> IndexPage:
+    cards = Cards(state)
+    with store.open_session(state.db) as session:
+        active = list(
+            session.scalars(
+                sa.select(Run)
+                .where(Run.status.in_(_ACTIVE))
+                .order_by(Run.created_at.desc(), Run.id.desc())
+            )
+        )
+        # Ids grow with creation time: the greatest id is the latest run.
+        latest_ids = (
+            sa.select(sa.func.max(Run.id).label("id"))
+            .where(Run.status.in_(_COMPLETED))
+            .group_by(Run.task_name)
+            .subquery()
+        )
+        latest = list(session.scalars(sa.select(Run).join(latest_ids, Run.id == latest_ids.c.id)))
+
+    def visible(name: str) -> bool:
+        return _matches(name, query) and cards.allowed("view", name)
+
+    tasks = state.registry.tasks()
+    busy = {run.task_name for run in active}
+    seen = busy | {run.task_name for run in latest}
+    page = IndexPage(
+        active=[cards.card(r, with_actions=False) for r in active if visible(r.task_name)],
+        new=[TaskEntry(name) for name in tasks if name not in seen and visible(name)],
+        completed=[],
+        deleted=[],
+        has_tasks=bool(tasks),
+    )
+    for run in sorted(latest, key=lambda r: (r.created_at, r.id), reverse=True):
+        if run.task_name in busy or not visible(run.task_name):
+            continue
+        entry = TaskEntry(run.task_name, cards.card(run, with_actions=False, open=False))
+        if run.task_name not in tasks:
+            page.deleted.append(entry)
+            continue
+        entry.stale = _stale(state, run, cards.now)
+        page.completed.append(entry)
+    return page
+
+
+def _stale(state: State, run: Run, now: datetime) -> str | None:
+    limit = state.settings.stale_after
+    if limit is None or run.status != S.SUCCEEDED.value or run.ended_at is None:
+        return None
+    if run.ended_at > now - timedelta(seconds=limit):
+        return None
+    return (
+        f"This task last succeeded {formatting.ago(run.ended_at, now)}. "
+        "Consider deleting it: it may have done its job."
+    )
+
+
+@dataclasses.dataclass
+class TaskPage:
+    name: str
+    task: type[Task] | None
+    fields: list[forms.FormField]
+    active: list[RunCard]
+    history: list[RunCard]
+    cursor: int | None
+    next_cursor: int | None
+    can_run: bool
+    source: tuple[str, Markup] | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.task is None
+
+    @property
+    def polling(self) -> bool:
+        return bool(self.active)
+
+
+class NoSuchTask(MaintenanceTasksError):
+    """Neither a task of that name nor any run of it exists."""
+
+
+def task_page(state: State, name: str, cursor: int | None = None) -> TaskPage:
+    """The task's page; :class:`NoSuchTask` when there is neither the task nor a run of it."""
+    cards = Cards(state)
+    task = cards.task(name)
+    per_page = state.settings.runs_per_page
+    with store.open_session(state.db) as session:
+        active = list(
+            session.scalars(
+                sa.select(Run)
+                .where(Run.task_name == name, Run.status.in_(_ACTIVE))
+                .order_by(Run.created_at.desc(), Run.id.desc())
+            )
+        )
+        history_query = sa.select(Run).where(Run.task_name == name, Run.status.in_(_COMPLETED))
+        if cursor is not None:
+            history_query = history_query.where(Run.id < cursor)
+        # One row more than a page tells whether another page follows.
+        history = list(session.scalars(history_query.order_by(Run.id.desc()).limit(per_page + 1)))
+    if task is None and not active and not history and cursor is None:
+        raise NoSuchTask(f"No task named {name!r}, and no run of one.")
+    next_cursor = history[per_page - 1].id if len(history) > per_page else None
+    return TaskPage(
+        name=name,
+        task=task,
+        fields=cards.fields(task) if task is not None else [],
+        active=[cards.card(r) for r in active],
+        # The newest ended run is open: its outcome (an error, say) is what people look for.
+        history=[cards.card(r, open=n == 0) for n, r in enumerate(history[:per_page])],
+        cursor=cursor,
+        next_cursor=next_cursor,
+        can_run=task is not None and cards.allowed("run", name),
+    )

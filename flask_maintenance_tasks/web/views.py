@@ -1,0 +1,234 @@
+"""The dashboard's routes (API.md section 6).
+
+A plain request gets a whole page, and a plain form POST redirects back to the
+page (so every action works without JavaScript). An htmx request
+(``HX-Request: true``) gets only the region it refreshes, and an action done
+through htmx gets that region with its message.
+"""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    get_flashed_messages,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_wtf.csrf import generate_csrf
+from markupsafe import Markup
+from werkzeug.exceptions import HTTPException
+
+from .. import formatting, runner
+from ..exceptions import (
+    EnqueueError,
+    InvalidArguments,
+    MaintenanceTasksError,
+    TaskAlreadyRunning,
+    TaskNotFound,
+)
+from ..extension import get_state
+from ..models import Run
+from ..store import open_session
+from . import CSRF_FIELD, blueprint, forms, pages, require
+from .source import task_source
+
+Message = tuple[str, str]
+
+#: htmx settings: no eval (the CSP forbids it), no injected styles, no page
+#: snapshots (with their CSRF tokens) kept in localStorage.
+HTMX_CONFIG = {
+    "allowEval": False,
+    "allowScriptTags": False,
+    "includeIndicatorStyles": False,
+    "historyCacheSize": 0,
+    "refreshOnHistoryMiss": True,
+    "selfRequestsOnly": True,
+}
+
+_ACTION_DONE = {
+    ("pause", "pausing"): "Run #{id} will pause at its next item.",
+    ("pause", "paused"): "Run #{id} is paused.",
+    ("cancel", "cancelling"): "Run #{id} will cancel at its next item.",
+    ("cancel", "cancelled"): "Run #{id} is cancelled.",
+    ("resume", "enqueued"): "Run #{id} is resumed: it carries on from where it stopped.",
+}
+
+
+def _is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _csrf_token() -> str:
+    # The closed page and the missing-secret-key page render without a token.
+    return t.cast(str, generate_csrf()) if current_app.secret_key else ""
+
+
+def _json_text(value: t.Any) -> str:
+    """A JSON value as text for a page (escaped by the template like any text)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@blueprint.context_processor
+def _template_globals() -> dict[str, t.Any]:
+    settings = get_state().settings
+    return {
+        "csrf_token": _csrf_token,
+        "stuck_after": settings.stuck_after,
+        "csrf_field": CSRF_FIELD,
+        "htmx_config": HTMX_CONFIG,
+        "poll_ms": max(int(settings.poll_interval * 1000), 100),
+        "fmt": formatting,
+        "to_json": _json_text,
+        "flashed_messages": _flashed_messages,
+    }
+
+
+@blueprint.errorhandler(HTTPException)
+def _error_page(error: HTTPException) -> t.Any:
+    code = error.code or 500
+    if request.path.endswith(".json"):
+        return jsonify({"error": error.name, "detail": error.description}), code
+    return (
+        render_template(
+            "maintenance_tasks/error.html", code=code, title=error.name, detail=error.description
+        ),
+        code,
+    )
+
+
+@blueprint.get("/")
+def index() -> str:
+    require("view")
+    query = request.args.get("q", "").strip()
+    page = pages.index_page(get_state(), query)
+    template = "_index_region.html" if _is_htmx() else "index.html"
+    return render_template(f"maintenance_tasks/{template}", page=page, q=query)
+
+
+def _task_page(name: str, cursor: int | None) -> pages.TaskPage:
+    try:
+        return pages.task_page(get_state(), name, cursor)
+    except pages.NoSuchTask:
+        abort(404, f"There is no task named {name!r}, and no run of one.")
+
+
+@blueprint.get("/tasks/<name>")
+def task(name: str) -> str:
+    require("view", name)
+    cursor = request.args.get("cursor", type=int)
+    page = _task_page(name, cursor)
+    if _is_htmx():
+        return render_template("maintenance_tasks/_task_region.html", page=page)
+    given = {k: v for k, v in request.args.items() if k != "cursor"}
+    return _render_task(page, forms.prefill(page.fields, given or None))
+
+
+def _render_task(
+    page: pages.TaskPage,
+    values: dict[str, str],
+    errors: dict[str, list[str]] | None = None,
+    message: str | None = None,
+) -> str:
+    if page.task is not None:
+        page.source = task_source(page.task)
+    return render_template(
+        "maintenance_tasks/task.html",
+        page=page,
+        values=values,
+        errors=errors or {},
+        form_message=message,
+        title=page.name,
+    )
+
+
+@blueprint.post("/tasks/<name>/runs")
+def start_run(name: str) -> t.Any:
+    state = get_state()
+    try:
+        task_class = state.registry.get(name)
+    except TaskNotFound:
+        abort(404, f"There is no task named {name!r}: it cannot be run.")
+    require("run", name)
+    fields = forms.fields_for(task_class, state.settings.masked_parameters)
+    arguments, errors = forms.arguments_from(fields, request.form)
+    message = None
+    status = 422
+    if not errors:
+        metadata = state.settings.metadata() if state.settings.metadata is not None else None
+        try:
+            run = runner.run(state, name, arguments, metadata=metadata)
+        except InvalidArguments as exc:
+            errors = forms.field_errors(exc.errors)
+            message = "The run was not started: correct the fields below."
+        except TaskAlreadyRunning as exc:
+            message, status = str(exc), 409
+        except EnqueueError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for(".task", name=name), 303)
+        except MaintenanceTasksError as exc:
+            message = str(exc)
+        else:
+            flash(f"Run #{run.id} of {name} is enqueued.", "success")
+            return redirect(url_for(".task", name=name, _anchor=f"run-{run.id}"), 303)
+    else:
+        # Tell every mistake at once: what the model says of the other fields too.
+        try:
+            task_class.validate_arguments(arguments)
+        except InvalidArguments as exc:
+            for field, texts in forms.field_errors(exc.errors).items():
+                errors.setdefault(field, texts)
+        message = "The run was not started: correct the fields below."
+    page = _task_page(name, None)
+    values = forms.prefill(fields, request.form, submitted=True)
+    return _render_task(page, values, errors, message), status
+
+
+@blueprint.post("/tasks/<name>/runs/<int:run_id>/<any(pause, resume, cancel):action>")
+def control(name: str, run_id: int, action: str) -> t.Any:
+    state = get_state()
+    with open_session(state.db) as session:
+        run = session.get(Run, run_id)
+    if run is None or run.task_name != name:
+        abort(404, f"There is no run #{run_id} of {name}.")
+    require(action, name, run)
+    try:
+        result = getattr(runner, action)(state, run_id)
+    except MaintenanceTasksError as exc:
+        message: Message = ("error", str(exc))
+    else:
+        text = _ACTION_DONE.get((action, result.status), "Run #{id} is {status}.")
+        message = ("success", text.format(id=run_id, status=result.status))
+    if _is_htmx():
+        page = _task_page(name, request.args.get("cursor", type=int))
+        region = render_template("maintenance_tasks/_task_region.html", page=page)
+        messages = render_template("maintenance_tasks/_messages.html", messages=[message], oob=True)
+        return Markup(region) + Markup(messages)
+    flash(message[1], message[0])
+    return redirect(url_for(".task", name=name, _anchor=f"run-{run_id}"), 303)
+
+
+@blueprint.get("/runs/<int:run_id>.json")
+def run_json(run_id: int) -> Response:
+    state = get_state()
+    with open_session(state.db) as session:
+        run = session.get(Run, run_id)
+    if run is None:
+        abort(404, f"There is no run #{run_id}.")
+    require("view", run.task_name, run)
+    data = formatting.run_as_dict(current_app._get_current_object(), run)  # type: ignore[attr-defined]
+    return jsonify(data)
+
+
+def _flashed_messages() -> list[Message]:
+    """Flashed messages, errors first."""
+    flashed = t.cast(list[Message], get_flashed_messages(with_categories=True))
+    return sorted(flashed, key=lambda m: m[0] != "error")

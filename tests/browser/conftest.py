@@ -1,0 +1,115 @@
+"""Fixtures of the browser tests: a live server, a real worker, Debian's Chromium.
+
+Each browser test runs once, on PostgreSQL when the suite has it and on
+SQLite otherwise: what it checks is the page, not the database.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from playwright.sync_api import ConsoleMessage, Page
+from werkzeug.serving import make_server
+
+from tests.conftest import FAST, PG_ENV, WorkerProcesses
+from tests.web_support import SECRET_KEY
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
+POLL_INTERVAL = 0.3
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, t.Any]) -> dict[str, t.Any]:
+    """pytest-playwright's launch options, pointed at Debian's Chromium."""
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing (make test installs Debian's chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="session")
+def base_url() -> None:
+    """No base URL: the tests build theirs from the live server.
+
+    (pytest-playwright's own fallback fixture is a method, which pytest 9 warns about.)
+    """
+    return None
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if os.environ.get(PG_ENV):
+        return t.cast(str, request.getfixturevalue("postgresql_url"))
+    return f"sqlite:///{tmp_path / 'browser.db'}"
+
+
+@pytest.fixture
+def settings() -> dict[str, t.Any]:
+    return {**FAST, "poll_interval": POLL_INTERVAL}
+
+
+class LiveServer:
+    """The test app served over HTTP by a threaded werkzeug server on a free port."""
+
+    def __init__(self, app: Flask) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/maintenance_tasks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def live(app: Flask, workers: WorkerProcesses) -> t.Iterator[LiveServer]:
+    """The dashboard on a live server, with one `flask mtasks worker` running the jobs."""
+    app.config["SECRET_KEY"] = SECRET_KEY
+    workers.start()
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture
+def console(page: Page) -> t.Iterator[list[str]]:
+    """Every console error and uncaught exception of the page (a CSP violation is one)."""
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type in ("error", "warning"):
+            problems.append(f"{message.type}: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    yield problems
+
+
+def screenshot(page: Page, name: str) -> Path:
+    """Save a full-page screenshot as a test artifact (never in git)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path

@@ -1,0 +1,69 @@
+"""The dashboard reads a fixed number of queries, however many tasks and runs there are."""
+
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+from flask import Flask
+
+from tests.conftest import _make_app
+from tests.web_support import Dashboard, add_run, count_queries, insert_runs, text
+from tests.web_support.many_tasks import COUNT, NAMES
+
+MANY = 100_000
+
+
+@pytest.fixture
+def many_tasks_app(app_env: dict[str, str]) -> t.Iterator[Flask]:
+    """The test app with a tasks package of 200 generated tasks."""
+    yield from _make_app(tasks_package="tests.web_support.many_tasks")
+
+
+def queries(web: Dashboard, path: str, *, htmx: bool = False) -> list[str]:
+    engine = web.app.extensions["sqlalchemy"].engine
+    with count_queries(engine) as statements:
+        response = web.get(path, htmx=htmx)
+    assert response.status_code == 200, text(response)
+    return statements
+
+
+def test_the_index_and_a_task_page_read_as_many_queries_with_100000_runs_as_with_10(
+    many_tasks_app: Flask,
+) -> None:
+    web = Dashboard(many_tasks_app)
+    engine = many_tasks_app.extensions["sqlalchemy"].engine
+    busy = NAMES[7]
+    insert_runs(engine, 10, NAMES[:10])
+    add_run(engine, busy, "running", tick_count=5, tick_total=50)
+    web.get("/")  # connects once: dialect set-up queries are not the page's
+    paths = ["/", f"/tasks/{busy}", f"/tasks/{NAMES[0]}"]
+
+    few = {path: len(queries(web, path)) for path in paths}
+    insert_runs(engine, MANY, NAMES[:COUNT], ["succeeded", "errored", "cancelled"])
+    insert_runs(engine, MANY, [NAMES[0]])  # a task page with 100,000 runs of its own
+    many = {path: len(queries(web, path)) for path in paths}
+    index = text(web.get("/"))
+
+    assert few == many, (few, many)
+    assert many["/"] <= 2 and many[f"/tasks/{NAMES[0]}"] <= 2
+    assert index.count('class="task-entry"') == COUNT
+    assert 'rel="next"' in text(web.get(f"/tasks/{NAMES[0]}"))
+
+
+def test_fragments_and_json_use_at_most_two_queries(many_tasks_app: Flask) -> None:
+    web = Dashboard(many_tasks_app)
+    engine = many_tasks_app.extensions["sqlalchemy"].engine
+    insert_runs(engine, 2_000, NAMES[:20])
+    run_id = add_run(engine, NAMES[3], "running", tick_count=5, tick_total=50)
+    web.get("/")
+
+    counts = {
+        "index fragment": len(queries(web, "/", htmx=True)),
+        "task fragment": len(queries(web, f"/tasks/{NAMES[3]}", htmx=True)),
+        "older runs fragment": len(queries(web, f"/tasks/{NAMES[3]}?cursor={run_id}", htmx=True)),
+        "json": len(queries(web, f"/runs/{run_id}.json")),
+    }
+
+    assert all(count <= 2 for count in counts.values()), counts
+    assert counts["json"] == 1

@@ -1,0 +1,396 @@
+"""Who may use the dashboard, CSRF, the Content-Security-Policy, escaping and masking."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import typing as t
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from flask import Blueprint, Flask
+
+from flask_maintenance_tasks.web import CONTENT_SECURITY_POLICY
+from tests.conftest import _make_app, drain, fresh_run
+from tests.web_support import Dashboard, add_run, text
+
+STATIC = Path(__file__).resolve().parent.parent / "flask_maintenance_tasks/web/static"
+HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
+
+
+@pytest.fixture
+def web(app: Flask) -> Dashboard:
+    return Dashboard(app)
+
+
+def every_route(run_id: int) -> list[tuple[str, str]]:
+    """One request of each dashboard route: (method, path under the prefix)."""
+    return [
+        ("GET", "/"),
+        ("GET", "/tasks/ListTask"),
+        ("GET", "/tasks/ListTask?cursor=5"),
+        ("POST", "/tasks/ListTask/runs"),
+        ("POST", f"/tasks/ListTask/runs/{run_id}/pause"),
+        ("POST", f"/tasks/ListTask/runs/{run_id}/resume"),
+        ("POST", f"/tasks/ListTask/runs/{run_id}/cancel"),
+        ("GET", f"/runs/{run_id}.json"),
+    ]
+
+
+def request_all(web: Dashboard, run_id: int, *, htmx: bool = False) -> dict[str, int]:
+    """Status of each route, each asked as a page and, with ``htmx``, as a fragment too."""
+    statuses = {}
+    for method, path in every_route(run_id):
+        headers = {"HX-Request": "true"} if htmx else {}
+        response = web.client.open(
+            web.url(path), method=method, headers=headers, data={"csrf_token": "x"}
+        )
+        statuses[f"{method} {path}"] = response.status_code
+    return statuses
+
+
+# -- closed by default ------------------------------------------------------
+
+
+@pytest.fixture
+def closed_app(app_env: dict[str, str]) -> t.Iterator[Flask]:
+    """The test app as in production: TESTING off, no parent, no authorize."""
+    for app in _make_app():
+        app.config["TESTING"] = False
+        yield app
+
+
+def test_without_auth_every_route_answers_403_with_how_to_open_it(
+    closed_app: Flask, db: t.Any
+) -> None:
+    web = Dashboard(closed_app)
+    run_id = add_run(db.engine, "ListTask", "paused")
+
+    statuses = request_all(web, run_id) | {
+        f"htmx {k}": v for k, v in request_all(web, run_id, htmx=True).items()
+    }
+    page = text(web.get("/"))
+
+    assert set(statuses.values()) == {403}, statuses
+    assert "The maintenance tasks dashboard is closed" in page
+    assert "MAINTENANCE_TASKS_ALLOW_ANONYMOUS" in page and "authorize=" in page
+    assert "ALLOW_ANONYMOUS" in web.get(f"/runs/{run_id}.json").get_json()["detail"]
+    assert fresh_run(run_id).status == "paused"
+    stylesheet = web.get("/static/maintenance_tasks/dashboard.css")
+    stylesheet.close()
+    assert stylesheet.status_code == 200
+
+
+def test_allow_anonymous_or_debug_opens_the_dashboard(closed_app: Flask) -> None:
+    web = Dashboard(closed_app)
+
+    closed = web.get("/").status_code
+    closed_app.debug = True
+    in_debug = web.get("/").status_code
+
+    assert (closed, in_debug) == (403, 200)
+
+
+def test_the_allow_anonymous_setting_opens_the_dashboard(
+    app_env: dict[str, str],
+) -> None:
+    for app in _make_app(allow_anonymous=True):
+        app.config["TESTING"] = False
+        assert Dashboard(app).get("/").status_code == 200
+
+
+def test_a_closed_dashboard_is_logged_once_at_start_up(
+    app_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests import testapp
+
+    app = Flask("closed")
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    testapp.db.init_app(app)
+    testapp.mtasks.init_app(app, tasks_package="tests.testapp.maintenance")
+
+    closed = [r for r in caplog.records if "dashboard is closed" in r.getMessage()]
+    assert len(closed) == 1
+    with app.app_context():
+        testapp.db.engine.dispose()
+
+
+# -- authorize --------------------------------------------------------------
+
+
+def test_authorize_is_asked_for_every_view_and_action(app_env: dict[str, str], db: t.Any) -> None:
+    asked: list[tuple[str, str | None, int | None]] = []
+
+    def authorize(action: str, task_name: str | None, run: t.Any) -> bool:
+        asked.append((action, task_name, run.id if run is not None else None))
+        return action != "cancel"
+
+    for app in _make_app(authorize=authorize):
+        app.config["TESTING"] = False
+        web = Dashboard(app)
+        run_id = add_run(db.engine, "ListTask", "paused")
+        web.token()
+        asked.clear()
+
+        page = text(web.get("/tasks/ListTask"))
+        cancel = web.post(f"/tasks/ListTask/runs/{run_id}/cancel")
+        json_view = web.get(f"/runs/{run_id}.json")
+        web.get("/")
+        web.post("/tasks/ListTask/runs")
+
+        assert ("view", "ListTask", None) in asked
+        assert ("cancel", "ListTask", run_id) in asked
+        assert ("view", "ListTask", run_id) in asked
+        assert ("view", None, None) in asked
+        assert ("run", "ListTask", None) in asked
+        assert cancel.status_code == 403
+        assert json_view.status_code == 200
+        assert fresh_run(run_id).status == "paused"
+        assert f'id="run-{run_id}-resume"' in page
+        assert f'id="run-{run_id}-cancel"' not in page
+
+
+def test_authorize_can_make_an_operator_read_only(app_env: dict[str, str], db: t.Any) -> None:
+    def read_only(action: str, task_name: str | None, run: t.Any) -> bool:
+        return action == "view"
+
+    for app in _make_app(authorize=read_only):
+        web = Dashboard(app)
+        run_id = add_run(db.engine, "ListTask", "paused")
+
+        page = text(web.get("/tasks/ListTask"))
+        started = web.post("/tasks/ListTask/runs")
+        resumed = web.post(f"/tasks/ListTask/runs/{run_id}/resume")
+
+        assert "You may not start this task." in page
+        assert re.search(r'id="run-submit" disabled', page)
+        assert "<button" in page and f'id="run-{run_id}-resume"' not in page
+        assert (started.status_code, resumed.status_code) == (403, 403)
+        assert "You are not allowed to resume ListTask." in text(resumed)
+        assert fresh_run(run_id).status == "paused"
+
+
+# -- a parent blueprint -----------------------------------------------------
+
+
+def test_a_rejecting_parent_blueprint_guards_every_route(
+    app_env: dict[str, str], db: t.Any
+) -> None:
+    admin = Blueprint("admin", __name__)
+
+    @admin.before_request
+    def login_required() -> tuple[str, int]:
+        return "log in first", 401
+
+    for app in _make_app(parent=admin):
+        app.config["TESTING"] = False
+        app.register_blueprint(admin, url_prefix="/admin")
+        web = Dashboard(app, prefix="/admin/maintenance_tasks")
+        run_id = add_run(db.engine, "ListTask", "paused")
+
+        statuses = request_all(web, run_id) | {
+            f"htmx {k}": v for k, v in request_all(web, run_id, htmx=True).items()
+        }
+
+        assert set(statuses.values()) == {401}, statuses
+        assert web.client.get("/maintenance_tasks/").status_code == 404
+        assert fresh_run(run_id).status == "paused"
+
+
+def test_an_accepting_parent_opens_the_dashboard_under_its_prefix(
+    app_env: dict[str, str],
+) -> None:
+    admin = Blueprint("admin_ok", __name__)
+    seen: list[str] = []
+
+    @admin.before_request
+    def note() -> None:
+        seen.append("parent")
+
+    for app in _make_app(parent=admin):
+        app.config["TESTING"] = False
+        app.register_blueprint(admin, url_prefix="/admin")
+        web = Dashboard(app, prefix="/admin/maintenance_tasks")
+
+        page = web.get("/")
+
+        assert page.status_code == 200 and seen == ["parent"]
+        assert 'href="/admin/maintenance_tasks/tasks/ListTask"' in text(page)
+        assert web.post("/tasks/ListTask/runs").status_code == 303
+
+
+def test_nesting_under_a_parent_already_registered_says_what_to_do(
+    app_env: dict[str, str],
+) -> None:
+    from tests import testapp
+
+    admin = Blueprint("admin_late", __name__)
+    app = Flask("late")
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    app.register_blueprint(admin, url_prefix="/admin")
+    testapp.db.init_app(app)
+
+    with pytest.raises(RuntimeError, match="before app.register_blueprint"):
+        testapp.mtasks.init_app(app, parent=admin)
+    with app.app_context():
+        testapp.db.engine.dispose()
+
+
+# -- CSRF -------------------------------------------------------------------
+
+
+def test_a_post_without_a_valid_csrf_token_is_refused_with_400(
+    web: Dashboard, mtasks: t.Any, db: t.Any
+) -> None:
+    run = mtasks.run("CountItemsTask")
+    pause = f"/tasks/CountItemsTask/runs/{run.id}/pause"
+    web.token()
+
+    missing = web.post(pause, token=None)
+    forged = web.post(pause, token="forged-token")
+    start = web.post("/tasks/ListTask/runs", token=None)
+    from_another_session = Dashboard(web.app).post(pause, token=web.token())
+
+    assert [r.status_code for r in (missing, forged, start, from_another_session)] == [400] * 4
+    assert "CSRF token is missing" in text(missing)
+    assert fresh_run(run.id).status == "enqueued"
+    assert web.post(pause, htmx=True).status_code == 200  # the token in X-CSRFToken
+    assert fresh_run(run.id).status == "pausing"
+
+
+def test_every_action_form_carries_the_csrf_token(web: Dashboard, db: t.Any) -> None:
+    run_id = add_run(db.engine, "ListTask", "paused")
+
+    page = text(web.get("/tasks/ListTask"))
+
+    forms = re.findall(r"<form method=\"post\".*?</form>", page, re.S)
+    assert len(forms) == 3  # the run form, resume, cancel
+    for form in forms:
+        assert f'name="csrf_token" value="{web.token()}"' in form
+    headers = re.search(r"<body hx-headers='([^']+)'", page)
+    assert headers and json.loads(headers.group(1)) == {"X-CSRFToken": web.token()}
+    assert f"/runs/{run_id}/resume" in page
+
+
+# -- headers and markup -----------------------------------------------------
+
+
+class _InlineFinder(HTMLParser):
+    """Collects what a strict CSP would block: inline scripts, styles and handlers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.problems: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        names = {name for name, _ in attrs}
+        if tag == "style":
+            self.problems.append("<style>")
+        if tag == "script" and "src" not in names:
+            self.problems.append("inline <script>")
+        if "style" in names:
+            self.problems.append(f"style= on <{tag}>")
+        self.problems.extend(f"{n}= on <{tag}>" for n in names if n.startswith("on"))
+        self.problems.extend(f"{n} on <{tag}>" for n in names if n.startswith("hx-on"))
+
+
+def test_pages_fragments_and_json_send_a_strict_csp(
+    app: Flask, web: Dashboard, mtasks: t.Any, db: t.Any
+) -> None:
+    run = mtasks.run("WebHostileErrorTask")
+    drain(app)
+    active = add_run(db.engine, "ListTask", "paused")
+
+    responses = [
+        web.get("/"),
+        web.get("/tasks/WebHostileErrorTask"),
+        web.get("/tasks/ListTask", htmx=True),
+        web.get(f"/runs/{run.id}.json"),
+        web.get("/tasks/Missing"),
+        web.post(f"/tasks/ListTask/runs/{active}/pause", token=None),
+    ]
+
+    for response in responses:
+        policy = response.headers["Content-Security-Policy"]
+        assert policy == CONTENT_SECURITY_POLICY
+        assert "frame-ancestors 'self'" in policy and "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    for response in responses[:3] + responses[4:]:
+        finder = _InlineFinder()
+        finder.feed(text(response))
+        assert finder.problems == [], response.request.path
+
+
+def test_htmx_is_configured_without_eval_or_injected_styles(web: Dashboard) -> None:
+    page = text(web.get("/"))
+
+    config = re.search(r"<meta name=\"htmx-config\" content='([^']+)'>", page)
+    assert config
+    settings = json.loads(config.group(1))
+    assert settings["allowEval"] is False
+    assert settings["includeIndicatorStyles"] is False
+    assert settings["historyCacheSize"] == 0
+
+
+def test_the_vendored_htmx_is_2_0_11_unchanged(web: Dashboard) -> None:
+    shipped = STATIC / "maintenance_tasks/htmx.min.js"
+
+    served = web.get("/static/maintenance_tasks/htmx.min.js")
+
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == HTMX_SHA256
+    assert hashlib.sha256(served.data).hexdigest() == HTMX_SHA256
+    assert HTMX_SHA256 in (STATIC / "maintenance_tasks/README.md").read_text()
+    served.close()
+
+
+def test_the_code_stylesheet_is_the_generated_one() -> None:
+    from flask_maintenance_tasks.web.source import stylesheet
+
+    shipped = (STATIC / "maintenance_tasks/pygments.css").read_text()
+
+    assert shipped == stylesheet()
+    assert "@media (prefers-color-scheme: dark)" in shipped
+
+
+def test_without_a_secret_key_the_dashboard_says_it_needs_one(app: Flask) -> None:
+    app.config["SECRET_KEY"] = None
+    app.secret_key = None
+
+    response = app.test_client().get("/maintenance_tasks/")
+
+    assert response.status_code == 500
+    assert "SECRET_KEY" in text(response)
+
+
+# -- masking ------------------------------------------------------------------
+
+
+def test_masked_parameters_never_appear_in_clear(app: Flask, web: Dashboard, mtasks: t.Any) -> None:
+    run = mtasks.run(
+        "ParamsTask", {"content": "visible", "api_token": "tok-123", "password": "pw-456"}
+    )
+    kinds = mtasks.run(
+        "WebFormKindsTask",
+        {"note": "n", "credentials": {"user": "ada", "key": "nested-key-789"}},
+    )
+
+    outputs = [
+        text(web.get("/")),
+        text(web.get("/tasks/ParamsTask")),
+        text(web.get("/tasks/ParamsTask", htmx=True)),
+        text(web.get(f"/runs/{run.id}.json")),
+        text(web.get("/tasks/WebFormKindsTask")),
+        text(web.get(f"/runs/{kinds.id}.json")),
+    ]
+    drain(app)
+    outputs.append(text(web.get("/tasks/ParamsTask")))
+
+    for output in outputs:
+        for secret in ("tok-123", "pw-456", "nested-key-789"):
+            assert secret not in output
+    assert "visible" in outputs[1] and "[FILTERED]" in outputs[1]
+    assert "ada" in outputs[4]
