@@ -10,10 +10,10 @@ SRC         := flask_maintenance_tasks tests sample_app
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap venv test lint typecheck demo bench clean
+.PHONY: help bootstrap venv test reliability lint typecheck demo bench clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 bootstrap: ## install Debian packages, create .venv, start Redis and PostgreSQL
 	@scripts/bootstrap.sh
@@ -24,17 +24,21 @@ venv: ## only create/refresh .venv (no apt, no services)
 # The test database URL comes from .venv/test-env (written by bootstrap) unless
 # it is already set; set but empty means "no PostgreSQL".  exec: pytest's exit
 # status is the recipe's.
-test: bootstrap ## run the test suite (PYTEST_ARGS=... for pytest options)
-	@if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $(VENV)/test-env ]; then \
+WITH_TEST_DB = if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $(VENV)/test-env ]; then \
 		set -a; . ./$(VENV)/test-env; set +a; \
 	fi; \
 	if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL:-}" ]; then \
 		unset MAINTENANCE_TASKS_TEST_DATABASE_URL; \
-		echo "make test: MAINTENANCE_TASKS_TEST_DATABASE_URL unset, PostgreSQL tests will be skipped"; \
+		echo "make: MAINTENANCE_TASKS_TEST_DATABASE_URL unset, PostgreSQL will be skipped"; \
 	else \
-		echo "make test: MAINTENANCE_TASKS_TEST_DATABASE_URL=$$MAINTENANCE_TASKS_TEST_DATABASE_URL"; \
-	fi; \
-	exec $(PY) -m pytest $(PYTEST_ARGS)
+		echo "make: MAINTENANCE_TASKS_TEST_DATABASE_URL=$$MAINTENANCE_TASKS_TEST_DATABASE_URL"; \
+	fi
+
+test: bootstrap ## run the test suite (PYTEST_ARGS=... for pytest options)
+	@$(WITH_TEST_DB); exec $(PY) -m pytest $(PYTEST_ARGS)
+
+reliability: bootstrap ## inject every fault into real workers and print the outcome table
+	@$(WITH_TEST_DB); exec $(PY) -m benchmarks.reliability
 
 lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check $(SRC)

@@ -54,6 +54,7 @@ def create_app(**settings: t.Any) -> Flask:
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["MTASKS_TEST_DATABASE_URL"]
     app.config["TESTING"] = True
+    app.config["SECRET_KEY"] = "test-secret-key"
     redis_url = os.environ.get("MTASKS_TEST_REDIS_URL")
     if redis_url:
         app.config["MAINTENANCE_TASKS_REDIS_URL"] = redis_url
