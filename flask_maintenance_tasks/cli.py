@@ -507,16 +507,32 @@ def _tasks_dir(state: State) -> Path:
 migrations_cli = AppGroup("migrations", help="The extension's database migrations.")
 mtasks_cli.add_command(migrations_cli)
 
-REVISION = "mtasks_0001"
-REVISION_FILE = "mtasks_0001_create_runs.py"
+#: Where the extension's revisions live; their file names sort in revision order.
+REVISIONS_DIR = Path(__file__).parent / "migrations" / "versions"
+_REVISION = re.compile(r'^revision = "([^"]+)"$', re.MULTILINE)
+_DOWN_REVISION = re.compile(r"^down_revision = .*$", re.MULTILINE)
+_REVISES = re.compile(r"^Revises:.*$", re.MULTILINE)
+
+
+def _revisions() -> list[tuple[Path, str]]:
+    """The extension's revision files with their ids, oldest first."""
+    found = []
+    for source in sorted(REVISIONS_DIR.glob("mtasks_*.py")):
+        match = _REVISION.search(source.read_text())
+        if match is None:  # pragma: no cover - a packaging mistake
+            raise click.ClickException(f"{source.name} names no revision.")
+        found.append((source, match.group(1)))
+    return found
 
 
 @migrations_cli.command("install")
 def migrations_install_command() -> None:
-    """Copy the runs-table migration into the app's Flask-Migrate folder.
+    """Copy the extension's migrations into the app's Flask-Migrate folder.
 
-    The revision is chained after the folder's current head, so that
-    ``flask db upgrade`` applies it after the app's own migrations.
+    Each revision not yet installed (by revision id) is copied, in order,
+    chained after the folder's head at that moment, so that ``flask db
+    upgrade`` applies them after the app's own migrations and the history
+    stays one line.
     """
     from alembic.script import ScriptDirectory
 
@@ -524,7 +540,7 @@ def migrations_install_command() -> None:
     migrate = app.extensions.get("migrate")
     if migrate is None:
         raise click.ClickException(
-            "Flask-Migrate is not set up on this app. Without it, create the table with "
+            "Flask-Migrate is not set up on this app. Without it, create the tables with "
             "`db.create_all()` in an app context."
         )
     # Flask-Migrate reads its folder relative to the working directory, as we do.
@@ -533,10 +549,10 @@ def migrations_install_command() -> None:
     if not versions.is_dir():
         raise click.ClickException(f"{versions} does not exist; run `flask db init` first.")
     scripts = ScriptDirectory(str(directory))
-    installed = next((s for s in scripts.walk_revisions() if s.revision == REVISION), None)
-    if installed is not None:
-        shown = _shown(Path(installed.path))
-        click.echo(f"The runs-table migration is already installed: {shown}.")
+    installed = {script.revision for script in scripts.walk_revisions()}
+    missing = [(source, rev) for source, rev in _revisions() if rev not in installed]
+    if not missing:
+        click.echo(f"The extension's migrations are already installed in {_shown(versions)}.")
         return
     heads = scripts.get_heads()
     if len(heads) > 1:
@@ -544,10 +560,13 @@ def migrations_install_command() -> None:
             f"The migrations have several heads ({', '.join(heads)}); "
             "merge them first with `flask db merge heads`."
         )
-    source = (Path(__file__).parent / "migrations" / "versions" / REVISION_FILE).read_text()
-    if heads:
-        source = source.replace("down_revision = None", f"down_revision = {heads[0]!r}", 1)
-        source = source.replace("Revises:\n", f"Revises: {heads[0]}\n", 1)
-    target = versions / REVISION_FILE
-    target.write_text(source)
-    click.echo(f"Created {_shown(target)}; run `flask db upgrade` to create the table.")
+    head = heads[0] if heads else None
+    for source, revision in missing:
+        text = source.read_text()
+        text = _DOWN_REVISION.sub(f"down_revision = {head!r}", text, count=1)
+        text = _REVISES.sub(f"Revises: {head}" if head else "Revises:", text, count=1)
+        target = versions / source.name
+        target.write_text(text)
+        click.echo(f"Created {_shown(target)}")
+        head = revision
+    click.echo("Run `flask db upgrade` to create the tables.")

@@ -242,10 +242,11 @@ class MaintenanceTasks:
         from .executors import make_executor
         from .registry import Registry
 
-        # Our table joins the app's metadata: db.create_all() creates it and
-        # Alembic's autogenerate sees it as already managed.
-        if models.runs_table.name not in db.metadata.tables:
-            models.runs_table.to_metadata(db.metadata)
+        # Our tables join the app's metadata: db.create_all() creates them and
+        # Alembic's autogenerate sees them as already managed.
+        for table in models.Base.metadata.sorted_tables:
+            if table.name not in db.metadata.tables:
+                table.to_metadata(db.metadata)
 
         state = State(
             extension=self,

@@ -11,7 +11,7 @@ import typing as t
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class RunStatus(str, enum.Enum):
@@ -78,6 +78,7 @@ class Base(DeclarativeBase):
             "ix": "ix_%(table_name)s_%(column_0_N_name)s",
             "uq": "uq_%(table_name)s_%(column_0_N_name)s",
             "pk": "pk_%(table_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         }
     )
 
@@ -134,3 +135,48 @@ class Run(Base):
 
 #: The runs table, for Core statements that must not touch ORM state.
 runs_table: sa.Table = t.cast(sa.Table, Run.__table__)
+
+
+class CSVFile(Base):
+    """The CSV file of a run of a CSV task: where it is stored and what it holds.
+
+    One row per run of a CSV task, written in the same transaction as the run.
+    The bytes themselves live in the configured storage under
+    :attr:`storage_key` (``MAINTENANCE_TASKS_CSV_STORAGE``); this row is the
+    link from the run to them, whatever the storage.
+    """
+
+    __tablename__ = "maintenance_tasks_csv_files"
+
+    id: Mapped[int] = mapped_column(_BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(
+        _BigIntPK, sa.ForeignKey(Run.id, ondelete="CASCADE"), unique=True
+    )
+    #: What the storage's ``save`` returned; its ``open`` takes it back.
+    storage_key: Mapped[str] = mapped_column(sa.String(1024))
+    #: ``<UTC timestamp>_<task name>.csv``: the name of a download.
+    filename: Mapped[str] = mapped_column(sa.String(255))
+    #: The name the file had when it was given (``stdin.csv`` from standard input).
+    original_filename: Mapped[str | None] = mapped_column(sa.String(255))
+    #: Bytes, as stored.
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    #: Lines, counted at upload: newlines, plus one if the last line has none.
+    line_count: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    run: Mapped[Run] = relationship(Run)
+
+    def __repr__(self) -> str:
+        return f"<CSVFile {self.filename} of run #{self.run_id}>"
+
+
+#: The bytes of CSV files kept by the database storage, in chunks. A chunk
+#: row holds the bytes from ``start_byte`` on, so a read at any offset fetches
+#: the one chunk holding it (a keyed lookup on the primary key).
+csv_chunks_table: sa.Table = sa.Table(
+    "maintenance_tasks_csv_chunks",
+    Base.metadata,
+    sa.Column("storage_key", sa.String(255), primary_key=True),
+    sa.Column("start_byte", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
