@@ -80,7 +80,46 @@ class ConfigurationError(MaintenanceTasksError):
     """The extension, or a task definition, is set up wrongly."""
 
 
+class CSVFileError(MaintenanceTasksError, ValueError):
+    """A CSV file was missing, unexpected, unreadable or malformed.
+
+    Raised by ``run`` before anything is written when the file cannot be
+    used (a CSV task without a file, a file for a task that takes none, an
+    empty, binary or wrongly encoded file, a missing required column, a
+    ragged row among the first ones). A problem found further into the file
+    while the run reads it errors the run with this class; :attr:`row` and
+    :attr:`line` then say where (both 1-based: ``row`` counts data rows,
+    ``line`` counts lines of the file, the header being line 1).
+    """
+
+    def __init__(self, message: str, *, row: int | None = None, line: int | None = None) -> None:
+        self.row = row
+        self.line = line
+        super().__init__(message)
+
+
+class CSVFileTooLarge(CSVFileError):
+    """The CSV file is larger than ``MAINTENANCE_TASKS_MAX_CSV_BYTES``; nothing was stored.
+
+    A web front end answers it with status 413. :attr:`size` is the file's
+    size in bytes, or ``None`` when it was read from a stream and only known
+    to exceed :attr:`limit`.
+    """
+
+    def __init__(self, filename: str, limit: int, size: int | None = None) -> None:
+        self.filename = filename
+        self.limit = limit
+        self.size = size
+        actual = f"{size:,} bytes" if size is not None else "more than that"
+        super().__init__(
+            f"{filename} is too large: the limit is {limit:,} bytes "
+            f"(MAINTENANCE_TASKS_MAX_CSV_BYTES) and the file has {actual}."
+        )
+
+
 __all__: t.Final = [
+    "CSVFileError",
+    "CSVFileTooLarge",
     "ConfigurationError",
     "EnqueueError",
     "InvalidArguments",
