@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from . import signals
 from .collections import Batch, in_batches, no_collection
+from .csv_rows import CSVRow, csv_collection
+from .csv_storage import CSVStorage, csv_download
 from .exceptions import (
+    CSVFileError,
+    CSVFileTooLarge,
     EnqueueError,
     InvalidArguments,
     InvalidTransition,
@@ -18,6 +22,10 @@ from .task import Task, throttle_on
 
 __all__ = [
     "Batch",
+    "CSVFileError",
+    "CSVFileTooLarge",
+    "CSVRow",
+    "CSVStorage",
     "EnqueueError",
     "InvalidArguments",
     "InvalidTransition",
@@ -28,6 +36,8 @@ __all__ = [
     "Task",
     "TaskAlreadyRunning",
     "TaskNotFound",
+    "csv_collection",
+    "csv_download",
     "in_batches",
     "no_collection",
     "signals",

@@ -20,11 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import ColumnProperty, InstrumentedAttribute, Mapper
 from sqlalchemy.sql import Select
 
+from .csv_rows import CSVCollection
 from .exceptions import ConfigurationError
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from .models import CSVFile, Run
     from .task import Task
 
 Item = t.Any
@@ -299,7 +301,7 @@ def resolve(task: Task) -> t.Any:
     return collection
 
 
-def has_enumerator(task: Task) -> bool:
+def has_enumerator(task: Task | type[Task]) -> bool:
     return callable(getattr(task, "enumerator", None))
 
 
@@ -309,11 +311,46 @@ def _session() -> Session:
     return t.cast("Session", get_state().db.session)
 
 
+def csv_spec(task_class: type[Task], arguments: t.Mapping[str, t.Any]) -> CSVCollection | None:
+    """The task's ``csv_collection(...)``, or ``None`` when it is not a CSV task.
+
+    A ``collection`` attribute is read as it is; a ``collection()`` method is
+    called on an instance built from ``arguments``.
+    """
+    declared = getattr(task_class, "collection", None)
+    if isinstance(declared, CSVCollection):
+        return declared
+    if declared is None or not callable(declared) or has_enumerator(task_class):
+        return None
+    try:
+        collection = resolve(task_class(**arguments))
+    except ConfigurationError:
+        return None  # the run reports it, as for any other task
+    return collection if isinstance(collection, CSVCollection) else None
+
+
+def _csv_rows(task: Task, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
+    from . import csv_rows, csv_storage
+    from .extension import get_state
+
+    spec = t.cast(CSVCollection, resolve(task))
+    if task.run is None:
+        raise ConfigurationError(
+            f"{type(task).name} reads the CSV file of its run: iterate it in a run "
+            "(flask_maintenance_tasks.testing.run_task(name, csv_file=...) in a test)."
+        )
+    _, stream = csv_storage.open_for_run(get_state(), task.run)
+    with stream:
+        yield from csv_rows.iterate(stream, spec, cursor)
+
+
 def iterate(task: Task, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
     """``(item, cursor)`` pairs of the task's collection, starting after ``cursor``."""
     if has_enumerator(task):
         return iter(task.enumerator(cursor))  # type: ignore[attr-defined]
     collection = resolve(task)
+    if isinstance(collection, CSVCollection):
+        return _csv_rows(task, cursor)
     if isinstance(collection, NoCollection):
         return iter([(NO_ITEM, 0)]) if cursor is None else iter(())
     if isinstance(collection, (list, tuple)):
@@ -345,4 +382,37 @@ def default_count(task: Task) -> int | None:
         return math.ceil(rows / collection.of)
     if isinstance(collection, Select):
         return _Keyset(task, collection, "collection", rows=True).count(_session())
+    if isinstance(collection, CSVCollection):
+        record = _csv_file(task)
+        return None if record is None else collection.rows_count(record.line_count)
     return None
+
+
+def _csv_file(task: Task) -> CSVFile | None:
+    from . import csv_storage
+    from .extension import get_state
+
+    return None if task.run is None else csv_storage.csv_file_of(get_state(), task.run)
+
+
+def recount(task: Task, run: Run) -> int | None:
+    """A new total for a run whose items changed size since its cursor was saved.
+
+    A CSV task whose ``in_batches`` changed between two slices goes on from
+    the same row in batches of the new size: its total becomes the ticks
+    done plus the batches (or rows) left, estimated as its count is. ``None``
+    when nothing changed.
+    """
+    if run.cursor is None or has_enumerator(task):
+        return None
+    collection = resolve(task)
+    if not isinstance(collection, CSVCollection) or not isinstance(run.cursor, dict):
+        return None
+    if run.cursor.get("of") == collection.in_batches:
+        return None
+    record = _csv_file(task)
+    if record is None:
+        return None
+    from .csv_rows import remaining
+
+    return run.tick_count + remaining(collection, run.cursor, record.line_count)

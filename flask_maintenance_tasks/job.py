@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from flask import Flask, has_app_context
 
 from . import collections, runner, signals, store
+from .csv_rows import CSVRow
 from .extension import State, get_state
 from .models import Run, RunStatus, utcnow
 from .ticker import Fenced, Ticker
@@ -99,6 +100,11 @@ def describe_element(item: t.Any) -> t.Any:
         identity = mapper.identity
         key = identity[0] if identity and len(identity) == 1 else list(identity or ())
         return {"class": type(item).__name__, "id": key}
+    if isinstance(item, CSVRow):
+        return _describe_csv_row(item)
+    if isinstance(item, list) and item and isinstance(item[0], CSVRow):
+        first, last = item[0], item[-1]
+        return {"class": "CSV rows", "rows": [first.number, last.number], "line": first.line}
     if isinstance(item, collections.Batch):
         return {
             "class": "Batch",
@@ -109,6 +115,14 @@ def describe_element(item: t.Any) -> t.Any:
         return item
     except (TypeError, ValueError):
         return repr(item)[:1000]
+
+
+def _describe_csv_row(row: CSVRow) -> dict[str, t.Any]:
+    values = {
+        str(key)[:100]: value[:200] if isinstance(value, str) else value
+        for key, value in list(row.items())[:50]
+    }
+    return {"class": "CSV row", "row": row.number, "line": row.line, "values": values}
 
 
 def clean_backtrace(state: State, error: BaseException) -> list[str]:
@@ -210,12 +224,14 @@ class _Slice:
 
         task = self.state.registry.get(run.task_name)(**(run.arguments or {}))
         task.metadata = run.metadata_
+        task.run = run  # a CSV collection counts and reads the run's file
         self.task = task
         # Count once, when the run first starts: a resumed run keeps its total,
         # which a collection filtered on "still to do" would otherwise shrink
-        # under the items already counted in tick_count.
+        # under the items already counted in tick_count. Only a CSV task whose
+        # batch size changed since its cursor was saved gets a new total.
         first_start = fresh and run.tick_count == 0 and run.cursor is None
-        total = task.count() if first_start else None
+        total = task.count() if first_start else collections.recount(task, run)
         self.session.rollback()
 
         started = utcnow()
@@ -243,6 +259,8 @@ class _Slice:
                 values.update(started_at=started, ended_at=None)
                 if first_start:
                     values["tick_total"] = total
+            if not first_start and total is not None:
+                values["tick_total"] = total
             return values
 
         run = self._change(mark_running)
@@ -280,9 +298,11 @@ class _Slice:
         report_on = tuple(task.report_on)
         no_item = collections.NO_ITEM
         next_check = min(ticker.due_at, next_reload, slice_end)
+        items: t.Iterator[tuple[t.Any, t.Any]] | None = None
         try:
             self._check_throttles(task)
-            for item, cursor in collections.iterate(task, run.cursor):
+            items = collections.iterate(task, run.cursor)
+            for item, cursor in items:
                 if shutdown_requested.is_set():
                     raise _Stop("worker_shutdown")
                 now = time.monotonic()
@@ -306,6 +326,8 @@ class _Slice:
                 except report_on as error:
                     runner.report_error(self.state, error, run, describe_element(item))
                 ticker.tick(cursor)
+                # An error from here to the next item is not this item's.
+                self.element = None
         except _Stop as stop:
             ticker.flush()
             self._interrupted(stop.reason)
@@ -314,6 +336,11 @@ class _Slice:
             self.session.rollback()
             ticker.discard()
             raise
+        finally:
+            # Let the collection release what it holds open (a CSV file) now.
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
         self.element = None
         ticker.flush()
         self._completed(task)

@@ -13,8 +13,14 @@ import uuid
 
 import sqlalchemy as sa
 
-from . import signals, store
-from .exceptions import EnqueueError, InvalidTransition, MaintenanceTasksError, TaskAlreadyRunning
+from . import collections, csv_storage, signals, store
+from .exceptions import (
+    CSVFileError,
+    EnqueueError,
+    InvalidTransition,
+    MaintenanceTasksError,
+    TaskAlreadyRunning,
+)
 from .models import Run, RunStatus, runs_table, utcnow
 from .transitions import ACTIVE, can_transition, is_stuck
 
@@ -40,8 +46,55 @@ def run(
 ) -> Run:
     task_class = state.registry.get(name)
     params = task_class.validate_arguments(arguments)
-    if csv_file is not None:
-        raise MaintenanceTasksError(f"{name} is not a CSV task: it takes no CSV file.")
+    upload = _csv_upload(state, task_class, arguments, csv_file)
+    try:
+        return _create(state, task_class, params, metadata, upload)
+    except EnqueueError:
+        raise  # the run was saved with its file, and can be resumed
+    except BaseException:
+        if upload is not None:
+            _discard(state, upload)
+        raise
+
+
+def _discard(state: State, upload: csv_storage.StoredUpload) -> None:
+    try:
+        csv_storage.discard(state, upload)
+    except Exception:
+        logger.exception("Could not delete the stored CSV file %s", upload.storage_key)
+
+
+def _csv_upload(
+    state: State, task_class: type[Task], arguments: t.Mapping[str, t.Any], csv_file: t.Any
+) -> csv_storage.StoredUpload | None:
+    """Check and store the run's CSV file, if its task is a CSV task; refuse a mismatch."""
+    spec = collections.csv_spec(task_class, arguments)
+    name = task_class.name
+    if spec is None:
+        if csv_file is not None:
+            raise CSVFileError(
+                f"{name} is not a CSV task: it takes no CSV file. Start it without one."
+            )
+        return None
+    if csv_file is None:
+        raise CSVFileError(
+            f"{name} is a CSV task: give it a CSV file (csv_file= in Python, --csv PATH or "
+            "--csv - for standard input on the command line, the file field in the dashboard)."
+        )
+    # Refuse before copying a large file when the answer is already known.
+    if not task_class.allow_concurrent_runs:
+        with store.open_session(state.db) as session:
+            _raise_if_already_running(session, task_class)
+    return csv_storage.store_upload(state, name, spec, csv_file)
+
+
+def _create(
+    state: State,
+    task_class: type[Task],
+    params: t.Any,
+    metadata: t.Any,
+    upload: csv_storage.StoredUpload | None,
+) -> Run:
     job_id = new_job_id()
     now = utcnow()
     run = Run(
@@ -59,6 +112,10 @@ def run(
     )
     with store.open_session(state.db) as session:
         session.add(run)
+        if upload is not None:
+            record = upload.record()
+            record.run = run
+            session.add(record)
         try:
             session.commit()
         except sa.exc.IntegrityError:

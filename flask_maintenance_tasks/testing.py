@@ -119,18 +119,22 @@ def run_task(
     arguments: t.Mapping[str, t.Any] | None = None,
     *,
     metadata: t.Any = None,
+    csv_file: t.Any = None,
 ) -> Run:
     """Start a run of task ``name`` in the current app and perform it to its end.
 
     The run goes through the same runner and iteration loop as in production,
     on the current thread; time slices and throttle backoffs are performed
-    at once. Returns the finished run, whatever its status.
+    at once. Returns the finished run, whatever its status. A CSV task takes
+    its file as ``mtasks.run`` does: ``csv_file=`` a path, a binary file
+    object or ``(file name, file object)``.
 
-    :raises TaskNotFound, InvalidArguments, TaskAlreadyRunning: as ``mtasks.run``.
+    :raises TaskNotFound, InvalidArguments, TaskAlreadyRunning, CSVFileError:
+        as ``mtasks.run``.
     """
     state = get_state()
     with _synchronous(state) as executor:
-        run = runner.run(state, name, arguments or {}, metadata=metadata)
+        run = runner.run(state, name, arguments or {}, metadata=metadata, csv_file=csv_file)
         return _perform_all(state, executor, run.id)
 
 
@@ -154,6 +158,7 @@ def run_task_interrupted(
     probability: float = 0.3,
     metadata: t.Any = None,
     max_slices: int = MAX_SLICES,
+    csv_file: t.Any = None,
 ) -> Run:
     """Like :func:`run_task`, but interrupt the run again and again until it ends.
 
@@ -164,7 +169,7 @@ def run_task_interrupted(
     tick, marks the run ``interrupted`` and resumes it from its cursor, as a
     worker shutdown does. A run still going after ``max_slices`` slices
     raises :class:`RuntimeError`: the task probably does not resume from its
-    cursor.
+    cursor. ``csv_file`` is the file of a CSV task, as for :func:`run_task`.
     """
     if every < 1:
         raise ValueError("every must be at least 1")
@@ -184,7 +189,7 @@ def run_task_interrupted(
             return count % every == 0
 
     with _synchronous(state) as executor, _interrupting(task_class, stop_now):
-        run = runner.run(state, name, arguments or {}, metadata=metadata)
+        run = runner.run(state, name, arguments or {}, metadata=metadata, csv_file=csv_file)
         return _perform_all(state, executor, run.id, max_slices)
 
 
