@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing as t
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -92,3 +93,20 @@ def test_the_throttled_task_runs_when_the_site_is_quiet(mtasks_run):
     db.session.commit()
     assert mtasks_run("ThrottledTouchTask").status == "succeeded"
     assert _touched() == [1] * POSTS
+
+
+def test_the_sample_csv_updates_twelve_posts_and_creates_twenty_four(app: Flask) -> None:
+    sample_csv = Path(__file__).resolve().parent.parent / "sample_app" / "posts.csv"
+    db.session.execute(sa.delete(Post))
+    db.session.commit()
+    seed(20)
+    run = run_task("ImportPostsTask", csv_file=sample_csv)
+    assert run.status == "succeeded", run.error_message
+    assert run.tick_count == run.tick_total == 36
+    posts = {post.id: post for post in db.session.scalars(sa.select(Post))}
+    assert len(posts) == 20 + 24
+    assert posts[1].title == "Notes on databases, part 1"
+    assert posts[4].title == '"Backfills" in practice'
+    assert posts[13].title == "Post number 13"  # not in the file
+    assert posts[5024].word_count == len(posts[5024].content.split())
+    assert {post.touched for post in posts.values() if post.id <= 12 or post.id > 20} == {1}
