@@ -339,7 +339,7 @@ def _csv_rows(task: Task, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
             f"{type(task).name} reads the CSV file of its run: iterate it in a run "
             "(flask_maintenance_tasks.testing.run_task(name, csv_file=...) in a test)."
         )
-    _, stream = csv_storage.open_for_run(get_state(), task.run)
+    _, stream = csv_storage.open_for_run(get_state(), task.run, _session())
     with stream:
         yield from csv_rows.iterate(stream, spec, cursor)
 

@@ -35,6 +35,8 @@ from .exceptions import ConfigurationError, CSVFileError, CSVFileTooLarge
 from .models import CSVFile, Run, csv_chunks_table
 
 if t.TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from .extension import State
 
 #: Bytes per chunk row of the database storage.
@@ -86,8 +88,10 @@ class DatabaseStorage:
     A file is written in one transaction, as rows of ``chunk_size`` bytes
     each keyed by the offset of their first byte. Reading at an offset
     fetches the one chunk holding it, so a run resumed deep into a large
-    file does not read what lies before. Each chunk is read in a short
-    transaction of its own, never holding locks while the task works.
+    file does not read what lies before. A run reads its chunks in its own
+    transaction (through the app's session), so that SQLite never makes the
+    read wait for the run's uncommitted writes; any other reader (a download)
+    reads each chunk in a short transaction of its own.
 
     :param chunk_size: bytes per chunk row. Only writes use it: files written
         with another size stay readable.
@@ -125,14 +129,18 @@ class DatabaseStorage:
                 position += len(data)
         return key
 
-    def open(self, key: str) -> t.BinaryIO:
-        size = self.size(key)
-        raw = _ChunkReader(self.engine, key, size)
+    def open(self, key: str, *, session: Session | None = None) -> t.BinaryIO:
+        """The file as a seekable stream; ``session``: read in that session's transaction."""
+        connect = _in_session(session) if session is not None else _own_connection(self.engine)
+        raw = _ChunkReader(connect, key, self._size(key, connect))
         return t.cast(t.BinaryIO, io.BufferedReader(raw, buffer_size=BLOCK_SIZE))
 
     def size(self, key: str) -> int:
+        return self._size(key, _own_connection(self.engine))
+
+    def _size(self, key: str, connect: _Connect) -> int:
         chunks = csv_chunks_table.c
-        with self.engine.connect() as connection:
+        with connect() as connection:
             last = connection.execute(
                 sa.select(chunks.start_byte, sa.func.length(chunks.data))
                 .where(chunks.storage_key == key)
@@ -170,11 +178,29 @@ def _read_exactly(stream: t.BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
+_Connect = t.Callable[[], t.ContextManager[sa.Connection]]
+
+
+def _own_connection(engine: sa.Engine) -> _Connect:
+    """Each use, a connection of its own, in a transaction closed at once."""
+    return engine.connect
+
+
+def _in_session(session: Session) -> _Connect:
+    """Each use, the connection of the session's current transaction, left open."""
+
+    @contextlib.contextmanager
+    def connect() -> t.Iterator[sa.Connection]:
+        yield session.connection()
+
+    return connect
+
+
 class _ChunkReader(io.RawIOBase):
     """A seekable raw stream over the chunk rows of one file."""
 
-    def __init__(self, engine: sa.Engine, key: str, size: int) -> None:
-        self._engine = engine
+    def __init__(self, connect: _Connect, key: str, size: int) -> None:
+        self._connect = connect
         self._key = key
         self._size = size
         self._position = 0
@@ -219,7 +245,7 @@ class _ChunkReader(io.RawIOBase):
 
     def _load(self, position: int) -> None:
         chunks = csv_chunks_table.c
-        with self._engine.connect() as connection:
+        with self._connect() as connection:
             found = connection.execute(
                 sa.select(chunks.start_byte, chunks.data)
                 .where(chunks.storage_key == self._key, chunks.start_byte <= position)
@@ -471,15 +497,22 @@ def csv_file_of(state: State, run: Run | int) -> CSVFile | None:
         return session.scalars(sa.select(CSVFile).where(CSVFile.run_id == run_id)).first()
 
 
-def open_for_run(state: State, run: Run) -> tuple[CSVFile, t.BinaryIO]:
-    """The run's CSV file record and its stored bytes, opened at the start."""
+def open_for_run(state: State, run: Run, session: Session) -> tuple[CSVFile, t.BinaryIO]:
+    """The run's CSV file record and its stored bytes, opened at the start.
+
+    ``session`` is the run's own (the app's session in the job): the
+    database storage reads its chunks in that session's transactions.
+    """
     record = csv_file_of(state, run)
     if record is None:
         raise CSVFileError(
             f"Run #{run.id} of {run.task_name} has no CSV file: it was started without one, "
             "or its file was deleted."
         )
-    return record, storage_for(state).open(record.storage_key)
+    storage = storage_for(state)
+    if isinstance(storage, DatabaseStorage):
+        return record, storage.open(record.storage_key, session=session)
+    return record, storage.open(record.storage_key)
 
 
 class CSVDownload(t.NamedTuple):

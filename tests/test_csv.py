@@ -408,6 +408,20 @@ def test_changing_in_batches_between_two_runs_neither_skips_nor_repeats_a_row(
     assert run.tick_count == run.tick_total == 13
 
 
+def test_a_run_reads_its_chunks_while_its_own_tick_holds_many_writes(app, tmp_path):
+    # SQLite locks the whole file once a writer spills its page cache: a
+    # chunk read on another connection would then wait for the tick's commit.
+    settings_of(app)["ticker_delay"] = 60.0
+    settings_of(app)["csv_storage"] = DatabaseStorage(chunk_size=2048)
+    if db.engine.dialect.name == "sqlite":
+        sa.event.listen(db.engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA cache_size=2"))
+        db.engine.dispose()
+    path = write(tmp_path, "items.csv", items_csv(1500, pad=60))
+    run = run_task("ImportItemsInBatchesTask", csv_file=path)
+    assert run.status == "succeeded", run.error_message
+    assert counters() == [1] * 1500
+
+
 def test_the_database_storage_reads_at_an_offset_without_reading_earlier_chunks(app):
     storage = DatabaseStorage(chunk_size=100)
     content = bytes(range(256)) * 40
