@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import formatting, runner, store
+from . import csv_storage, formatting, runner, store
 from .exceptions import MaintenanceTasksError
 from .extension import State, get_state
 from .models import Run, runs_table
@@ -320,6 +320,10 @@ def _print_run(state: State, run: Run) -> None:
         click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
     if run.metadata_ is not None:
         click.echo(f"  Metadata: {json.dumps(run.metadata_)}")
+    csv_file = csv_storage.csv_file_of(_state(), run)
+    if csv_file is not None:
+        given = f", given as {csv_file.original_filename}" if csv_file.original_filename else ""
+        click.echo(f"  CSV file: {csv_file.filename} ({csv_file.size:,} bytes{given})")
     click.echo(f"  Cursor: {json.dumps(run.cursor)}")
     if run.interruption_reason:
         click.echo(f"  Last interruption: {run.interruption_reason.replace('_', ' ')}")

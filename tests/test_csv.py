@@ -357,6 +357,21 @@ def test_text_that_is_not_utf_8_deep_in_the_file_errors_the_run_naming_the_row(a
     )
 
 
+def test_an_error_in_process_names_the_csv_row_it_was_processing(app, tmp_path):
+    path = write(tmp_path, "items.csv", "id,title\n1,a\n2,b\nthree,c\n4,d\n")
+    run = run_task("ImportItemsTask", csv_file=path)
+    assert run.status == "errored"
+    assert run.error_message == "invalid literal for int() with base 10: 'three'"
+    assert run.errored_element == {
+        "class": "CSV row",
+        "row": 3,
+        "line": 4,
+        "values": {"id": "three", "title": "c"},
+    }
+    run = run_task("ImportItemsInBatchesTask", csv_file=path)
+    assert run.errored_element == {"class": "CSV rows", "rows": [1, 4], "line": 2}
+
+
 # -- resuming -------------------------------------------------------------------------------
 
 
@@ -462,6 +477,16 @@ def test_csv_download_streams_the_stored_file_under_its_stored_name(app, mtasks,
     assert b"".join(blocks) == content
     assert max(len(block) for block in blocks) <= 64 * 1024
     assert csv_download(run.id).filename == download.filename
+
+
+def test_status_shows_the_run_s_csv_file(app, mtasks, tmp_path):
+    run = mtasks.run("ImportItemsTask", csv_file=write(tmp_path, "mine.csv", items_csv(2)))
+    result = app.test_cli_runner().invoke(args=["mtasks", "status", str(run.id)])
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        r"  CSV file: \d{8}T\d{6}Z_ImportItemsTask\.csv \(29 bytes, given as mine\.csv\)\n",
+        result.output,
+    )
 
 
 def test_csv_download_of_a_run_without_a_file_is_none(app, mtasks):
