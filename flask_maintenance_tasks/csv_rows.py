@@ -272,8 +272,14 @@ class _Records:
                     line=self.line - 1,
                 ) from None
             except csv.Error as exc:
+                problem = str(exc)
+                if "new-line character seen in unquoted field" in problem:
+                    # Old Mac files end lines with a lone \r, which is not a line break here.
+                    problem = (
+                        "a carriage return (\\r) ends a line; lines must end with \\n or \\r\\n"
+                    )
                 raise CSVFileError(
-                    f"{self.where(row)} cannot be read as CSV: {exc}.",
+                    f"{self.where(row)} cannot be read as CSV: {problem}.",
                     row=row,
                     line=self.record_line,
                 ) from None

@@ -298,8 +298,14 @@ class MaintenanceTasks:
     ) -> Run:
         """Start a run of the task ``name`` and return it (status ``enqueued``).
 
+        :param csv_file: the file of a CSV task: a path, a binary file object or
+            ``(file name, binary file object)``. It is checked, then stored
+            (``MAINTENANCE_TASKS_CSV_STORAGE``) before the run is created.
         :raises TaskNotFound: no such task.
         :raises InvalidArguments: the arguments fail the task's ``Parameters``.
+        :raises CSVFileError: a CSV task without a file, a file for another task,
+            or a file whose start shows it cannot be read; nothing is written.
+        :raises CSVFileTooLarge: beyond ``MAINTENANCE_TASKS_MAX_CSV_BYTES``.
         :raises TaskAlreadyRunning: the task has an active run and forbids concurrent ones.
         :raises EnqueueError: the run was saved but could not be queued; it is ``errored``.
         """

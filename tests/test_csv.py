@@ -15,7 +15,7 @@ from werkzeug.datastructures import FileStorage
 
 from flask_maintenance_tasks import CSVFileError, CSVFileTooLarge, csv_collection, csv_download
 from flask_maintenance_tasks import csv_rows as reading
-from flask_maintenance_tasks.csv_storage import DatabaseStorage, stored_name
+from flask_maintenance_tasks.csv_storage import DatabaseStorage, DirectoryStorage, stored_name
 from flask_maintenance_tasks.exceptions import ConfigurationError
 from flask_maintenance_tasks.models import CSVFile, Run, csv_chunks_table
 from flask_maintenance_tasks.testing import _interrupting, run_task, run_task_interrupted
@@ -262,6 +262,10 @@ BAD_FILES: dict[str, tuple[bytes, str]] = {
     "short row": (b"id,title\n1\n", "Row 1 (line 2) has 1 field, but the header has 2 columns"),
     "repeated column": (b"id,title,id\n1,a,1\n", "names the column 'id' twice (columns 1 and 3)"),
     "unnamed column": (b"id,,title\n1,a,b\n", "Column 2 of the CSV header has no name"),
+    "old Mac line endings": (
+        b"id,title\r1,a\r2,b\r",
+        r"The header (line 1) cannot be read as CSV: a carriage return (\r) ends a line",
+    ),
     "binary": (bytes(range(256)) * 4, "it holds NUL bytes"),
     "Excel workbook": (_xlsx(), "it is an Excel workbook or another ZIP archive"),
     "gzip": (gzip.compress(b"id,title\n1,a\n"), "it is gzip-compressed; decompress it first"),
@@ -492,6 +496,22 @@ def test_status_shows_the_run_s_csv_file(app, mtasks, tmp_path):
 def test_csv_download_of_a_run_without_a_file_is_none(app, mtasks):
     run = mtasks.run("ListTask")
     assert csv_download(run) is None
+
+
+def test_the_directory_storage_never_overwrites_a_file_and_keeps_to_its_directory(tmp_path):
+    storage = DirectoryStorage(tmp_path / "files")
+    first = storage.save("20261124T083005Z_T.csv", io.BytesIO(b"a\n1\n"))
+    second = storage.save("20261124T083005Z_T.csv", io.BytesIO(b"a\n2\n"))
+    assert (first, second) == ("20261124T083005Z_T.csv", "20261124T083005Z_T-2.csv")
+    with storage.open(second) as stream:
+        assert stream.read() == b"a\n2\n"
+    assert {p.name for p in (tmp_path / "files").iterdir()} == {first, second}
+    for key in ("../outside.csv", ".hidden", ""):
+        with pytest.raises(ValueError, match="is not a key"):
+            storage.open(key)
+    storage.delete(first)
+    storage.delete(first)
+    assert storage.size(second) == 4
 
 
 def test_stored_names_are_the_utc_time_and_the_task_name():
