@@ -441,6 +441,26 @@ def test_a_run_reads_its_chunks_while_its_own_tick_holds_many_writes(app, tmp_pa
     assert counters() == [1] * 1500
 
 
+def test_reading_a_csv_file_costs_no_statement_per_row(app, mtasks, tmp_path):
+    path = write(tmp_path, "rows.csv", items_csv(20_000))  # about 320 KB: one chunk
+    run = mtasks.run("RecordRowsTask", csv_file=path)
+    statements: list[str] = []
+
+    def record(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        drain(app)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert fresh_run(run.id).status == "succeeded"
+    assert len(EVENTS) == 20_000
+    # The file record (to count, then to open it), its size, and its one chunk.
+    assert sum("maintenance_tasks_csv" in statement for statement in statements) == 4
+    assert len(statements) < 50
+
+
 def test_the_database_storage_reads_at_an_offset_without_reading_earlier_chunks(app):
     storage = DatabaseStorage(chunk_size=100)
     content = bytes(range(256)) * 40
