@@ -24,6 +24,8 @@ from flask_maintenance_tasks import MaintenanceTasks
 from flask_maintenance_tasks.models import runs_table
 
 REVISION_FILE = "mtasks_0001_create_runs.py"
+CSV_REVISION_FILE = "mtasks_0002_create_csv_files.py"
+OURS = {REVISION_FILE, CSV_REVISION_FILE}
 INDEX = "ix_maintenance_tasks_runs_task_status_created"
 
 APP = """
@@ -154,15 +156,15 @@ def test_install_chains_the_revision_after_the_apps_head_and_only_once(
     installed = (project.versions / REVISION_FILE).read_text()
     second = project.ok("mtasks", "migrations", "install")
 
-    assert f"Created migrations/versions/{REVISION_FILE}; run `flask db upgrade`" in first
+    assert f"Created migrations/versions/{REVISION_FILE}\n" in first
+    assert f"Created migrations/versions/{CSV_REVISION_FILE}\n" in first
+    assert "Run `flask db upgrade` to create the tables." in first
     assert "down_revision = 'bbb222'" in installed
     assert "Revises: bbb222\n" in installed
-    assert (
-        f"The runs-table migration is already installed: migrations/versions/{REVISION_FILE}."
-        in second
-    )
+    assert "down_revision = 'mtasks_0001'" in (project.versions / CSV_REVISION_FILE).read_text()
+    assert "The extension's migrations are already installed in migrations/versions." in second
     assert (project.versions / REVISION_FILE).read_text() == installed
-    assert project.ok("db", "heads").split()[0] == "mtasks_0001"
+    assert project.ok("db", "heads").split()[0] == "mtasks_0002"
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -206,7 +208,7 @@ def test_install_without_flask_migrate_says_to_use_create_all(project: Project) 
 
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "Error: Flask-Migrate is not set up on this app. Without it, create the table with "
+        "Error: Flask-Migrate is not set up on this app. Without it, create the tables with "
         "`db.create_all()` in an app context."
     )
 
@@ -216,7 +218,7 @@ def test_install_without_flask_migrate_says_to_use_create_all(project: Project) 
 
 def test_upgrade_creates_the_runs_table_and_downgrade_drops_it(upgraded: Project) -> None:
     schema = upgraded.inspect()
-    upgraded.ok("db", "downgrade")
+    upgraded.ok("db", "downgrade", "base")
 
     assert schema is not None
     assert set(schema["columns"]) == set(runs_table.c.keys())
@@ -237,7 +239,7 @@ def test_autogenerate_after_upgrade_proposes_no_change_to_the_runs_table(
     proposed = {
         path.name: path.read_text()
         for path in upgraded.versions.glob("*.py")
-        if path.name != REVISION_FILE
+        if path.name not in OURS
     }
     assert not any(runs_table.name in text for text in proposed.values()), proposed
     assert "No changes in schema detected." in output
