@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from flask import url_for
 
 from .. import formatting, store
+from ..csv_rows import CSVCollection
 from ..exceptions import MaintenanceTasksError
 from ..models import Run, RunStatus, utcnow
 from ..transitions import ACTIVE, COMPLETED, is_stuck
@@ -55,6 +56,8 @@ class RunCard:
     actions: list[Action]
     run_again_url: str | None = None
     open: bool = True
+    #: Where to download the run's CSV file (runs of CSV tasks only).
+    csv_url: str | None = None
 
     @property
     def progress(self) -> tuple[int | None, int]:
@@ -157,6 +160,7 @@ class Cards:
             actions=actions,
             run_again_url=again,
             open=open,
+            csv_url=url_for(".run_csv", run_id=run.id) if is_csv_task(task) else None,
         )
 
 
@@ -243,6 +247,11 @@ def _stale(state: State, run: Run, now: datetime) -> str | None:
     )
 
 
+def is_csv_task(task: type[Task] | None) -> bool:
+    """Whether the task declares ``collection = csv_collection(...)`` (every run has a file)."""
+    return task is not None and isinstance(getattr(task, "collection", None), CSVCollection)
+
+
 @dataclasses.dataclass
 class TaskPage:
     name: str
@@ -254,6 +263,8 @@ class TaskPage:
     next_cursor: int | None
     can_run: bool
     source: tuple[str, Markup] | None = None
+    #: The task reads a CSV file: its form has a file field.
+    csv: bool = False
 
     @property
     def deleted(self) -> bool:
@@ -299,4 +310,5 @@ def task_page(state: State, name: str, cursor: int | None = None) -> TaskPage:
         cursor=cursor,
         next_cursor=next_cursor,
         can_run=task is not None and cards.allowed("run", name),
+        csv=is_csv_task(task),
     )

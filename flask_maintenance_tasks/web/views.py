@@ -28,7 +28,10 @@ from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from .. import formatting, runner
+from ..csv_storage import csv_download
 from ..exceptions import (
+    CSVFileError,
+    CSVFileTooLarge,
     EnqueueError,
     InvalidArguments,
     MaintenanceTasksError,
@@ -39,6 +42,9 @@ from ..extension import get_state
 from ..models import Run
 from ..store import open_session
 from . import CSRF_FIELD, blueprint, forms, pages, require
+
+#: The file field of a CSV task's run form.
+CSV_FIELD = "csv_file"
 from .source import task_source
 
 Message = tuple[str, str]
@@ -162,10 +168,18 @@ def start_run(name: str) -> t.Any:
     arguments, errors = forms.arguments_from(fields, request.form)
     message = None
     status = 422
+    upload = request.files.get(CSV_FIELD)
+    csv_file = upload if upload is not None and upload.filename else None
     if not errors:
         metadata = state.settings.metadata() if state.settings.metadata is not None else None
         try:
-            run = runner.run(state, name, arguments, metadata=metadata)
+            run = runner.run(state, name, arguments, csv_file=csv_file, metadata=metadata)
+        except CSVFileTooLarge as exc:
+            errors = {CSV_FIELD: [str(exc)]}
+            message, status = "The run was not started: the CSV file is too large.", 413
+        except CSVFileError as exc:
+            errors = {CSV_FIELD: [str(exc)]}
+            message = "The run was not started: the CSV file was refused."
         except InvalidArguments as exc:
             errors = forms.field_errors(exc.errors)
             message = "The run was not started: correct the fields below."
@@ -214,6 +228,31 @@ def control(name: str, run_id: int, action: str) -> t.Any:
         return Markup(region) + Markup(messages)
     flash(message[1], message[0])
     return redirect(url_for(".task", name=name, _anchor=f"run-{run_id}"), 303)
+
+
+@blueprint.get("/runs/<int:run_id>/csv")
+def run_csv(run_id: int) -> Response:
+    """The run's CSV file, streamed as a download."""
+    state = get_state()
+    with open_session(state.db) as session:
+        run = session.get(Run, run_id)
+    if run is None:
+        abort(404, f"There is no run #{run_id}.")
+    require("view", run.task_name, run)
+    try:
+        found = csv_download(run)
+    except FileNotFoundError:
+        found = None
+    if found is None:
+        abort(404, f"Run #{run_id} has no CSV file.")
+    return Response(
+        found.chunks,
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="{found.filename}"',
+            "Content-Length": str(found.size),
+        },
+    )
 
 
 @blueprint.get("/runs/<int:run_id>.json")

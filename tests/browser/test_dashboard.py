@@ -252,3 +252,26 @@ def fresh_now() -> t.Any:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc)
+
+
+def test_a_csv_file_uploaded_in_the_browser_is_imported(
+    live: LiveServer, page: Page, console: list[str], tmp_path: t.Any, db: t.Any
+) -> None:
+    import sqlalchemy as sa
+
+    from tests.testapp import Item
+
+    upload = tmp_path / "items.csv"
+    upload.write_text("id,title\n" + "".join(f"{n},row {n}\n" for n in range(1, 41)))
+    page.goto(f"{live.url}/tasks/ImportItemsTask")
+    page.get_by_label("CSV file").set_input_files(str(upload))
+    page.get_by_role("button", name="Run", exact=True).click()
+
+    run_id = newest_run_id(page)
+    card = page.locator(f"#run-{run_id}")
+    expect(card).to_have_attribute("data-status", "succeeded", timeout=TIMEOUT)
+    expect(card.get_by_role("link", name="Download CSV")).to_be_visible()
+    db.session.remove()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Item)) == 40
+    assert fresh_run(run_id).tick_count == 40
+    assert console == []
