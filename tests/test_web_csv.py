@@ -24,9 +24,9 @@ def _files(db: t.Any) -> int:
     return int(db.session.scalar(sa.select(sa.func.count()).select_from(CSVFile)) or 0)
 
 
-def _upload(dash: Dashboard, content: bytes, name: str = "items.csv", task: str = "ImportItemsTask"):
+def _upload(dash: Dashboard, content: bytes, name: str = "items.csv") -> t.Any:
     return dash.post(
-        f"/tasks/{task}/runs",
+        "/tasks/ImportItemsTask/runs",
         {"csv_file": (io.BytesIO(content), name), "sleep": "0"},
         content_type="multipart/form-data",
     )

@@ -42,10 +42,10 @@ from ..extension import get_state
 from ..models import Run
 from ..store import open_session
 from . import CSRF_FIELD, blueprint, forms, pages, require
+from .source import task_source
 
 #: The file field of a CSV task's run form.
 CSV_FIELD = "csv_file"
-from .source import task_source
 
 Message = tuple[str, str]
 
