@@ -49,7 +49,7 @@ class _Errors:
         return None
 
     def __exit__(self, kind: t.Any, error: BaseException | None, tb: t.Any) -> None:
-        if isinstance(error, (MaintenanceTasksError, store.LostRace)):
+        if isinstance(error, MaintenanceTasksError):
             raise click.ClickException(str(error)) from None
         if isinstance(error, sa.exc.DBAPIError) and not _runs_table_exists(self.state):
             url = self.state.db.engine.url.render_as_string(hide_password=True)

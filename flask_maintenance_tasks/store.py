@@ -15,6 +15,7 @@ import typing as t
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from .exceptions import MaintenanceTasksError
 from .models import Run, runs_table, utcnow
 
 if t.TYPE_CHECKING:
@@ -33,8 +34,8 @@ class RunNotFound(LookupError):
         super().__init__(f"Run #{run_id} not found.")
 
 
-class LostRace(RuntimeError):
-    """Every attempt found the row changed by someone else in between."""
+class LostRace(MaintenanceTasksError, RuntimeError):
+    """Every attempt found the row changed by someone else in between; try again."""
 
 
 def open_session(db: SQLAlchemy) -> Session:
