@@ -12,7 +12,9 @@ import dataclasses
 import datetime as dt
 import decimal
 import inspect
+import itertools
 import math
+import operator
 import typing as t
 import uuid
 
@@ -135,11 +137,22 @@ def _decode(value: t.Any, python_type: type[t.Any] | None) -> t.Any:
     return value
 
 
+#: Python types whose values are stored in a cursor as they are.
+_JSON_NATIVE = (int, str, float, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Key:
-    expression: sa.ColumnElement[t.Any]
+    expression: sa.ColumnElement[t.Any] | InstrumentedAttribute[t.Any]
     attribute: str
     python_type: type[t.Any] | None
+    #: The column cannot hold NULL (a primary key, or declared ``nullable=False``).
+    not_null: bool = False
+
+    @property
+    def stored_as_is(self) -> bool:
+        """Its values go into a cursor unchanged, and are never NULL: no per-row check needed."""
+        return self.not_null and self.python_type in _JSON_NATIVE
 
 
 def _python_type(column: t.Any) -> type[t.Any] | None:
@@ -179,7 +192,7 @@ class _Keyset:
     def _keys(self, name: str, mapper: Mapper[t.Any], columns: t.Sequence[t.Any] | None) -> list[_Key]:
         if not columns:
             return [
-                _Key(col, mapper.get_property_by_column(col).key, _python_type(col))
+                _Key(col, mapper.get_property_by_column(col).key, _python_type(col), True)
                 for col in mapper.primary_key
             ]
         keys = []
@@ -197,18 +210,44 @@ class _Keyset:
                     f"{name}.cursor_columns must hold column names or mapped attributes, "
                     f"not {column!r}."
                 )
-            prop_columns = getattr(column.property, "columns", [None])
-            keys.append(_Key(column, column.key, _python_type(prop_columns[0])))
+            prop_column = getattr(column.property, "columns", [None])[0]
+            not_null = prop_column is not None and not getattr(prop_column, "nullable", True)
+            keys.append(_Key(column, column.key, _python_type(prop_column), not_null))
         return keys
 
     def cursor_of(self, row: t.Any) -> Cursor:
         values = [_encode(getattr(row, key.attribute)) for key in self.keys]
         return values[0] if len(values) == 1 else values
 
+    def _page_cursors(self) -> t.Callable[[t.Sequence[t.Any]], list[Cursor]]:
+        """A function giving the cursors of a page of records, in one pass over the page.
+
+        The cursors are read when the page arrives, before ``process`` sees a record, so a
+        task changing a cursor column cannot move its own position. Where every key column is
+        a non-null int, str, float or bool, the values need neither encoding nor a NULL check,
+        and one C-level pass reads them.
+        """
+        if len(self.keys) == 1 and self.keys[0].stored_as_is:
+            name = self.keys[0].attribute
+
+            def read_one(page: t.Sequence[t.Any]) -> list[Cursor]:
+                try:
+                    # What the attribute would return, read without its descriptor.
+                    return [record.__dict__[name] for record in page]
+                except KeyError:  # deferred or expired: the attribute loads it
+                    return [getattr(record, name) for record in page]
+
+            return read_one
+        if all(key.stored_as_is for key in self.keys):
+            read = operator.attrgetter(*(key.attribute for key in self.keys))
+            return lambda page: list(map(read, page))
+        cursor_of = self.cursor_of
+        return lambda page: [cursor_of(record) for record in page]
+
     def after(self, statement: Select[t.Any], cursor: Cursor) -> Select[t.Any]:
         if cursor is None:
             return statement
-        values = cursor if isinstance(cursor, list) else [cursor]
+        values = list(cursor) if isinstance(cursor, (list, tuple)) else [cursor]
         if len(values) != len(self.keys):
             raise ValueError(
                 f"The saved cursor {cursor!r} does not match cursor_columns "
@@ -229,13 +268,22 @@ class _Keyset:
         return int(session.execute(sa.select(sa.func.count()).select_from(subquery)).scalar_one())
 
     def records(self, session: Session, cursor: Cursor, size: int) -> t.Iterator[tuple[Item, Cursor]]:
+        # Chaining the pages' zips leaves no Python frame between the loop and a record.
+        return itertools.chain.from_iterable(self._pages(session, cursor, size))
+
+    def _pages(
+        self, session: Session, cursor: Cursor, size: int
+    ) -> t.Iterator[t.Iterator[tuple[Item, Cursor]]]:
+        page_cursors = self._page_cursors()
         while True:
             page = session.scalars(self.order(self.after(self.select, cursor)).limit(size)).all()
-            for record in page:
-                cursor = self.cursor_of(record)
-                yield record, cursor
+            if not page:
+                return
+            cursors = page_cursors(page)
+            yield zip(page, cursors, strict=True)
             if len(page) < size:
                 return
+            cursor = cursors[-1]
 
     def batches(self, session: Session, cursor: Cursor, size: int) -> t.Iterator[tuple[Batch, Cursor]]:
         # Select the cursor columns, then the primary key (repeated if it is

@@ -270,18 +270,26 @@ class _Slice:
         next_reload = start + reload_every
         throttles = task.throttles
         process = task.process
-        report_on = tuple(task.report_on)
         no_item = collections.NO_ITEM
+        report_on = tuple(task.report_on)
+        stopping = shutdown_requested.is_set
+        clock = time.monotonic
         next_check = min(ticker.due_at, next_reload, slice_end)
+        # The loop below runs once per item: it keeps its counts in locals and
+        # hands them to the ticker only when a tick is due.
+        ticks = 0
+        cursor: t.Any = None
+        done: t.Any = None
         try:
             self._check_throttles(task)
-            for item, cursor in collections.iterate(task, run.cursor):
-                if shutdown_requested.is_set():
+            for item, position in collections.iterate(task, run.cursor):
+                if stopping():
                     raise _Stop("worker_shutdown")
-                now = time.monotonic()
+                now = clock()
                 if now >= next_check:
                     if now >= ticker.due_at:
-                        ticker.flush()
+                        ticker.flush(ticks, cursor)
+                        ticks = 0
                         if throttles:
                             self._check_throttles(task)
                     if now >= next_reload:
@@ -290,25 +298,32 @@ class _Slice:
                     if now >= slice_end:
                         raise _Stop("time_slice")
                     next_check = min(ticker.due_at, next_reload, slice_end)
-                self.element = item
                 try:
                     if item is no_item:
                         process()
                     else:
                         process(item)
                 except report_on as error:
+                    self.element = item
                     runner.report_error(self.state, error, run, describe_element(item))
-                ticker.tick(cursor)
+                    self.element = None
+                except BaseException:
+                    self.element = item
+                    raise
+                ticks += 1
+                cursor = position
+                done = item
         except _Stop as stop:
-            ticker.flush()
+            ticker.flush(ticks, cursor)
             self._interrupted(stop.reason)
             return
         except BaseException:
+            if self.element is None:
+                # Failed between items (a tick, a page): name the last one processed.
+                self.element = done
             self.session.rollback()
-            ticker.discard()
             raise
-        self.element = None
-        ticker.flush()
+        ticker.flush(ticks, cursor)
         self._completed(task)
 
     def _check_throttles(self, task: Task) -> None:
