@@ -286,24 +286,54 @@ class _Keyset:
             cursor = cursors[-1]
 
     def batches(self, session: Session, cursor: Cursor, size: int) -> t.Iterator[tuple[Batch, Cursor]]:
-        # Select the cursor columns, then the primary key (repeated if it is
-        # also a cursor column: simpler than matching columns up).
-        n_keys, n_pk = len(self.keys), len(self.primary_key)
-        columns = [k.expression for k in self.keys] + self.primary_key
-        base = self.select.with_only_columns(*columns, maintain_column_froms=True)
-        while True:
-            rows = session.execute(self.order(self.after(base, cursor)).limit(size)).all()
-            if not rows:
-                return
-            if n_pk == 1:
-                ids = [row[n_keys] for row in rows]
+        # Select the cursor columns, then the primary key columns that are not
+        # among them (by default the primary key is the cursor: one column).
+        key_columns = [_column_of(k.expression) for k in self.keys]
+        columns: list[t.Any] = [k.expression for k in self.keys]
+        pk_at = []
+        for column in self.primary_key:
+            found = [i for i, key in enumerate(key_columns) if key is column]
+            if found:
+                pk_at.append(found[0])
             else:
-                ids = [tuple(row[n_keys:]) for row in rows]
-            last = [_encode(v) for v in rows[-1][:n_keys]]
-            cursor = last[0] if n_keys == 1 else last
-            yield Batch(self.entity, self.primary_key, ids), cursor
-            if len(rows) < size:
+                pk_at.append(len(columns))
+                columns.append(column)
+        n_keys = len(self.keys)
+        base = self.select.with_only_columns(*columns, maintain_column_froms=True)
+        # The batch's condition names the mapped attributes, not the table's columns: only
+        # then can an ORM UPDATE of the batch synchronise the session by evaluating it, where
+        # it would otherwise fetch every changed key back (RETURNING) to do so.
+        mapper: Mapper[t.Any] = sa.inspect(self.entity)
+        pk_attributes = [
+            getattr(self.entity, mapper.get_property_by_column(column).key)
+            for column in self.primary_key
+        ]
+        while True:
+            statement = self.order(self.after(base, cursor)).limit(size)
+            if len(columns) == 1:
+                ids: list[t.Any] = list(session.scalars(statement).all())
+                if not ids:
+                    return
+                cursor = _encode(ids[-1])
+            else:
+                rows = session.execute(statement).all()
+                if not rows:
+                    return
+                if len(pk_at) == 1:
+                    ids = [row[pk_at[0]] for row in rows]
+                else:
+                    ids = [tuple(row[i] for i in pk_at) for row in rows]
+                last = [_encode(v) for v in rows[-1][:n_keys]]
+                cursor = last[0] if n_keys == 1 else last
+            yield Batch(self.entity, pk_attributes, ids), cursor
+            if len(ids) < size:
                 return
+
+
+def _column_of(expression: t.Any) -> t.Any:
+    """The table column behind a mapped attribute (or the column itself)."""
+    prop = getattr(expression, "property", None)
+    return prop.columns[0] if prop is not None and hasattr(prop, "columns") else expression
 
 
 # -- building the iterator -------------------------------------------------
