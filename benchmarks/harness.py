@@ -1,0 +1,206 @@
+"""What every section shares: the benchmark app on each database, runs taken through the real
+path, and the Markdown tables the sections return."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import statistics
+import time
+import typing as t
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from flask_maintenance_tasks import signals
+from flask_maintenance_tasks.worker import MaintenanceSimpleWorker
+
+from .benchapp import DATABASE_ENV, REDIS_ENV, Row, create_app, db, mtasks
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+    from flask_maintenance_tasks.models import Run
+
+
+@dataclasses.dataclass
+class Table:
+    """One section's result: a Markdown table with a title and notes under it."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        lines.append("| " + " | ".join(self.headers) + " |")
+        aligns = ["---"] + ["---:"] * (len(self.headers) - 1)
+        lines.append("|" + "|".join(aligns) + "|")
+        lines.extend("| " + " | ".join(row) + " |" for row in self.rows)
+        if self.notes:
+            lines.append("")
+            lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+class Target:
+    """The benchmark app on one database, with ``rows`` rows seeded in its table."""
+
+    def __init__(self, name: str, url: str, redis_url: str, rows: int) -> None:
+        self.name = name
+        self.url = url
+        self.redis_url = redis_url
+        self.rows = rows
+        self.app: Flask = create_app(url, redis_url)
+        with self.context():
+            db.create_all()
+            chunk = 10_000
+            for start in range(1, rows + 1, chunk):
+                numbers = range(start, min(start + chunk, rows + 1))
+                db.session.execute(
+                    sa.insert(Row), [{"title": f"row-{n}", "counter": 0} for n in numbers]
+                )
+            db.session.commit()
+        self.settle()
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.url.startswith("postgresql")
+
+    @contextlib.contextmanager
+    def context(self) -> t.Iterator[None]:
+        with self.app.app_context():
+            try:
+                yield
+            finally:
+                db.session.remove()
+
+    def env(self) -> dict[str, str]:
+        """The environment of a ``flask mtasks worker`` subprocess on this app."""
+        return {
+            **os.environ,
+            DATABASE_ENV: self.url,
+            REDIS_ENV: self.redis_url,
+            "FLASK_APP": "benchmarks.benchapp:create_app",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def settle(self) -> None:
+        """Leave the table as every measurement finds it: on PostgreSQL, vacuumed and analysed."""
+        if not self.is_postgresql:
+            return
+        with self.context():
+            engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+            with engine.connect() as connection:
+                connection.execute(sa.text("VACUUM ANALYZE bench_rows"))
+                connection.execute(sa.text("VACUUM ANALYZE maintenance_tasks_runs"))
+
+    def drain(self) -> None:
+        """Run every queued job in this process, with a real RQ worker in burst mode."""
+        executor = mtasks_executor()
+        worker = MaintenanceSimpleWorker([executor.queue()], connection=executor.connection)
+        worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+
+    def run_task(
+        self,
+        name: str,
+        arguments: dict[str, t.Any] | None = None,
+        statements: t.Callable[[str], None] | None = None,
+    ) -> tuple[float, Run]:
+        """Run task ``name`` to the end through RQ; its duration and the finished run.
+
+        The duration runs from the ``run`` call to the ``run_succeeded`` signal, sent once the
+        run's last write is committed. It leaves out what RQ does after the job returns (a
+        burst worker's exit alone waits up to a second for its pub/sub thread), which a
+        long-lived worker never pays per run. ``statements``, if given, is called with the SQL
+        of each statement the app's engine runs meanwhile.
+        """
+        ended: list[float] = []
+
+        def succeeded(app: Flask, **data: t.Any) -> None:
+            ended.append(time.perf_counter())
+
+        def executing(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
+            assert statements is not None
+            statements(statement)
+
+        with self.context():
+            engine = db.engine
+            signals.run_succeeded.connect(succeeded, self.app)
+            if statements is not None:
+                sa.event.listen(engine, "before_cursor_execute", executing)
+            try:
+                start = time.perf_counter()
+                run = mtasks.run(name, arguments)
+                self.drain()
+            finally:
+                signals.run_succeeded.disconnect(succeeded, self.app)
+                if statements is not None:
+                    sa.event.remove(engine, "before_cursor_execute", executing)
+            finished = mtasks.get_run(run.id)
+        if finished is None or finished.status != "succeeded" or not ended:
+            status = None if finished is None else (finished.status, finished.error_message)
+            raise RuntimeError(f"{name} did not succeed on {self.name}: {status}")
+        return ended[0] - start, finished
+
+    def close(self) -> None:
+        with self.app.app_context():
+            for engine in db.engines.values():
+                engine.dispose()
+
+
+def mtasks_executor() -> t.Any:
+    from flask_maintenance_tasks.extension import get_state
+
+    return get_state().executor
+
+
+@dataclasses.dataclass
+class Bench:
+    """What a section is given: the targets (one per database), Redis, and the run's knobs."""
+
+    targets: list[Target]
+    redis_url: str
+    rows: int
+    repeat: int
+    directory: Path
+    log: t.Callable[[str], None]
+
+
+@dataclasses.dataclass
+class Samples:
+    """Repeated measurements of the same thing; ``best`` is the fastest (least disturbed)."""
+
+    values: list[float] = dataclasses.field(default_factory=list)
+
+    def best(self) -> float:
+        return max(self.values)
+
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+
+def interleaved(
+    repeat: int, first: t.Callable[[], float], second: t.Callable[[], float]
+) -> tuple[Samples, Samples]:
+    """Measure ``first`` and ``second`` ``repeat`` times each, alternating which goes first."""
+    a, b = Samples(), Samples()
+    for i in range(repeat):
+        if i % 2 == 0:
+            a.values.append(first())
+            b.values.append(second())
+        else:
+            b.values.append(second())
+            a.values.append(first())
+    return a, b
+
+
+def number(value: float) -> str:
+    """A figure with thousands separators and no false precision."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
