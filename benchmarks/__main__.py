@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks", description="Measure flask-maintenance-tasks."
     )
     parser.add_argument("--rows", type=int, default=200_000, help="rows in the table (200,000)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each side per cell (3)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each side per cell (5)")
     parser.add_argument(
         "--section",
         action="append",

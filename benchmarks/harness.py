@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import statistics
 import time
 import typing as t
 from pathlib import Path
@@ -22,6 +21,33 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
     from flask_maintenance_tasks.models import Run
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Wall-clock and CPU seconds (of this process) of one measurement, or clocks read now.
+
+    CPU time is less disturbed by other processes on a busy machine than wall time; it leaves
+    out the database server's work, which is the same for the framework and a hand-written
+    loop, so a ratio of CPU times can only make the framework look worse.
+    """
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def now(cls) -> Timing:
+        return cls(time.perf_counter(), time.process_time())
+
+    def __sub__(self, other: Timing) -> Timing:
+        return Timing(self.wall - other.wall, self.cpu - other.cpu)
+
+    @classmethod
+    def of(cls, function: t.Callable[[], t.Any]) -> tuple[Timing, t.Any]:
+        """How long ``function()`` took, and what it returned."""
+        start = cls.now()
+        value = function()
+        return cls.now() - start, value
 
 
 @dataclasses.dataclass
@@ -108,19 +134,19 @@ class Target:
         name: str,
         arguments: dict[str, t.Any] | None = None,
         statements: t.Callable[[str], None] | None = None,
-    ) -> tuple[float, Run]:
-        """Run task ``name`` to the end through RQ; its duration and the finished run.
+    ) -> tuple[Timing, Run]:
+        """Run task ``name`` to the end through RQ; how long it took, and the finished run.
 
-        The duration runs from the ``run`` call to the ``run_succeeded`` signal, sent once the
+        The time runs from the ``run`` call to the ``run_succeeded`` signal, sent once the
         run's last write is committed. It leaves out what RQ does after the job returns (a
         burst worker's exit alone waits up to a second for its pub/sub thread), which a
         long-lived worker never pays per run. ``statements``, if given, is called with the SQL
         of each statement the app's engine runs meanwhile.
         """
-        ended: list[float] = []
+        ended: list[Timing] = []
 
         def succeeded(app: Flask, **data: t.Any) -> None:
-            ended.append(time.perf_counter())
+            ended.append(Timing.now())
 
         def executing(conn: t.Any, cursor: t.Any, statement: str, *args: t.Any) -> None:
             assert statements is not None
@@ -132,7 +158,7 @@ class Target:
             if statements is not None:
                 sa.event.listen(engine, "before_cursor_execute", executing)
             try:
-                start = time.perf_counter()
+                start = Timing.now()
                 run = mtasks.run(name, arguments)
                 self.drain()
             finally:
@@ -171,29 +197,37 @@ class Bench:
 
 @dataclasses.dataclass
 class Samples:
-    """Repeated measurements of the same thing; ``best`` is the fastest (least disturbed)."""
+    """Rates (per second) of repeated measurements of the same thing, by wall and CPU time.
 
-    values: list[float] = dataclasses.field(default_factory=list)
+    ``best`` is the fastest: noise from other processes only ever slows a run down.
+    """
+
+    wall: list[float] = dataclasses.field(default_factory=list)
+    cpu: list[float] = dataclasses.field(default_factory=list)
+
+    def add(self, units: int, timing: Timing) -> None:
+        self.wall.append(units / timing.wall)
+        self.cpu.append(units / timing.cpu)
 
     def best(self) -> float:
-        return max(self.values)
+        return max(self.wall)
 
-    def median(self) -> float:
-        return statistics.median(self.values)
+    def best_cpu(self) -> float:
+        return max(self.cpu)
 
 
 def interleaved(
-    repeat: int, first: t.Callable[[], float], second: t.Callable[[], float]
+    repeat: int, units: int, first: t.Callable[[], Timing], second: t.Callable[[], Timing]
 ) -> tuple[Samples, Samples]:
     """Measure ``first`` and ``second`` ``repeat`` times each, alternating which goes first."""
     a, b = Samples(), Samples()
     for i in range(repeat):
         if i % 2 == 0:
-            a.values.append(first())
-            b.values.append(second())
+            a.add(units, first())
+            b.add(units, second())
         else:
-            b.values.append(second())
-            a.values.append(first())
+            b.add(units, second())
+            a.add(units, first())
     return a, b
 
 

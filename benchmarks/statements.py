@@ -57,8 +57,8 @@ class Counts:
 def measure(target: Target, task: str) -> tuple[Counts, float, int]:
     """Counts of one run of ``task``, its duration, and its items."""
     counts = Counts()
-    seconds, run = target.run_task(task, statements=counts.count)
-    return counts, seconds, run.tick_count
+    timing, run = target.run_task(task, statements=counts.count)
+    return counts, timing.wall, run.tick_count
 
 
 def statements(bench: Bench) -> list[Table]:
