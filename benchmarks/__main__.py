@@ -112,10 +112,11 @@ def write(path: Path, tables: list[Table], command: str) -> None:
         "one another, so every figure is a ratio that holds on a slow or busy machine; absolute "
         "rows per second only set the scale.",
         "",
-        "Reproduce with `make bench` (it starts a private `redis-server`, and measures "
-        "PostgreSQL in a database of its own when `MAINTENANCE_TASKS_TEST_DATABASE_URL` is set, "
-        "as `make test` sets it). `python -m benchmarks --help` lists the options, e.g. "
-        "`--section iteration --repeat 5`.",
+        "Reproduce with `make bench`, which takes about seven minutes: it starts a private "
+        "`redis-server`, and measures PostgreSQL in a database of its own when "
+        "`MAINTENANCE_TASKS_TEST_DATABASE_URL` is set, as `make test` sets it. "
+        "`python -m benchmarks --help` lists the options, e.g. `--section reaction` or "
+        "`--rows 20000 --repeat 1` for a quick look.",
         "",
         f"Latest figures ({when}; {machine}), from `{command}`:",
         "",

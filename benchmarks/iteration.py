@@ -126,7 +126,7 @@ def _table(bench: Bench, title: str, results: list[Result], intro: str) -> Table
             "between runs made back to back, a measure of the noise. The *ratio by CPU time* "
             "divides the best rates by this process's CPU time instead, which other jobs on "
             "the machine disturb less; it leaves out the database server's work, the same "
-            "on both sides, so it can only understate the framework.",
+            "on both sides, so if anything it makes the framework look slower.",
         ],
     )
 
