@@ -23,6 +23,10 @@ if t.TYPE_CHECKING:
     from flask_maintenance_tasks.models import Run
 
 
+#: How a table's last column marks a target that was not met.
+MISSED = "**no**"
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
     """Wall-clock and CPU seconds (of this process) of one measurement, or clocks read now.
@@ -58,6 +62,10 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     notes: list[str] = dataclasses.field(default_factory=list)
+
+    def missed(self) -> bool:
+        """Whether a row marks a target as not met."""
+        return any(MISSED in row for row in self.rows)
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", ""]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .harness import Bench, Table, Target, number
+from .harness import MISSED, Bench, Table, Target, number
 
 #: At most this many framework statements per 1,000 items.
 TARGET_PER_1000 = 2.0
@@ -82,7 +82,7 @@ def statements(bench: Bench) -> list[Table]:
                     str(counts.lifecycle),
                     number(per_item) if per_item >= 0.01 else f"{per_item:.3f}",
                     number(per_row) if per_row >= 0.01 else f"{per_row:.3f}",
-                    "yes" if per_row <= TARGET_PER_1000 else "**no**",
+                    "yes" if per_row <= TARGET_PER_1000 else MISSED,
                 ]
             )
     return [
