@@ -3,11 +3,13 @@
 #
 #   make test PYTEST_ARGS='-x -k resume'     pass options through to pytest
 #   MAINTENANCE_TASKS_TEST_DATABASE_URL= make test   run without PostgreSQL
+#   make bench BENCH_ARGS='--section reaction'      pass options to python -m benchmarks
 
 VENV        := .venv
 PY          := $(VENV)/bin/python
 SRC         := flask_maintenance_tasks tests sample_app
 PYTEST_ARGS ?=
+BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help bootstrap venv test reliability lint typecheck demo bench clean
@@ -50,12 +52,8 @@ typecheck: venv ## mypy (strict) on the package
 demo: bootstrap ## serve the sample app's dashboard (http://127.0.0.1:5000/maintenance_tasks/) with a worker
 	@scripts/demo.sh
 
-bench: venv ## run the benchmarks (python -m benchmarks)
-	@if [ -d benchmarks ]; then \
-		exec $(PY) -m benchmarks; \
-	else \
-		echo "make bench: no benchmarks/ folder yet, nothing to run"; \
-	fi
+bench: bootstrap ## run the benchmarks, write docs-performance-section.md (BENCH_ARGS=...)
+	@$(WITH_TEST_DB); exec $(PY) -m benchmarks $(BENCH_ARGS)
 
 clean: ## remove .venv, caches, build output and instance/*.db
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.* \

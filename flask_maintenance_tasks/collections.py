@@ -12,7 +12,9 @@ import dataclasses
 import datetime as dt
 import decimal
 import inspect
+import itertools
 import math
+import operator
 import typing as t
 import uuid
 
@@ -144,11 +146,22 @@ def _decode(value: t.Any, python_type: type[t.Any] | None) -> t.Any:
     return value
 
 
+#: Python types whose values are stored in a cursor as they are.
+_JSON_NATIVE = (int, str, float, bool)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Key:
-    expression: sa.ColumnElement[t.Any]
+    expression: sa.ColumnElement[t.Any] | InstrumentedAttribute[t.Any]
     attribute: str
     python_type: type[t.Any] | None
+    #: The column cannot hold NULL (a primary key, or declared ``nullable=False``).
+    not_null: bool = False
+
+    @property
+    def stored_as_is(self) -> bool:
+        """Its values go into a cursor unchanged, and are never NULL: no per-row check needed."""
+        return self.not_null and self.python_type in _JSON_NATIVE
 
 
 def _python_type(column: t.Any) -> type[t.Any] | None:
@@ -198,7 +211,7 @@ class _Keyset:
     ) -> list[_Key]:
         if not columns:
             return [
-                _Key(col, mapper.get_property_by_column(col).key, _python_type(col))
+                _Key(col, mapper.get_property_by_column(col).key, _python_type(col), True)
                 for col in mapper.primary_key
             ]
         keys = []
@@ -224,17 +237,44 @@ class _Keyset:
                     f"of {self.entity.__name__}, not {column!r}."
                 )
             expression = t.cast("sa.ColumnElement[t.Any]", column)
-            keys.append(_Key(expression, column.key, _python_type(column.property.columns[0])))
+            prop_column = column.property.columns[0]
+            not_null = not getattr(prop_column, "nullable", True)
+            keys.append(_Key(expression, column.key, _python_type(prop_column), not_null))
         return keys
 
     def cursor_of(self, row: t.Any) -> Cursor:
         values = [_encode(getattr(row, key.attribute)) for key in self.keys]
         return values[0] if len(values) == 1 else values
 
+    def _page_cursors(self) -> t.Callable[[t.Sequence[t.Any]], list[Cursor]]:
+        """A function giving the cursors of a page of records, in one pass over the page.
+
+        The cursors are read when the page arrives, before ``process`` sees a record, so a
+        task changing a cursor column cannot move its own position. Where every key column is
+        a non-null int, str, float or bool, the values need neither encoding nor a NULL check,
+        and one C-level pass reads them.
+        """
+        if len(self.keys) == 1 and self.keys[0].stored_as_is:
+            name = self.keys[0].attribute
+
+            def read_one(page: t.Sequence[t.Any]) -> list[Cursor]:
+                try:
+                    # What the attribute would return, read without its descriptor.
+                    return [record.__dict__[name] for record in page]
+                except KeyError:  # deferred or expired: the attribute loads it
+                    return [getattr(record, name) for record in page]
+
+            return read_one
+        if all(key.stored_as_is for key in self.keys):
+            read = operator.attrgetter(*(key.attribute for key in self.keys))
+            return lambda page: list(map(read, page))
+        cursor_of = self.cursor_of
+        return lambda page: [cursor_of(record) for record in page]
+
     def after(self, statement: Select[t.Any], cursor: Cursor) -> Select[t.Any]:
         if cursor is None:
             return statement
-        values = cursor if isinstance(cursor, list) else [cursor]
+        values = list(cursor) if isinstance(cursor, (list, tuple)) else [cursor]
         if len(values) != len(self.keys):
             raise ValueError(
                 f"The saved cursor {cursor!r} does not match cursor_columns "
@@ -255,35 +295,74 @@ class _Keyset:
     def records(
         self, session: Session, cursor: Cursor, size: int
     ) -> t.Iterator[tuple[Item, Cursor]]:
+        # Chaining the pages' zips leaves no Python frame between the loop and a record.
+        return itertools.chain.from_iterable(self._pages(session, cursor, size))
+
+    def _pages(
+        self, session: Session, cursor: Cursor, size: int
+    ) -> t.Iterator[t.Iterator[tuple[Item, Cursor]]]:
+        page_cursors = self._page_cursors()
         while True:
             page = session.scalars(self.order(self.after(self.select, cursor)).limit(size)).all()
-            for record in page:
-                cursor = self.cursor_of(record)
-                yield record, cursor
+            if not page:
+                return
+            cursors = page_cursors(page)
+            yield zip(page, cursors, strict=True)
             if len(page) < size:
                 return
+            cursor = cursors[-1]
 
     def batches(
         self, session: Session, cursor: Cursor, size: int
     ) -> t.Iterator[tuple[Batch, Cursor]]:
-        # Select the cursor columns, then the primary key (repeated if it is
-        # also a cursor column: simpler than matching columns up).
-        n_keys, n_pk = len(self.keys), len(self.primary_key)
-        columns = [k.expression for k in self.keys] + self.primary_key
-        base = self.select.with_only_columns(*columns, maintain_column_froms=True)
-        while True:
-            rows = session.execute(self.order(self.after(base, cursor)).limit(size)).all()
-            if not rows:
-                return
-            if n_pk == 1:
-                ids = [row[n_keys] for row in rows]
+        # Select the cursor columns, then the primary key columns that are not
+        # among them (by default the primary key is the cursor: one column).
+        key_columns = [_column_of(k.expression) for k in self.keys]
+        columns: list[t.Any] = [k.expression for k in self.keys]
+        pk_at = []
+        for column in self.primary_key:
+            found = [i for i, key in enumerate(key_columns) if key is column]
+            if found:
+                pk_at.append(found[0])
             else:
-                ids = [tuple(row[n_keys:]) for row in rows]
-            last = [_encode(v) for v in rows[-1][:n_keys]]
-            cursor = last[0] if n_keys == 1 else last
-            yield Batch(self.entity, self.primary_key, ids), cursor
-            if len(rows) < size:
+                pk_at.append(len(columns))
+                columns.append(column)
+        n_keys = len(self.keys)
+        base = self.select.with_only_columns(*columns, maintain_column_froms=True)
+        # The batch's condition names the mapped attributes, not the table's columns: only
+        # then can an ORM UPDATE of the batch synchronise the session by evaluating it, where
+        # it would otherwise fetch every changed key back (RETURNING) to do so.
+        mapper: Mapper[t.Any] = sa.inspect(self.entity)
+        pk_attributes = [
+            getattr(self.entity, mapper.get_property_by_column(column).key)
+            for column in self.primary_key
+        ]
+        while True:
+            statement = self.order(self.after(base, cursor)).limit(size)
+            if len(columns) == 1:
+                ids: list[t.Any] = list(session.scalars(statement).all())
+                if not ids:
+                    return
+                cursor = _encode(ids[-1])
+            else:
+                rows = session.execute(statement).all()
+                if not rows:
+                    return
+                if len(pk_at) == 1:
+                    ids = [row[pk_at[0]] for row in rows]
+                else:
+                    ids = [tuple(row[i] for i in pk_at) for row in rows]
+                last = [_encode(v) for v in rows[-1][:n_keys]]
+                cursor = last[0] if n_keys == 1 else last
+            yield Batch(self.entity, pk_attributes, ids), cursor
+            if len(ids) < size:
                 return
+
+
+def _column_of(expression: t.Any) -> t.Any:
+    """The table column behind a mapped attribute (or the column itself)."""
+    prop = getattr(expression, "property", None)
+    return prop.columns[0] if prop is not None and hasattr(prop, "columns") else expression
 
 
 # -- building the iterator -------------------------------------------------

@@ -295,20 +295,27 @@ class _Slice:
         next_reload = start + reload_every
         throttles = task.throttles
         process = task.process
-        report_on = tuple(task.report_on)
         no_item = collections.NO_ITEM
+        report_on = tuple(task.report_on)
+        stopping = shutdown_requested.is_set
+        clock = time.monotonic
         next_check = min(ticker.due_at, next_reload, slice_end)
+        # The loop below runs once per item: it keeps its counts in locals and
+        # hands them to the ticker only when a tick is due.
+        ticks = 0
+        cursor: t.Any = None
         items: t.Iterator[tuple[t.Any, t.Any]] | None = None
         try:
             self._check_throttles(task)
             items = collections.iterate(task, run.cursor)
-            for item, cursor in items:
-                if shutdown_requested.is_set():
+            for item, position in items:
+                if stopping():
                     raise _Stop("worker_shutdown")
-                now = time.monotonic()
+                now = clock()
                 if now >= next_check:
                     if now >= ticker.due_at:
-                        ticker.flush()
+                        ticker.flush(ticks, cursor)
+                        ticks = 0
                         if throttles:
                             self._check_throttles(task)
                     if now >= next_reload:
@@ -317,7 +324,6 @@ class _Slice:
                     if now >= slice_end:
                         raise _Stop("time_slice")
                     next_check = min(ticker.due_at, next_reload, slice_end)
-                self.element = item
                 try:
                     if item is no_item:
                         process()
@@ -325,24 +331,26 @@ class _Slice:
                         process(item)
                 except report_on as error:
                     runner.report_error(self.state, error, run, describe_element(item))
-                ticker.tick(cursor)
-                # An error from here to the next item is not this item's.
-                self.element = None
+                except BaseException:
+                    # Only an error of process() names an item; one between items
+                    # (a page, a CSV row that does not parse, a tick) names none.
+                    self.element = item
+                    raise
+                ticks += 1
+                cursor = position
         except _Stop as stop:
-            ticker.flush()
+            ticker.flush(ticks, cursor)
             self._interrupted(stop.reason)
             return
         except BaseException:
             self.session.rollback()
-            ticker.discard()
             raise
         finally:
             # Let the collection release what it holds open (a CSV file) now.
             close = getattr(items, "close", None)
             if close is not None:
                 close()
-        self.element = None
-        ticker.flush()
+        ticker.flush(ticks, cursor)
         self._completed(task)
 
     def _check_throttles(self, task: Task) -> None:

@@ -16,7 +16,7 @@ class Fenced(Exception):
 
 
 class Ticker:
-    """Counts processed items and commits them with the run's position.
+    """Commits the items processed since its last flush with the run's position.
 
     One :meth:`flush` is one transaction: the task's pending changes in the
     session, and the run's cursor, ``tick_count`` and ``time_running``. So a
@@ -29,40 +29,30 @@ class Ticker:
         self.run_id = run_id
         self.job_id = job_id
         self.delay = delay
-        self.pending = 0
-        self.cursor: t.Any = None
-        self.moved = False
         self._last = time.monotonic()
         #: When the next flush is due (``time.monotonic()`` scale).
         self.due_at = self._last + delay
 
-    def tick(self, cursor: t.Any) -> None:
-        self.pending += 1
-        self.cursor = cursor
-        self.moved = True
+    def flush(self, ticks: int, cursor: t.Any) -> None:
+        """Commit ``ticks`` more items, the time and ``cursor`` with the task's changes.
 
-    def flush(self) -> None:
-        """Commit pending ticks, time and cursor with the task's changes; raise :class:`Fenced`."""
+        The iteration loop counts items itself and calls this once a tick is due (or when it
+        stops), with the number processed since the last flush and the cursor of the last
+        one; with no item processed the cursor stays as it is. Raises :class:`Fenced`.
+        """
         now = time.monotonic()
         written = store.write_progress(
             self.session,
             self.run_id,
             self.job_id,
-            ticks=self.pending,
+            ticks=ticks,
             seconds=now - self._last,
-            cursor=self.cursor,
-            move_cursor=self.moved,
+            cursor=cursor,
+            move_cursor=ticks > 0,
         )
         if not written:
             self.session.rollback()
             raise Fenced()
         self.session.commit()
-        self.pending = 0
-        self.moved = False
         self._last = now
         self.due_at = now + self.delay
-
-    def discard(self) -> None:
-        """Forget the uncommitted ticks (their changes were rolled back)."""
-        self.pending = 0
-        self.moved = False

@@ -245,3 +245,24 @@ def test_the_framework_issues_no_statement_per_item(app, mtasks, db, settings):
     # SELECT per status reload, each at most once per second.
     print(f"framework statements: {counter.framework} in {elapsed:.2f}s")
     assert counter.framework <= 10 + 2 * seconds, (counter.framework, elapsed)
+
+
+def test_an_in_batches_update_does_not_fetch_the_changed_keys_back(app, mtasks, db):
+    """The batch names mapped attributes, so the ORM synchronises the session by evaluation."""
+    seed_items(25)
+    run = mtasks.run("CountItemsInBatchesTask", arguments={"of": 10})
+    updates: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("UPDATE items"):
+            updates.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        drain(app)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [1] * 25
+    assert len(updates) == 3
+    assert not [u for u in updates if "RETURNING" in u.upper()]

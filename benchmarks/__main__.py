@@ -1,0 +1,141 @@
+"""Run the benchmarks and print one Markdown table per section.
+
+    python -m benchmarks                 (or: make bench)
+    python -m benchmarks --rows 20000 --repeat 1 --section iteration
+
+PostgreSQL is measured when ``MAINTENANCE_TASKS_TEST_DATABASE_URL`` names a server (``make
+bench`` sets it as ``make test`` does); the benchmark creates a database of its own there and
+drops it at the end. Unless ``--no-write`` is given, the tables and the command go into
+``docs-performance-section.md``. With ``--check`` the exit status is 1 when a table shows a
+missed target (the figures are noisy: a CI gate would want a margin, or repeats).
+
+The sections are the items of issue 6 built so far; the dashboard and CSV measurements will
+join ``SECTIONS`` as sections of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+import typing as t
+from pathlib import Path
+
+import sqlalchemy
+
+from . import iteration, reaction, services, statements
+from .harness import Bench, Table, Target
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Every section, in the order printed. A section takes the bench and returns its tables;
+#: the dashboard and CSV measurements join this list as sections of their own.
+SECTIONS: dict[str, t.Callable[[Bench], list[Table]]] = {
+    "iteration": iteration.iteration,
+    "set-based": iteration.set_based,
+    "statements": statements.statements,
+    "reaction": reaction.reaction,
+}
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="Measure flask-maintenance-tasks."
+    )
+    parser.add_argument("--rows", type=int, default=200_000, help="rows in the table (200,000)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each side per cell (5)")
+    parser.add_argument(
+        "--section",
+        action="append",
+        choices=list(SECTIONS),
+        help="run only this section (repeatable)",
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "docs-performance-section.md")
+    parser.add_argument("--no-write", action="store_true", help="only print the tables")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if a table shows a missed target"
+    )
+    args = parser.parse_args(argv)
+    chosen = args.section or list(SECTIONS)
+
+    tables: list[Table] = []
+    with tempfile.TemporaryDirectory(prefix="mtasks-bench-") as folder:
+        directory = Path(folder)
+        with (
+            services.redis_server(directory) as redis_url,
+            services.postgresql_database() as pg_url,
+        ):
+            databases = [("SQLite", f"sqlite:///{directory / 'bench.db'}")]
+            if pg_url is None:
+                _log(f"{services.PG_ENV} is unset: PostgreSQL is skipped")
+            else:
+                databases.append(("PostgreSQL", pg_url))
+            targets = []
+            try:
+                for name, url in databases:
+                    _log(f"seeding {args.rows:,} rows on {name}")
+                    targets.append(Target(name, url, redis_url, args.rows))
+                bench = Bench(targets, redis_url, args.rows, args.repeat, directory, _log)
+                for section in chosen:
+                    _log(f"section {section}")
+                    for table in SECTIONS[section](bench):
+                        print(table.markdown() + "\n", flush=True)
+                        tables.append(table)
+            finally:
+                for target in targets:
+                    target.close()
+    if not args.no_write:
+        command = (
+            "make bench"
+            if argv is None and sys.argv[1:] == []
+            else ("python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv))
+        )
+        write(args.output, tables, command)
+        _log(f"tables written to {args.output}")
+    missed = [table.title for table in tables if table.missed()]
+    if missed:
+        _log(f"targets missed in: {', '.join(missed)}")
+    return 1 if args.check and missed else 0
+
+
+def write(path: Path, tables: list[Table], command: str) -> None:
+    """The README's Performance section: what is measured, how to reproduce, the latest tables."""
+    when = dt.date.today().isoformat()
+    machine = (
+        f"{os.cpu_count()} cores shared with other jobs, Python {platform.python_version()}, "
+        f"SQLAlchemy {sqlalchemy.__version__}"
+    )
+    lines = [
+        "## Performance",
+        "",
+        "The framework's own cost per item is meant to be negligible. `benchmarks/` measures it "
+        "against loops written by hand for the same work, run in the same process right after "
+        "one another, so every figure is a ratio that holds on a slow or busy machine; absolute "
+        "rows per second only set the scale.",
+        "",
+        "Reproduce with `make bench`, which takes about seven minutes: it starts a private "
+        "`redis-server`, and measures PostgreSQL in a database of its own when "
+        "`MAINTENANCE_TASKS_TEST_DATABASE_URL` is set, as `make test` sets it. "
+        "`python -m benchmarks --help` lists the options, e.g. `--section reaction` or "
+        "`--rows 20000 --repeat 1` for a quick look.",
+        "",
+        f"Latest figures ({when}; {machine}), from `{command}`:",
+        "",
+    ]
+    for table in tables:
+        lines.append(table.markdown().replace("### ", "#### ", 1))
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""The benchmark tasks: each does what its hand-written baseline in ``benchmarks`` does."""
+
+from __future__ import annotations
+
+import time
+import typing as t
+
+import pydantic
+import sqlalchemy as sa
+
+from flask_maintenance_tasks import Task, in_batches
+
+from .. import Row, db
+
+
+class NoOp100Task(Task):
+    """Loads every row, does nothing with it; pages of 100."""
+
+    batch_size = 100
+
+    def collection(self) -> t.Any:
+        return sa.select(Row)
+
+    def process(self, row: Row) -> None:
+        pass
+
+
+class NoOp1000Task(NoOp100Task):
+    """Same, pages of 1000."""
+
+    batch_size = 1000
+
+
+class Touch100Task(Task):
+    """Changes one ORM attribute of every row; pages of 100."""
+
+    batch_size = 100
+
+    def collection(self) -> t.Any:
+        return sa.select(Row)
+
+    def process(self, row: Row) -> None:
+        row.counter += 1
+
+
+class Touch1000Task(Touch100Task):
+    """Same, pages of 1000."""
+
+    batch_size = 1000
+
+
+class UpdateInBatchesTask(Task):
+    """One set-based UPDATE per batch of 1000 rows."""
+
+    def collection(self) -> t.Any:
+        return in_batches(sa.select(Row), of=1000)
+
+    def process(self, batch: t.Any) -> None:
+        db.session.execute(batch.where(sa.update(Row).values(counter=Row.counter + 1)))
+
+
+class SleepTask(Task):
+    """Sleeps a fixed time per row: a task whose items take a known while."""
+
+    class Parameters(pydantic.BaseModel):
+        seconds: float = 0.01
+
+    def collection(self) -> t.Any:
+        return sa.select(Row)
+
+    def process(self, row: Row) -> None:
+        time.sleep(self.params.seconds)
