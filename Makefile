@@ -52,7 +52,7 @@ typecheck: venv ## mypy (strict) on the package
 demo: bootstrap ## serve the sample app's dashboard (http://127.0.0.1:5000/maintenance_tasks/) with a worker
 	@scripts/demo.sh
 
-bench: bootstrap ## run the benchmarks, write docs-performance-section.md (BENCH_ARGS=...)
+bench: bootstrap ## run the benchmarks and print their tables (BENCH_ARGS=...)
 	@$(WITH_TEST_DB); exec $(PY) -m benchmarks $(BENCH_ARGS)
 
 clean: ## remove .venv, caches, build output and instance/*.db
