@@ -230,15 +230,20 @@ def control(name: str, run_id: int, action: str) -> t.Any:
     return redirect(url_for(".task", name=name, _anchor=f"run-{run_id}"), 303)
 
 
-@blueprint.get("/runs/<int:run_id>/csv")
-def run_csv(run_id: int) -> Response:
-    """The run's CSV file, streamed as a download."""
-    state = get_state()
-    with open_session(state.db) as session:
+def _viewable_run(run_id: int) -> Run:
+    """The run, if it exists (404) and ``authorize`` lets this request view it (403)."""
+    with open_session(get_state().db) as session:
         run = session.get(Run, run_id)
     if run is None:
         abort(404, f"There is no run #{run_id}.")
     require("view", run.task_name, run)
+    return run
+
+
+@blueprint.get("/runs/<int:run_id>/csv")
+def run_csv(run_id: int) -> Response:
+    """The run's CSV file, streamed as a download."""
+    run = _viewable_run(run_id)
     try:
         found = csv_download(run)
     except FileNotFoundError:
@@ -257,12 +262,7 @@ def run_csv(run_id: int) -> Response:
 
 @blueprint.get("/runs/<int:run_id>.json")
 def run_json(run_id: int) -> Response:
-    state = get_state()
-    with open_session(state.db) as session:
-        run = session.get(Run, run_id)
-    if run is None:
-        abort(404, f"There is no run #{run_id}.")
-    require("view", run.task_name, run)
+    run = _viewable_run(run_id)
     data = formatting.run_as_dict(current_app._get_current_object(), run)  # type: ignore[attr-defined]
     return jsonify(data)
 
