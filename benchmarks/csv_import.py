@@ -22,8 +22,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +29,13 @@ import time
 import typing as t
 from pathlib import Path
 
+from benchmarks import services
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = "benchmarks.csv_import_app:create_app"
 MEMORY_LIMIT = 50 * 1024 * 1024
 REACH_LIMIT = 1.0
 MB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def generate(path: Path, rows: int, resume_at: int) -> tuple[int, int]:
@@ -101,48 +95,6 @@ class Bench:
         self.results = directory / "results.jsonl"
         self.results.touch()
         self.database_url = database_url or f"sqlite:///{directory / 'bench.db'}"
-        self.redis: subprocess.Popen[bytes] | None = None
-
-    def start_redis(self) -> str:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (make bootstrap installs it).")
-        port = _free_port()
-        self.redis = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        from redis import Redis
-
-        client = Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-        return f"redis://127.0.0.1:{port}/0"
-
-    def stop_redis(self) -> None:
-        if self.redis is not None:
-            self.redis.terminate()
-            self.redis.wait(10)
 
     def work(self) -> None:
         """Run ``flask mtasks worker --burst`` until the queue is empty."""
@@ -181,15 +133,13 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="mtasks-csv-bench-") as tmp:
         bench = Bench(Path(tmp), args.database_url)
-        os.environ.update(
-            CSV_BENCH_DATABASE_URL=bench.database_url,
-            CSV_BENCH_REDIS_URL=bench.start_redis(),
-            CSV_BENCH_RESULTS=str(bench.results),
-        )
-        try:
+        with services.redis_server(bench.directory) as redis_url:
+            os.environ.update(
+                CSV_BENCH_DATABASE_URL=bench.database_url,
+                CSV_BENCH_REDIS_URL=redis_url,
+                CSV_BENCH_RESULTS=str(bench.results),
+            )
             return _measure(bench, rows, resume_at, command)
-        finally:
-            bench.stop_redis()
 
 
 def _measure(bench: Bench, rows: int, resume_at: int, command: str) -> int:
