@@ -89,7 +89,7 @@ def dashboard(bench: Bench) -> list[Table]:
         app.testing = True  # opens the dashboard, as a debug or test app does
         app.config["SECRET_KEY"] = app.config.get("SECRET_KEY") or "benchmarks-only"
         with target.context():
-            from flask_maintenance_tasks.extension import get_state
+            from flask_maintenance_tasks.state import get_state
 
             task_name = next(iter(get_state().registry.tasks()))
             prefix = get_state().settings.url_prefix

@@ -186,7 +186,7 @@ class Target:
 
 
 def mtasks_executor() -> t.Any:
-    from flask_maintenance_tasks.extension import get_state
+    from flask_maintenance_tasks.state import get_state
 
     return get_state().executor
 

@@ -18,7 +18,7 @@ import time
 import typing as t
 from pathlib import Path
 
-from flask_maintenance_tasks.extension import Settings
+from flask_maintenance_tasks.config import Settings
 
 from .benchapp import mtasks
 from .harness import MISSED, Bench, Table, Target

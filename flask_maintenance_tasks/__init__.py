@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from . import signals
-from .collections import Batch, in_batches, no_collection
-from .csv_rows import CSVRow, csv_collection
-from .csv_storage import CSVStorage, csv_download
+from .csv.rows import CSVRow, csv_collection
+from .csv.storage import CSVStorage, csv_download
 from .exceptions import (
     CSVFileError,
     CSVFileTooLarge,
@@ -18,6 +17,7 @@ from .exceptions import (
 )
 from .extension import MaintenanceTasks
 from .models import Run, RunStatus
+from .sources import Batch, in_batches, no_collection
 from .task import Task, throttle_on
 
 __all__ = [

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import csv_storage, formatting, runner, store
+from . import formatting, runner, store
+from .csv import storage as csv_storage
 from .exceptions import MaintenanceTasksError
-from .extension import State, get_state
+from .state import State, get_state
 from .models import Run, runs_table
 from .transitions import ACTIVE, COMPLETED
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
@@ -17,7 +18,10 @@ if t.TYPE_CHECKING:
     from redis import Redis
     from rq import Queue
 
-    from .extension import Settings
+    from .config import Settings
+
+#: What an executor calls, inside the app: ``perform(run_id, job_id)``.
+Perform = t.Callable[[int, str], None]
 
 logger = logging.getLogger("flask_maintenance_tasks")
 
@@ -90,21 +94,20 @@ class RQExecutor:
 class InProcessExecutor:
     """Runs slices on threads of this process: zero set-up, nothing survives a restart."""
 
-    def __init__(self, app: Flask, max_workers: int = 4) -> None:
+    def __init__(self, app: Flask, perform: Perform, max_workers: int = 4) -> None:
         self.app = app
+        self._perform_run = perform
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="mtasks")
         self._pending: set[Future[None] | threading.Timer] = set()
         self._waiting: set[str] = set()
         self._lock = threading.Lock()
 
     def _perform(self, run_id: int, job_id: str) -> None:
-        from .job import perform_run
-
         with self._lock:
             self._waiting.discard(job_id)
         try:
             with self.app.app_context():
-                perform_run(run_id, job_id)
+                self._perform_run(run_id, job_id)
         except Exception:
             logger.exception("Run #%s failed in the in-process executor", run_id)
 
@@ -141,8 +144,6 @@ class InProcessExecutor:
 
     def join(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is queued or running; ``False`` on timeout (for tests and the CLI)."""
-        import time
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -160,7 +161,8 @@ class InProcessExecutor:
         return False
 
 
-def make_executor(app: Flask, settings: Settings) -> Executor:
+def make_executor(app: Flask, settings: Settings, perform: Perform) -> Executor:
+    """RQ when ``MAINTENANCE_TASKS_REDIS_URL`` is set, else threads calling ``perform``."""
     if settings.redis_url:
         return RQExecutor(settings.redis_url, settings.queue, settings.max_job_runtime)
-    return InProcessExecutor(app)
+    return InProcessExecutor(app, perform)

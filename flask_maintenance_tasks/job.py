@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import threading
 import time
 import traceback
 import typing as t
@@ -20,12 +21,11 @@ import typing as t
 import sqlalchemy as sa
 from flask import Flask, has_app_context
 
-from . import collections, runner, signals, store
-from .csv_rows import CSVRow
-from .extension import State, get_state
+from . import runner, signals, sources, store
+from .csv.rows import CSVRow
+from .state import State, get_state
 from .models import Run, RunStatus, utcnow
 from .ticker import Fenced, Ticker
-from .worker import shutdown_requested
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -39,6 +39,10 @@ _PACKAGE_DIR = __file__.rsplit("/", 1)[0]
 
 #: Seconds before the next slice after a lost database connection.
 CONNECTION_RETRY_DELAY = 1.0
+
+#: Set when this process was asked to shut down (the worker's SIGTERM); the
+#: loop reads it between items and hands the run on.
+shutdown_requested = threading.Event()
 
 
 def run_job(run_id: int, job_id: str) -> None:
@@ -90,7 +94,7 @@ class _Stop(Exception):
 
 def describe_element(item: t.Any) -> t.Any:
     """A JSON-safe description of the item being processed when an error happened."""
-    if item is collections.NO_ITEM or item is None:
+    if item is sources.NO_ITEM or item is None:
         return None
     try:
         mapper = sa.inspect(item, raiseerr=False)
@@ -105,7 +109,7 @@ def describe_element(item: t.Any) -> t.Any:
     if isinstance(item, list) and item and isinstance(item[0], CSVRow):
         first, last = item[0], item[-1]
         return {"class": "CSV rows", "rows": [first.number, last.number], "line": first.line}
-    if isinstance(item, collections.Batch):
+    if isinstance(item, sources.Batch):
         return {
             "class": "Batch",
             "ids": [i if not isinstance(i, tuple) else list(i) for i in item.ids[:50]],
@@ -231,7 +235,7 @@ class _Slice:
         # under the items already counted in tick_count. Only a CSV task whose
         # batch size changed since its cursor was saved gets a new total.
         first_start = fresh and run.tick_count == 0 and run.cursor is None
-        total = task.count() if first_start else collections.recount(task, run)
+        total = task.count() if first_start else sources.recount(task, run)
         self.session.rollback()
 
         started = utcnow()
@@ -295,7 +299,7 @@ class _Slice:
         next_reload = start + reload_every
         throttles = task.throttles
         process = task.process
-        no_item = collections.NO_ITEM
+        no_item = sources.NO_ITEM
         report_on = tuple(task.report_on)
         stopping = shutdown_requested.is_set
         clock = time.monotonic
@@ -307,7 +311,7 @@ class _Slice:
         items: t.Iterator[tuple[t.Any, t.Any]] | None = None
         try:
             self._check_throttles(task)
-            items = collections.iterate(task, run.cursor)
+            items = sources.iterate(task, run.cursor)
             for item, position in items:
                 if stopping():
                     raise _Stop("worker_shutdown")

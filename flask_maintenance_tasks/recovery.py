@@ -27,7 +27,7 @@ from . import runner, signals, store
 from .models import Run, RunStatus, utcnow
 
 if t.TYPE_CHECKING:
-    from .extension import State
+    from .state import State
 
 logger = logging.getLogger("flask_maintenance_tasks")
 S = RunStatus

@@ -13,7 +13,8 @@ import uuid
 
 import sqlalchemy as sa
 
-from . import collections, csv_storage, signals, store
+from . import signals, sources, store
+from .csv import storage as csv_storage
 from .exceptions import (
     CSVFileError,
     EnqueueError,
@@ -25,7 +26,7 @@ from .models import Run, RunStatus, runs_table, utcnow
 from .transitions import ACTIVE, can_transition, is_stuck
 
 if t.TYPE_CHECKING:
-    from .extension import State
+    from .state import State
     from .task import Task
 
 logger = logging.getLogger("flask_maintenance_tasks")
@@ -68,7 +69,7 @@ def _csv_upload(
     state: State, task_class: type[Task], arguments: t.Mapping[str, t.Any], csv_file: t.Any
 ) -> csv_storage.StoredUpload | None:
     """Check and store the run's CSV file, if its task is a CSV task; refuse a mismatch."""
-    spec = collections.csv_spec(task_class, arguments)
+    spec = sources.csv_spec(task_class, arguments)
     name = task_class.name
     if spec is None:
         if csv_file is not None:

@@ -14,6 +14,8 @@ import typing as t
 
 from blinker import NamedSignal, Namespace
 
+from .masking import masked_arguments
+
 if t.TYPE_CHECKING:
     from flask import Flask
 
@@ -43,8 +45,6 @@ BY_STATUS: t.Final[dict[str, NamedSignal]] = {
 
 
 def payload(app: Flask, run: Run) -> dict[str, t.Any]:
-    from .formatting import masked_arguments
-
     data: dict[str, t.Any] = {
         "task_name": run.task_name,
         "run_id": run.id,

@@ -18,8 +18,6 @@ if t.TYPE_CHECKING:
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 Backoff = float | int | timedelta | t.Callable[[], float | int | timedelta]
 
-MASK = "[FILTERED]"
-
 
 @dataclasses.dataclass(frozen=True)
 class Throttle:
@@ -236,7 +234,7 @@ class Task:
 
         The default counts the collection once, when the run starts.
         """
-        from .collections import default_count
+        from .sources import default_count
 
         return default_count(self)
 

@@ -30,9 +30,8 @@ import random
 import typing as t
 
 from . import runner
-from .extension import State, get_state
-from .job import perform_run
-from .worker import shutdown_requested
+from .state import State, get_state
+from .job import perform_run, shutdown_requested
 
 if t.TYPE_CHECKING:
     from flask import Flask

@@ -22,6 +22,10 @@ import typing as t
 from rq import SimpleWorker, Worker
 from rq.exceptions import StopRequested
 
+from .job import shutdown_requested
+from .recovery import recover
+from .state import get_state
+
 if t.TYPE_CHECKING:
     from types import FrameType
 
@@ -30,10 +34,6 @@ if t.TYPE_CHECKING:
     from rq.queue import Queue
 
 logger = logging.getLogger("flask_maintenance_tasks")
-
-#: Set when this process was asked to shut down; read by the loop between items.
-shutdown_requested = threading.Event()
-
 
 def _request_shutdown(signum: int, frame: FrameType | None) -> None:
     shutdown_requested.set()
@@ -66,9 +66,6 @@ class _Recovering:
     def recover(self) -> None:
         if self.app is None:
             return
-        from .extension import get_state
-        from .recovery import recover
-
         try:
             with self.app.app_context():
                 recover(get_state(self.app))
@@ -234,8 +231,6 @@ class MaintenanceWorker(_StopsPromptly, _Recovering, Worker):
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         # Connections inherited from the parent must not be used by the child.
         if self.app is not None:
-            from .extension import get_state
-
             with self.app.app_context():
                 for engine in get_state(self.app).db.engines.values():
                     engine.dispose(close=False)

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from werkzeug.datastructures import FileStorage
 
 from flask_maintenance_tasks import CSVFileError, CSVFileTooLarge, csv_collection, csv_download
-from flask_maintenance_tasks import csv_rows as reading
-from flask_maintenance_tasks.csv_storage import DatabaseStorage, DirectoryStorage, stored_name
+from flask_maintenance_tasks.csv import rows as reading
+from flask_maintenance_tasks.csv.storage import DatabaseStorage, DirectoryStorage, stored_name
 from flask_maintenance_tasks.exceptions import ConfigurationError
 from flask_maintenance_tasks.models import CSVFile, Run, csv_chunks_table
 from flask_maintenance_tasks.testing import _interrupting, run_task, run_task_interrupted

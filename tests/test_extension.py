@@ -14,7 +14,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_maintenance_tasks import MaintenanceTasks
 from flask_maintenance_tasks.exceptions import ConfigurationError
 from flask_maintenance_tasks.executors import InProcessExecutor, RQExecutor
-from flask_maintenance_tasks.extension import Settings, State, get_state
+from flask_maintenance_tasks.config import Settings
+from flask_maintenance_tasks.state import State, get_state
 
 IN_PROCESS_WARNING = "MAINTENANCE_TASKS_REDIS_URL is not set"
 CLOSED_WARNING = "The maintenance tasks dashboard is closed"

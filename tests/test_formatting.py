@@ -13,14 +13,13 @@ from flask_maintenance_tasks.formatting import (
     ago,
     duration,
     eta_seconds,
-    mask,
-    masked_arguments,
     percent,
     progress_text,
     run_as_dict,
     status_text,
     throughput,
 )
+from flask_maintenance_tasks.masking import mask, masked_arguments
 from tests.conftest import FAST
 from tests.testapp.maintenance.kinds import ParamsTask
 

@@ -17,10 +17,10 @@ from flask import Blueprint, Flask, Response, abort, current_app, render_templat
 from flask_wtf.csrf import validate_csrf
 from wtforms import ValidationError
 
-from ..extension import get_state
+from ..state import get_state
 
 if t.TYPE_CHECKING:
-    from ..extension import State
+    from ..state import State
 
 #: The dashboard blueprint; the same object is registered on every app (or parent).
 blueprint = Blueprint(

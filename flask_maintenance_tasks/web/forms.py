@@ -20,7 +20,7 @@ import typing as t
 import pydantic
 from pydantic_core import PydanticUndefined
 
-from .. import formatting
+from .. import formatting, masking
 
 if t.TYPE_CHECKING:
     from ..task import Task
@@ -169,7 +169,7 @@ def fields_for(task: type[Task], masked: t.Iterable[str]) -> list[FormField]:
     model = task.Parameters
     if model is None:
         return []
-    secrets, patterns = formatting.masked_names(task, masked)
+    secrets, patterns = masking.masked_names(task, masked)
     fields = []
     for name, info in model.model_fields.items():
         annotation, optional = _unwrap_optional(info.annotation)

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import url_for
 
-from .. import formatting, store
-from ..csv_rows import CSVCollection
+from .. import formatting, masking, store
+from ..csv.rows import CSVCollection
 from ..exceptions import MaintenanceTasksError
 from ..models import Run, RunStatus, runs_table, utcnow
 from ..transitions import ACTIVE, COMPLETED, is_stuck
@@ -26,7 +26,7 @@ from . import forms, is_allowed
 if t.TYPE_CHECKING:
     from markupsafe import Markup
 
-    from ..extension import State
+    from ..state import State
     from ..task import Task
 
 S = RunStatus
@@ -155,7 +155,7 @@ class Cards:
         return RunCard(
             run=run,
             task_exists=task is not None,
-            arguments=formatting.mask(run.arguments, task, self.state.settings.masked_parameters),
+            arguments=masking.mask(run.arguments, task, self.state.settings.masked_parameters),
             stuck=stuck,
             actions=actions,
             run_again_url=again,

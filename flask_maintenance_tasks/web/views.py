@@ -28,7 +28,7 @@ from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from .. import formatting, runner
-from ..csv_storage import csv_download
+from ..csv.storage import csv_download
 from ..exceptions import (
     CSVFileError,
     CSVFileTooLarge,
@@ -38,7 +38,7 @@ from ..exceptions import (
     TaskAlreadyRunning,
     TaskNotFound,
 )
-from ..extension import get_state
+from ..state import get_state
 from ..models import Run
 from ..store import open_session
 from . import CSRF_FIELD, blueprint, forms, pages, require

@@ -22,14 +22,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import ColumnProperty, InstrumentedAttribute, Mapper
 from sqlalchemy.sql import Select
 
-from .csv_rows import CSVCollection
-from .exceptions import ConfigurationError
+from ..csv.rows import CSVCollection
+from ..exceptions import ConfigurationError
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from .models import CSVFile, Run
-    from .task import Task
+    from ..models import CSVFile, Run
+    from ..task import Task
 
 Item = t.Any
 Cursor = t.Any
@@ -385,7 +385,7 @@ def has_enumerator(task: Task | type[Task]) -> bool:
 
 
 def _session() -> Session:
-    from .extension import get_state
+    from ..state import get_state
 
     return t.cast("Session", get_state().db.session)
 
@@ -409,8 +409,9 @@ def csv_spec(task_class: type[Task], arguments: t.Mapping[str, t.Any]) -> CSVCol
 
 
 def _csv_rows(task: Task, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
-    from . import csv_rows, csv_storage
-    from .extension import get_state
+    from ..csv import rows as csv_rows
+    from ..csv import storage as csv_storage
+    from ..state import get_state
 
     spec = t.cast(CSVCollection, resolve(task))
     if task.run is None:
@@ -468,8 +469,8 @@ def default_count(task: Task) -> int | None:
 
 
 def _csv_file(task: Task) -> CSVFile | None:
-    from . import csv_storage
-    from .extension import get_state
+    from ..csv import storage as csv_storage
+    from ..state import get_state
 
     return None if task.run is None else csv_storage.csv_file_of(get_state(), task.run)
 
@@ -492,6 +493,6 @@ def recount(task: Task, run: Run) -> int | None:
     record = _csv_file(task)
     if record is None:
         return None
-    from .csv_rows import remaining
+    from ..csv.rows import remaining
 
     return run.tick_count + remaining(collection, run.cursor, record.line_count)

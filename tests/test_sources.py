@@ -1,7 +1,7 @@
 """What a task's collection yields, from where, and what its default count is.
 
 End-to-end tests run real tasks of the test app through RQ; the others call
-``collections.iterate(task, cursor)`` directly, with cursors round-tripped
+``sources.iterate(task, cursor)`` directly, with cursors round-tripped
 through JSON as the runs table stores them.
 """
 
@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from flask_maintenance_tasks import Batch, Task, collections, in_batches, no_collection, signals
+from flask_maintenance_tasks import Batch, Task, in_batches, no_collection, signals, sources
 from flask_maintenance_tasks.exceptions import ConfigurationError
 from tests.conftest import FAST, counters, drain, fresh_run, seed_items
 from tests.testapp import Flag, Item
@@ -29,7 +29,7 @@ def stored(cursor: t.Any) -> t.Any:
 
 
 def walk(task: Task, cursor: t.Any = None) -> list[tuple[t.Any, t.Any]]:
-    return [(item, stored(c)) for item, c in collections.iterate(task, cursor)]
+    return [(item, stored(c)) for item, c in sources.iterate(task, cursor)]
 
 
 def ids(pairs: list[tuple[t.Any, t.Any]]) -> list[int]:
@@ -312,7 +312,7 @@ def test_unusable_select_is_rejected_with_a_clear_error(
         collection = statement
 
     with pytest.raises(ConfigurationError, match=f"^BadSelectTask.*{re.escape(message)}"):
-        collections.iterate(BadSelectTask(), None)
+        sources.iterate(BadSelectTask(), None)
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         BadSelectTask().count()
 
@@ -325,7 +325,7 @@ def test_cursor_column_that_is_not_a_column_of_the_entity_is_rejected(
         cursor_columns = (column, "id")
 
     with pytest.raises(ConfigurationError, match="BadColumnsTask.cursor_columns"):
-        collections.iterate(BadColumnsTask(), None)
+        sources.iterate(BadColumnsTask(), None)
 
 
 # -- in_batches --------------------------------------------------------------------
@@ -393,7 +393,7 @@ def test_in_batches_of_an_ordered_select_is_rejected(app: t.Any) -> None:
         collection = in_batches(sa.select(Item).order_by(Item.title))
 
     with pytest.raises(ConfigurationError, match="OrderedBatchesTask#collection cannot use ORDER"):
-        collections.iterate(OrderedBatchesTask(), None)
+        sources.iterate(OrderedBatchesTask(), None)
 
 
 @pytest.mark.parametrize("size", [0, -1])
@@ -538,7 +538,7 @@ def test_tuple_returned_by_a_collection_method_is_walked_like_a_list() -> None:
 
 
 def test_no_collection_yields_one_item_only_when_not_yet_done() -> None:
-    assert walk(OnceOnlyTask()) == [(collections.NO_ITEM, 0)]
+    assert walk(OnceOnlyTask()) == [(sources.NO_ITEM, 0)]
     assert walk(OnceOnlyTask(), 0) == []
 
 
@@ -582,7 +582,7 @@ def test_unsupported_collection_is_rejected_naming_the_task_and_the_type() -> No
         collection = "not a collection"
 
     with pytest.raises(ConfigurationError, match=r"^WordTask#collection must be .* got str\.$"):
-        collections.iterate(WordTask(), None)
+        sources.iterate(WordTask(), None)
 
 
 def test_task_without_collection_or_enumerator_is_rejected() -> None:
@@ -590,4 +590,4 @@ def test_task_without_collection_or_enumerator_is_rejected() -> None:
         pass
 
     with pytest.raises(ConfigurationError, match="EmptyTask must define collection"):
-        collections.iterate(EmptyTask(), None)
+        sources.iterate(EmptyTask(), None)

@@ -26,7 +26,7 @@ import math
 import re
 import typing as t
 
-from .exceptions import ConfigurationError, CSVFileError
+from ..exceptions import ConfigurationError, CSVFileError
 
 #: Bytes read from the start of an upload to check it before a run starts.
 PREFLIGHT_BYTES = 64 * 1024

@@ -30,14 +30,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from . import csv_rows, store
-from .exceptions import ConfigurationError, CSVFileError, CSVFileTooLarge
-from .models import CSVFile, Run, csv_chunks_table
+from .. import store
+from . import rows as csv_rows
+from ..exceptions import ConfigurationError, CSVFileError, CSVFileTooLarge
+from ..models import CSVFile, Run, csv_chunks_table
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from .extension import State
+    from ..state import State
 
 #: Bytes per chunk row of the database storage.
 DEFAULT_CHUNK_SIZE = 1024 * 1024
@@ -110,7 +111,7 @@ class DatabaseStorage:
         """The engine given, or the current app's database engine."""
         if self._engine is not None:
             return self._engine
-        from .extension import get_state
+        from ..state import get_state
 
         return get_state().db.engine
 
@@ -567,7 +568,7 @@ def csv_download(run: Run | int) -> CSVDownload | None:
 
     .. versionadded:: 0.1
     """
-    from .extension import get_state
+    from ..state import get_state
 
     state = get_state()
     record = csv_file_of(state, run)
