@@ -17,7 +17,6 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
     from .models import Run
-    from .task import Task
 
 
 def _plural(n: int, word: str) -> str:

@@ -1,31 +1,43 @@
-"""``perform_run``: one job slice of a run, the iteration loop.
+"""``perform_run``: one job slice of a run, from claiming it to handing it on.
 
 A slice loads its run, checks that it still holds it (the run's ``job_id`` is
-its fencing token), marks it running and iterates from the saved cursor.
-Between items only, it notices what asks it to stop: a pause or cancel seen
-on a status reload, the end of its time slice, a worker shutdown, a throttle.
-Every stop first commits the last tick.
+its fencing token), claims it with a token of its own, and hands the walk over
+the items to :class:`~flask_maintenance_tasks.iteration.Iteration`. How the
+walk ended decides the run's next status, through the state machine: done
+(``succeeded``), an operator's stop (``paused``, ``cancelled``), a hand-over
+(``interrupted``, and the next slice enqueued), a failure (``errored``), or a
+lost database connection (handed on a second later).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import threading
-import time
 import traceback
 import typing as t
 
 import sqlalchemy as sa
 from flask import Flask, has_app_context
 
-from . import runner, signals, sources, store
-from .csv.rows import CSVRow
+from . import lifecycle
+from .iteration import Iteration
+from .models import Run, RunStatus
+from .sources import Source, source_of
 from .state import State, get_state
-from .models import Run, RunStatus, utcnow
-from .ticker import Fenced, Ticker
+from .store import Fenced
+from .transitions import (
+    CARRY_ON,
+    DELAYED_REASONS,
+    INTERRUPT,
+    OPERATOR_STOPS,
+    START,
+    STARTABLE,
+    STOP_REQUESTED,
+    SUCCEED,
+    Transition,
+    settling,
+)
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -33,16 +45,11 @@ if t.TYPE_CHECKING:
     from .task import Task
 
 logger = logging.getLogger("flask_maintenance_tasks")
-S = RunStatus
 
 _PACKAGE_DIR = __file__.rsplit("/", 1)[0]
 
 #: Seconds before the next slice after a lost database connection.
 CONNECTION_RETRY_DELAY = 1.0
-
-#: Set when this process was asked to shut down (the worker's SIGTERM); the
-#: loop reads it between items and hands the run on.
-shutdown_requested = threading.Event()
 
 
 def run_job(run_id: int, job_id: str) -> None:
@@ -87,49 +94,8 @@ def perform_run(run_id: int, job_id: str) -> None:
         state.db.session.remove()
 
 
-class _Stop(Exception):
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
-def describe_element(item: t.Any) -> t.Any:
-    """A JSON-safe description of the item being processed when an error happened."""
-    if item is sources.NO_ITEM or item is None:
-        return None
-    try:
-        mapper = sa.inspect(item, raiseerr=False)
-    except Exception:
-        mapper = None
-    if mapper is not None and hasattr(mapper, "identity"):
-        identity = mapper.identity
-        key = identity[0] if identity and len(identity) == 1 else list(identity or ())
-        return {"class": type(item).__name__, "id": key}
-    if isinstance(item, CSVRow):
-        return _describe_csv_row(item)
-    if isinstance(item, list) and item and isinstance(item[0], CSVRow):
-        first, last = item[0], item[-1]
-        return {"class": "CSV rows", "rows": [first.number, last.number], "line": first.line}
-    if isinstance(item, sources.Batch):
-        return {
-            "class": "Batch",
-            "ids": [i if not isinstance(i, tuple) else list(i) for i in item.ids[:50]],
-        }
-    try:
-        json.dumps(item)
-        return item
-    except (TypeError, ValueError):
-        return repr(item)[:1000]
-
-
-def _describe_csv_row(row: CSVRow) -> dict[str, t.Any]:
-    values = {
-        str(key)[:100]: value[:200] if isinstance(value, str) else value
-        for key, value in list(row.items())[:50]
-    }
-    return {"class": "CSV row", "row": row.number, "line": row.line, "values": values}
-
-
 def clean_backtrace(state: State, error: BaseException) -> list[str]:
+    """The error's frames outside this package, through ``MAINTENANCE_TASKS_BACKTRACE_CLEANER``."""
     frames = [
         f"{frame.filename}:{frame.lineno} in {frame.name}"
         for frame in traceback.extract_tb(error.__traceback__)
@@ -140,39 +106,19 @@ def clean_backtrace(state: State, error: BaseException) -> list[str]:
 
 
 class _Slice:
+    """One job's turn at a run."""
+
     def __init__(self, state: State, session: Session, run_id: int, job_id: str) -> None:
         self.state = state
-        self.settings = state.settings
         self.session = session
         self.run_id = run_id
         self.job_id = job_id
         self.task: Task | None = None
+        self.source: Source | None = None
+        #: The item being processed when an error happened.
         self.element: t.Any = None
-        #: Seconds to wait before the next slice, set when a throttle fires.
+        #: Seconds to wait before the next slice (a throttle's backoff, a retry).
         self.backoff = 0.0
-
-    # -- status writes ----------------------------------------------------
-
-    def _holds(self, run: Run) -> bool:
-        return run.job_id == self.job_id
-
-    def _settle_stop(self, run: Run) -> tuple[store.Decision, str | None]:
-        """Values ending a pause or cancel the slice has noticed, and the callback to fire."""
-        if run.status == S.PAUSING.value:
-            return {"status": S.PAUSED.value, "interruption_reason": "pause"}, "after_pause"
-        if run.status == S.CANCELLING.value:
-            return {
-                "status": S.CANCELLED.value,
-                "ended_at": utcnow(),
-                "exclusive_key": None,
-                "interruption_reason": "cancel",
-            }, "after_cancel"
-        return None, None
-
-    def _change(self, decide: t.Callable[[Run], store.Decision]) -> Run:
-        return store.change(self.session, self.run_id, decide, jitter=False)
-
-    # -- the slice --------------------------------------------------------
 
     def perform(self) -> None:
         run = self.session.get(Run, self.run_id, populate_existing=True)
@@ -181,7 +127,7 @@ class _Slice:
                 "Run #%s no longer exists; job %s does nothing.", self.run_id, self.job_id
             )
             return
-        if not self._holds(run):
+        if run.job_id != self.job_id:
             logger.info("Job %s no longer holds run #%s; it stops.", self.job_id, self.run_id)
             return
         self.session.rollback()
@@ -199,6 +145,141 @@ class _Slice:
         except Exception as error:
             self._errored(error)
 
+    # -- changes of the run ------------------------------------------------
+
+    def _change(
+        self,
+        choose: t.Callable[[Run], Transition | None],
+        given: t.Mapping[str, t.Any] | None = None,
+    ) -> lifecycle.Changed:
+        """Apply the transition ``choose`` picks, as long as this slice holds the run."""
+
+        def held(current: Run) -> Transition | None:
+            if current.job_id != self.job_id:
+                raise Fenced()
+            return choose(current)
+
+        return lifecycle.change(self.session, self.run_id, held, given=given, jitter=False)
+
+    def _perform(self, run: Run) -> None:
+        if run.status in STOP_REQUESTED:
+            self._settle_stop()
+            return
+        if run.status not in STARTABLE:
+            logger.info("Run #%s is %s; job %s does nothing.", self.run_id, run.status, self.job_id)
+            return
+
+        task = self.state.registry.get(run.task_name)(**(run.arguments or {}))
+        task.metadata = run.metadata_
+        task.run = run  # a CSV source counts and reads the run's file
+        self.task = task
+        self.source = source = source_of(task)
+        # Count once, when the run first starts: a resumed run keeps its total,
+        # which a collection filtered on "still to do" would otherwise shrink
+        # under the items already counted in tick_count. Only a CSV task whose
+        # batch size changed since its cursor was saved gets a new total.
+        first_start = (
+            run.status == RunStatus.ENQUEUED and run.tick_count == 0 and run.cursor is None
+        )
+        total = task.count() if first_start else source.recount(run)
+        self.session.rollback()
+
+        claim = lifecycle.new_job_id()
+        given: dict[str, t.Any] = {"job_id": claim}
+        if first_start or total is not None:
+            given["tick_total"] = total
+
+        def claim_it(current: Run) -> Transition:
+            # Claim the run with a token of this execution: a duplicate
+            # delivery of the same job then finds the run claimed, and stops.
+            stop = settling(current.status)
+            if stop is not None:
+                return stop
+            for transition in (START, CARRY_ON):
+                if transition.leaves_from(current.status):
+                    return transition
+            raise Fenced()
+
+        changed = self._change(claim_it, given)
+        if changed.transition not in (START, CARRY_ON):
+            self._after_stop(changed)
+            return
+        self.job_id = claim
+        run = changed.run
+        task.run = run
+        lifecycle.follow(self.state, changed, task)
+        self._iterate(task, source, run)
+
+    def _iterate(self, task: Task, source: Source, run: Run) -> None:
+        iteration = Iteration(
+            self.session,
+            self.state.settings,
+            self.run_id,
+            self.job_id,
+            task,
+            source,
+            report=lambda error, item: lifecycle.report_error(
+                self.state, error, run, source.describe(item)
+            ),
+        )
+        try:
+            reason = iteration.run(run.cursor)
+        except BaseException:
+            self.element = iteration.failed_item
+            raise
+        self.backoff = iteration.backoff
+        if reason is None:
+            self._completed(task)
+        else:
+            self._stopped(reason)
+
+    # -- endings ----------------------------------------------------------
+
+    def _settle_stop(self) -> None:
+        """The run was asked to stop before this slice began: stop it."""
+        self._after_stop(self._change(lambda current: settling(current.status)))
+
+    def _after_stop(self, changed: lifecycle.Changed) -> None:
+        lifecycle.follow(self.state, changed, self.task)
+
+    def _stopped(self, reason: str) -> None:
+        """Settle an operator's stop, or hand the run on to a next slice."""
+        next_job = lifecycle.new_job_id()
+
+        def stop(current: Run) -> Transition | None:
+            if INTERRUPT.leaves_from(current.status) and reason not in OPERATOR_STOPS:
+                return INTERRUPT
+            return settling(current.status)
+
+        changed = self._change(stop, {"job_id": next_job, "interruption_reason": reason})
+        if changed.transition is not INTERRUPT:
+            self._after_stop(changed)
+            return
+        try:
+            lifecycle.follow(self.state, changed, self.task)
+        except Exception as error:
+            self._errored(error, fence=next_job)
+            return
+        delay = self.backoff if reason in DELAYED_REASONS else 0.0
+        try:
+            self.state.executor.enqueue(self.run_id, next_job, delay=delay)
+        except Exception:
+            # The run is safely interrupted at its cursor; recovery enqueues
+            # the next slice once the queue is reachable again.
+            logger.exception("Could not enqueue the next slice of run #%s", self.run_id)
+
+    def _completed(self, task: Task) -> None:
+        run = t.cast(Run, task.run)
+        lifecycle.call_back(self.state, SUCCEED, run, task)
+        self.session.commit()  # whatever after_complete wrote
+
+        def succeed(current: Run) -> Transition:
+            if not SUCCEED.leaves_from(current.status):
+                raise Fenced()
+            return SUCCEED
+
+        lifecycle.follow(self.state, self._change(succeed), task)
+
     def _connection_lost(self, error: BaseException) -> None:
         """The database connection died: hand the run on instead of failing it.
 
@@ -211,259 +292,28 @@ class _Slice:
         self.session.rollback()
         self.backoff = CONNECTION_RETRY_DELAY
         try:
-            self._interrupted("connection_lost")
+            self._stopped("connection_lost")
         except Fenced:
             pass
         except Exception:
             logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
 
-    def _perform(self, run: Run) -> None:
-        if run.status in (S.PAUSING.value, S.CANCELLING.value):
-            self._stop_at_start()
-            return
-        if run.status not in (S.ENQUEUED.value, S.INTERRUPTED.value, S.RUNNING.value):
-            logger.info("Run #%s is %s; job %s does nothing.", self.run_id, run.status, self.job_id)
-            return
-        fresh = run.status == S.ENQUEUED.value
-
-        task = self.state.registry.get(run.task_name)(**(run.arguments or {}))
-        task.metadata = run.metadata_
-        task.run = run  # a CSV collection counts and reads the run's file
-        self.task = task
-        # Count once, when the run first starts: a resumed run keeps its total,
-        # which a collection filtered on "still to do" would otherwise shrink
-        # under the items already counted in tick_count. Only a CSV task whose
-        # batch size changed since its cursor was saved gets a new total.
-        first_start = fresh and run.tick_count == 0 and run.cursor is None
-        total = task.count() if first_start else sources.recount(task, run)
+    def _errored(self, error: BaseException, *, fence: str | None = None) -> None:
         self.session.rollback()
-
-        started = utcnow()
-        stop_now = False
-        claim = runner.new_job_id()
-
-        def mark_running(current: Run) -> store.Decision:
-            nonlocal stop_now
-            stop_now = False
-            if not self._holds(current):
-                raise Fenced()
-            if current.status in (S.PAUSING.value, S.CANCELLING.value):
-                stop_now = True
-                return None
-            if current.status not in (S.ENQUEUED.value, S.INTERRUPTED.value, S.RUNNING.value):
-                raise Fenced()
-            # Claim the run with a token of this execution: a duplicate
-            # delivery of the same job then finds the run claimed, and stops.
-            values: dict[str, t.Any] = {
-                "status": S.RUNNING.value,
-                "interruption_reason": None,
-                "job_id": claim,
-            }
-            if current.status == S.ENQUEUED.value:
-                values.update(started_at=started, ended_at=None)
-                if first_start:
-                    values["tick_total"] = total
-            if not first_start and total is not None:
-                values["tick_total"] = total
-            return values
-
-        run = self._change(mark_running)
-        if stop_now:
-            self._stop_at_start()
-            return
-        self.job_id = claim
-        task.run = run
-        if fresh:
-            task.after_start()
-            signals.send(signals.run_started, self.state.app, run)
-        self._iterate(task, run)
-
-    def _stop_at_start(self) -> None:
-        callback: list[str | None] = [None]
-
-        def decide(current: Run) -> store.Decision:
-            if not self._holds(current):
-                raise Fenced()
-            values, callback[0] = self._settle_stop(current)
-            return values
-
-        run = self._change(decide)
-        self._after_stop(run, callback[0])
-
-    def _iterate(self, task: Task, run: Run) -> None:
-        settings = self.settings
-        reload_every = task.status_reload_frequency or settings.status_reload_frequency
-        ticker = Ticker(self.session, self.run_id, self.job_id, settings.ticker_delay)
-        start = time.monotonic()
-        slice_end = start + settings.max_job_runtime
-        next_reload = start + reload_every
-        throttles = task.throttles
-        process = task.process
-        no_item = sources.NO_ITEM
-        report_on = tuple(task.report_on)
-        stopping = shutdown_requested.is_set
-        clock = time.monotonic
-        next_check = min(ticker.due_at, next_reload, slice_end)
-        # The loop below runs once per item: it keeps its counts in locals and
-        # hands them to the ticker only when a tick is due.
-        ticks = 0
-        cursor: t.Any = None
-        items: t.Iterator[tuple[t.Any, t.Any]] | None = None
-        try:
-            self._check_throttles(task)
-            items = sources.iterate(task, run.cursor)
-            for item, position in items:
-                if stopping():
-                    raise _Stop("worker_shutdown")
-                now = clock()
-                if now >= next_check:
-                    if now >= ticker.due_at:
-                        ticker.flush(ticks, cursor)
-                        ticks = 0
-                        if throttles:
-                            self._check_throttles(task)
-                    if now >= next_reload:
-                        self._reload()
-                        next_reload = now + reload_every
-                    if now >= slice_end:
-                        raise _Stop("time_slice")
-                    next_check = min(ticker.due_at, next_reload, slice_end)
-                try:
-                    if item is no_item:
-                        process()
-                    else:
-                        process(item)
-                except report_on as error:
-                    runner.report_error(self.state, error, run, describe_element(item))
-                except BaseException:
-                    # Only an error of process() names an item; one between items
-                    # (a page, a CSV row that does not parse, a tick) names none.
-                    self.element = item
-                    raise
-                ticks += 1
-                cursor = position
-        except _Stop as stop:
-            ticker.flush(ticks, cursor)
-            self._interrupted(stop.reason)
-            return
-        except BaseException:
-            self.session.rollback()
-            raise
-        finally:
-            # Let the collection release what it holds open (a CSV file) now.
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-        ticker.flush(ticks, cursor)
-        self._completed(task)
-
-    def _check_throttles(self, task: Task) -> None:
-        for throttle in task.throttles:
-            if getattr(task, throttle.method_name)():
-                self.backoff = throttle.backoff_seconds()
-                raise _Stop("throttle")
-
-    def _reload(self) -> None:
-        found = store.read_status(self.session, self.run_id)
-        if found is None or found[1] != self.job_id:
-            raise Fenced()
-        status = found[0]
-        if status in (S.PAUSING.value, S.CANCELLING.value):
-            raise _Stop("pause" if status == S.PAUSING.value else "cancel")
-        if status != S.RUNNING.value:
-            raise Fenced()
-
-    # -- endings ----------------------------------------------------------
-
-    def _interrupted(self, reason: str) -> None:
-        next_job = runner.new_job_id()
-        callback: list[str | None] = [None]
-
-        def decide(current: Run) -> store.Decision:
-            if not self._holds(current):
-                raise Fenced()
-            if current.status == S.RUNNING.value and reason not in ("pause", "cancel"):
-                callback[0] = "after_interrupt"
-                return {
-                    "status": S.INTERRUPTED.value,
-                    "job_id": next_job,
-                    "interruption_reason": reason,
-                }
-            values, callback[0] = self._settle_stop(current)
-            return values
-
-        run = self._change(decide)
-        if callback[0] != "after_interrupt":
-            self._after_stop(run, callback[0])
-            return
-        if self.task is not None:
-            self.task.run = run
-            try:
-                self.task.after_interrupt()
-            except Exception as error:
-                self._errored(error, job_id=next_job)
-                return
-        signals.send(signals.run_interrupted, self.state.app, run)
-        delay = self.backoff if reason in ("throttle", "connection_lost") else 0.0
-        try:
-            self.state.executor.enqueue(self.run_id, next_job, delay=delay)
-        except Exception:
-            # The run is safely interrupted at its cursor; recovery enqueues
-            # the next slice once the queue is reachable again.
-            logger.exception("Could not enqueue the next slice of run #%s", self.run_id)
-
-    def _after_stop(self, run: Run, callback: str | None) -> None:
-        if callback is None:
-            return
-        if self.task is not None:
-            self.task.run = run
-            try:
-                getattr(self.task, callback)()
-            except Exception as error:
-                logger.exception("%s.%s failed for run #%s", run.task_name, callback, run.id)
-                runner.report_error(self.state, error, run, None)
-        signal = signals.run_paused if run.status == S.PAUSED.value else signals.run_cancelled
-        signals.send(signal, self.state.app, run)
-
-    def _completed(self, task: Task) -> None:
-        task.after_complete()
-        self.session.commit()  # whatever after_complete wrote
-
-        def decide(current: Run) -> store.Decision:
-            if not self._holds(current):
-                raise Fenced()
-            if current.status not in (S.RUNNING.value, S.PAUSING.value, S.CANCELLING.value):
-                raise Fenced()
-            return {
-                "status": S.SUCCEEDED.value,
-                "ended_at": utcnow(),
-                "exclusive_key": None,
-                "interruption_reason": None,
-            }
-
-        run = self._change(decide)
-        signals.send(signals.run_succeeded, self.state.app, run)
-
-    def _errored(self, error: BaseException, *, job_id: str | None = None) -> None:
-        self.session.rollback()
-        element = describe_element(self.element)
+        element = self.source.describe(self.element) if self.source is not None else None
         logger.error("Run #%s errored: %s: %s", self.run_id, type(error).__name__, error)
-        run = runner.mark_errored(
-            self.state,
+        changed = lifecycle.error(
             self.session,
             self.run_id,
             error,
-            only_job_id=job_id or self.job_id,
+            fence=fence or self.job_id,
             backtrace=clean_backtrace(self.state, error),
             element=element,
         )
-        if run is None:
+        transition, run = changed.transition, changed.run
+        if transition is None:
             return
-        if self.task is not None:
-            self.task.run = run
-            try:
-                self.task.after_error(error)
-            except Exception:
-                logger.exception("%s.after_error failed for run #%s", run.task_name, run.id)
-        runner.report_error(self.state, error, run, element)
-        signals.send(signals.run_errored, self.state.app, run)
+        lifecycle.call_back(self.state, transition, run, self.task, error)
+        lifecycle.report_error(self.state, error, run, element)
+        if transition.signal is not None:
+            lifecycle.announce(transition.signal, self.state.app, run)

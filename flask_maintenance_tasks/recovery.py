@@ -23,17 +23,22 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from . import runner, signals, store
+from . import lifecycle, store
 from .models import Run, RunStatus, utcnow
+from .transitions import (
+    FORCE_CANCEL,
+    FORCE_PAUSE,
+    HELD,
+    RECOVER,
+    RECOVER_RUNNING,
+    STOP_REQUESTED,
+    STOPPED,
+)
 
 if t.TYPE_CHECKING:
     from .state import State
 
 logger = logging.getLogger("flask_maintenance_tasks")
-S = RunStatus
-
-#: Statuses in which some job should be holding the run.
-HELD: t.Final = (S.ENQUEUED, S.RUNNING, S.INTERRUPTED, S.PAUSING, S.CANCELLING)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +53,7 @@ class Recovery:
     status: str
 
     def __str__(self) -> str:
-        if self.status in (S.PAUSED.value, S.CANCELLED.value):
+        if self.status in STOPPED:
             return f"Run #{self.run_id} ({self.task_name}) was stuck {self.was}: now {self.status}."
         return f"Run #{self.run_id} ({self.task_name}) had no live job: handed to a new job."
 
@@ -59,9 +64,7 @@ def orphan_candidates(state: State) -> list[Run]:
     with store.open_session(state.db) as session:
         return list(
             session.scalars(
-                sa.select(Run)
-                .where(Run.status.in_([s.value for s in HELD]), Run.updated_at <= limit)
-                .order_by(Run.id)
+                sa.select(Run).where(Run.status.in_(HELD), Run.updated_at <= limit).order_by(Run.id)
             )
         )
 
@@ -70,7 +73,7 @@ def recover(state: State) -> list[Recovery]:
     """Hand on every orphaned run and settle every stuck pause or cancel, once."""
     done = []
     for run in orphan_candidates(state):
-        if run.status not in (S.PAUSING.value, S.CANCELLING.value) and run.job_id:
+        if run.status not in STOP_REQUESTED and run.job_id:
             if state.executor.is_waiting(run.job_id):
                 continue
         try:
@@ -84,39 +87,44 @@ def recover(state: State) -> list[Recovery]:
     return done
 
 
-def _recover_one(state: State, seen: Run) -> Recovery | None:
-    if seen.status in (S.PAUSING.value, S.CANCELLING.value):
-        settled = runner.settle_stuck(state, seen.id, seen.status, seen.job_id)
-        if settled is None:
-            return None
-        return Recovery(seen.id, seen.task_name, seen.status, settled.status)
-
-    job_id = runner.new_job_id()
+def _unchanged(state: State, seen: Run, current: Run) -> bool:
+    """The run is as recovery saw it: same status, same job, and still not heard of."""
     limit = utcnow() - timedelta(seconds=state.settings.stuck_after)
-    applied = False
+    return (
+        current.status == seen.status
+        and current.job_id == seen.job_id
+        and current.updated_at <= limit
+    )
 
-    def decide(current: Run) -> store.Decision:
-        nonlocal applied
-        applied = False
-        unchanged = (
-            current.status == seen.status
-            and current.job_id == seen.job_id
-            and current.updated_at <= limit
-        )
-        if not unchanged:
+
+def _recover_one(state: State, seen: Run) -> Recovery | None:
+    if seen.status in STOP_REQUESTED:
+        # A stop nobody carries out: settle it as an operator forcing it would.
+        forced = FORCE_PAUSE if seen.status == RunStatus.PAUSING else FORCE_CANCEL
+        with store.open_session(state.db) as session:
+            changed = lifecycle.change(
+                session,
+                seen.id,
+                lambda current: forced if _unchanged(state, seen, current) else None,
+            )
+        if not changed.applied:
             return None
-        applied = True
-        values: dict[str, t.Any] = {"job_id": job_id, "interruption_reason": "recovery"}
-        if current.status == S.RUNNING.value:
-            values["status"] = S.INTERRUPTED.value
-        return values
+        lifecycle.follow(state, changed, lifecycle.task_for(state, changed.run))
+        return Recovery(seen.id, seen.task_name, seen.status, changed.run.status)
 
+    job_id = lifecycle.new_job_id()
+    handover = RECOVER_RUNNING if seen.status == RunStatus.RUNNING else RECOVER
     with store.open_session(state.db) as session:
-        run = store.change(session, seen.id, decide)
-    if not applied:
+        changed = lifecycle.change(
+            session,
+            seen.id,
+            lambda current: handover if _unchanged(state, seen, current) else None,
+            given={"job_id": job_id},
+        )
+    if not changed.applied:
         return None
-    if seen.status == S.RUNNING.value:
-        signals.send(signals.run_interrupted, state.app, run)
+    lifecycle.follow(state, changed)
+    run = changed.run
     try:
         state.executor.enqueue(run.id, job_id)
     except Exception:

@@ -5,23 +5,17 @@ Receivers get ``run=`` (the :class:`~flask_maintenance_tasks.Run`) and
 ``arguments``, ``metadata``, ``time_running``, ``started_at``, ``ended_at``,
 and for errors ``error={"class", "message", "backtrace"}``. A receiver that
 raises is logged and never breaks the run.
+
+The payload is built and the signals are sent by
+:mod:`~flask_maintenance_tasks.lifecycle`, as each status change follows from
+the state machine.
 """
 
 from __future__ import annotations
 
-import logging
 import typing as t
 
 from blinker import NamedSignal, Namespace
-
-from .masking import masked_arguments
-
-if t.TYPE_CHECKING:
-    from flask import Flask
-
-    from .models import Run
-
-logger = logging.getLogger("flask_maintenance_tasks")
 
 _signals = Namespace()
 
@@ -42,35 +36,3 @@ BY_STATUS: t.Final[dict[str, NamedSignal]] = {
     "succeeded": run_succeeded,
     "errored": run_errored,
 }
-
-
-def payload(app: Flask, run: Run) -> dict[str, t.Any]:
-    data: dict[str, t.Any] = {
-        "task_name": run.task_name,
-        "run_id": run.id,
-        "job_id": run.job_id,
-        "arguments": masked_arguments(app, run.task_name, run.arguments),
-        "metadata": run.metadata_,
-        "time_running": run.time_running,
-        "started_at": run.started_at,
-        "ended_at": run.ended_at,
-    }
-    if run.status == "errored":
-        data["error"] = {
-            "class": run.error_class,
-            "message": run.error_message,
-            "backtrace": run.backtrace,
-        }
-    return data
-
-
-def send(signal: NamedSignal, app: Flask, run: Run) -> None:
-    """Send ``signal`` to each receiver in turn; a failing receiver is logged and skipped."""
-    if not signal.receivers:
-        return
-    data = payload(app, run)
-    for receiver in signal.receivers_for(app):
-        try:
-            receiver(app, run=run, payload=data)
-        except Exception:
-            logger.exception("A receiver of %s failed for run #%s", signal.name, run.id)

@@ -39,7 +39,6 @@ class State:
     authorize: Authorize | None = None
 
 
-
 def get_state(app: Flask | None = None) -> State:
     """The extension's state for ``app`` (default: the current app)."""
     if app is None:

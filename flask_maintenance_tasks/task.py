@@ -11,6 +11,7 @@ from datetime import timedelta
 import pydantic
 
 from .exceptions import InvalidArguments
+from .sources import source_of
 
 if t.TYPE_CHECKING:
     from .models import Run
@@ -25,6 +26,8 @@ class Throttle:
 
     method_name: str
     backoff: Backoff
+    #: The decorated method itself: ``condition(task)`` is true when the task should back off.
+    condition: t.Callable[[t.Any], bool]
 
     def backoff_seconds(self) -> float:
         value = self.backoff() if callable(self.backoff) else self.backoff
@@ -164,7 +167,7 @@ class Task:
             for attr, value in vars(klass).items():
                 backoff = getattr(value, "_mtasks_throttle_backoff", None)
                 if backoff is not None:
-                    throttles[attr] = Throttle(attr, backoff)
+                    throttles[attr] = Throttle(attr, backoff, value)
         cls._throttles = tuple(throttles.values())
         cls._explicit_name = "name" in vars(cls)
         if not cls._explicit_name:
@@ -234,9 +237,7 @@ class Task:
 
         The default counts the collection once, when the run starts.
         """
-        from .sources import default_count
-
-        return default_count(self)
+        return source_of(self).count()
 
     def after_start(self) -> None:
         """Called when a job starts the run (also after a resume)."""

@@ -30,8 +30,9 @@ import random
 import typing as t
 
 from . import runner
+from .iteration import shutdown_requested
+from .job import perform_run
 from .state import State, get_state
-from .job import perform_run, shutdown_requested
 
 if t.TYPE_CHECKING:
     from flask import Flask

@@ -6,13 +6,10 @@ import time
 import typing as t
 
 from . import store
+from .store import Fenced
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
-
-
-class Fenced(Exception):
-    """The run was handed to another job; this slice must stop without writing."""
 
 
 class Ticker:

@@ -1,7 +1,7 @@
 """What a task's collection yields, from where, and what its default count is.
 
 End-to-end tests run real tasks of the test app through RQ; the others call
-``sources.iterate(task, cursor)`` directly, with cursors round-tripped
+``sources.source_of(task).iterate(cursor)`` directly, with cursors round-tripped
 through JSON as the runs table stores them.
 """
 
@@ -29,7 +29,7 @@ def stored(cursor: t.Any) -> t.Any:
 
 
 def walk(task: Task, cursor: t.Any = None) -> list[tuple[t.Any, t.Any]]:
-    return [(item, stored(c)) for item, c in sources.iterate(task, cursor)]
+    return [(item, stored(c)) for item, c in sources.source_of(task).iterate(cursor)]
 
 
 def ids(pairs: list[tuple[t.Any, t.Any]]) -> list[int]:
@@ -312,7 +312,7 @@ def test_unusable_select_is_rejected_with_a_clear_error(
         collection = statement
 
     with pytest.raises(ConfigurationError, match=f"^BadSelectTask.*{re.escape(message)}"):
-        sources.iterate(BadSelectTask(), None)
+        sources.source_of(BadSelectTask()).iterate(None)
     with pytest.raises(ConfigurationError, match=re.escape(message)):
         BadSelectTask().count()
 
@@ -325,7 +325,7 @@ def test_cursor_column_that_is_not_a_column_of_the_entity_is_rejected(
         cursor_columns = (column, "id")
 
     with pytest.raises(ConfigurationError, match="BadColumnsTask.cursor_columns"):
-        sources.iterate(BadColumnsTask(), None)
+        sources.source_of(BadColumnsTask()).iterate(None)
 
 
 # -- in_batches --------------------------------------------------------------------
@@ -393,7 +393,7 @@ def test_in_batches_of_an_ordered_select_is_rejected(app: t.Any) -> None:
         collection = in_batches(sa.select(Item).order_by(Item.title))
 
     with pytest.raises(ConfigurationError, match="OrderedBatchesTask#collection cannot use ORDER"):
-        sources.iterate(OrderedBatchesTask(), None)
+        sources.source_of(OrderedBatchesTask()).iterate(None)
 
 
 @pytest.mark.parametrize("size", [0, -1])
@@ -582,7 +582,7 @@ def test_unsupported_collection_is_rejected_naming_the_task_and_the_type() -> No
         collection = "not a collection"
 
     with pytest.raises(ConfigurationError, match=r"^WordTask#collection must be .* got str\.$"):
-        sources.iterate(WordTask(), None)
+        sources.source_of(WordTask()).iterate(None)
 
 
 def test_task_without_collection_or_enumerator_is_rejected() -> None:
@@ -590,4 +590,4 @@ def test_task_without_collection_or_enumerator_is_rejected() -> None:
         pass
 
     with pytest.raises(ConfigurationError, match="EmptyTask must define collection"):
-        sources.iterate(EmptyTask(), None)
+        sources.source_of(EmptyTask()).iterate(None)

@@ -31,9 +31,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from .. import store
-from . import rows as csv_rows
 from ..exceptions import ConfigurationError, CSVFileError, CSVFileTooLarge
 from ..models import CSVFile, Run, csv_chunks_table
+from . import rows as csv_rows
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -1,371 +1,54 @@
-"""Turns what a task's ``collection`` gives into ``(item, cursor)`` iterators.
+"""What a task's collection is, answered once: one :class:`Source` per kind.
 
-Every iterator starts *after* a saved cursor, so a resumed or re-sliced run
-never repeats a committed item. A ``Select`` is walked by keyset pagination:
-one query per page, ordered by the cursor columns, with a row-value
-comparison on the last position seen.
+:func:`source_of` turns a task into its source: a keyset walk over a
+``Select``, ``in_batches``, a list or tuple, the run's CSV file, a single call
+with no collection, or the task's own ``enumerator(cursor)`` (which wins over
+``collection``). :func:`csv_spec` answers, from the task class and the
+arguments of a run about to start, whether that run needs a CSV file; the
+runner, the CLI and the dashboard all ask it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import decimal
 import inspect
-import itertools
-import math
-import operator
 import typing as t
-import uuid
 
-import sqlalchemy as sa
-from sqlalchemy.orm import ColumnProperty, InstrumentedAttribute, Mapper
 from sqlalchemy.sql import Select
 
 from ..csv.rows import CSVCollection
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, InvalidArguments
+from .base import Cursor, Item, Source
+from .csv_file import CSVSource
+from .custom import EnumeratorSource
+from .keyset import Batch
+from .once import NO_ITEM, NoCollection, OnceSource, no_collection
+from .records import BatchesSource, InBatches, RecordsSource, in_batches
+from .sequence import SequenceSource
 
 if t.TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
-    from ..models import CSVFile, Run
     from ..task import Task
 
-Item = t.Any
-Cursor = t.Any
-
-
-class _NoItem:
-    """Stands for the absent item of a collection-less task."""
-
-    def __repr__(self) -> str:
-        return "<no item>"
-
-
-#: The "item" handed over for a collection-less task: ``process()`` gets no argument.
-NO_ITEM: t.Final = _NoItem()
-
-
-@dataclasses.dataclass(frozen=True)
-class NoCollection:
-    """Marker for a task whose ``process()`` runs once, with no argument."""
-
-
-def no_collection() -> NoCollection:
-    """Declare a collection-less task: ``collection = no_collection()``.
-
-    .. versionadded:: 0.1
-    """
-    return NoCollection()
-
-
-@dataclasses.dataclass(frozen=True)
-class InBatches:
-    """A ``Select`` handed to ``process`` in batches; see :func:`in_batches`."""
-
-    select: Select[t.Any]
-    of: int = 1000
-
-
-def in_batches(select: Select[t.Any], of: int = 1000) -> InBatches:
-    """Hand ``process`` a :class:`Batch` of up to ``of`` rows of ``select`` at a time.
-
-    Progress counts batches. Use the batch to run one set-based statement::
-
-        def process(self, batch):
-            db.session.execute(batch.where(sa.update(Post).values(flag=True)))
-
-    .. versionadded:: 0.1
-    """
-    if of < 1:
-        raise ConfigurationError(f"in_batches(of={of!r}): the batch size must be at least 1.")
-    return InBatches(select, of)
-
-
-class Batch:
-    """Up to ``of`` rows of an ``in_batches`` collection, by primary key."""
-
-    def __init__(
-        self,
-        entity: type[t.Any],
-        primary_key: t.Sequence[sa.ColumnElement[t.Any]],
-        ids: list[t.Any],
-    ):
-        self.entity = entity
-        self._pk = list(primary_key)
-        #: The primary keys of the batch (tuples for a composite key).
-        self.ids = ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __repr__(self) -> str:
-        return f"<Batch of {len(self.ids)} {self.entity.__name__}>"
-
-    def condition(self) -> sa.ColumnElement[bool]:
-        """``primary key IN (ids)``."""
-        if len(self._pk) == 1:
-            return self._pk[0].in_(self.ids)
-        return sa.tuple_(*self._pk).in_(self.ids)
-
-    def select(self) -> Select[t.Any]:
-        """A ``SELECT`` of the batch's records."""
-        return sa.select(self.entity).where(self.condition())
-
-    def where(self, statement: t.Any) -> t.Any:
-        """Restrict an ``UPDATE``, ``DELETE`` or ``SELECT`` to the batch."""
-        return statement.where(self.condition())
-
-
-# -- cursor values --------------------------------------------------------
-
-
-def _encode(value: t.Any) -> t.Any:
-    if value is None:
-        raise ValueError(
-            "Cursor position cannot contain NULL values; choose non-null cursor_columns."
-        )
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
-        return str(value)
-    return value
-
-
-def _decode(value: t.Any, python_type: type[t.Any] | None) -> t.Any:
-    if value is None or python_type is None or isinstance(value, python_type):
-        return value
-    if python_type is dt.datetime:
-        return dt.datetime.fromisoformat(value)
-    if python_type is dt.date:
-        return dt.date.fromisoformat(value)
-    if python_type is dt.time:
-        return dt.time.fromisoformat(value)
-    if python_type in (decimal.Decimal, uuid.UUID):
-        return python_type(value)
-    return value
-
-
-#: Python types whose values are stored in a cursor as they are.
-_JSON_NATIVE = (int, str, float, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Key:
-    expression: sa.ColumnElement[t.Any] | InstrumentedAttribute[t.Any]
-    attribute: str
-    python_type: type[t.Any] | None
-    #: The column cannot hold NULL (a primary key, or declared ``nullable=False``).
-    not_null: bool = False
-
-    @property
-    def stored_as_is(self) -> bool:
-        """Its values go into a cursor unchanged, and are never NULL: no per-row check needed."""
-        return self.not_null and self.python_type in _JSON_NATIVE
-
-
-def _python_type(column: t.Any) -> type[t.Any] | None:
-    try:
-        return t.cast(type, column.type.python_type)
-    except (NotImplementedError, AttributeError):
-        return None
-
-
-class _Keyset:
-    """Keyset pagination over a ``Select`` of one ORM entity."""
-
-    def __init__(self, task: Task, select: Select[t.Any], what: str, *, rows: bool) -> None:
-        name = type(task).name
-        if not isinstance(select, Select):
-            raise ConfigurationError(f"{name}: {what} must be an SQLAlchemy Select.")
-        if select._order_by_clauses:
-            raise ConfigurationError(
-                f"{name}#collection cannot use ORDER BY: rows are ordered by cursor_columns "
-                "(default: the primary key). Remove .order_by() and set cursor_columns instead."
-            )
-        if select._limit_clause is not None or select._offset_clause is not None:
-            raise ConfigurationError(
-                f"{name}#collection cannot use LIMIT or OFFSET: the collection is paginated "
-                "by keyset."
-            )
-        descriptions = select.column_descriptions
-        entity = descriptions[0].get("entity") if len(descriptions) == 1 else None
-        if not isinstance(entity, type):
-            raise ConfigurationError(
-                f"{name}#collection must select exactly one ORM entity, e.g. sa.select(Post)."
-            )
-        if rows and descriptions[0].get("expr") is not entity:
-            # process() is handed records: a Select of columns would hand it bare values.
-            raise ConfigurationError(
-                f"{name}#collection must select the whole entity, sa.select({entity.__name__}), "
-                "not some of its columns; wrap it in in_batches() to work on primary keys."
-            )
-        self.select = select
-        self.entity: type[t.Any] = entity
-        mapper: Mapper[t.Any] = sa.inspect(self.entity)
-        self.primary_key = list(mapper.primary_key)
-        self.keys = self._keys(name, mapper, type(task).cursor_columns)
-
-    def _keys(
-        self, name: str, mapper: Mapper[t.Any], columns: t.Sequence[t.Any] | None
-    ) -> list[_Key]:
-        if not columns:
-            return [
-                _Key(col, mapper.get_property_by_column(col).key, _python_type(col), True)
-                for col in mapper.primary_key
-            ]
-        keys = []
-        for column in columns:
-            if isinstance(column, str):
-                attr = getattr(self.entity, column, None)
-                if not isinstance(attr, InstrumentedAttribute) or not isinstance(
-                    attr.property, ColumnProperty
-                ):
-                    raise ConfigurationError(
-                        f"{name}.cursor_columns: {column!r} is not a mapped column of "
-                        f"{self.entity.__name__}."
-                    )
-                column = attr
-            if (
-                not isinstance(column, InstrumentedAttribute)
-                or not isinstance(column.property, ColumnProperty)
-                or not isinstance(column.class_, type)
-                or not issubclass(self.entity, column.class_)
-            ):
-                raise ConfigurationError(
-                    f"{name}.cursor_columns must hold column names or mapped column attributes "
-                    f"of {self.entity.__name__}, not {column!r}."
-                )
-            expression = t.cast("sa.ColumnElement[t.Any]", column)
-            prop_column = column.property.columns[0]
-            not_null = not getattr(prop_column, "nullable", True)
-            keys.append(_Key(expression, column.key, _python_type(prop_column), not_null))
-        return keys
-
-    def cursor_of(self, row: t.Any) -> Cursor:
-        values = [_encode(getattr(row, key.attribute)) for key in self.keys]
-        return values[0] if len(values) == 1 else values
-
-    def _page_cursors(self) -> t.Callable[[t.Sequence[t.Any]], list[Cursor]]:
-        """A function giving the cursors of a page of records, in one pass over the page.
-
-        The cursors are read when the page arrives, before ``process`` sees a record, so a
-        task changing a cursor column cannot move its own position. Where every key column is
-        a non-null int, str, float or bool, the values need neither encoding nor a NULL check,
-        and one C-level pass reads them.
-        """
-        if len(self.keys) == 1 and self.keys[0].stored_as_is:
-            name = self.keys[0].attribute
-
-            def read_one(page: t.Sequence[t.Any]) -> list[Cursor]:
-                try:
-                    # What the attribute would return, read without its descriptor.
-                    return [record.__dict__[name] for record in page]
-                except KeyError:  # deferred or expired: the attribute loads it
-                    return [getattr(record, name) for record in page]
-
-            return read_one
-        if all(key.stored_as_is for key in self.keys):
-            read = operator.attrgetter(*(key.attribute for key in self.keys))
-            return lambda page: list(map(read, page))
-        cursor_of = self.cursor_of
-        return lambda page: [cursor_of(record) for record in page]
-
-    def after(self, statement: Select[t.Any], cursor: Cursor) -> Select[t.Any]:
-        if cursor is None:
-            return statement
-        values = list(cursor) if isinstance(cursor, (list, tuple)) else [cursor]
-        if len(values) != len(self.keys):
-            raise ValueError(
-                f"The saved cursor {cursor!r} does not match cursor_columns "
-                f"({len(self.keys)} column(s)); was cursor_columns changed during the run?"
-            )
-        decoded = [_decode(v, k.python_type) for v, k in zip(values, self.keys, strict=True)]
-        if len(self.keys) == 1:
-            return statement.where(self.keys[0].expression > decoded[0])
-        return statement.where(sa.tuple_(*(k.expression for k in self.keys)) > sa.tuple_(*decoded))
-
-    def order(self, statement: Select[t.Any]) -> Select[t.Any]:
-        return statement.order_by(*(k.expression for k in self.keys))
-
-    def count(self, session: Session) -> int:
-        subquery = self.select.subquery()
-        return int(session.execute(sa.select(sa.func.count()).select_from(subquery)).scalar_one())
-
-    def records(
-        self, session: Session, cursor: Cursor, size: int
-    ) -> t.Iterator[tuple[Item, Cursor]]:
-        # Chaining the pages' zips leaves no Python frame between the loop and a record.
-        return itertools.chain.from_iterable(self._pages(session, cursor, size))
-
-    def _pages(
-        self, session: Session, cursor: Cursor, size: int
-    ) -> t.Iterator[t.Iterator[tuple[Item, Cursor]]]:
-        page_cursors = self._page_cursors()
-        while True:
-            page = session.scalars(self.order(self.after(self.select, cursor)).limit(size)).all()
-            if not page:
-                return
-            cursors = page_cursors(page)
-            yield zip(page, cursors, strict=True)
-            if len(page) < size:
-                return
-            cursor = cursors[-1]
-
-    def batches(
-        self, session: Session, cursor: Cursor, size: int
-    ) -> t.Iterator[tuple[Batch, Cursor]]:
-        # Select the cursor columns, then the primary key columns that are not
-        # among them (by default the primary key is the cursor: one column).
-        key_columns = [_column_of(k.expression) for k in self.keys]
-        columns: list[t.Any] = [k.expression for k in self.keys]
-        pk_at = []
-        for column in self.primary_key:
-            found = [i for i, key in enumerate(key_columns) if key is column]
-            if found:
-                pk_at.append(found[0])
-            else:
-                pk_at.append(len(columns))
-                columns.append(column)
-        n_keys = len(self.keys)
-        base = self.select.with_only_columns(*columns, maintain_column_froms=True)
-        # The batch's condition names the mapped attributes, not the table's columns: only
-        # then can an ORM UPDATE of the batch synchronise the session by evaluating it, where
-        # it would otherwise fetch every changed key back (RETURNING) to do so.
-        mapper: Mapper[t.Any] = sa.inspect(self.entity)
-        pk_attributes = [
-            getattr(self.entity, mapper.get_property_by_column(column).key)
-            for column in self.primary_key
-        ]
-        while True:
-            statement = self.order(self.after(base, cursor)).limit(size)
-            if len(columns) == 1:
-                ids: list[t.Any] = list(session.scalars(statement).all())
-                if not ids:
-                    return
-                cursor = _encode(ids[-1])
-            else:
-                rows = session.execute(statement).all()
-                if not rows:
-                    return
-                if len(pk_at) == 1:
-                    ids = [row[pk_at[0]] for row in rows]
-                else:
-                    ids = [tuple(row[i] for i in pk_at) for row in rows]
-                last = [_encode(v) for v in rows[-1][:n_keys]]
-                cursor = last[0] if n_keys == 1 else last
-            yield Batch(self.entity, pk_attributes, ids), cursor
-            if len(ids) < size:
-                return
-
-
-def _column_of(expression: t.Any) -> t.Any:
-    """The table column behind a mapped attribute (or the column itself)."""
-    prop = getattr(expression, "property", None)
-    return prop.columns[0] if prop is not None and hasattr(prop, "columns") else expression
-
-
-# -- building the iterator -------------------------------------------------
+__all__ = [
+    "NO_ITEM",
+    "Batch",
+    "BatchesSource",
+    "CSVSource",
+    "Cursor",
+    "EnumeratorSource",
+    "InBatches",
+    "Item",
+    "NoCollection",
+    "OnceSource",
+    "RecordsSource",
+    "SequenceSource",
+    "Source",
+    "csv_spec",
+    "in_batches",
+    "needs_file",
+    "no_collection",
+    "resolve",
+    "source_of",
+]
 
 
 def resolve(task: Task) -> t.Any:
@@ -384,17 +67,41 @@ def has_enumerator(task: Task | type[Task]) -> bool:
     return callable(getattr(task, "enumerator", None))
 
 
-def _session() -> Session:
-    from ..state import get_state
+def source_of(task: Task) -> Source:
+    """The source of ``task``'s collection.
 
-    return t.cast("Session", get_state().db.session)
+    :raises ConfigurationError: the collection is of no known kind, or is
+        misdeclared (a ``Select`` with ORDER BY, of several entities, ...).
+    """
+    if has_enumerator(task):
+        return EnumeratorSource(task)
+    collection = resolve(task)
+    if isinstance(collection, CSVCollection):
+        return CSVSource(task, collection)
+    if isinstance(collection, NoCollection):
+        return OnceSource(task)
+    if isinstance(collection, (list, tuple)):
+        return SequenceSource(task, collection)
+    if isinstance(collection, InBatches):
+        return BatchesSource(task, collection)
+    if isinstance(collection, Select):
+        return RecordsSource(task, collection)
+    raise ConfigurationError(
+        f"{type(task).name}#collection must be an SQLAlchemy Select, in_batches(...), a list or "
+        f"tuple, csv_collection(...) or no_collection(); got {type(collection).__name__}."
+    )
 
 
-def csv_spec(task_class: type[Task], arguments: t.Mapping[str, t.Any]) -> CSVCollection | None:
+def csv_spec(
+    task_class: type[Task], arguments: t.Mapping[str, t.Any] | None = None
+) -> CSVCollection | None:
     """The task's ``csv_collection(...)``, or ``None`` when it is not a CSV task.
 
-    A ``collection`` attribute is read as it is; a ``collection()`` method is
-    called on an instance built from ``arguments``.
+    A ``collection`` attribute is read as it is. A ``collection()`` method is
+    called on an instance built from ``arguments``; without them (the
+    dashboard's form, before anything is typed) from the parameters' defaults,
+    unvalidated. A method that fails is taken as "not a CSV task": the run
+    reports the failure when it starts, as for any other task.
     """
     declared = getattr(task_class, "collection", None)
     if isinstance(declared, CSVCollection):
@@ -402,97 +109,28 @@ def csv_spec(task_class: type[Task], arguments: t.Mapping[str, t.Any]) -> CSVCol
     if declared is None or not callable(declared) or has_enumerator(task_class):
         return None
     try:
-        collection = resolve(task_class(**arguments))
-    except ConfigurationError:
-        return None  # the run reports it, as for any other task
+        task = task_class(**(arguments or {}))
+    except InvalidArguments:
+        if arguments is not None:
+            return None
+        task = _with_defaults(task_class)
+    try:
+        collection = resolve(task)
+    except Exception:
+        return None
     return collection if isinstance(collection, CSVCollection) else None
 
 
-def _csv_rows(task: Task, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
-    from ..csv import rows as csv_rows
-    from ..csv import storage as csv_storage
-    from ..state import get_state
-
-    spec = t.cast(CSVCollection, resolve(task))
-    if task.run is None:
-        raise ConfigurationError(
-            f"{type(task).name} reads the CSV file of its run: iterate it in a run "
-            "(flask_maintenance_tasks.testing.run_task(name, csv_file=...) in a test)."
-        )
-    _, stream = csv_storage.open_for_run(get_state(), task.run, _session())
-    with stream:
-        yield from csv_rows.iterate(stream, spec, cursor)
+def _with_defaults(task_class: type[Task]) -> Task:
+    """An instance whose parameters are the model's defaults, required fields left unset."""
+    task = task_class.__new__(task_class)
+    model = task_class.Parameters
+    task.params = model.model_construct() if model is not None else None
+    task.run = None
+    task.metadata = None
+    return task
 
 
-def iterate(task: Task, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
-    """``(item, cursor)`` pairs of the task's collection, starting after ``cursor``."""
-    if has_enumerator(task):
-        return iter(task.enumerator(cursor))  # type: ignore[attr-defined]
-    collection = resolve(task)
-    if isinstance(collection, CSVCollection):
-        return _csv_rows(task, cursor)
-    if isinstance(collection, NoCollection):
-        return iter([(NO_ITEM, 0)]) if cursor is None else iter(())
-    if isinstance(collection, (list, tuple)):
-        start = 0 if cursor is None else int(cursor) + 1
-        return ((collection[i], i) for i in range(start, len(collection)))
-    if isinstance(collection, InBatches):
-        keyset = _Keyset(task, collection.select, "in_batches(select)", rows=False)
-        return keyset.batches(_session(), cursor, collection.of)
-    if isinstance(collection, Select):
-        keyset = _Keyset(task, collection, "collection", rows=True)
-        return keyset.records(_session(), cursor, max(int(type(task).batch_size), 1))
-    raise ConfigurationError(
-        f"{type(task).name}#collection must be an SQLAlchemy Select, in_batches(...), a list or "
-        f"tuple, csv_collection(...) or no_collection(); got {type(collection).__name__}."
-    )
-
-
-def default_count(task: Task) -> int | None:
-    """The collection's size, counted once when a run starts."""
-    if has_enumerator(task):
-        return None
-    collection = resolve(task)
-    if isinstance(collection, NoCollection):
-        return 1
-    if isinstance(collection, (list, tuple)):
-        return len(collection)
-    if isinstance(collection, InBatches):
-        rows = _Keyset(task, collection.select, "in_batches(select)", rows=False).count(_session())
-        return math.ceil(rows / collection.of)
-    if isinstance(collection, Select):
-        return _Keyset(task, collection, "collection", rows=True).count(_session())
-    if isinstance(collection, CSVCollection):
-        record = _csv_file(task)
-        return None if record is None else collection.rows_count(record.line_count)
-    return None
-
-
-def _csv_file(task: Task) -> CSVFile | None:
-    from ..csv import storage as csv_storage
-    from ..state import get_state
-
-    return None if task.run is None else csv_storage.csv_file_of(get_state(), task.run)
-
-
-def recount(task: Task, run: Run) -> int | None:
-    """A new total for a run whose items changed size since its cursor was saved.
-
-    A CSV task whose ``in_batches`` changed between two slices goes on from
-    the same row in batches of the new size: its total becomes the ticks
-    done plus the batches (or rows) left, estimated as its count is. ``None``
-    when nothing changed.
-    """
-    if run.cursor is None or has_enumerator(task):
-        return None
-    collection = resolve(task)
-    if not isinstance(collection, CSVCollection) or not isinstance(run.cursor, dict):
-        return None
-    if run.cursor.get("of") == collection.in_batches:
-        return None
-    record = _csv_file(task)
-    if record is None:
-        return None
-    from ..csv.rows import remaining
-
-    return run.tick_count + remaining(collection, run.cursor, record.line_count)
+def needs_file(task_class: type[Task], arguments: t.Mapping[str, t.Any] | None = None) -> bool:
+    """Whether a run of ``task_class`` with ``arguments`` must be given a CSV file."""
+    return csv_spec(task_class, arguments) is not None

@@ -1,0 +1,241 @@
+"""Applies the state machine to run rows: the write, then the callback and the signal.
+
+:mod:`~flask_maintenance_tasks.transitions` says what each change is;
+this module carries one out. :func:`change` writes it under optimistic locking
+(re-deciding on the fresh row after a lost race) and, for a job, only while
+that job still holds the run. :func:`follow` then calls the task's callback
+with the transition's error policy and sends its signal. The job, the runner
+and recovery all change runs this way, and only this way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing as t
+import uuid
+
+from . import store
+from .exceptions import MaintenanceTasksError
+from .masking import masked_arguments
+from .models import Run, RunStatus, utcnow
+from .transitions import ERROR, OnCallbackError, Transition
+
+if t.TYPE_CHECKING:
+    from blinker import NamedSignal
+    from flask import Flask
+    from sqlalchemy.orm import Session
+
+    from .state import State
+    from .task import Task
+
+logger = logging.getLogger("flask_maintenance_tasks")
+
+#: Chooses the change for the run as freshly read: a transition, or ``None`` for none.
+Choice = t.Callable[[Run], "Transition | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Changed:
+    """The run after :func:`change`, and the transition written (``None``: nothing was)."""
+
+    run: Run
+    transition: Transition | None
+
+    @property
+    def applied(self) -> bool:
+        return self.transition is not None
+
+
+def change(
+    session: Session,
+    run_id: int,
+    choose: Transition | Choice,
+    *,
+    fence: str | None = None,
+    given: t.Mapping[str, t.Any] | None = None,
+    jitter: bool = True,
+) -> Changed:
+    """Write the chosen transition on run ``run_id`` and commit.
+
+    ``choose`` is a transition, applied when the run's status is one of its
+    sources, or a function choosing one from the run as read (it may raise
+    :class:`~flask_maintenance_tasks.InvalidTransition` to refuse). With
+    ``fence``, nothing is written unless the run's ``job_id`` is ``fence``.
+    ``given`` holds the values the transitions take from the caller; each
+    transition takes the ones it declares.
+
+    :raises store.RunNotFound: no such run.
+    """
+    decider = _Decider(choose, fence, given or {})
+    run = store.change(session, run_id, decider, jitter=jitter)
+    return Changed(run, decider.chosen)
+
+
+class _Decider:
+    """Decides the values of a change on each fresh read; remembers the transition chosen."""
+
+    def __init__(
+        self, choose: Transition | Choice, fence: str | None, given: t.Mapping[str, t.Any]
+    ) -> None:
+        self.choose = choose
+        self.fence = fence
+        self.given = given
+        self.chosen: Transition | None = None
+
+    def __call__(self, current: Run) -> store.Decision:
+        self.chosen = None
+        if self.fence is not None and current.job_id != self.fence:
+            return None
+        if isinstance(self.choose, Transition):
+            transition = self.choose if self.choose.leaves_from(current.status) else None
+        else:
+            transition = self.choose(current)
+        if transition is None:
+            return None
+        self.chosen = transition
+        own = {name: value for name, value in self.given.items() if name in transition.given}
+        return transition.values(current, utcnow(), own)
+
+
+def new_job_id() -> str:
+    """A fresh job id: the token that fences a run to one job slice."""
+    return uuid.uuid4().hex
+
+
+def error(
+    session: Session,
+    run_id: int,
+    failure: BaseException,
+    *,
+    fence: str | None = None,
+    backtrace: list[str] | None = None,
+    element: t.Any = None,
+) -> Changed:
+    """Record ``failure`` on the run and end it (:data:`~.transitions.ERROR`).
+
+    Not applied when the run moved on meanwhile: another job holds it
+    (``fence``), or it already ended.
+    """
+    return change(
+        session,
+        run_id,
+        ERROR,
+        fence=fence,
+        jitter=False,
+        given={
+            "error_class": type(failure).__name__,
+            "error_message": str(failure)[:10000],
+            "backtrace": backtrace,
+            "errored_element": element,
+        },
+    )
+
+
+def task_for(state: State, run: Run) -> Task | None:
+    """An instance of the run's task with its stored arguments, or ``None`` if it is gone."""
+    try:
+        task = state.registry.get(run.task_name)(**(run.arguments or {}))
+    except MaintenanceTasksError:
+        return None
+    task.run = run
+    task.metadata = run.metadata_
+    return task
+
+
+def call_back(
+    state: State,
+    transition: Transition,
+    run: Run,
+    task: Task | None,
+    error: BaseException | None = None,
+) -> None:
+    """Call the transition's callback on ``task`` with its error policy.
+
+    Under :attr:`OnCallbackError.FAIL` the callback's exception is raised to
+    the caller, whose job it is to error the run.
+    """
+    callback = transition.callback
+    if callback is None or task is None:
+        return
+    task.run = run
+    if transition.on_callback_error is OnCallbackError.FAIL:
+        callback(task, error)
+        return
+    try:
+        callback(task, error)
+    except Exception as failure:
+        name = callback.__name__.lstrip("_")
+        logger.exception("%s.%s failed for run #%s", run.task_name, name, run.id)
+        if transition.on_callback_error is OnCallbackError.REPORT:
+            report_error(state, failure, run, None)
+
+
+def follow(
+    state: State,
+    changed: Changed,
+    task: Task | None = None,
+    *,
+    error: BaseException | None = None,
+) -> None:
+    """What follows a written change: its callback (unless it came first), then its signal."""
+    transition = changed.transition
+    if transition is None:
+        return
+    if not transition.callback_first:
+        call_back(state, transition, changed.run, task, error)
+    if transition.signal is not None:
+        announce(transition.signal, state.app, changed.run)
+
+
+def payload(app: Flask, run: Run) -> dict[str, t.Any]:
+    """What signal receivers get as ``payload=``: the run's facts, arguments masked."""
+    data: dict[str, t.Any] = {
+        "task_name": run.task_name,
+        "run_id": run.id,
+        "job_id": run.job_id,
+        "arguments": masked_arguments(app, run.task_name, run.arguments),
+        "metadata": run.metadata_,
+        "time_running": run.time_running,
+        "started_at": run.started_at,
+        "ended_at": run.ended_at,
+    }
+    if run.status == RunStatus.ERRORED:
+        data["error"] = {
+            "class": run.error_class,
+            "message": run.error_message,
+            "backtrace": run.backtrace,
+        }
+    return data
+
+
+def announce(signal: NamedSignal, app: Flask, run: Run) -> None:
+    """Send ``signal`` to each receiver in turn; a failing receiver is logged and skipped."""
+    if not signal.receivers:
+        return
+    data = payload(app, run)
+    for receiver in signal.receivers_for(app):
+        try:
+            receiver(app, run=run, payload=data)
+        except Exception:
+            logger.exception("A receiver of %s failed for run #%s", signal.name, run.id)
+
+
+def report_error(state: State, error: BaseException, run: Run | None, element: t.Any) -> None:
+    """Hand an error to ``MAINTENANCE_TASKS_ERROR_HANDLER``, if the app set one."""
+    handler = state.settings.error_handler
+    if handler is None:
+        return
+    context = {
+        "task_name": run.task_name if run else None,
+        "run_id": run.id if run else None,
+        "started_at": run.started_at if run else None,
+        "ended_at": run.ended_at if run else None,
+        "tick_count": run.tick_count if run else None,
+        "errored_element": element,
+        "source": "maintenance-tasks",
+    }
+    try:
+        handler(error, context)
+    except Exception:
+        logger.exception("MAINTENANCE_TASKS_ERROR_HANDLER failed")

@@ -1,0 +1,61 @@
+"""The interface every kind of collection answers, and how an item is described."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+import sqlalchemy as sa
+
+if t.TYPE_CHECKING:
+    from ..models import Run
+    from ..task import Task
+
+Item = t.Any
+Cursor = t.Any
+
+
+class Source:
+    """What a run walks: the items of one task's collection, in a fixed order.
+
+    There is one subclass per kind of collection. Every caller that needs to
+    know about a collection (the job, the runner, the CLI, the dashboard) asks
+    its source, so they cannot disagree. Iteration always starts *after* a
+    saved cursor, so a resumed or re-sliced run never repeats a committed item.
+    """
+
+    #: A run of the task must be given a CSV file.
+    needs_file: t.ClassVar[bool] = False
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def iterate(self, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
+        """``(item, cursor)`` pairs starting after ``cursor`` (``None``: from the start)."""
+        raise NotImplementedError
+
+    def count(self) -> int | None:
+        """The ticks of the whole collection, counted when a run starts; ``None``: unknown."""
+        return None
+
+    def recount(self, run: Run) -> int | None:
+        """A new total for a run resumed with items of another size; ``None`` when unchanged."""
+        return None
+
+    def describe(self, item: Item) -> t.Any:
+        """A JSON-safe description of ``item``, stored on the run when processing it failed."""
+        if item is None:
+            return None
+        try:
+            mapper = sa.inspect(item, raiseerr=False)
+        except Exception:
+            mapper = None
+        if mapper is not None and hasattr(mapper, "identity"):
+            identity = mapper.identity
+            key = identity[0] if identity and len(identity) == 1 else list(identity or ())
+            return {"class": type(item).__name__, "id": key}
+        try:
+            json.dumps(item)
+            return item
+        except (TypeError, ValueError):
+            return repr(item)[:1000]

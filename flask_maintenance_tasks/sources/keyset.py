@@ -1,0 +1,308 @@
+"""Keyset pagination over a ``Select`` of one ORM entity, and the cursor values it stores.
+
+A page is one query ordered by the cursor columns, with a row-value comparison
+on the last position seen; a cursor is the JSON form of those columns' values
+(a single value, or a list for several columns).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import itertools
+import operator
+import typing as t
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.orm import ColumnProperty, InstrumentedAttribute, Mapper
+from sqlalchemy.sql import Select
+
+from ..exceptions import ConfigurationError
+from .base import Cursor, Item
+
+if t.TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from ..task import Task
+
+
+class Batch:
+    """Up to ``of`` rows of an ``in_batches`` collection, by primary key."""
+
+    def __init__(
+        self,
+        entity: type[t.Any],
+        primary_key: t.Sequence[sa.ColumnElement[t.Any]],
+        ids: list[t.Any],
+    ):
+        self.entity = entity
+        self._pk = list(primary_key)
+        #: The primary keys of the batch (tuples for a composite key).
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"<Batch of {len(self.ids)} {self.entity.__name__}>"
+
+    def condition(self) -> sa.ColumnElement[bool]:
+        """``primary key IN (ids)``."""
+        if len(self._pk) == 1:
+            return self._pk[0].in_(self.ids)
+        return sa.tuple_(*self._pk).in_(self.ids)
+
+    def select(self) -> Select[t.Any]:
+        """A ``SELECT`` of the batch's records."""
+        return sa.select(self.entity).where(self.condition())
+
+    def where(self, statement: t.Any) -> t.Any:
+        """Restrict an ``UPDATE``, ``DELETE`` or ``SELECT`` to the batch."""
+        return statement.where(self.condition())
+
+
+def _encode(value: t.Any) -> t.Any:
+    if value is None:
+        raise ValueError(
+            "Cursor position cannot contain NULL values; choose non-null cursor_columns."
+        )
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    return value
+
+
+def _decode(value: t.Any, python_type: type[t.Any] | None) -> t.Any:
+    if value is None or python_type is None or isinstance(value, python_type):
+        return value
+    if python_type is dt.datetime:
+        return dt.datetime.fromisoformat(value)
+    if python_type is dt.date:
+        return dt.date.fromisoformat(value)
+    if python_type is dt.time:
+        return dt.time.fromisoformat(value)
+    if python_type in (decimal.Decimal, uuid.UUID):
+        return python_type(value)
+    return value
+
+
+#: Python types whose values are stored in a cursor as they are.
+_JSON_NATIVE = (int, str, float, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Key:
+    expression: sa.ColumnElement[t.Any] | InstrumentedAttribute[t.Any]
+    attribute: str
+    python_type: type[t.Any] | None
+    #: The column cannot hold NULL (a primary key, or declared ``nullable=False``).
+    not_null: bool = False
+
+    @property
+    def stored_as_is(self) -> bool:
+        """Its values go into a cursor unchanged, and are never NULL: no per-row check needed."""
+        return self.not_null and self.python_type in _JSON_NATIVE
+
+
+def _python_type(column: t.Any) -> type[t.Any] | None:
+    try:
+        return t.cast(type, column.type.python_type)
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+class Keyset:
+    """Keyset pagination over a ``Select`` of one ORM entity."""
+
+    def __init__(self, task: Task, select: Select[t.Any], what: str, *, rows: bool) -> None:
+        name = type(task).name
+        if not isinstance(select, Select):
+            raise ConfigurationError(f"{name}: {what} must be an SQLAlchemy Select.")
+        if select._order_by_clauses:
+            raise ConfigurationError(
+                f"{name}#collection cannot use ORDER BY: rows are ordered by cursor_columns "
+                "(default: the primary key). Remove .order_by() and set cursor_columns instead."
+            )
+        if select._limit_clause is not None or select._offset_clause is not None:
+            raise ConfigurationError(
+                f"{name}#collection cannot use LIMIT or OFFSET: the collection is paginated "
+                "by keyset."
+            )
+        descriptions = select.column_descriptions
+        entity = descriptions[0].get("entity") if len(descriptions) == 1 else None
+        if not isinstance(entity, type):
+            raise ConfigurationError(
+                f"{name}#collection must select exactly one ORM entity, e.g. sa.select(Post)."
+            )
+        if rows and descriptions[0].get("expr") is not entity:
+            # process() is handed records: a Select of columns would hand it bare values.
+            raise ConfigurationError(
+                f"{name}#collection must select the whole entity, sa.select({entity.__name__}), "
+                "not some of its columns; wrap it in in_batches() to work on primary keys."
+            )
+        self.select = select
+        self.entity: type[t.Any] = entity
+        mapper: Mapper[t.Any] = sa.inspect(self.entity)
+        self.primary_key = list(mapper.primary_key)
+        self.keys = self._keys(name, mapper, type(task).cursor_columns)
+
+    def _keys(
+        self, name: str, mapper: Mapper[t.Any], columns: t.Sequence[t.Any] | None
+    ) -> list[_Key]:
+        if not columns:
+            return [
+                _Key(col, mapper.get_property_by_column(col).key, _python_type(col), True)
+                for col in mapper.primary_key
+            ]
+        keys = []
+        for column in columns:
+            if isinstance(column, str):
+                attr = getattr(self.entity, column, None)
+                if not isinstance(attr, InstrumentedAttribute) or not isinstance(
+                    attr.property, ColumnProperty
+                ):
+                    raise ConfigurationError(
+                        f"{name}.cursor_columns: {column!r} is not a mapped column of "
+                        f"{self.entity.__name__}."
+                    )
+                column = attr
+            if (
+                not isinstance(column, InstrumentedAttribute)
+                or not isinstance(column.property, ColumnProperty)
+                or not isinstance(column.class_, type)
+                or not issubclass(self.entity, column.class_)
+            ):
+                raise ConfigurationError(
+                    f"{name}.cursor_columns must hold column names or mapped column attributes "
+                    f"of {self.entity.__name__}, not {column!r}."
+                )
+            expression = t.cast("sa.ColumnElement[t.Any]", column)
+            prop_column = column.property.columns[0]
+            not_null = not getattr(prop_column, "nullable", True)
+            keys.append(_Key(expression, column.key, _python_type(prop_column), not_null))
+        return keys
+
+    def cursor_of(self, row: t.Any) -> Cursor:
+        values = [_encode(getattr(row, key.attribute)) for key in self.keys]
+        return values[0] if len(values) == 1 else values
+
+    def _page_cursors(self) -> t.Callable[[t.Sequence[t.Any]], list[Cursor]]:
+        """A function giving the cursors of a page of records, in one pass over the page.
+
+        The cursors are read when the page arrives, before ``process`` sees a record, so a
+        task changing a cursor column cannot move its own position. Where every key column is
+        a non-null int, str, float or bool, the values need neither encoding nor a NULL check,
+        and one C-level pass reads them.
+        """
+        if len(self.keys) == 1 and self.keys[0].stored_as_is:
+            name = self.keys[0].attribute
+
+            def read_one(page: t.Sequence[t.Any]) -> list[Cursor]:
+                try:
+                    # What the attribute would return, read without its descriptor.
+                    return [record.__dict__[name] for record in page]
+                except KeyError:  # deferred or expired: the attribute loads it
+                    return [getattr(record, name) for record in page]
+
+            return read_one
+        if all(key.stored_as_is for key in self.keys):
+            read = operator.attrgetter(*(key.attribute for key in self.keys))
+            return lambda page: list(map(read, page))
+        cursor_of = self.cursor_of
+        return lambda page: [cursor_of(record) for record in page]
+
+    def after(self, statement: Select[t.Any], cursor: Cursor) -> Select[t.Any]:
+        if cursor is None:
+            return statement
+        values = list(cursor) if isinstance(cursor, (list, tuple)) else [cursor]
+        if len(values) != len(self.keys):
+            raise ValueError(
+                f"The saved cursor {cursor!r} does not match cursor_columns "
+                f"({len(self.keys)} column(s)); was cursor_columns changed during the run?"
+            )
+        decoded = [_decode(v, k.python_type) for v, k in zip(values, self.keys, strict=True)]
+        if len(self.keys) == 1:
+            return statement.where(self.keys[0].expression > decoded[0])
+        return statement.where(sa.tuple_(*(k.expression for k in self.keys)) > sa.tuple_(*decoded))
+
+    def order(self, statement: Select[t.Any]) -> Select[t.Any]:
+        return statement.order_by(*(k.expression for k in self.keys))
+
+    def count(self, session: Session) -> int:
+        subquery = self.select.subquery()
+        return int(session.execute(sa.select(sa.func.count()).select_from(subquery)).scalar_one())
+
+    def records(
+        self, session: Session, cursor: Cursor, size: int
+    ) -> t.Iterator[tuple[Item, Cursor]]:
+        # Chaining the pages' zips leaves no Python frame between the loop and a record.
+        return itertools.chain.from_iterable(self._pages(session, cursor, size))
+
+    def _pages(
+        self, session: Session, cursor: Cursor, size: int
+    ) -> t.Iterator[t.Iterator[tuple[Item, Cursor]]]:
+        page_cursors = self._page_cursors()
+        while True:
+            page = session.scalars(self.order(self.after(self.select, cursor)).limit(size)).all()
+            if not page:
+                return
+            cursors = page_cursors(page)
+            yield zip(page, cursors, strict=True)
+            if len(page) < size:
+                return
+            cursor = cursors[-1]
+
+    def batches(
+        self, session: Session, cursor: Cursor, size: int
+    ) -> t.Iterator[tuple[Batch, Cursor]]:
+        # Select the cursor columns, then the primary key columns that are not
+        # among them (by default the primary key is the cursor: one column).
+        key_columns = [_column_of(k.expression) for k in self.keys]
+        columns: list[t.Any] = [k.expression for k in self.keys]
+        pk_at = []
+        for column in self.primary_key:
+            found = [i for i, key in enumerate(key_columns) if key is column]
+            if found:
+                pk_at.append(found[0])
+            else:
+                pk_at.append(len(columns))
+                columns.append(column)
+        n_keys = len(self.keys)
+        base = self.select.with_only_columns(*columns, maintain_column_froms=True)
+        # The batch's condition names the mapped attributes, not the table's columns: only
+        # then can an ORM UPDATE of the batch synchronise the session by evaluating it, where
+        # it would otherwise fetch every changed key back (RETURNING) to do so.
+        mapper: Mapper[t.Any] = sa.inspect(self.entity)
+        pk_attributes = [
+            getattr(self.entity, mapper.get_property_by_column(column).key)
+            for column in self.primary_key
+        ]
+        while True:
+            statement = self.order(self.after(base, cursor)).limit(size)
+            if len(columns) == 1:
+                ids: list[t.Any] = list(session.scalars(statement).all())
+                if not ids:
+                    return
+                cursor = _encode(ids[-1])
+            else:
+                rows = session.execute(statement).all()
+                if not rows:
+                    return
+                if len(pk_at) == 1:
+                    ids = [row[pk_at[0]] for row in rows]
+                else:
+                    ids = [tuple(row[i] for i in pk_at) for row in rows]
+                last = [_encode(v) for v in rows[-1][:n_keys]]
+                cursor = last[0] if n_keys == 1 else last
+            yield Batch(self.entity, pk_attributes, ids), cursor
+            if len(ids) < size:
+                return
+
+
+def _column_of(expression: t.Any) -> t.Any:
+    """The table column behind a mapped attribute (or the column itself)."""
+    prop = getattr(expression, "property", None)
+    return prop.columns[0] if prop is not None and hasattr(prop, "columns") else expression

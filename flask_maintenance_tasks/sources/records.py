@@ -1,0 +1,84 @@
+"""Sources over a ``Select``: records one at a time, or batches of primary keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing as t
+
+from sqlalchemy.sql import Select
+
+from ..exceptions import ConfigurationError
+from ..state import get_state
+from .base import Cursor, Item, Source
+from .keyset import Batch, Keyset
+
+if t.TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from ..task import Task
+
+
+def _session() -> Session:
+    return t.cast("Session", get_state().db.session)
+
+
+@dataclasses.dataclass(frozen=True)
+class InBatches:
+    """A ``Select`` handed to ``process`` in batches; see :func:`in_batches`."""
+
+    select: Select[t.Any]
+    of: int = 1000
+
+
+def in_batches(select: Select[t.Any], of: int = 1000) -> InBatches:
+    """Hand ``process`` a :class:`Batch` of up to ``of`` rows of ``select`` at a time.
+
+    Progress counts batches. Use the batch to run one set-based statement::
+
+        def process(self, batch):
+            db.session.execute(batch.where(sa.update(Post).values(flag=True)))
+
+    .. versionadded:: 0.1
+    """
+    if of < 1:
+        raise ConfigurationError(f"in_batches(of={of!r}): the batch size must be at least 1.")
+    return InBatches(select, of)
+
+
+class RecordsSource(Source):
+    """A ``Select`` of one entity: ``process(record)``, ``batch_size`` records per query."""
+
+    def __init__(self, task: Task, select: Select[t.Any]) -> None:
+        super().__init__(task)
+        self.keyset = Keyset(task, select, "collection", rows=True)
+
+    def iterate(self, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
+        size = max(int(type(self.task).batch_size), 1)
+        return self.keyset.records(_session(), cursor, size)
+
+    def count(self) -> int | None:
+        return self.keyset.count(_session())
+
+
+class BatchesSource(Source):
+    """``in_batches(select, of=N)``: ``process(batch)`` with up to N primary keys."""
+
+    def __init__(self, task: Task, spec: InBatches) -> None:
+        super().__init__(task)
+        self.spec = spec
+        self.keyset = Keyset(task, spec.select, "in_batches(select)", rows=False)
+
+    def iterate(self, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
+        return self.keyset.batches(_session(), cursor, self.spec.of)
+
+    def count(self) -> int | None:
+        return math.ceil(self.keyset.count(_session()) / self.spec.of)
+
+    def describe(self, item: Item) -> t.Any:
+        if isinstance(item, Batch):
+            return {
+                "class": "Batch",
+                "ids": [i if not isinstance(i, tuple) else list(i) for i in item.ids[:50]],
+            }
+        return super().describe(item)
