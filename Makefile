@@ -4,15 +4,19 @@
 #   make test PYTEST_ARGS='-x -k resume'     pass options through to pytest
 #   MAINTENANCE_TASKS_TEST_DATABASE_URL= make test   run without PostgreSQL
 #   make bench BENCH_ARGS='--section reaction'      pass options to python -m benchmarks
+#   make docs                                        HTML docs in docs/_build/html
 
 VENV        := .venv
 PY          := $(VENV)/bin/python
 SRC         := flask_maintenance_tasks tests sample_app
 PYTEST_ARGS ?=
 BENCH_ARGS  ?=
+# -E: read every page again, so no warning hides in a cached one; -W --keep-going:
+# every warning is reported, and any warning fails the build
+SPHINX      := $(VENV)/bin/sphinx-build -E -W --keep-going -b html docs docs/_build/html
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap venv test reliability lint typecheck demo bench clean
+.PHONY: help bootstrap venv test docs reliability lint typecheck demo bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,8 +40,13 @@ WITH_TEST_DB = if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $
 		echo "make: MAINTENANCE_TASKS_TEST_DATABASE_URL=$$MAINTENANCE_TASKS_TEST_DATABASE_URL"; \
 	fi
 
-test: bootstrap ## run the test suite (PYTEST_ARGS=... for pytest options)
+test: bootstrap ## build the docs (warnings fail it), then run the test suite (PYTEST_ARGS=...)
+	@$(SPHINX) -q
 	@$(WITH_TEST_DB); exec $(PY) -m pytest $(PYTEST_ARGS)
+
+docs: venv ## build the HTML documentation into docs/_build/html (warnings are errors)
+	$(SPHINX)
+	@echo "make: open docs/_build/html/index.html"
 
 reliability: bootstrap ## inject every fault into real workers and print the outcome table
 	@$(WITH_TEST_DB); exec $(PY) -m benchmarks.reliability
@@ -57,6 +66,6 @@ bench: bootstrap ## run the benchmarks and print their tables (BENCH_ARGS=...)
 
 clean: ## remove .venv, caches, build output and instance/*.db
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache htmlcov .coverage .coverage.* \
-		build dist *.egg-info
+		build dist *.egg-info docs/_build
 	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 	rm -f instance/*.db

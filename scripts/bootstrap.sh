@@ -18,6 +18,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(redis-server postgresql chromium)
 VENV=.venv
 STAMP=$VENV/.installed-stamp
+# .venv is installed again when one of these is newer than $STAMP: the project's
+# metadata and dependency groups, and this script's way of installing them.
+VENV_INPUTS=(pyproject.toml scripts/bootstrap.sh)
 TEST_ENV=$VENV/test-env
 REDIS_PORT=6379
 PG_PORT=${MTASKS_PG_PORT:-5432}
@@ -84,11 +87,23 @@ step_venv() {
         say "creating $VENV"
         "${PYTHON:-python3}" -m venv "$VENV"
     fi
-    if [[ ! -f $STAMP || pyproject.toml -nt $STAMP ]]; then
-        say "installing the project into $VENV (pip install -e '.[dev]')"
-        PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q -e '.[dev]'
-        touch "$STAMP"
+    # Install again when what is installed, or how, has changed since the last time.
+    local input stale=
+    [[ -f $STAMP ]] || stale=1
+    for input in "${VENV_INPUTS[@]}"; do
+        if [[ $input -nt $STAMP ]]; then stale=1; fi
+    done
+    [[ -n $stale ]] || return 0
+    export PIP_DISABLE_PIP_VERSION_CHECK=1
+    # The development tools are a PEP 735 dependency group: `pip install --group`
+    # needs pip >= 25.1 (Debian 12's venv starts with an older one).
+    if ! "$VENV/bin/python" -c 'import sys, pip; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (25, 1))'; then
+        say "upgrading pip in $VENV (dependency groups need pip >= 25.1)"
+        "$VENV/bin/python" -m pip install -q --upgrade 'pip>=25.1'
     fi
+    say "installing the project into $VENV (pip install -e . --group dev)"
+    "$VENV/bin/python" -m pip install -q -e . --group dev
+    touch "$STAMP"
 }
 
 # ------------------------------------------------------------------- redis
