@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from . import signals
 from .csv.rows import CSVRow, csv_collection
-from .csv.storage import CSVStorage, csv_download
+from .csv.storage import CSVStorage
+from .csv.uploads import csv_download
 from .exceptions import (
     CSVFileError,
     CSVFileTooLarge,

@@ -16,6 +16,7 @@ from flask_sqlalchemy import SQLAlchemy
 from . import models, runner
 from .cli import mtasks_cli
 from .config import Settings
+from .csv.storage import build_storage
 from .executors import make_executor
 from .job import perform_run
 from .models import Run
@@ -114,6 +115,7 @@ class MaintenanceTasks:
             settings=settings,
             registry=Registry(settings.tasks_package or f"{app.import_name}.maintenance"),
             executor=make_executor(app, settings, perform_run),
+            csv_storage=build_storage(settings.csv_storage, app.instance_path, lambda: db.engine),
             parent=parent,
             authorize=authorize,
         )

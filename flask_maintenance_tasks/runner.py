@@ -13,7 +13,7 @@ import typing as t
 import sqlalchemy as sa
 
 from . import lifecycle, signals, sources, store
-from .csv import storage as csv_storage
+from .csv import uploads
 from .exceptions import CSVFileError, EnqueueError, MaintenanceTasksError, TaskAlreadyRunning
 from .models import Run, RunStatus, runs_table, utcnow
 from .transitions import (
@@ -56,16 +56,16 @@ def run(
         raise
 
 
-def _discard(state: State, upload: csv_storage.StoredUpload) -> None:
+def _discard(state: State, upload: uploads.StoredUpload) -> None:
     try:
-        csv_storage.discard(state, upload)
+        uploads.discard(state, upload)
     except Exception:
         logger.exception("Could not delete the stored CSV file %s", upload.storage_key)
 
 
 def _csv_upload(
     state: State, task_class: type[Task], arguments: t.Mapping[str, t.Any], csv_file: t.Any
-) -> csv_storage.StoredUpload | None:
+) -> uploads.StoredUpload | None:
     """Check and store the run's CSV file, if its task is a CSV task; refuse a mismatch."""
     spec = sources.csv_spec(task_class, arguments)
     name = task_class.name
@@ -84,7 +84,7 @@ def _csv_upload(
     if not task_class.allow_concurrent_runs:
         with store.open_session(state.db) as session:
             _raise_if_already_running(session, task_class)
-    return csv_storage.store_upload(state, name, spec, csv_file)
+    return uploads.store_upload(state, name, spec, csv_file)
 
 
 def _create(
@@ -92,7 +92,7 @@ def _create(
     task_class: type[Task],
     params: t.Any,
     metadata: t.Any,
-    upload: csv_storage.StoredUpload | None,
+    upload: uploads.StoredUpload | None,
 ) -> Run:
     job_id = lifecycle.new_job_id()
     now = utcnow()

@@ -16,7 +16,9 @@ if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
     from .config import Settings
+    from .csv.storage import CSVStorage
     from .executors import Executor
+    from .extension import MaintenanceTasks
     from .models import Run
     from .registry import Registry
 
@@ -29,12 +31,15 @@ Authorize = t.Callable[[str, "str | None", "Run | None"], bool]
 class State:
     """What the extension keeps for one app, in ``app.extensions["maintenance_tasks"]``."""
 
-    extension: t.Any  # the MaintenanceTasks object that registered it
+    #: The :class:`~flask_maintenance_tasks.MaintenanceTasks` object that registered it.
+    extension: MaintenanceTasks
     app: Flask
     db: SQLAlchemy
     settings: Settings
     registry: Registry
     executor: Executor
+    #: Where CSV files of runs are kept, built from ``MAINTENANCE_TASKS_CSV_STORAGE``.
+    csv_storage: CSVStorage
     parent: Blueprint | None = None
     authorize: Authorize | None = None
 

@@ -15,9 +15,11 @@ from werkzeug.datastructures import FileStorage
 
 from flask_maintenance_tasks import CSVFileError, CSVFileTooLarge, csv_collection, csv_download
 from flask_maintenance_tasks.csv import rows as reading
-from flask_maintenance_tasks.csv.storage import DatabaseStorage, DirectoryStorage, stored_name
+from flask_maintenance_tasks.csv.storage import DatabaseStorage, DirectoryStorage
+from flask_maintenance_tasks.csv.uploads import stored_name
 from flask_maintenance_tasks.exceptions import ConfigurationError
 from flask_maintenance_tasks.models import CSVFile, Run, csv_chunks_table
+from flask_maintenance_tasks.state import get_state
 from flask_maintenance_tasks.testing import _interrupting, run_task, run_task_interrupted
 from flask_maintenance_tasks.worker import MaintenanceSimpleWorker
 from tests.conftest import counters, drain, fresh_run
@@ -380,7 +382,7 @@ def test_an_error_in_process_names_the_csv_row_it_was_processing(app, tmp_path):
 
 
 def test_a_run_interrupted_again_and_again_imports_every_row_once(app, tmp_path):
-    settings_of(app)["csv_storage"] = DatabaseStorage(chunk_size=512)
+    get_state(app).csv_storage = DatabaseStorage(chunk_size=512)
     path = write(tmp_path, "items.csv", items_csv(3000))
     run = run_task_interrupted("ImportItemsTask", csv_file=path, every=251)
     assert run.status == "succeeded"
@@ -431,7 +433,7 @@ def test_a_run_reads_its_chunks_while_its_own_tick_holds_many_writes(app, tmp_pa
     # SQLite locks the whole file once a writer spills its page cache: a
     # chunk read on another connection would then wait for the tick's commit.
     settings_of(app)["ticker_delay"] = 60.0
-    settings_of(app)["csv_storage"] = DatabaseStorage(chunk_size=2048)
+    get_state(app).csv_storage = DatabaseStorage(chunk_size=2048)
     if db.engine.dialect.name == "sqlite":
         sa.event.listen(db.engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA cache_size=2"))
         db.engine.dispose()
@@ -490,7 +492,7 @@ def test_the_database_storage_reads_at_an_offset_without_reading_earlier_chunks(
 
 
 def test_csv_download_streams_the_stored_file_under_its_stored_name(app, mtasks, tmp_path):
-    settings_of(app)["csv_storage"] = DatabaseStorage(chunk_size=4096)
+    get_state(app).csv_storage = DatabaseStorage(chunk_size=4096)
     content = items_csv(3000).encode()
     run = mtasks.run("ImportItemsTask", csv_file=write(tmp_path, "mine.csv", content))
     download = csv_download(run)

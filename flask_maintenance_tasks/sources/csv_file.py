@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing as t
 
 from ..csv import rows as csv_rows
-from ..csv import storage as csv_storage
+from ..csv import uploads
 from ..csv.rows import CSVCollection, CSVRow
 from ..exceptions import ConfigurationError
 from ..state import get_state
@@ -38,13 +38,13 @@ class CSVSource(Source):
 
     def _rows(self, run: Run, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
         state = get_state()
-        _, stream = csv_storage.open_for_run(state, run, t.cast("Session", state.db.session))
+        _, stream = uploads.open_for_run(state, run, t.cast("Session", state.db.session))
         with stream:
             yield from csv_rows.iterate(stream, self.spec, cursor)
 
     def _file(self) -> CSVFile | None:
         run = self.task.run
-        return None if run is None else csv_storage.csv_file_of(get_state(), run)
+        return None if run is None else uploads.csv_file_of(get_state(), run)
 
     def count(self) -> int | None:
         record = self._file()
