@@ -40,7 +40,8 @@ WITH_TEST_DB = if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $
 		echo "make: MAINTENANCE_TASKS_TEST_DATABASE_URL=$$MAINTENANCE_TASKS_TEST_DATABASE_URL"; \
 	fi
 
-test: bootstrap ## build the docs (warnings fail it), then run the test suite (PYTEST_ARGS=...)
+test: bootstrap ## check the layers, build the docs (warnings fail it), run the test suite
+	@$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
 	@$(SPHINX) -q
 	@$(WITH_TEST_DB); exec $(PY) -m pytest $(PYTEST_ARGS)
 
@@ -51,7 +52,8 @@ docs: venv ## build the HTML documentation into docs/_build/html (warnings are e
 reliability: bootstrap ## inject every fault into real workers and print the outcome table
 	@$(WITH_TEST_DB); exec $(PY) -m benchmarks.reliability
 
-lint: venv ## ruff check + ruff format --check
+lint: venv ## ruff check + ruff format --check + the layers contract (import-linter)
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check $(SRC)
 	$(VENV)/bin/ruff format --check $(SRC)
 

@@ -13,10 +13,13 @@ import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
+from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
 if t.TYPE_CHECKING:
     from flask import Flask
-    from redis import Redis
-    from rq import Queue
 
     from .config import Settings
 
@@ -55,15 +58,11 @@ class RQExecutor:
     def connection(self) -> Redis:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            from redis import Redis
-
             connection = Redis.from_url(self.redis_url)
             self._local.connection = connection
         return connection
 
     def queue(self, name: str | None = None) -> Queue:
-        from rq import Queue
-
         return Queue(name or self.queue_name, connection=self.connection)
 
     def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
@@ -81,9 +80,6 @@ class RQExecutor:
             queue.enqueue(JOB_FUNCTION, run_id, job_id, **options)
 
     def is_waiting(self, job_id: str) -> bool:
-        from rq.exceptions import NoSuchJobError
-        from rq.job import Job, JobStatus
-
         try:
             status = Job.fetch(job_id, connection=self.connection).get_status()
         except NoSuchJobError:

@@ -11,6 +11,7 @@ import typing as t
 from datetime import datetime, timezone
 
 from .masking import masked_arguments
+from .models import RunStatus
 from .transitions import COMPLETED, STOPPED
 
 if t.TYPE_CHECKING:
@@ -37,7 +38,7 @@ def progress_text(tick_count: int, tick_total: int | None) -> str:
 def percent(run: Run) -> float | None:
     """Progress in percent, or ``None`` when the total is unknown or exceeded."""
     if not run.tick_total or run.tick_count > run.tick_total:
-        return 100.0 if run.status == "succeeded" else None
+        return 100.0 if run.status == RunStatus.SUCCEEDED else None
     # Rounded down, like progress_text: 99.96% done is not 100% done.
     return math.floor(1000 * run.tick_count / run.tick_total) / 10
 
@@ -88,33 +89,33 @@ def status_text(run: Run, now: datetime | None = None) -> str:
     status = run.status
     ran = duration(run.time_running)
     eta = eta_seconds(run)
-    if status == "enqueued":
+    if status == RunStatus.ENQUEUED:
         return "Waiting to start."
-    if status == "running":
+    if status == RunStatus.RUNNING:
         if eta is not None:
             return f"Running for {ran}; about {duration(eta)} remaining."
         return f"Running for {ran}."
-    if status == "pausing":
+    if status == RunStatus.PAUSING:
         return "Pausing at the next item..."
-    if status == "paused":
+    if status == RunStatus.PAUSED:
         return f"Ran for {ran} until paused; {progress_text(run.tick_count, run.tick_total)}"
-    if status == "interrupted":
+    if status == RunStatus.INTERRUPTED:
         reason = (run.interruption_reason or "").replace("_", " ")
         why = f" ({reason})" if reason else ""
         return f"Interrupted{why}; resuming shortly."
-    if status == "cancelling":
+    if status == RunStatus.CANCELLING:
         return "Cancelling at the next item..."
-    if status == "cancelled":
+    if status == RunStatus.CANCELLED:
         return f"Ran for {ran}; cancelled {ago(run.ended_at, now)}."
-    if status == "succeeded":
+    if status == RunStatus.SUCCEEDED:
         return f"Ran for {ran}; finished {ago(run.ended_at, now)}."
-    if status == "errored":
+    if status == RunStatus.ERRORED:
         return f"Ran for {ran} until an error {ago(run.ended_at, now)}."
     return status
 
 
 def is_stopped(run: Run) -> bool:
-    return run.status in {s.value for s in STOPPED}
+    return run.status in STOPPED
 
 
 def run_as_dict(app: Flask, run: Run, now: datetime | None = None) -> dict[str, t.Any]:

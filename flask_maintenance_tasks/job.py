@@ -19,8 +19,9 @@ import typing as t
 
 import sqlalchemy as sa
 from flask import Flask, has_app_context
+from flask.cli import ScriptInfo
 
-from . import lifecycle
+from . import lifecycle, store
 from .iteration import Iteration
 from .models import Run, RunStatus
 from .sources import Source, source_of
@@ -68,8 +69,6 @@ def run_job(run_id: int, job_id: str) -> None:
 @functools.lru_cache(maxsize=1)
 def _app_for_plain_workers() -> Flask:
     """The app named by ``FLASK_APP``, loaded once per worker process."""
-    from flask.cli import ScriptInfo
-
     path = os.environ.get("FLASK_APP")
     if not path:
         raise RuntimeError(
@@ -121,7 +120,7 @@ class _Slice:
         self.backoff = 0.0
 
     def perform(self) -> None:
-        run = self.session.get(Run, self.run_id, populate_existing=True)
+        run = store.find(self.session, self.run_id)
         if run is None:
             logger.warning(
                 "Run #%s no longer exists; job %s does nothing.", self.run_id, self.job_id

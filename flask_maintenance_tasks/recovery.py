@@ -21,8 +21,6 @@ import logging
 import typing as t
 from datetime import timedelta
 
-import sqlalchemy as sa
-
 from . import lifecycle, store
 from .models import Run, RunStatus, utcnow
 from .transitions import (
@@ -62,11 +60,7 @@ def orphan_candidates(state: State) -> list[Run]:
     """Runs that should be held by a job but have not been heard of for too long."""
     limit = utcnow() - timedelta(seconds=state.settings.stuck_after)
     with store.open_session(state.db) as session:
-        return list(
-            session.scalars(
-                sa.select(Run).where(Run.status.in_(HELD), Run.updated_at <= limit).order_by(Run.id)
-            )
-        )
+        return store.orphans(session, HELD, limit)
 
 
 def recover(state: State) -> list[Recovery]:

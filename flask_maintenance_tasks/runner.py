@@ -15,9 +15,8 @@ import sqlalchemy as sa
 from . import lifecycle, signals, sources, store
 from .csv import uploads
 from .exceptions import CSVFileError, EnqueueError, MaintenanceTasksError, TaskAlreadyRunning
-from .models import Run, RunStatus, runs_table, utcnow
+from .models import Run, RunStatus, utcnow
 from .transitions import (
-    ACTIVE,
     CANCEL_REQUEST,
     FORCE_CANCEL,
     FORCE_PAUSE,
@@ -129,9 +128,7 @@ def _raise_if_already_running(session: sa.orm.Session, task_class: type[Task]) -
     """After a failed write: if the task's exclusive key is taken, say so."""
     if task_class.allow_concurrent_runs:
         return
-    run_id = session.execute(
-        sa.select(runs_table.c.id).where(runs_table.c.exclusive_key == task_class.name)
-    ).scalar()
+    run_id = store.holder_of(session, task_class.name)
     if run_id is not None:
         raise TaskAlreadyRunning(task_class.name, run_id) from None
 
@@ -149,8 +146,9 @@ def _enqueue(state: State, session: sa.orm.Session, run: Run, job_id: str) -> No
 
 
 def get_run(state: State, run_id: int) -> Run | None:
+    """The run with this id, freshly read, or ``None``."""
     with store.open_session(state.db) as session:
-        return session.get(Run, run_id)
+        return store.find(session, run_id)
 
 
 def _load_or_raise(session: sa.orm.Session, run_id: int) -> Run:
@@ -220,11 +218,3 @@ def resume(state: State, run_id: int) -> Run:
             raise
         _enqueue(state, session, changed.run, job_id)
         return changed.run
-
-
-def active_runs(state: State, task_name: str | None = None) -> list[Run]:
-    with store.open_session(state.db) as session:
-        query = sa.select(Run).where(Run.status.in_(ACTIVE))
-        if task_name is not None:
-            query = query.where(Run.task_name == task_name)
-        return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc())))

@@ -13,8 +13,6 @@ the state machine.
 
 from __future__ import annotations
 
-import typing as t
-
 from blinker import NamedSignal, Namespace
 
 _signals = Namespace()
@@ -26,13 +24,3 @@ run_interrupted: NamedSignal = _signals.signal("run-interrupted")
 run_cancelled: NamedSignal = _signals.signal("run-cancelled")
 run_succeeded: NamedSignal = _signals.signal("run-succeeded")
 run_errored: NamedSignal = _signals.signal("run-errored")
-
-BY_STATUS: t.Final[dict[str, NamedSignal]] = {
-    "enqueued": run_enqueued,
-    "running": run_started,
-    "paused": run_paused,
-    "interrupted": run_interrupted,
-    "cancelled": run_cancelled,
-    "succeeded": run_succeeded,
-    "errored": run_errored,
-}

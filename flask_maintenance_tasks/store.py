@@ -11,12 +11,14 @@ from __future__ import annotations
 import random
 import time
 import typing as t
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .exceptions import MaintenanceTasksError
-from .models import Run, runs_table, utcnow
+from .models import CSVFile, Run, runs_table, utcnow
+from .transitions import ACTIVE, COMPLETED
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -34,6 +36,10 @@ class RunNotFound(LookupError):
         super().__init__(f"Run #{run_id} not found.")
 
 
+class Fenced(Exception):
+    """The run was handed to another job; this slice must stop without writing."""
+
+
 class LostRace(MaintenanceTasksError, RuntimeError):
     """Every attempt found the row changed by someone else in between; try again."""
 
@@ -48,6 +54,36 @@ def load(session: Session, run_id: int) -> Run:
     if run is None:
         raise RunNotFound(run_id)
     return run
+
+
+def find(session: Session, run_id: int) -> Run | None:
+    """The run with this id, freshly read, or ``None``."""
+    return session.get(Run, run_id, populate_existing=True)
+
+
+def orphans(
+    session: Session, statuses: t.Collection[str], not_updated_since: datetime
+) -> list[Run]:
+    """Runs in one of ``statuses`` whose row has not changed since ``not_updated_since``."""
+    return list(
+        session.scalars(
+            sa.select(Run)
+            .where(Run.status.in_(statuses), Run.updated_at <= not_updated_since)
+            .order_by(Run.id)
+        )
+    )
+
+
+def holder_of(session: Session, exclusive_key: str) -> int | None:
+    """The id of the active run holding a task's exclusive key, if any."""
+    return session.execute(
+        sa.select(runs_table.c.id).where(runs_table.c.exclusive_key == exclusive_key)
+    ).scalar()
+
+
+def csv_file_of(session: Session, run_id: int) -> CSVFile | None:
+    """The CSV file record of a run, or ``None`` for a run without one."""
+    return session.scalars(sa.select(CSVFile).where(CSVFile.run_id == run_id)).first()
 
 
 def _columns(values: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
@@ -123,3 +159,86 @@ def read_status(session: Session, run_id: int) -> tuple[str, str | None] | None:
         sa.select(runs_table.c.status, runs_table.c.job_id).where(runs_table.c.id == run_id)
     ).first()
     return None if row is None else (row[0], row[1])
+
+
+# -- what the dashboard and the command line read ---------------------------
+#
+# Each function is one query, whatever the number of tasks and runs: the pages
+# promise a fixed number of queries (tests/test_web_queries.py).
+
+
+def runs_table_exists(engine: sa.Engine) -> bool:
+    """Whether the runs table exists in the database of ``engine``.
+
+    :raises sqlalchemy.exc.DBAPIError: the database cannot be reached.
+    """
+    return sa.inspect(engine).has_table(runs_table.name)
+
+
+def active_runs(session: Session, task_name: str | None = None) -> list[Run]:
+    """The active runs, of every task or of ``task_name``, newest first."""
+    query = sa.select(Run).where(Run.status.in_(sorted(ACTIVE)))
+    if task_name is not None:
+        query = query.where(Run.task_name == task_name)
+    return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc())))
+
+
+def history_page(
+    session: Session,
+    task_name: str | None = None,
+    *,
+    before_id: int | None = None,
+    limit: int,
+) -> list[Run]:
+    """Up to ``limit`` completed runs, of every task or of ``task_name``, newest first.
+
+    A page of the history, keyset on the id: ``before_id`` is the id of the
+    last run of the page before (ids grow with creation time). Ask for one run
+    more than a page to learn whether another page follows.
+    """
+    query = sa.select(Run).where(Run.status.in_(sorted(COMPLETED)))
+    if task_name is not None:
+        query = query.where(Run.task_name == task_name)
+    if before_id is not None:
+        query = query.where(Run.id < before_id)
+    return list(session.scalars(query.order_by(Run.id.desc()).limit(limit)))
+
+
+def latest_run_per_task(session: Session, names: t.Iterable[str]) -> dict[str, Run]:
+    """The newest run of each task of ``names`` that has one, whatever its status, by name."""
+    newest = (
+        sa.select(Run.task_name, sa.func.max(Run.id).label("id"))
+        .where(Run.task_name.in_(list(names)))
+        .group_by(Run.task_name)
+        .subquery()
+    )
+    runs = session.scalars(sa.select(Run).join(newest, Run.id == newest.c.id))
+    return {run.task_name: run for run in runs}
+
+
+def latest_completed_run_per_task(session: Session) -> list[Run]:
+    """The newest completed run of every task name in the table, tasks gone from the code included.
+
+    A GROUP BY would read every run. Instead a recursive query walks the task
+    names on the index that starts with ``task_name`` (each step asks for the
+    next name up), and for each name takes the greatest id of a completed run
+    from the ``(task_name, id)`` index: as many index lookups as there are
+    task names.
+    """
+    runs, other = runs_table.alias("runs_by_name"), runs_table.alias("runs_latest")
+    names = sa.select(sa.func.min(runs.c.task_name).label("name")).cte("task_names", recursive=True)
+    following = (
+        sa.select(sa.func.min(runs.c.task_name))
+        .where(runs.c.task_name > names.c.name)
+        .scalar_subquery()
+    )
+    names = names.union_all(sa.select(following).where(names.c.name.is_not(None)))
+    latest = (
+        sa.select(other.c.id)
+        .where(other.c.task_name == names.c.name, other.c.status.in_(sorted(COMPLETED)))
+        .order_by(other.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    ids = sa.select(latest).where(names.c.name.is_not(None))
+    return list(session.scalars(sa.select(Run).where(Run.id.in_(ids))))

@@ -19,13 +19,13 @@ import enum
 import typing as t
 from datetime import datetime, timedelta
 
+from blinker import NamedSignal
+
 from . import signals
 from .exceptions import InvalidTransition
 from .models import RunStatus
 
 if t.TYPE_CHECKING:
-    from blinker import NamedSignal
-
     from .models import Run
     from .task import Task
 
@@ -307,6 +307,11 @@ ALLOWED: t.Final[dict[RunStatus, frozenset[RunStatus]]] = {
         if status in tr.sources and tr.target is not None and tr.target != status
     )
     for status in RunStatus
+}
+
+#: The signal sent when a run reaches each status (statuses without one are absent).
+SIGNAL_OF: t.Final[dict[RunStatus, NamedSignal]] = {
+    tr.target: tr.signal for tr in TRANSITIONS if tr.target is not None and tr.signal is not None
 }
 
 # -- status groups ----------------------------------------------------------

@@ -12,7 +12,7 @@ from click.testing import Result
 from flask import Flask
 
 from flask_maintenance_tasks import Run, Task
-from flask_maintenance_tasks.cli import _parse_arguments
+from flask_maintenance_tasks.cli.runs import _parse_arguments
 from flask_maintenance_tasks.models import runs_table
 from tests.conftest import counters, drain, fresh_run, seed_items
 

@@ -12,9 +12,9 @@ from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_maintenance_tasks import MaintenanceTasks
+from flask_maintenance_tasks.config import Settings
 from flask_maintenance_tasks.exceptions import ConfigurationError
 from flask_maintenance_tasks.executors import InProcessExecutor, RQExecutor
-from flask_maintenance_tasks.config import Settings
 from flask_maintenance_tasks.state import State, get_state
 
 IN_PROCESS_WARNING = "MAINTENANCE_TASKS_REDIS_URL is not set"
@@ -180,6 +180,10 @@ def test_a_single_masked_name_is_one_name_not_its_letters(
         ("metadata", {"by": "me"}, "METADATA must be a callable or None"),
         ("url_prefix", "admin", "URL_PREFIX must start with '/'"),
         ("queue", "", "QUEUE must be a non-empty string"),
+        # the CSV storage is built at init_app, not at the first upload
+        ("csv_storage", 42, "CSV_STORAGE must be 'database', a directory path or an object"),
+        ("csv_storage", "", "CSV_STORAGE must be 'database', a directory path or an object"),
+        ("csv_storage", object(), "CSV_STORAGE must be 'database', a directory path or an"),
     ],
 )
 def test_bad_option_values_are_refused_naming_the_config_key(

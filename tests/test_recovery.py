@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from flask_maintenance_tasks.state import get_state
 from flask_maintenance_tasks.models import runs_table, utcnow
 from flask_maintenance_tasks.recovery import recover
+from flask_maintenance_tasks.state import get_state
 from tests.conftest import counters, drain, fresh_run, seed_items
 
 

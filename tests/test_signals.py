@@ -11,6 +11,7 @@ from blinker import NamedSignal
 from flask import Flask
 
 from flask_maintenance_tasks import signals
+from flask_maintenance_tasks.transitions import SIGNAL_OF
 from tests.conftest import FAST, drain, fresh_run, seed_items
 
 ALL = [
@@ -213,7 +214,7 @@ def test_failing_receiver_is_logged_and_the_run_goes_on(
 
 
 def test_each_status_maps_to_its_signal() -> None:
-    assert signals.BY_STATUS == {
+    assert SIGNAL_OF == {
         "enqueued": signals.run_enqueued,
         "running": signals.run_started,
         "paused": signals.run_paused,

@@ -43,7 +43,7 @@ def test_run_wait_with_a_worker_processes_every_row_once(app, workers):
 def test_pause_mid_run_then_resume_processes_every_row_once(app, workers):
     seed_items(ITEMS)
     workers.start()
-    run_id = _start(workers, "--arg", "sleep=0.01")
+    run_id = _start(workers, "--arg", "sleep=0.05")
     wait_until(lambda: _moved(run_id), 30, "the run to make progress")
 
     paused = workers.cli("pause", str(run_id))
@@ -62,7 +62,7 @@ def test_pause_mid_run_then_resume_processes_every_row_once(app, workers):
 def test_cancel_mid_run_touches_no_row_after_the_cursor(app, workers):
     seed_items(ITEMS)
     workers.start()
-    run_id = _start(workers, "--arg", "sleep=0.01")
+    run_id = _start(workers, "--arg", "sleep=0.05")
     wait_until(lambda: _moved(run_id), 30, "the run to make progress")
 
     cancelled = workers.cli("cancel", str(run_id))

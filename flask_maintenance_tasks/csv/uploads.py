@@ -19,8 +19,6 @@ import typing as t
 from datetime import datetime, timezone
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from .. import store
 from ..exceptions import CSVFileError, CSVFileTooLarge
 from ..models import CSVFile, Run
@@ -194,7 +192,7 @@ def csv_file_of(state: State, run: Run | int) -> CSVFile | None:
     """The :class:`~.models.CSVFile` of a run, or ``None`` for a run without one."""
     run_id = run if isinstance(run, int) else run.id
     with store.open_session(state.db) as session:
-        return session.scalars(sa.select(CSVFile).where(CSVFile.run_id == run_id)).first()
+        return store.csv_file_of(session, run_id)
 
 
 def open_for_run(state: State, run: Run, session: Session) -> tuple[CSVFile, t.BinaryIO]:

@@ -103,10 +103,12 @@ def csv_spec(
     unvalidated. A method that fails is taken as "not a CSV task": the run
     reports the failure when it starts, as for any other task.
     """
+    if has_enumerator(task_class):
+        return None
     declared = getattr(task_class, "collection", None)
     if isinstance(declared, CSVCollection):
         return declared
-    if declared is None or not callable(declared) or has_enumerator(task_class):
+    if declared is None or not callable(declared):
         return None
     try:
         task = task_class(**(arguments or {}))

@@ -1,26 +1,25 @@
 """The run form of a task, generated from its ``Parameters`` model.
 
-A form field is chosen from each parameter's type; what the browser sends is
-turned back into arguments for the runner, which validates them with the
-model itself, so the form never holds rules of its own. Secrets (``SecretStr``
-fields and masked names) get password inputs and are never written back into
-a page or a URL.
+A form field is chosen from each parameter's shape
+(:mod:`flask_maintenance_tasks.parameters`, which the command line shares);
+what the browser sends is turned back into arguments for the runner by the
+same module, and the runner validates them with the model itself, so the form
+never holds rules of its own. Secrets (``SecretStr`` fields and masked names)
+get password inputs and are never written back into a page or a URL.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import decimal
-import enum
 import json
-import types
 import typing as t
 
 import pydantic
 from pydantic_core import PydanticUndefined
 
-from .. import formatting, masking
+from .. import masking, parameters
+from ..parameters import Parameter, Shape
 
 if t.TYPE_CHECKING:
     from ..task import Task
@@ -30,8 +29,6 @@ Kind = t.Literal[
     "checkbox", "choice", "number", "text", "password", "date", "time", "datetime", "list", "json"
 ]
 
-_TRUE = frozenset({"true", "on", "1", "yes"})
-
 
 @dataclasses.dataclass(frozen=True)
 class FormField:
@@ -40,6 +37,8 @@ class FormField:
     name: str
     kind: Kind
     required: bool
+    #: The parameter the field gives a value to: how its text becomes that value.
+    parameter: Parameter
     #: ``<input type=number step=...>``: "1" for integers, "any" otherwise.
     step: str | None = None
     #: ``(value, label)`` of a select; ``allow_blank`` adds an empty first option.
@@ -50,118 +49,55 @@ class FormField:
     default: str = ""
     #: Never prefilled, never echoed back, never put in a link.
     secret: bool = False
-    #: Literal values by their form spelling, to give the model the real value back.
-    literals: tuple[tuple[str, t.Any], ...] = ()
 
     @property
     def input_id(self) -> str:
         return f"param-{self.name}"
 
 
-def _strip_annotated(annotation: t.Any) -> t.Any:
-    while t.get_origin(annotation) is t.Annotated:
-        annotation = t.get_args(annotation)[0]
-    return annotation
-
-
-def _unwrap_optional(annotation: t.Any) -> tuple[t.Any, bool]:
-    """``(inner type, accepts None)`` for ``X | None`` / ``Optional[X]``."""
-    annotation = _strip_annotated(annotation)
-    origin = t.get_origin(annotation)
-    if origin is t.Union or origin is types.UnionType:
-        args = t.get_args(annotation)
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return _strip_annotated(rest[0]), len(rest) < len(args)
-        return annotation, len(rest) < len(args)
-    return annotation, False
-
-
-def _is(annotation: t.Any, *classes: type) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, classes)
-
-
-def _is_scalar(annotation: t.Any) -> bool:
-    annotation = _strip_annotated(annotation)
-    return t.get_origin(annotation) is t.Literal or _is(
-        annotation, str, int, float, decimal.Decimal, enum.Enum, dt.date, dt.time
-    )
-
-
-def _kind(annotation: t.Any, optional: bool) -> tuple[Kind, dict[str, t.Any]]:
-    if _is(annotation, pydantic.SecretStr, pydantic.SecretBytes):
+def _input(parameter: Parameter) -> tuple[Kind, dict[str, t.Any]]:
+    """The input that edits ``parameter``, and its attributes."""
+    shape = parameter.shape
+    if shape == "secret":
         return "password", {}
-    if _is(annotation, bool):
-        if optional:
-            return "choice", {
-                "options": (("true", "yes"), ("false", "no")),
-                "literals": (("true", True), ("false", False)),
-                "allow_blank": True,
-            }
+    if shape == "bool":
+        if parameter.optional:
+            return "choice", {"options": (("true", "yes"), ("false", "no")), "allow_blank": True}
         return "checkbox", {}
-    if _is(annotation, int):
+    if shape == "integer":
         return "number", {"step": "1"}
-    if _is(annotation, float, decimal.Decimal):
+    if shape == "number":
         return "number", {"step": "any"}
-    if t.get_origin(annotation) is t.Literal:
-        values = t.get_args(annotation)
-        return "choice", {
-            "options": tuple((_scalar_text(v), _scalar_text(v)) for v in values),
-            "literals": tuple((_scalar_text(v), v) for v in values),
-        }
-    if _is(annotation, enum.Enum):
-        return "choice", {
-            "options": tuple((_scalar_text(m.value), _scalar_text(m.value)) for m in annotation)
-        }
-    if _is(annotation, dt.datetime):
+    if shape == "choice":
+        return "choice", {"options": tuple((text, text) for text, _ in parameter.choices)}
+    if shape == "datetime":
         return "datetime", {"help": "Timezone: UTC."}
-    if _is(annotation, dt.date):
-        return "date", {}
-    if _is(annotation, dt.time):
-        return "time", {}
-    if _is(annotation, str):
-        return "text", {}
-    origin = t.get_origin(annotation)
-    args = t.get_args(annotation)
-    if (
-        _is(origin, list, tuple, set, frozenset)
-        and args
-        and all(_is_scalar(a) for a in args if a is not Ellipsis)
-    ):
+    if shape == "list":
         return "list", {"help": "Separate values with commas."}
-    return "json", {"help": "A JSON value."}
+    if shape == "json":
+        return "json", {"help": "A JSON value."}
+    if shape == "date":
+        return "date", {}
+    if shape == "time":
+        return "time", {}
+    return "text", {}
 
 
-def _scalar_text(value: t.Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, enum.Enum):
-        return _scalar_text(value.value)
-    return str(value)
-
-
-def to_form_text(value: t.Any, kind: Kind) -> str:
+def to_form_text(value: t.Any, kind: Kind, shape: Shape) -> str:
     """A Python or stored JSON value as the form field of ``kind`` shows it."""
     if value is None or isinstance(value, (pydantic.SecretStr, pydantic.SecretBytes)):
         return ""
     if kind == "checkbox":
-        return "true" if value is True or str(value).lower() in _TRUE else ""
+        return "true" if value is True or str(value).lower() in parameters.TRUE else ""
     if kind == "datetime":
+        # <input type=datetime-local>: no timezone, and seconds only when there are some.
         moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
         if isinstance(moment, dt.datetime):
             if moment.tzinfo is not None:
                 moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
             return moment.isoformat(timespec="seconds" if moment.second else "minutes")
         return str(value)
-    if kind in ("date", "time") and isinstance(value, (dt.date, dt.time)):
-        return value.isoformat()
-    if kind == "list" and isinstance(value, (list, tuple, set, frozenset)):
-        return ", ".join(_scalar_text(v) for v in value)
-    if kind == "json":
-        if isinstance(value, pydantic.BaseModel):
-            return value.model_dump_json()
-        return json.dumps(value, default=str)
-    return _scalar_text(value)
+    return parameters.to_text(value, shape)
 
 
 def fields_for(task: type[Task], masked: t.Iterable[str]) -> list[FormField]:
@@ -170,10 +106,11 @@ def fields_for(task: type[Task], masked: t.Iterable[str]) -> list[FormField]:
     if model is None:
         return []
     secrets, patterns = masking.masked_names(task, masked)
+    described = parameters.parameters_of(task)
     fields = []
     for name, info in model.model_fields.items():
-        annotation, optional = _unwrap_optional(info.annotation)
-        kind, extra = _kind(annotation, optional)
+        parameter = described[name]
+        kind, extra = _input(parameter)
         secret = secrets.get(name) is True or any(p in name.lower() for p in patterns)
         if secret and kind in ("text", "password"):
             kind = "password"
@@ -182,8 +119,8 @@ def fields_for(task: type[Task], masked: t.Iterable[str]) -> list[FormField]:
         if not required and not secret:
             value = info.get_default(call_default_factory=True)
             if value is not PydanticUndefined:
-                default = to_form_text(value, kind)
-        if kind == "choice" and (optional or required):
+                default = to_form_text(value, kind, parameter.shape)
+        if kind == "choice" and (parameter.optional or required):
             extra["allow_blank"] = True
         help_text = " ".join(filter(None, [info.description, extra.pop("help", None)])) or None
         fields.append(
@@ -191,6 +128,7 @@ def fields_for(task: type[Task], masked: t.Iterable[str]) -> list[FormField]:
                 name=name,
                 kind=kind,
                 required=required,
+                parameter=parameter,
                 default=default,
                 secret=secret or bool(secrets.get(name)),
                 help=help_text,
@@ -214,7 +152,11 @@ def prefill(
             values[field.name] = ""
         elif given is not None and field.name in given:
             raw = given[field.name]
-            values[field.name] = to_form_text(raw, field.kind) if field.kind == "checkbox" else raw
+            values[field.name] = (
+                to_form_text(raw, field.kind, field.parameter.shape)
+                if field.kind == "checkbox"
+                else raw
+            )
         elif submitted and field.kind == "checkbox":
             values[field.name] = ""
         else:
@@ -228,30 +170,26 @@ def arguments_from(
     """Arguments for the runner from a submitted form, and the errors found on the way.
 
     An empty field is left out, so that the parameter's default applies (or
-    the model reports the missing required value).
+    the model reports the missing required value); so is a blank one, but for
+    text. An unchecked checkbox is not sent: it is false. Values are stripped,
+    but for passwords. :func:`.parameters.from_text` does the rest.
     """
     arguments: dict[str, t.Any] = {}
     errors: dict[str, list[str]] = {}
     for field in fields:
         if field.kind == "checkbox":
-            arguments[field.name] = form.get(field.name, "").lower() in _TRUE
+            arguments[field.name] = form.get(field.name, "").lower() in parameters.TRUE
             continue
         raw = form.get(field.name, "")
         if field.kind not in ("text", "password") and not raw.strip():
             continue
         if field.kind in ("text", "password") and raw == "":
             continue
-        if field.kind == "list":
-            arguments[field.name] = [part.strip() for part in raw.split(",") if part.strip()]
-        elif field.kind == "json":
-            try:
-                arguments[field.name] = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                errors[field.name] = [f"Enter a valid JSON value ({exc.msg})."]
-        elif field.literals:
-            arguments[field.name] = dict(field.literals).get(raw, raw)
-        else:
-            arguments[field.name] = raw.strip() if field.kind != "password" else raw
+        try:
+            text = raw if field.kind == "password" else raw.strip()
+            arguments[field.name] = parameters.from_text(field.parameter, text)
+        except json.JSONDecodeError as exc:
+            errors[field.name] = [f"Enter a valid JSON value ({exc.msg})."]
     return arguments, errors
 
 
@@ -275,7 +213,7 @@ def run_again_query(fields: list[FormField], arguments: t.Any) -> dict[str, t.An
         if field.secret or field.name not in arguments:
             continue
         try:
-            text = to_form_text(arguments[field.name], field.kind)
+            text = to_form_text(arguments[field.name], field.kind, field.parameter.shape)
         except (TypeError, ValueError):
             continue
         query[field.name] = text if field.kind != "checkbox" else (text or "false")

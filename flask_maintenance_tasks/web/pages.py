@@ -13,25 +13,20 @@ import dataclasses
 import typing as t
 from datetime import datetime, timedelta
 
-import sqlalchemy as sa
 from flask import url_for
 
-from .. import formatting, masking, store
-from ..csv.rows import CSVCollection
+from .. import formatting, masking, sources, store
 from ..exceptions import MaintenanceTasksError
-from ..models import Run, RunStatus, runs_table, utcnow
-from ..transitions import ACTIVE, COMPLETED, is_stuck
-from . import forms, is_allowed
+from ..models import Run, RunStatus, utcnow
+from ..transitions import ACTIVE, PAUSE_REQUEST, is_stuck
+from . import forms
+from .guards import is_allowed
 
 if t.TYPE_CHECKING:
     from markupsafe import Markup
 
     from ..state import State
     from ..task import Task
-
-S = RunStatus
-_ACTIVE = sorted(s.value for s in ACTIVE)
-_COMPLETED = sorted(s.value for s in COMPLETED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,26 +85,26 @@ class RunCard:
 
     @property
     def is_active(self) -> bool:
-        return S(self.run.status) in ACTIVE
+        return self.run.status in ACTIVE
 
 
 def actions_for(run: Run, *, task_exists: bool, stuck: bool) -> list[Action]:
     """The buttons a run's status allows (see the transitions table and the stuck rule)."""
-    status = S(run.status)
+    status = run.status
     cancel = Action("cancel", "Force cancel" if stuck else "Cancel", variant="danger")
-    if status in (S.ENQUEUED, S.RUNNING, S.INTERRUPTED):
+    if status in PAUSE_REQUEST.sources:
         pause = Action("pause", "Force pause" if stuck else "Pause", enabled=task_exists)
         return [pause, cancel]
-    if status == S.PAUSING:
+    if status == RunStatus.PAUSING:
         actions = [Action(None, "Pausing…", enabled=False)]
         if stuck:
             actions.append(Action("pause", "Force pause", enabled=task_exists, variant="force"))
         return [*actions, cancel]
-    if status == S.CANCELLING:
+    if status == RunStatus.CANCELLING:
         return [cancel] if stuck else [Action(None, "Cancelling…", enabled=False)]
-    if status == S.PAUSED:
+    if status == RunStatus.PAUSED:
         return [Action("resume", "Resume", enabled=task_exists), cancel]
-    if status == S.ERRORED:
+    if status == RunStatus.ERRORED:
         return [Action("resume", "Resume", enabled=task_exists)]
     return []
 
@@ -191,43 +186,11 @@ def _matches(name: str, query: str) -> bool:
     return not query or query.casefold() in name.casefold()
 
 
-def _latest_ended_ids() -> sa.Select[t.Any]:
-    """The id of each task's latest ended run, in as many index lookups as there are tasks.
-
-    A GROUP BY would read every run. Instead a recursive query walks the task
-    names on the index that starts with ``task_name`` (each step asks for the
-    next name up), and for each name takes the greatest id of an ended run
-    from the ``(task_name, id)`` index. Ids grow with creation time.
-    """
-    runs, other = runs_table.alias("runs_by_name"), runs_table.alias("runs_latest")
-    names = sa.select(sa.func.min(runs.c.task_name).label("name")).cte("task_names", recursive=True)
-    following = (
-        sa.select(sa.func.min(runs.c.task_name))
-        .where(runs.c.task_name > names.c.name)
-        .scalar_subquery()
-    )
-    names = names.union_all(sa.select(following).where(names.c.name.is_not(None)))
-    latest = (
-        sa.select(other.c.id)
-        .where(other.c.task_name == names.c.name, other.c.status.in_(_COMPLETED))
-        .order_by(other.c.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    return sa.select(latest).where(names.c.name.is_not(None))
-
-
 def index_page(state: State, query: str = "") -> IndexPage:
     cards = Cards(state)
     with store.open_session(state.db) as session:
-        active = list(
-            session.scalars(
-                sa.select(Run)
-                .where(Run.status.in_(_ACTIVE))
-                .order_by(Run.created_at.desc(), Run.id.desc())
-            )
-        )
-        latest = list(session.scalars(sa.select(Run).where(Run.id.in_(_latest_ended_ids()))))
+        active = store.active_runs(session)
+        latest = store.latest_completed_run_per_task(session)
 
     def visible(name: str) -> bool:
         return _matches(name, query) and cards.allowed("view", name)
@@ -256,7 +219,7 @@ def index_page(state: State, query: str = "") -> IndexPage:
 
 def _stale(state: State, run: Run, now: datetime) -> str | None:
     limit = state.settings.stale_after
-    if limit is None or run.status != S.SUCCEEDED.value or run.ended_at is None:
+    if limit is None or run.status != RunStatus.SUCCEEDED or run.ended_at is None:
         return None
     if run.ended_at > now - timedelta(seconds=limit):
         return None
@@ -268,7 +231,7 @@ def _stale(state: State, run: Run, now: datetime) -> str | None:
 
 def is_csv_task(task: type[Task] | None) -> bool:
     """Whether the task declares ``collection = csv_collection(...)`` (every run has a file)."""
-    return task is not None and isinstance(getattr(task, "collection", None), CSVCollection)
+    return task is not None and sources.needs_file(task)
 
 
 @dataclasses.dataclass
@@ -304,18 +267,9 @@ def task_page(state: State, name: str, cursor: int | None = None) -> TaskPage:
     task = cards.task(name)
     per_page = state.settings.runs_per_page
     with store.open_session(state.db) as session:
-        active = list(
-            session.scalars(
-                sa.select(Run)
-                .where(Run.task_name == name, Run.status.in_(_ACTIVE))
-                .order_by(Run.created_at.desc(), Run.id.desc())
-            )
-        )
-        history_query = sa.select(Run).where(Run.task_name == name, Run.status.in_(_COMPLETED))
-        if cursor is not None:
-            history_query = history_query.where(Run.id < cursor)
-        # One row more than a page tells whether another page follows.
-        history = list(session.scalars(history_query.order_by(Run.id.desc()).limit(per_page + 1)))
+        active = store.active_runs(session, name)
+        # One run more than a page tells whether another page follows.
+        history = store.history_page(session, name, before_id=cursor, limit=per_page + 1)
     if task is None and not active and not history and cursor is None:
         raise NoSuchTask(f"No task named {name!r}, and no run of one.")
     next_cursor = history[per_page - 1].id if len(history) > per_page else None

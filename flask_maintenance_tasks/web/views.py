@@ -28,7 +28,7 @@ from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from .. import formatting, runner
-from ..csv.storage import csv_download
+from ..csv.uploads import csv_download
 from ..exceptions import (
     CSVFileError,
     CSVFileTooLarge,
@@ -38,10 +38,10 @@ from ..exceptions import (
     TaskAlreadyRunning,
     TaskNotFound,
 )
-from ..state import get_state
-from ..models import Run
-from ..store import open_session
-from . import CSRF_FIELD, blueprint, forms, pages, require
+from ..models import Run, RunStatus
+from ..state import State, get_state
+from . import forms, pages
+from .guards import CSRF_FIELD, blueprint, require
 from .source import task_source
 
 #: The file field of a CSV task's run form.
@@ -60,12 +60,20 @@ HTMX_CONFIG = {
     "selfRequestsOnly": True,
 }
 
-_ACTION_DONE = {
-    ("pause", "pausing"): "Run #{id} will pause at its next item.",
-    ("pause", "paused"): "Run #{id} is paused.",
-    ("cancel", "cancelling"): "Run #{id} will cancel at its next item.",
-    ("cancel", "cancelled"): "Run #{id} is cancelled.",
-    ("resume", "enqueued"): "Run #{id} is resumed: it carries on from where it stopped.",
+#: What the run buttons do, by the action of their URL.
+_ACTIONS: dict[str, t.Callable[[State, int], Run]] = {
+    "pause": runner.pause,
+    "resume": runner.resume,
+    "cancel": runner.cancel,
+}
+
+#: The message of an action, by the action and the status it left the run in.
+_ACTION_DONE: dict[tuple[str, str], str] = {
+    ("pause", RunStatus.PAUSING): "Run #{id} will pause at its next item.",
+    ("pause", RunStatus.PAUSED): "Run #{id} is paused.",
+    ("cancel", RunStatus.CANCELLING): "Run #{id} will cancel at its next item.",
+    ("cancel", RunStatus.CANCELLED): "Run #{id} is cancelled.",
+    ("resume", RunStatus.ENQUEUED): "Run #{id} is resumed: it carries on from where it stopped.",
 }
 
 
@@ -209,13 +217,12 @@ def start_run(name: str) -> t.Any:
 @blueprint.post("/tasks/<name>/runs/<int:run_id>/<any(pause, resume, cancel):action>")
 def control(name: str, run_id: int, action: str) -> t.Any:
     state = get_state()
-    with open_session(state.db) as session:
-        run = session.get(Run, run_id)
+    run = runner.get_run(state, run_id)
     if run is None or run.task_name != name:
         abort(404, f"There is no run #{run_id} of {name}.")
     require(action, name, run)
     try:
-        result = getattr(runner, action)(state, run_id)
+        result = _ACTIONS[action](state, run_id)
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
     else:
@@ -232,8 +239,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
 
 def _viewable_run(run_id: int) -> Run:
     """The run, if it exists (404) and ``authorize`` lets this request view it (403)."""
-    with open_session(get_state().db) as session:
-        run = session.get(Run, run_id)
+    run = runner.get_run(get_state(), run_id)
     if run is None:
         abort(404, f"There is no run #{run_id}.")
     require("view", run.task_name, run)

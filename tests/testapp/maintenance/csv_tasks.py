@@ -77,3 +77,13 @@ class CSVByMethodTask(Task):
 
     def process(self, row: t.Any) -> None:
         EVENTS.append(dict(row))
+
+
+class ImportItemsByMethodTask(Task):
+    """A CSV task whose ``collection()`` method returns the CSV collection (no class attribute)."""
+
+    def collection(self) -> t.Any:
+        return csv_collection(required_headers=("id", "title"))
+
+    def process(self, row: dict[str, str]) -> None:
+        _upsert(row)

@@ -1,0 +1,42 @@
+"""The ``flask mtasks`` command group (API.md section 5).
+
+One module per concern: :mod:`.runs` (list, run, status, pause, resume,
+cancel), :mod:`.worker` (worker, recover), :mod:`.scaffold` (new) and
+:mod:`.migrations` (migrations install). Every command that reaches the
+extension's state is wrapped in :func:`.errors.catch_errors`, so that a user's
+mistake ends with one ``Error: ...`` line and exit status 1.
+"""
+
+from __future__ import annotations
+
+from flask.cli import AppGroup
+
+from .migrations import migrations_cli
+from .runs import (
+    cancel_command,
+    list_command,
+    pause_command,
+    resume_command,
+    run_command,
+    status_command,
+)
+from .scaffold import new_command
+from .worker import recover_command, worker_command
+
+mtasks_cli = AppGroup("mtasks", help="Run and control maintenance tasks.")
+
+for _command in (
+    list_command,
+    run_command,
+    status_command,
+    pause_command,
+    resume_command,
+    cancel_command,
+    worker_command,
+    recover_command,
+    new_command,
+    migrations_cli,
+):
+    mtasks_cli.add_command(_command)
+
+__all__ = ["mtasks_cli"]

@@ -1,0 +1,13 @@
+"""How the commands show the paths of the files they write into the user's project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def shown(path: Path) -> str:
+    """``path`` as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

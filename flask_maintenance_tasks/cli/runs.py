@@ -1,0 +1,266 @@
+"""The commands about runs: list, run (and follow), status, pause, resume, cancel."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import click
+from flask.cli import with_appcontext
+
+from .. import formatting, parameters, runner, store
+from ..csv.uploads import csv_file_of
+from ..models import Run, RunStatus
+from ..state import State, get_state
+from ..transitions import STOPPED
+from .errors import catch_errors
+
+if t.TYPE_CHECKING:
+    from ..task import Task
+
+#: How many completed runs ``status`` lists after the active ones.
+LATEST_RUNS = 10
+
+
+@click.command("list")
+@with_appcontext
+@catch_errors
+def list_command() -> None:
+    """List the tasks with the status of each one's latest run."""
+    state = get_state()
+    tasks = state.registry.tasks()
+    if not tasks:
+        click.echo(f"No tasks found in {state.registry.package}.")
+        return
+    with store.open_session(state.db) as session:
+        latest = store.latest_run_per_task(session, tasks)
+    width = max(len(name) for name in tasks)
+    for name in tasks:
+        run = latest.get(name)
+        status = f"{run.status} (run #{run.id})" if run else "new"
+        click.echo(f"{name:<{width}}  {status}")
+
+
+@click.command("run")
+@click.argument("name")
+@click.option(
+    "--arg", "pairs", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable)."
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+    metavar="PATH",
+    help="A CSV file for a CSV task; - reads stdin.",
+)
+@click.option("--wait", is_flag=True, help="Follow the run until it ends; fail unless it succeeds.")
+@with_appcontext
+@catch_errors
+def run_command(name: str, pairs: tuple[str, ...], csv_path: str | None, wait: bool) -> None:
+    """Start a run of task NAME and print its id."""
+    state = get_state()
+    arguments = _parse_arguments(state.registry.get(name), pairs)
+    csv_file: t.Any = None
+    if csv_path == "-":
+        csv_file = ("stdin.csv", click.open_file("-", "rb"))
+    elif csv_path is not None:
+        csv_file = Path(csv_path)
+    run = runner.run(state, name, arguments, csv_file=csv_file)
+    click.echo(run.id)
+    if wait:
+        _follow(state, run.id)
+
+
+def _parse_arguments(task_class: type[Task], pairs: tuple[str, ...]) -> dict[str, t.Any]:
+    """``KEY=VALUE`` pairs to arguments (see :mod:`flask_maintenance_tasks.parameters`).
+
+    A list parameter may also be given by repeating its key (``ids=1 ids=2``),
+    and a JSON parameter whose text is not JSON is given as text, for the
+    model to say what it expected. The model does the rest of the conversion.
+    """
+    given: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE.", param_hint="--arg")
+        given.setdefault(key, []).append(value)
+    described = parameters.parameters_of(task_class)
+    arguments: dict[str, t.Any] = {}
+    for key, values in given.items():
+        parameter = described.get(key)
+        if parameter is not None and parameter.shape == "list":
+            arguments[key] = [item for value in values for item in parameters.split_many(value)]
+            continue
+        if len(values) > 1:
+            raise click.BadParameter(
+                f"{key} is given {len(values)} times but takes one value.", param_hint="--arg"
+            )
+        value = values[0]
+        if parameter is None:
+            arguments[key] = value  # the task reports an unknown parameter
+            continue
+        try:
+            arguments[key] = parameters.from_text(parameter, value)
+        except json.JSONDecodeError:
+            arguments[key] = value
+    return arguments
+
+
+def _follow(state: State, run_id: int) -> None:
+    """Draw a progress bar on stderr until the run stops; exit 1 unless it succeeded.
+
+    On a terminal the bar is redrawn in place; otherwise (a log, CI) a line is
+    written when the progress changes, at most every two seconds.
+    """
+    tty = sys.stderr.isatty()
+    last_line = ""
+    last_print = 0.0
+    try:
+        while True:
+            run = runner.get_run(state, run_id)
+            if run is None:
+                raise click.ClickException(f"Run #{run_id} disappeared.")
+            line = _bar(run)
+            now = time.monotonic()
+            if tty:
+                click.echo("\r" + line.ljust(len(last_line)), err=True, nl=False)
+            elif line != last_line and (now - last_print >= 2 or run.status in STOPPED):
+                click.echo(line, err=True)
+                last_print = now
+            last_line = line
+            if run.status in STOPPED:
+                break
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"Stopped following run #{run_id}; it carries on (`flask mtasks status {run_id}`)."
+        ) from None
+    finally:
+        if tty:
+            click.echo(err=True)
+    if run.status != RunStatus.SUCCEEDED:
+        detail = f": {run.error_class}: {run.error_message}" if run.error_class else ""
+        raise click.ClickException(f"Run #{run.id} ended {run.status}{detail}")
+
+
+def _bar(run: Run, width: int = 30) -> str:
+    pct = formatting.percent(run)
+    if pct is None:
+        bar = "?" * width if run.tick_count == 0 else "~" * width
+    else:
+        filled = int(width * pct / 100)
+        bar = "#" * filled + "-" * (width - filled)
+    return f"[{bar}] {run.status:<11} {formatting.progress_text(run.tick_count, run.tick_total)}"
+
+
+@click.command("status")
+@click.argument("run_id", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+@catch_errors
+def status_command(run_id: int | None, as_json: bool) -> None:
+    """Show run RUN_ID, or the active and latest runs."""
+    state = get_state()
+    if run_id is not None:
+        _show_run(state, run_id, as_json)
+    else:
+        _show_runs(state, as_json)
+
+
+def _show_run(state: State, run_id: int, as_json: bool) -> None:
+    run = runner.get_run(state, run_id)
+    if run is None:
+        raise click.ClickException(f"Run #{run_id} not found.")
+    if as_json:
+        click.echo(json.dumps(formatting.run_as_dict(state.app, run), indent=2))
+    else:
+        _print_run(state, run)
+
+
+def _show_runs(state: State, as_json: bool) -> None:
+    with store.open_session(state.db) as session:
+        active = store.active_runs(session)
+        latest = store.history_page(session, limit=LATEST_RUNS)
+    if as_json:
+        data = {
+            "active": [formatting.run_as_dict(state.app, r) for r in active],
+            "latest": [formatting.run_as_dict(state.app, r) for r in latest],
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo("Active runs:" if active else "No active runs.")
+    for run in active:
+        click.echo(f"  {_summary(run)}")
+    if latest:
+        click.echo("Latest runs:")
+        for run in latest:
+            click.echo(f"  {_summary(run)}")
+
+
+def _summary(run: Run) -> str:
+    return (
+        f"#{run.id:<6} {run.task_name}  {run.status}  "
+        f"{formatting.progress_text(run.tick_count, run.tick_total)}"
+    )
+
+
+def _print_run(state: State, run: Run) -> None:
+    data = formatting.run_as_dict(state.app, run)
+    click.echo(f"Run #{run.id}  {run.task_name}  {run.status}")
+    click.echo(f"  {data['progress']}")
+    click.echo(f"  {data['status_text']}")
+    if data["arguments"]:
+        click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
+    if run.metadata_ is not None:
+        click.echo(f"  Metadata: {json.dumps(run.metadata_)}")
+    csv_file = csv_file_of(state, run)
+    if csv_file is not None:
+        given = f", given as {csv_file.original_filename}" if csv_file.original_filename else ""
+        click.echo(f"  CSV file: {csv_file.filename} ({csv_file.size:,} bytes{given})")
+    click.echo(f"  Cursor: {json.dumps(run.cursor)}")
+    if run.interruption_reason:
+        click.echo(f"  Last interruption: {run.interruption_reason.replace('_', ' ')}")
+    if run.error_class:
+        click.echo(f"  Error: {run.error_class}: {run.error_message}")
+        if run.errored_element is not None:
+            click.echo(f"  Failing item: {json.dumps(run.errored_element)}")
+        if run.backtrace:
+            click.echo("  Backtrace:")
+            for frame in run.backtrace:
+                click.echo(f"    {frame}")
+
+
+def _control(act: t.Callable[[State, int], Run], run_id: int) -> None:
+    run = act(get_state(), run_id)
+    click.echo(f"Run #{run.id} is {run.status}.")
+
+
+@click.command("pause")
+@click.argument("run_id", type=int)
+@with_appcontext
+@catch_errors
+def pause_command(run_id: int) -> None:
+    """Pause run RUN_ID at its next item (force a stuck one)."""
+    _control(runner.pause, run_id)
+
+
+@click.command("resume")
+@click.argument("run_id", type=int)
+@with_appcontext
+@catch_errors
+def resume_command(run_id: int) -> None:
+    """Resume paused or errored run RUN_ID from its cursor."""
+    _control(runner.resume, run_id)
+
+
+@click.command("cancel")
+@click.argument("run_id", type=int)
+@with_appcontext
+@catch_errors
+def cancel_command(run_id: int) -> None:
+    """Cancel run RUN_ID (at once if paused or stuck)."""
+    _control(runner.cancel, run_id)

@@ -1,0 +1,67 @@
+"""The commands that keep runs going: the RQ worker, and recovery on demand."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from ..executors import RQExecutor
+from ..recovery import recover
+from ..state import get_state
+from ..worker import MaintenanceSimpleWorker, MaintenanceWorker, recovering_worker
+from .errors import catch_errors
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.option("--queue", "queue_name", help="Queue to listen on (default: the configured one).")
+@click.option("--no-fork", is_flag=True, help="Run jobs in the worker process (no work horse).")
+@with_appcontext
+@catch_errors
+def worker_command(burst: bool, queue_name: str | None, no_fork: bool) -> None:
+    """Run an RQ worker inside the app; SIGTERM stops the running task cleanly."""
+    state = get_state()
+    executor = state.executor
+    if not isinstance(executor, RQExecutor):
+        raise click.ClickException(
+            "MAINTENANCE_TASKS_REDIS_URL is not set: there is no queue to work on."
+        )
+    _log_to_stderr()
+    worker = recovering_worker(
+        MaintenanceSimpleWorker if no_fork else MaintenanceWorker,
+        [executor.queue(queue_name)],
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        state.settings.recovery_interval,
+        connection=executor.connection,
+    )
+    worker.work(burst=burst, with_scheduler=True)
+
+
+def _log_to_stderr() -> None:
+    """Show the extension's log lines beside RQ's, unless the app set up logging."""
+    logger = logging.getLogger("flask_maintenance_tasks")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+@click.command("recover")
+@with_appcontext
+@catch_errors
+def recover_command() -> None:
+    """Carry on runs whose job vanished, and settle stuck pauses and cancels, once.
+
+    Workers started with `flask mtasks worker` do this on their own every
+    MAINTENANCE_TASKS_RECOVERY_INTERVAL seconds.
+    """
+    recovered = recover(get_state())
+    for recovery in recovered:
+        click.echo(str(recovery))
+    if not recovered:
+        click.echo("Nothing to recover.")

@@ -1,0 +1,222 @@
+"""Parameter values from text: the rules the command line and the run form share.
+
+A task's ``Parameters`` model validates and converts its arguments. What this
+module decides is the shape text takes before the model sees it. Each field is
+described once (:func:`describe`) from its annotation, looking through
+``Annotated[...]`` and ``X | None`` (the latter makes the field ``optional``),
+and its :data:`Shape` says how text becomes a value (:func:`from_text`):
+
+``list``
+    A list, tuple, set or frozenset of scalars (text, numbers, dates, times,
+    enums, literals). The text is a JSON list (``[1, 2]``) or values separated
+    by commas (``1, 2``), each stripped, blanks dropped; an empty text is an
+    empty list.
+``json``
+    A mapping, a model, a collection of anything but scalars, or any other type
+    that is not a scalar: the text is a JSON value.
+``choice``
+    A ``Literal`` or an enum. The text is matched with each allowed value's
+    spelling, so that ``Literal[1, 2]`` gets the int ``1`` from ``"1"``; text
+    that matches none is left for the model to refuse.
+``bool``
+    ``true``, ``on``, ``1`` and ``yes`` are true, ``false``, ``off``, ``0`` and
+    ``no`` are false, in any case; other text is left for the model to refuse.
+``text``, ``secret``, ``integer``, ``number``, ``date``, ``time``, ``datetime``
+    The text itself, which the model converts. A union of several scalar types
+    (``int | str``) is ``text`` too; a union with any other member is ``json``.
+
+A value is spelled back (:func:`spell`, :func:`to_text`) as ``true`` or
+``false`` for a bool, its value for an enum member, ISO 8601 for a date or a
+time, items joined by ``", "`` for a ``list`` and JSON for a ``json`` field, so
+that :func:`from_text` gives it back.
+
+What an empty text means (the default, or an empty value) and whether a name may
+be given twice are each interface's own rules: ``flask mtasks run --arg`` and
+the dashboard's run form (``web/forms.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import types
+import typing as t
+
+import pydantic
+
+if t.TYPE_CHECKING:
+    from .task import Task
+
+#: How the text given for a field becomes its value (see the module's documentation).
+Shape = t.Literal[
+    "bool",
+    "integer",
+    "number",
+    "choice",
+    "date",
+    "time",
+    "datetime",
+    "text",
+    "secret",
+    "list",
+    "json",
+]
+
+#: Text taken as ``True`` and as ``False``, compared in lower case.
+TRUE: t.Final = frozenset({"true", "on", "1", "yes"})
+FALSE: t.Final = frozenset({"false", "off", "0", "no"})
+
+_COLLECTIONS = (list, tuple, set, frozenset)
+_SCALARS = (str, int, float, decimal.Decimal, enum.Enum, dt.date, dt.time)
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """A field of a task's ``Parameters`` model, as text is turned into its value."""
+
+    name: str
+    shape: Shape
+    #: The field also accepts ``None`` (``X | None``).
+    optional: bool = False
+    #: The values a ``choice`` allows, each with its spelling, in declaration order.
+    choices: tuple[tuple[str, t.Any], ...] = ()
+
+
+def parameters_of(task: type[Task]) -> dict[str, Parameter]:
+    """The parameters of ``task`` by name, in declaration order (none without ``Parameters``)."""
+    model = task.Parameters
+    if model is None:
+        return {}
+    return {name: describe(name, info.annotation) for name, info in model.model_fields.items()}
+
+
+def describe(name: str, annotation: t.Any) -> Parameter:
+    """The parameter ``name`` declared with ``annotation``."""
+    annotation, optional = _look_through(annotation)
+    shape, choices = _shape(annotation)
+    return Parameter(name, shape, optional, choices)
+
+
+def from_text(parameter: Parameter, text: str) -> t.Any:
+    """The value of ``parameter`` given as ``text``, for the model to validate.
+
+    :raises json.JSONDecodeError: the parameter takes JSON and ``text`` is not JSON.
+    """
+    if parameter.shape == "list":
+        return split_many(text)
+    if parameter.shape == "json":
+        return json.loads(text)
+    if parameter.shape == "choice":
+        return dict(parameter.choices).get(text, text)
+    if parameter.shape == "bool" and text.lower() in TRUE | FALSE:
+        return text.lower() in TRUE
+    return text
+
+
+def split_many(text: str) -> list[t.Any]:
+    """The values of a ``list`` parameter: a JSON list, or values separated by commas."""
+    if text.lstrip().startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list):
+            return parsed
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def spell(value: t.Any) -> str:
+    """A scalar as text: ``true``/``false``, an enum member's value, ISO 8601, else ``str()``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return spell(value.value)
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def to_text(value: t.Any, shape: Shape) -> str:
+    """The text that gives ``value`` back through :func:`from_text` for a field of ``shape``."""
+    if shape == "list" and isinstance(value, _COLLECTIONS):
+        return ", ".join(spell(v) for v in value)
+    if shape == "json":
+        if isinstance(value, pydantic.BaseModel):
+            return value.model_dump_json()
+        return json.dumps(value, default=str)
+    return spell(value)
+
+
+def _strip_annotated(annotation: t.Any) -> t.Any:
+    while t.get_origin(annotation) is t.Annotated:
+        annotation = t.get_args(annotation)[0]
+    return annotation
+
+
+def _union_members(annotation: t.Any) -> tuple[t.Any, ...] | None:
+    """The members of a union (``None`` for any other annotation)."""
+    origin = t.get_origin(annotation)
+    if origin is t.Union or origin is types.UnionType:
+        return t.get_args(annotation)
+    return None
+
+
+def _look_through(annotation: t.Any) -> tuple[t.Any, bool]:
+    """``(the type, accepts None)``; a union of several types besides ``None`` stays one."""
+    annotation = _strip_annotated(annotation)
+    members = _union_members(annotation)
+    if members is None:
+        return annotation, False
+    rest = [m for m in members if m is not type(None)]
+    optional = len(rest) < len(members)
+    if len(rest) == 1:
+        return _strip_annotated(rest[0]), optional
+    return annotation, optional
+
+
+def _is(annotation: t.Any, *classes: type) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, classes)
+
+
+def _is_scalar(annotation: t.Any) -> bool:
+    annotation = _strip_annotated(annotation)
+    return t.get_origin(annotation) is t.Literal or _is(annotation, *_SCALARS)
+
+
+def _shape(annotation: t.Any) -> tuple[Shape, tuple[tuple[str, t.Any], ...]]:
+    # The order matters: bool is an int, an IntEnum an int, a datetime a date.
+    members = _union_members(annotation)
+    if members is not None:
+        scalars = all(_is_scalar(m) for m in members if m is not type(None))
+        return ("text" if scalars else "json"), ()
+    if _is(annotation, pydantic.SecretStr, pydantic.SecretBytes):
+        return "secret", ()
+    if _is(annotation, bool):
+        return "bool", ()
+    if _is(annotation, int):
+        return "integer", ()
+    if _is(annotation, float, decimal.Decimal):
+        return "number", ()
+    if t.get_origin(annotation) is t.Literal:
+        return "choice", tuple((spell(v), v) for v in t.get_args(annotation))
+    if _is(annotation, enum.Enum):
+        return "choice", tuple((spell(m.value), m.value) for m in annotation)
+    if _is(annotation, dt.datetime):
+        return "datetime", ()
+    if _is(annotation, dt.date):
+        return "date", ()
+    if _is(annotation, dt.time):
+        return "time", ()
+    if _is(annotation, str):
+        return "text", ()
+    args = t.get_args(annotation)
+    if (
+        _is(t.get_origin(annotation), *_COLLECTIONS)
+        and args
+        and all(_is_scalar(a) for a in args if a is not Ellipsis)
+    ):
+        return "list", ()
+    return "json", ()
