@@ -31,6 +31,7 @@ from .transitions import (
     RECOVER_RUNNING,
     STOP_REQUESTED,
     STOPPED,
+    Transition,
 )
 
 if t.TYPE_CHECKING:
@@ -81,26 +82,34 @@ def recover(state: State) -> list[Recovery]:
     return done
 
 
-def _unchanged(state: State, seen: Run, current: Run) -> bool:
-    """The run is as recovery saw it: same status, same job, and still not heard of."""
+def _if_unchanged(
+    state: State, seen: Run, transition: Transition, given: t.Mapping[str, t.Any] | None = None
+) -> lifecycle.Changed:
+    """Apply ``transition`` only if the run is still as recovery saw it.
+
+    Same status, same job, and still not heard of: a run that moved on
+    meanwhile (its job woke up, an operator acted, another recoverer won) is
+    left alone.
+    """
     limit = utcnow() - timedelta(seconds=state.settings.stuck_after)
-    return (
-        current.status == seen.status
-        and current.job_id == seen.job_id
-        and current.updated_at <= limit
-    )
+
+    def unchanged(current: Run) -> Transition | None:
+        same = (
+            current.status == seen.status
+            and current.job_id == seen.job_id
+            and current.updated_at <= limit
+        )
+        return transition if same else None
+
+    with store.open_session(state.db) as session:
+        return lifecycle.change(session, seen.id, unchanged, given=given)
 
 
 def _recover_one(state: State, seen: Run) -> Recovery | None:
     if seen.status in STOP_REQUESTED:
         # A stop nobody carries out: settle it as an operator forcing it would.
         forced = FORCE_PAUSE if seen.status == RunStatus.PAUSING else FORCE_CANCEL
-        with store.open_session(state.db) as session:
-            changed = lifecycle.change(
-                session,
-                seen.id,
-                lambda current: forced if _unchanged(state, seen, current) else None,
-            )
+        changed = _if_unchanged(state, seen, forced)
         if not changed.applied:
             return None
         lifecycle.follow(state, changed, lifecycle.task_for(state, changed.run))
@@ -108,13 +117,7 @@ def _recover_one(state: State, seen: Run) -> Recovery | None:
 
     job_id = lifecycle.new_job_id()
     handover = RECOVER_RUNNING if seen.status == RunStatus.RUNNING else RECOVER
-    with store.open_session(state.db) as session:
-        changed = lifecycle.change(
-            session,
-            seen.id,
-            lambda current: handover if _unchanged(state, seen, current) else None,
-            given={"job_id": job_id},
-        )
+    changed = _if_unchanged(state, seen, handover, {"job_id": job_id})
     if not changed.applied:
         return None
     lifecycle.follow(state, changed)
