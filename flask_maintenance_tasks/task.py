@@ -162,13 +162,17 @@ class Task:
 
     def __init_subclass__(cls, **kwargs: t.Any) -> None:
         super().__init_subclass__(**kwargs)
-        throttles: dict[str, Throttle] = {}
+        backoffs: dict[str, Backoff] = {}
         for klass in reversed(cls.__mro__):
             for attr, value in vars(klass).items():
                 backoff = getattr(value, "_mtasks_throttle_backoff", None)
                 if backoff is not None:
-                    throttles[attr] = Throttle(attr, backoff, value)
-        cls._throttles = tuple(throttles.values())
+                    backoffs[attr] = backoff
+        # The condition is the class's own method of that name: an override
+        # without the decorator keeps the throttle and replaces the test.
+        cls._throttles = tuple(
+            Throttle(attr, backoff, getattr(cls, attr)) for attr, backoff in backoffs.items()
+        )
         cls._explicit_name = "name" in vars(cls)
         if not cls._explicit_name:
             cls.name = cls.__name__

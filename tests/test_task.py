@@ -384,3 +384,26 @@ def test_failing_after_error_is_logged_and_the_original_error_kept(
     )
     assert kinds.EVENTS == [("after_error", "cannot process 1")]
     assert "UnitFailingAfterErrorTask.after_error failed" in caplog.text
+
+
+def test_a_throttle_overridden_without_the_decorator_keeps_its_backoff_and_uses_the_override() -> (
+    None
+):
+    class Busy(Task):
+        collection = [1]
+
+        @throttle_on(backoff=7)
+        def busy(self) -> bool:
+            return True
+
+        def process(self, item: t.Any) -> None:
+            pass
+
+    class NeverBusy(Busy):
+        def busy(self) -> bool:
+            return False
+
+    [throttle] = NeverBusy().throttles
+    assert (throttle.method_name, throttle.backoff_seconds()) == ("busy", 7.0)
+    assert throttle.condition(NeverBusy()) is False
+    assert Busy().throttles[0].condition(Busy()) is True
