@@ -6,7 +6,7 @@
 PostgreSQL is measured when ``MAINTENANCE_TASKS_TEST_DATABASE_URL`` names a server (``make
 bench`` sets it as ``make test`` does); the benchmark creates a database of its own there and
 drops it at the end. With ``--output FILE`` the tables and the command also go into FILE,
-as the README's Performance section. With ``--check`` the exit status is 1 when a table shows a
+as the "Latest figures" section of ``benchmarks/README.md``. With ``--check`` the exit status is 1 when a table shows a
 missed target (the figures are noisy: a CI gate would want a margin, or repeats).
 
 CSV imports are measured by ``python -m benchmarks.csv_import`` (a 1,000,000-row file through
@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this section (repeatable)",
     )
     parser.add_argument(
-        "--output", type=Path, help="also write the README's Performance section to this file"
+        "--output",
+        type=Path,
+        help="also write the tables, dated, as benchmarks/README.md's latest figures, to this file",
     )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if a table shows a missed target"
@@ -110,31 +112,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write(path: Path, tables: list[Table], command: str) -> None:
-    """The README's Performance section: what is measured, how to reproduce, the latest tables."""
+    """The "Latest figures" section of ``benchmarks/README.md``: the date, the machine, the tables.
+
+    Paste it over that section; the rest of the file says how to run the benchmarks.
+    """
     when = dt.date.today().isoformat()
     machine = (
         f"{os.cpu_count()} cores shared with other jobs, Python {platform.python_version()}, "
         f"SQLAlchemy {sqlalchemy.__version__}"
     )
     lines = [
-        "## Performance",
+        "## Latest figures",
         "",
-        "The framework's own cost per item is meant to be negligible. `benchmarks/` measures it "
-        "against loops written by hand for the same work, run in the same process right after "
-        "one another, so every figure is a ratio that holds on a slow or busy machine; absolute "
-        "rows per second only set the scale.",
-        "",
-        "Reproduce with `make bench`, which takes about seven minutes: it starts a private "
-        "`redis-server`, and measures PostgreSQL in a database of its own when "
-        "`MAINTENANCE_TASKS_TEST_DATABASE_URL` is set, as `make test` sets it. "
-        "`python -m benchmarks --help` lists the options, e.g. `--section reaction` or "
-        "`--rows 20000 --repeat 1` for a quick look.",
-        "",
-        f"Latest figures ({when}; {machine}), from `{command}`:",
+        f"Measured on {when} ({machine}), with `{command}`.",
         "",
     ]
     for table in tables:
-        lines.append(table.markdown().replace("### ", "#### ", 1))
+        lines.append(table.markdown())
         lines.append("")
     path.write_text("\n".join(lines))
 
