@@ -7,7 +7,8 @@ PostgreSQL is measured when ``MAINTENANCE_TASKS_TEST_DATABASE_URL`` names a serv
 bench`` sets it as ``make test`` does); the benchmark creates a database of its own there and
 drops it at the end. With ``--output FILE`` the tables and the command also go into FILE,
 as the "Latest figures" section of ``benchmarks/README.md``. With ``--check`` the exit
-status is 1 when a table shows a missed target (the figures are noisy: a CI gate would want a margin, or repeats).
+status is 1 when a table shows a missed target (the figures are noisy: a CI gate would
+want a margin, or repeats).
 
 CSV imports are measured by ``python -m benchmarks.csv_import`` (a 1,000,000-row file through
 a real worker process), which takes a few minutes of its own.
