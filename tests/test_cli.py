@@ -14,7 +14,8 @@ from flask import Flask
 from flask_maintenance_tasks import Run, Task
 from flask_maintenance_tasks.cli import _parse_arguments
 from flask_maintenance_tasks.models import runs_table
-from tests.conftest import counters, drain, fresh_run, seed_items
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.workers import drain
 
 Invoke = t.Callable[..., Result]
 

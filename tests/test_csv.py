@@ -17,41 +17,20 @@ from flask_maintenance_tasks import CSVFileError, CSVFileTooLarge, csv_collectio
 from flask_maintenance_tasks.csv import rows as reading
 from flask_maintenance_tasks.csv.storage import DatabaseStorage, DirectoryStorage, stored_name
 from flask_maintenance_tasks.exceptions import ConfigurationError
-from flask_maintenance_tasks.models import CSVFile, Run, csv_chunks_table
+from flask_maintenance_tasks.models import CSVFile, csv_chunks_table
 from flask_maintenance_tasks.testing import _interrupting, run_task, run_task_interrupted
 from flask_maintenance_tasks.worker import MaintenanceSimpleWorker
-from tests.conftest import counters, drain, fresh_run
+from tests.support.csv_files import items_csv, table_counts, write
+from tests.support.records import counters, fresh_run
+from tests.support.workers import drain
 from tests.testapp import Item, db
 from tests.testapp.maintenance.csv_tasks import ImportItemsInBatchesTask
 from tests.testapp.maintenance.kinds import EVENTS
 
 
-def items_csv(count: int, *, first: int = 1, pad: int = 0) -> str:
-    """A header and ``count`` rows ``id,title``; ``pad`` lengthens each title."""
-    lines = ["id,title"] + [f"{n},title {n}{'.' * pad}" for n in range(first, first + count)]
-    return "\n".join(lines) + "\n"
-
-
-def write(directory: Path, name: str, content: str | bytes) -> Path:
-    path = directory / name
-    path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return path
-
-
 def settings_of(app: t.Any) -> dict[str, t.Any]:
     """The live settings of the app, to change one for a test (the dataclass is frozen)."""
     return t.cast(dict[str, t.Any], app.extensions["maintenance_tasks"].settings.__dict__)
-
-
-def table_counts() -> tuple[int, int, int]:
-    """Runs, CSV file records and stored chunks: what a refused upload must leave at zero."""
-    db.session.remove()
-    count = sa.select(sa.func.count())
-    return (
-        db.session.scalar(count.select_from(Run)),
-        db.session.scalar(count.select_from(CSVFile)),
-        db.session.scalar(count.select_from(csv_chunks_table)),
-    )
 
 
 def imported() -> dict[int, str]:

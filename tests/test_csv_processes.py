@@ -6,8 +6,10 @@ import signal
 
 import pytest
 
-from tests.conftest import WorkerProcesses, counters, fresh_run, wait_until
-from tests.test_csv import items_csv, table_counts, write
+from tests.support.csv_files import items_csv, table_counts, write
+from tests.support.records import counters, fresh_run
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcesses
 
 BINARY = bytes(range(256)) * 8
 

@@ -11,8 +11,10 @@ import sqlalchemy as sa
 
 from flask_maintenance_tasks import csv_download
 from flask_maintenance_tasks.models import CSVFile, csv_chunks_table
-from tests.conftest import FAST, WorkerProcesses, counters, drain, fresh_run
-from tests.test_csv import items_csv, table_counts, write
+from tests.support.apps import FAST
+from tests.support.csv_files import items_csv, table_counts, write
+from tests.support.records import counters, fresh_run
+from tests.support.workers import WorkerProcesses, drain
 from tests.testapp import db
 
 LIMIT = 50_000

@@ -25,16 +25,11 @@ import pytest
 import sqlalchemy as sa
 
 from flask_maintenance_tasks import InvalidTransition
-from tests.conftest import (
-    FAST,
-    RedisServer,
-    WorkerProcesses,
-    counters,
-    drain,
-    fresh_run,
-    seed_items,
-    wait_until,
-)
+from tests.support.apps import FAST
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.services import RedisServer
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcesses, drain
 
 pytestmark = pytest.mark.slow
 

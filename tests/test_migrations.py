@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import typing as t
-import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from flask_sqlalchemy import SQLAlchemy
 import flask_maintenance_tasks
 from flask_maintenance_tasks import MaintenanceTasks
 from flask_maintenance_tasks.models import runs_table
+from tests.support.services import postgresql_database
 
 REVISION_FILE = "mtasks_0001_create_runs.py"
 CSV_REVISION_FILE = "mtasks_0002_create_csv_files.py"
@@ -67,15 +67,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[s
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'app.db'}"
         return
-    server = sa.make_url(request.getfixturevalue("postgresql_url"))
-    name = f"{server.database}_mig_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    server = request.getfixturevalue("postgresql_url")
+    with postgresql_database(server, prefix=f"{sa.make_url(server).database}_mig") as url:
+        yield url
 
 
 class Project:

@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from flask_maintenance_tasks.state import get_state
 from flask_maintenance_tasks.models import runs_table, utcnow
 from flask_maintenance_tasks.recovery import recover
-from tests.conftest import counters, drain, fresh_run, seed_items
+from flask_maintenance_tasks.state import get_state
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.workers import drain
 
 
 def _age(db, run_id: int, seconds: float = 301, **values) -> None:

@@ -11,7 +11,9 @@ from blinker import NamedSignal
 from flask import Flask
 
 from flask_maintenance_tasks import signals
-from tests.conftest import FAST, drain, fresh_run, seed_items
+from tests.support.apps import FAST
+from tests.support.records import fresh_run, seed_items
+from tests.support.workers import drain
 
 ALL = [
     signals.run_enqueued,

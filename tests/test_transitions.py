@@ -21,7 +21,7 @@ from flask_maintenance_tasks.transitions import (
     check,
     is_stuck,
 )
-from tests.conftest import fresh_run
+from tests.support.records import fresh_run
 
 S = RunStatus
 

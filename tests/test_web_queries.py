@@ -7,9 +7,9 @@ import typing as t
 import pytest
 from flask import Flask
 
-from tests.conftest import _make_app
-from tests.web_support import Dashboard, add_run, count_queries, insert_runs, text
-from tests.web_support.many_tasks import COUNT, NAMES
+from tests.support.apps import make_app
+from tests.support.dashboard import Dashboard, add_run, count_queries, insert_runs, text
+from tests.testapp.many_tasks import COUNT, NAMES
 
 MANY = 100_000
 
@@ -17,7 +17,8 @@ MANY = 100_000
 @pytest.fixture
 def many_tasks_app(app_env: dict[str, str]) -> t.Iterator[Flask]:
     """The test app with a tasks package of 200 generated tasks."""
-    yield from _make_app(tasks_package="tests.web_support.many_tasks")
+    with make_app(tasks_package="tests.testapp.many_tasks") as app:
+        yield app
 
 
 def queries(web: Dashboard, path: str, *, htmx: bool = False) -> list[str]:

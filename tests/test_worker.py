@@ -10,7 +10,10 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, WorkerProcesses, counters, fresh_run, seed_items, wait_until
+from tests.support import ROOT
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcesses
 from tests.testapp import Item
 
 pytestmark = pytest.mark.slow

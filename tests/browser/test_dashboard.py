@@ -8,10 +8,11 @@ import typing as t
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import POLL_INTERVAL, LiveServer, screenshot
-from tests.conftest import fresh_run, seed_items, wait_until
+from tests.support.browser import POLL_INTERVAL, LiveServer, screenshot
+from tests.support.dashboard import add_run
+from tests.support.records import fresh_run, seed_items
+from tests.support.waiting import wait_until
 from tests.testapp.maintenance.web_tasks import HOSTILE
-from tests.web_support import add_run
 
 pytestmark = pytest.mark.browser
 
