@@ -2,11 +2,15 @@
 the test app, in-process and subprocess RQ workers. (Plain helpers live in
 ``tests.support``.)
 
-Every test that takes ``app`` runs once on SQLite and once on PostgreSQL. The
-PostgreSQL server comes from ``MAINTENANCE_TASKS_TEST_DATABASE_URL`` (``make
-test`` sets it); the suite creates a database of its own there and drops it at
-the end, so two runs never share tables. Without the variable the PostgreSQL
-half is skipped, except under CI, where it fails.
+A test runs on SQLite, in a file of its own. A test marked ``both_databases``
+(module by module, where what is tested depends on the database: the store,
+the job loop, sources, recovery, CSV storage, migrations, faults, workers)
+runs once on SQLite and once on PostgreSQL; ``--all-databases`` runs every
+test on both. The PostgreSQL server comes from
+``MAINTENANCE_TASKS_TEST_DATABASE_URL`` (``make test`` sets it); the suite
+creates a database of its own there and drops it at the end, so two runs
+never share tables. Without the variable the PostgreSQL half is skipped,
+except under CI, where it fails.
 """
 
 from __future__ import annotations
@@ -25,6 +29,35 @@ from tests.support.services import PG_ENV, RedisServer, postgresql_database
 from tests.support.workers import WorkerProcesses
 
 DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-databases",
+        action="store_true",
+        help="run every test that uses the database on SQLite and PostgreSQL, "
+        "not only those marked both_databases",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run tests marked ``both_databases`` (or all, with ``--all-databases``) on both."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("browser") is not None:
+        return  # tests/browser/conftest.py chooses the browser tests' one database
+    wanted = metafunc.definition.get_closest_marker("both_databases") is not None
+    if not (wanted or metafunc.config.getoption("all_databases")):
+        return
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        if "database_url" in (names.split(",") if isinstance(names, str) else names):
+            return  # the test chose its database itself
+    metafunc.parametrize(
+        "database_url",
+        [pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgresql)],
+        indirect=True,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -60,11 +93,14 @@ def postgresql_url() -> t.Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=DATABASES)
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'test.db'}"
-    return t.cast(str, request.getfixturevalue("postgresql_url"))
+    """The test's database: a SQLite file of its own, or the suite's PostgreSQL database."""
+    database = getattr(request, "param", "sqlite")
+    assert database in DATABASES, database
+    if database == "postgresql":
+        return t.cast(str, request.getfixturevalue("postgresql_url"))
+    return f"sqlite:///{tmp_path / 'test.db'}"
 
 
 @pytest.fixture

@@ -27,6 +27,9 @@ from tests.testapp import Item, db
 from tests.testapp.maintenance.csv_tasks import ImportItemsInBatchesTask
 from tests.testapp.maintenance.kinds import EVENTS
 
+# Both databases: CSV files are stored in and read back from the database through runs.
+pytestmark = pytest.mark.both_databases
+
 
 def settings_of(app: t.Any) -> dict[str, t.Any]:
     """The live settings of the app, to change one for a test (the dataclass is frozen)."""

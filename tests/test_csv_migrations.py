@@ -18,7 +18,8 @@ from alembic.migration import MigrationContext
 from flask_maintenance_tasks.models import Base
 from tests.support import ROOT
 
-pytestmark = pytest.mark.slow
+# Both databases: migrations create the tables on each database.
+pytestmark = [pytest.mark.slow, pytest.mark.both_databases]
 
 APP = """
 import os

@@ -41,6 +41,7 @@ def test_cli_refuses_bad_csv_input_with_one_error_line_and_writes_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.both_databases  # two worker processes share the run and its stored file
 def test_a_run_stopped_on_one_worker_resumes_mid_file_on_another(
     app, workers: WorkerProcesses, tmp_path
 ):

@@ -17,6 +17,9 @@ from tests.support.records import counters, fresh_run
 from tests.support.workers import WorkerProcesses, drain
 from tests.testapp import db
 
+# Both databases: the database storage keeps the file in chunk rows.
+pytestmark = pytest.mark.both_databases
+
 LIMIT = 50_000
 
 

@@ -31,7 +31,8 @@ from tests.support.services import RedisServer
 from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcesses, drain
 
-pytestmark = pytest.mark.slow
+# Both databases: recovery after a fault depends on the database's transactions and locks.
+pytestmark = [pytest.mark.slow, pytest.mark.both_databases]
 
 ITEMS = 300
 STUCK_AFTER = 2.0

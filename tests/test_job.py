@@ -19,6 +19,9 @@ from tests.support.workers import drain
 from tests.testapp import Flag, Item
 from tests.testapp.maintenance.kinds import EVENTS
 
+# Both databases: the job loop's commits, reloads and fencing are SQL.
+pytestmark = pytest.mark.both_databases
+
 
 def test_a_backfill_changes_every_row_exactly_once(app, mtasks):
     seed_items(1050)

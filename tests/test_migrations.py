@@ -24,6 +24,9 @@ from flask_maintenance_tasks import MaintenanceTasks
 from flask_maintenance_tasks.models import runs_table
 from tests.support.services import postgresql_database
 
+# Both databases: migrations create the tables on each database.
+pytestmark = pytest.mark.both_databases
+
 REVISION_FILE = "mtasks_0001_create_runs.py"
 CSV_REVISION_FILE = "mtasks_0002_create_csv_files.py"
 #: Every revision the extension ships, and the newest one's id.
@@ -61,10 +64,10 @@ def create_app():
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[str]:
     """An empty database of the test's own: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
+    if getattr(request, "param", "sqlite") == "sqlite":
         yield f"sqlite:///{tmp_path / 'app.db'}"
         return
     server = request.getfixturevalue("postgresql_url")

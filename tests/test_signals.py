@@ -98,6 +98,7 @@ def test_arguments_in_payloads_are_masked(app: Flask, mtasks: t.Any) -> None:
     assert fresh_run(run.id).arguments["api_token"] == "s3cret"
 
 
+@pytest.mark.both_databases  # the timings as each database stores them
 def test_started_and_succeeded_carry_the_run_timings(app: Flask, mtasks: t.Any) -> None:
     seed_items(3)
     run = mtasks.run("CountItemsTask", metadata="cli")

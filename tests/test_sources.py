@@ -24,6 +24,9 @@ from tests.support.workers import drain
 from tests.testapp import Flag, Item
 from tests.testapp.maintenance import kinds
 
+# Both databases: keyset pagination: row-value comparisons, composite keys, datetime cursors.
+pytestmark = pytest.mark.both_databases
+
 
 def stored(cursor: t.Any) -> t.Any:
     """The cursor as read back from the runs table's JSON column."""

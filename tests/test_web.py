@@ -56,6 +56,7 @@ def test_index_lists_tasks_without_runs_as_new(web: Dashboard) -> None:
     assert "Active runs" not in page
 
 
+@pytest.mark.both_databases  # the latest run of each task: a recursive CTE
 def test_index_shows_an_active_run_and_polls_until_it_ends(
     app: Flask, web: Dashboard, mtasks: t.Any
 ) -> None:
@@ -91,6 +92,7 @@ def test_index_filter_keeps_matching_task_names(web: Dashboard) -> None:
     assert 'value="count"' in page
 
 
+@pytest.mark.both_databases  # the latest run of each task: a recursive CTE
 def test_index_flags_a_task_whose_last_success_is_old(
     app: Flask, web: Dashboard, db: t.Any
 ) -> None:

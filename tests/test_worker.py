@@ -16,7 +16,8 @@ from tests.support.waiting import wait_until
 from tests.support.workers import WorkerProcesses
 from tests.testapp import Item
 
-pytestmark = pytest.mark.slow
+# Both databases: workers in other processes share the database.
+pytestmark = [pytest.mark.slow, pytest.mark.both_databases]
 
 ITEMS = 300
 

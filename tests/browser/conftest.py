@@ -42,10 +42,10 @@ def base_url() -> None:
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, database_url: str) -> str:
     if os.environ.get(PG_ENV):
         return t.cast(str, request.getfixturevalue("postgresql_url"))
-    return f"sqlite:///{tmp_path / 'browser.db'}"
+    return database_url
 
 
 @pytest.fixture
