@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import typing as t
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,9 @@ from tests.support.services import PG_ENV, RedisServer, postgresql_database
 from tests.support.workers import WorkerProcesses
 
 DATABASES = ("sqlite", "postgresql")
+#: Where SQLite test files go when the machine has a memory file system: what
+#: is tested does not need a disk, and every commit would otherwise wait on one.
+MEMORY_FS = Path("/dev/shm")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -93,14 +99,28 @@ def postgresql_url() -> t.Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def sqlite_directory(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Path]:
+    if MEMORY_FS.is_dir() and os.access(MEMORY_FS, os.W_OK):
+        directory = Path(tempfile.mkdtemp(prefix="mtasks-tests-", dir=MEMORY_FS))
+        yield directory
+        shutil.rmtree(directory, ignore_errors=True)
+    else:
+        yield tmp_path_factory.mktemp("sqlite")
+
+
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, sqlite_directory: Path) -> t.Iterator[str]:
     """The test's database: a SQLite file of its own, or the suite's PostgreSQL database."""
     database = getattr(request, "param", "sqlite")
     assert database in DATABASES, database
     if database == "postgresql":
-        return t.cast(str, request.getfixturevalue("postgresql_url"))
-    return f"sqlite:///{tmp_path / 'test.db'}"
+        yield t.cast(str, request.getfixturevalue("postgresql_url"))
+        return
+    path = sqlite_directory / f"{uuid.uuid4().hex}.db"
+    yield f"sqlite:///{path}"
+    for file in sqlite_directory.glob(f"{path.name}*"):
+        file.unlink(missing_ok=True)
 
 
 @pytest.fixture
