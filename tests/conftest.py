@@ -59,11 +59,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = marker.args[0]
         if "database_url" in (names.split(",") if isinstance(names, str) else names):
             return  # the test chose its database itself
-    metafunc.parametrize(
-        "database_url",
-        [pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgresql)],
-        indirect=True,
-    )
+    metafunc.parametrize("database_url", DATABASES, indirect=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests on PostgreSQL ``postgresql`` (``-m "not postgresql"`` leaves them out)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("database_url") == "postgresql":
+            item.add_marker(pytest.mark.postgresql)
 
 
 @pytest.fixture(scope="session")
