@@ -313,7 +313,7 @@ def test_too_large_a_stream_is_refused_once_past_the_limit(app, mtasks):
 
 
 def test_a_bad_row_past_the_checked_start_errors_the_run_naming_it(app, mtasks, tmp_path):
-    settings_of(app)["ticker_delay"] = 0.005
+    settings_of(app)["ticker_delay"] = 0.05  # some ticks commit before row 2,500
     rows = items_csv(3000, pad=30).splitlines(keepends=True)
     rows[2500] = "2500,bad,row\n"  # line 2,501 holds row 2,500
     path = write(tmp_path, "items.csv", "".join(rows))
@@ -362,12 +362,12 @@ def test_an_error_in_process_names_the_csv_row_it_was_processing(app, tmp_path):
 
 
 def test_a_run_interrupted_again_and_again_imports_every_row_once(app, tmp_path):
-    settings_of(app)["csv_storage"] = DatabaseStorage(chunk_size=512)
-    path = write(tmp_path, "items.csv", items_csv(3000))
-    run = run_task_interrupted("ImportItemsTask", csv_file=path, every=251)
+    settings_of(app)["csv_storage"] = DatabaseStorage(chunk_size=256)
+    path = write(tmp_path, "items.csv", items_csv(1500))
+    run = run_task_interrupted("ImportItemsTask", csv_file=path, every=125)
     assert run.status == "succeeded"
-    assert run.tick_count == run.tick_total == 3000
-    assert counters() == [1] * 3000
+    assert run.tick_count == run.tick_total == 1500
+    assert counters() == [1] * 1500
     assert db.session.scalar(sa.select(sa.func.count()).select_from(csv_chunks_table)) > 50
 
 

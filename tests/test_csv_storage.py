@@ -17,16 +17,26 @@ from tests.support.records import counters, fresh_run
 from tests.support.workers import WorkerProcesses, drain
 from tests.testapp import db
 
-# Both databases: the database storage keeps the file in chunk rows.
-pytestmark = pytest.mark.both_databases
+# The database storage keeps the file in chunk rows: both databases. The
+# directory storage keeps only a record in the database: SQLite is enough.
+pytestmark = pytest.mark.parametrize(
+    ("storage", "database_url"),
+    [("database", "sqlite"), ("database", "postgresql"), ("directory", "sqlite")],
+    indirect=True,
+)
 
 LIMIT = 50_000
 
 
-@pytest.fixture(params=["database", "directory"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, t.Any]:
-    storage = request.param if request.param == "database" else str(tmp_path / "csv-files")
-    return {**FAST, "csv_storage": storage, "max_csv_bytes": LIMIT}
+@pytest.fixture
+def storage(request: pytest.FixtureRequest) -> str:
+    return t.cast(str, request.param)
+
+
+@pytest.fixture
+def settings(storage: str, tmp_path: Path) -> dict[str, t.Any]:
+    value = storage if storage == "database" else str(tmp_path / "csv-files")
+    return {**FAST, "csv_storage": value, "max_csv_bytes": LIMIT}
 
 
 def stored_files(settings: dict[str, t.Any]) -> list[str]:
