@@ -7,6 +7,7 @@ SQLite otherwise: what it checks is the page, not the database.
 from __future__ import annotations
 
 import os
+import subprocess
 import typing as t
 from pathlib import Path
 
@@ -54,12 +55,17 @@ def settings() -> dict[str, t.Any]:
 
 
 @pytest.fixture
-def live(app: Flask, workers: WorkerProcesses) -> t.Iterator[LiveServer]:
-    """The dashboard on a live server, with one `flask mtasks worker` running the jobs."""
+def live(app: Flask) -> t.Iterator[LiveServer]:
+    """The dashboard on a live server."""
     app.config["SECRET_KEY"] = SECRET_KEY
-    workers.start()
     with LiveServer(app) as server:
         yield server
+
+
+@pytest.fixture
+def worker(workers: WorkerProcesses) -> subprocess.Popen[bytes]:
+    """One ``flask mtasks worker`` for the tests whose runs must move (the others spare its CPU)."""
+    return workers.start()
 
 
 @pytest.fixture
