@@ -14,7 +14,8 @@ from flask import Flask
 from flask_maintenance_tasks import Run, Task
 from flask_maintenance_tasks.cli.runs import _parse_arguments
 from flask_maintenance_tasks.models import runs_table
-from tests.conftest import counters, drain, fresh_run, seed_items
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.workers import drain
 
 Invoke = t.Callable[..., Result]
 
@@ -511,6 +512,7 @@ def test_resume_of_an_enqueued_run_fails(cli: Invoke, mtasks: t.Any) -> None:
 # -- a database without the runs table -------------------------------------
 
 
+@pytest.mark.both_databases  # each driver says "no such table" its own way
 @pytest.mark.parametrize(
     "args",
     [("list",), ("run", "ListTask"), ("status",), ("status", "1"), ("pause", "1")],

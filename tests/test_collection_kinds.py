@@ -27,10 +27,11 @@ from flask_maintenance_tasks.sources import (
     needs_file,
     source_of,
 )
-from tests.conftest import drain, fresh_run
+from tests.support.dashboard import Dashboard, text
+from tests.support.records import fresh_run
+from tests.support.workers import drain
 from tests.testapp import Item
 from tests.testapp.maintenance import csv_tasks, kinds
-from tests.web_support import Dashboard, text
 
 CSV = b"id,title\n1,first\n2,second\n"
 

@@ -6,8 +6,10 @@ import signal
 
 import pytest
 
-from tests.conftest import WorkerProcesses, counters, fresh_run, wait_until
-from tests.test_csv import items_csv, table_counts, write
+from tests.support.csv_files import items_csv, table_counts, write
+from tests.support.records import counters, fresh_run
+from tests.support.waiting import wait_until
+from tests.support.workers import WorkerProcesses
 
 BINARY = bytes(range(256)) * 8
 
@@ -39,14 +41,13 @@ def test_cli_refuses_bad_csv_input_with_one_error_line_and_writes_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.both_databases  # two worker processes share the run and its stored file
 def test_a_run_stopped_on_one_worker_resumes_mid_file_on_another(
-    app, workers: WorkerProcesses, tmp_path
+    app, mtasks, workers: WorkerProcesses, tmp_path
 ):
     path = write(tmp_path, "items.csv", items_csv(300, pad=50))
     first = workers.start()
-    result = workers.cli("run", "ImportItemsTask", "--arg", "sleep=0.005", "--csv", str(path))
-    assert result.returncode == 0, result.stderr
-    run_id = int(result.stdout)
+    run_id = mtasks.run("ImportItemsTask", {"sleep": 0.005}, csv_file=path).id
     wait_until(lambda: (fresh_run(run_id).cursor or {}).get("row", 0) > 50, 30, "progress")
 
     first.send_signal(signal.SIGTERM)

@@ -11,17 +11,32 @@ import sqlalchemy as sa
 
 from flask_maintenance_tasks import csv_download
 from flask_maintenance_tasks.models import CSVFile, csv_chunks_table
-from tests.conftest import FAST, WorkerProcesses, counters, drain, fresh_run
-from tests.test_csv import items_csv, table_counts, write
+from tests.support.apps import FAST
+from tests.support.csv_files import items_csv, table_counts, write
+from tests.support.records import counters, fresh_run
+from tests.support.workers import WorkerProcesses, drain
 from tests.testapp import db
+
+# The database storage keeps the file in chunk rows: both databases. The
+# directory storage keeps only a record in the database: SQLite is enough.
+pytestmark = pytest.mark.parametrize(
+    ("storage", "database_url"),
+    [("database", "sqlite"), ("database", "postgresql"), ("directory", "sqlite")],
+    indirect=True,
+)
 
 LIMIT = 50_000
 
 
-@pytest.fixture(params=["database", "directory"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, t.Any]:
-    storage = request.param if request.param == "database" else str(tmp_path / "csv-files")
-    return {**FAST, "csv_storage": storage, "max_csv_bytes": LIMIT}
+@pytest.fixture
+def storage(request: pytest.FixtureRequest) -> str:
+    return t.cast(str, request.param)
+
+
+@pytest.fixture
+def settings(storage: str, tmp_path: Path) -> dict[str, t.Any]:
+    value = storage if storage == "database" else str(tmp_path / "csv-files")
+    return {**FAST, "csv_storage": value, "max_csv_bytes": LIMIT}
 
 
 def stored_files(settings: dict[str, t.Any]) -> list[str]:

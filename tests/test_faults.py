@@ -25,20 +25,18 @@ import pytest
 import sqlalchemy as sa
 
 from flask_maintenance_tasks import InvalidTransition
-from tests.conftest import (
-    FAST,
-    RedisServer,
-    WorkerProcesses,
-    counters,
-    drain,
-    fresh_run,
-    seed_items,
-    wait_until,
-)
+from tests.support.apps import FAST
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.services import RedisServer
+from tests.support.waiting import wait_until
+from tests.support.workers import drain
 
-pytestmark = pytest.mark.slow
+# Both databases: recovery after a fault depends on the database's transactions and locks.
+pytestmark = [pytest.mark.slow, pytest.mark.both_databases]
 
 ITEMS = 300
+#: Seconds per item: a run lasts about 1.5 s of work, ample time to strike it half-way.
+SLEEP = 0.005
 STUCK_AFTER = 2.0
 
 
@@ -60,7 +58,9 @@ class Fault:
     recovered_after: float | None = None
 
     def inject(self) -> None:
-        self.ticks_at_fault = fresh_run(self.run_id).tick_count
+        run = fresh_run(self.run_id)
+        assert run.tick_count < ITEMS and run.ended_at is None, "the run ended before the fault"
+        self.ticks_at_fault = run.tick_count
         self.injected_at = time.monotonic()
 
     def watch_recovery(self, timeout: float = 60.0) -> None:
@@ -105,10 +105,12 @@ def _database(url: str) -> str:
     return "postgresql" if url.startswith("postgresql") else "sqlite"
 
 
-def _start_run(workers: WorkerProcesses, app_env: dict[str, str], name: str) -> Fault:
-    result = workers.cli("run", "CountItemsTask", "--arg", "sleep=0.01")
-    assert result.returncode == 0, result.stderr
-    return Fault(name, int(result.stdout.strip()), _database(app_env["MTASKS_TEST_DATABASE_URL"]))
+def _start_run(app_env: dict[str, str], name: str) -> Fault:
+    """Start the run as the dashboard would, in this process: the workers take it from Redis."""
+    from tests.testapp import mtasks
+
+    run = mtasks.run("CountItemsTask", arguments={"sleep": SLEEP})
+    return Fault(name, run.id, _database(app_env["MTASKS_TEST_DATABASE_URL"]))
 
 
 def _under_way(fault: Fault) -> None:
@@ -126,7 +128,7 @@ def fault_run(app, workers, app_env):
     def start(name: str, *, wait: bool = True) -> tuple[Fault, t.Any]:
         seed_items(ITEMS)
         worker = workers.start()
-        fault = _start_run(workers, app_env, name)
+        fault = _start_run(app_env, name)
         if wait:
             _under_way(fault)
         return fault, worker
@@ -207,7 +209,7 @@ def test_redis_flushed_while_enqueued(app, workers, app_env, redis_url):
     from redis import Redis
 
     seed_items(ITEMS)
-    fault = _start_run(workers, app_env, "Redis flushed while a run is enqueued")
+    fault = _start_run(app_env, "Redis flushed while a run is enqueued")
     fault.inject()
     Redis.from_url(redis_url).flushall()
     workers.start()
@@ -227,7 +229,7 @@ def test_redis_restarted_while_running(fault_run, redis_server: RedisServer):
 
 def test_redis_restarted_while_enqueued(app, workers, app_env, redis_server: RedisServer):
     seed_items(ITEMS)
-    fault = _start_run(workers, app_env, "Redis restarted while a run is enqueued")
+    fault = _start_run(app_env, "Redis restarted while a run is enqueued")
     fault.inject()
     redis_server.stop()
     time.sleep(1)
@@ -237,9 +239,8 @@ def test_redis_restarted_while_enqueued(app, workers, app_env, redis_server: Red
     fault.check()
 
 
-def test_database_connection_killed(fault_run, db, app_env):
-    if _database(app_env["MTASKS_TEST_DATABASE_URL"]) != "postgresql":
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # pg_terminate_backend
+def test_database_connection_killed(fault_run, db):
     fault, _ = fault_run("Worker's database connection killed (pg_terminate_backend)")
     fault.inject()
     db.session.remove()
@@ -260,7 +261,7 @@ def test_the_same_slice_delivered_twice_to_two_workers(app, workers, app_env):
     seed_items(ITEMS)
     for _ in range(2):
         workers.start()
-    fault = _start_run(workers, app_env, "The same slice delivered to two workers at once")
+    fault = _start_run(app_env, "The same slice delivered to two workers at once")
     run = fresh_run(fault.run_id)
     executor = app.extensions["maintenance_tasks"].executor
     from flask_maintenance_tasks.executors import JOB_FUNCTION
@@ -273,14 +274,13 @@ def test_the_same_slice_delivered_twice_to_two_workers(app, workers, app_env):
     assert "stops without writing" in logs or "no longer holds" in logs
 
 
-def test_a_frozen_work_horse_is_fenced_off_after_the_stuck_limit(fault_run, workers, app_env):
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_frozen_work_horse_is_fenced_off_after_the_stuck_limit(fault_run, workers):
     """SIGSTOP past the stuck limit, then SIGCONT: the run was handed on meanwhile.
 
     PostgreSQL only: SQLite lets one writer at a time, so a frozen writer
     blocks recovery too, and there is nothing to hand over until it wakes.
     """
-    if _database(app_env["MTASKS_TEST_DATABASE_URL"]) != "postgresql":
-        pytest.skip("SQLite serialises writers: a frozen writer blocks every other one")
     fault, worker = fault_run("Work horse frozen (SIGSTOP) past the stuck limit, then continued")
     horse = workers.horse_pid(worker)
     before = fresh_run(fault.run_id)

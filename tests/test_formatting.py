@@ -20,7 +20,7 @@ from flask_maintenance_tasks.formatting import (
     throughput,
 )
 from flask_maintenance_tasks.masking import mask, masked_arguments
-from tests.conftest import FAST
+from tests.support.apps import FAST
 from tests.testapp.maintenance.kinds import ParamsTask
 
 DEFAULT_MASKS = ("password", "secret", "token")

@@ -12,9 +12,15 @@ from rq.scheduler import RQScheduler
 
 from flask_maintenance_tasks import signals
 from flask_maintenance_tasks.job import perform_run
-from tests.conftest import configure, counters, drain, fresh_run, seed_items, wait_until
+from tests.support.apps import configure
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.waiting import wait_until
+from tests.support.workers import drain
 from tests.testapp import Flag, Item
 from tests.testapp.maintenance.kinds import EVENTS
+
+# Both databases: the job loop's commits, reloads and fencing are SQL.
+pytestmark = pytest.mark.both_databases
 
 
 def test_a_backfill_changes_every_row_exactly_once(app, mtasks):

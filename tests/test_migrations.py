@@ -1,28 +1,36 @@
-"""The runs table in an app's own migrations: ``flask mtasks migrations install``,
+"""Our tables in an app's own migrations: ``flask mtasks migrations install``,
 then Flask-Migrate's ``flask db upgrade`` / ``migrate`` / ``downgrade``, on SQLite
 and PostgreSQL; and ``db.create_all()`` for apps without Flask-Migrate.
 
 Flask-Migrate runs in subprocesses, as a user runs it: its ``env.py``
-reconfigures logging, which must not leak into the rest of the suite.
+reconfigures logging, which must not leak into the rest of the suite. Each
+costs seconds, so the folders ``flask db init`` and a first install write,
+the same for every test, are made once per module and copied.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import typing as t
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 import flask_maintenance_tasks
 from flask_maintenance_tasks import MaintenanceTasks
-from flask_maintenance_tasks.models import runs_table
+from flask_maintenance_tasks.models import Base, runs_table
+from tests.support.services import postgresql_database
+
+# Both databases: migrations create the tables on each database.
+pytestmark = pytest.mark.both_databases
 
 REVISION_FILE = "mtasks_0001_create_runs.py"
 CSV_REVISION_FILE = "mtasks_0002_create_csv_files.py"
@@ -61,21 +69,15 @@ def create_app():
 """
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[str]:
     """An empty database of the test's own: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
+    if getattr(request, "param", "sqlite") == "sqlite":
         yield f"sqlite:///{tmp_path / 'app.db'}"
         return
-    server = sa.make_url(request.getfixturevalue("postgresql_url"))
-    name = f"{server.database}_mig_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    server = request.getfixturevalue("postgresql_url")
+    with postgresql_database(server, prefix=f"{sa.make_url(server).database}_mig") as url:
+        yield url
 
 
 class Project:
@@ -93,6 +95,10 @@ class Project:
     @property
     def versions(self) -> Path:
         return self.directory / "migrations" / "versions"
+
+    def copy_migrations(self, folder: Path) -> None:
+        """Start from a ``migrations/`` folder made earlier (by ``db init``, by an install)."""
+        shutil.copytree(folder, self.directory / "migrations")
 
     def flask(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -125,6 +131,49 @@ class Project:
         finally:
             engine.dispose()
 
+    def our_tables(self) -> set[str]:
+        engine = sa.create_engine(self.database_url)
+        try:
+            return set(sa.inspect(engine).get_table_names()) & set(Base.metadata.tables)
+        finally:
+            engine.dispose()
+
+    def differences(self) -> list[t.Any]:
+        """What Alembic's autogenerate finds between our models and the database."""
+        engine = sa.create_engine(self.database_url)
+        try:
+            with engine.connect() as connection:
+                context = MigrationContext.configure(
+                    connection,
+                    opts={
+                        "compare_type": True,
+                        "include_name": lambda name, kind, parent: (
+                            kind != "table" or name in Base.metadata.tables
+                        ),
+                    },
+                )
+                return list(compare_metadata(context, Base.metadata))
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def initialized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``migrations/`` as ``flask db init`` writes it."""
+    directory = tmp_path_factory.mktemp("initialized")
+    Project(directory, f"sqlite:///{directory / 'unused.db'}").ok("db", "init")
+    return directory / "migrations"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, initialized: Path) -> Path:
+    """``migrations/`` after ``flask mtasks migrations install`` into a fresh one."""
+    directory = tmp_path_factory.mktemp("installed")
+    project = Project(directory, f"sqlite:///{directory / 'unused.db'}")
+    project.copy_migrations(initialized)
+    project.ok("mtasks", "migrations", "install")
+    return directory / "migrations"
+
 
 @pytest.fixture
 def project(tmp_path: Path, database_url: str) -> Project:
@@ -132,10 +181,9 @@ def project(tmp_path: Path, database_url: str) -> Project:
 
 
 @pytest.fixture
-def upgraded(project: Project) -> Project:
+def upgraded(project: Project, installed: Path) -> Project:
     """The project after ``flask db init``, ``mtasks migrations install`` and ``db upgrade``."""
-    project.ok("db", "init")
-    project.ok("mtasks", "migrations", "install")
+    project.copy_migrations(installed)
     project.ok("db", "upgrade")
     return project
 
@@ -154,9 +202,9 @@ def write_revision(versions: Path, revision: str, down: str | None) -> None:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_install_chains_the_revision_after_the_apps_head_and_only_once(
-    project: Project,
+    project: Project, initialized: Path
 ) -> None:
-    project.ok("db", "init")
+    project.copy_migrations(initialized)
     write_revision(project.versions, "aaa111", None)
     write_revision(project.versions, "bbb222", "aaa111")
 
@@ -175,20 +223,15 @@ def test_install_chains_the_revision_after_the_apps_head_and_only_once(
     assert project.ok("db", "heads").split()[0] == LATEST
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_install_into_an_empty_folder_makes_the_first_revision(project: Project) -> None:
-    project.ok("db", "init")
-
-    project.ok("mtasks", "migrations", "install")
-
-    assert "down_revision = None" in (project.versions / REVISION_FILE).read_text()
+def test_install_into_an_empty_folder_makes_the_first_revision(installed: Path) -> None:
+    assert "down_revision = None" in (installed / "versions" / REVISION_FILE).read_text()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_install_with_several_heads_asks_to_merge_them_and_writes_nothing(
-    project: Project,
+    project: Project, initialized: Path
 ) -> None:
-    project.ok("db", "init")
+    project.copy_migrations(initialized)
     write_revision(project.versions, "aaa111", None)
     write_revision(project.versions, "ccc333", None)
 
@@ -224,10 +267,14 @@ def test_install_without_flask_migrate_says_to_use_create_all(project: Project) 
 # -- upgrade, autogenerate, downgrade -------------------------------------------
 
 
-def test_upgrade_creates_the_runs_table_and_downgrade_drops_it(upgraded: Project) -> None:
+def test_upgrade_creates_our_tables_as_the_models_define_them_and_downgrade_drops_them(
+    upgraded: Project,
+) -> None:
     schema = upgraded.inspect()
+    differences = upgraded.differences()
     upgraded.ok("db", "downgrade", "base")
 
+    assert differences == []
     assert schema is not None
     assert set(schema["columns"]) == set(runs_table.c.keys())
     for column in runs_table.c:
@@ -236,10 +283,10 @@ def test_upgrade_creates_the_runs_table_and_downgrade_drops_it(upgraded: Project
     [index] = [i for i in schema["indexes"] if i["name"] == INDEX]
     assert index["column_names"] == ["task_name", "status", "created_at"]
     assert [u["column_names"] for u in schema["unique"]] == [["exclusive_key"]]
-    assert upgraded.inspect() is None
+    assert upgraded.our_tables() == set()
 
 
-def test_autogenerate_after_upgrade_proposes_no_change_to_the_runs_table(
+def test_autogenerate_after_upgrade_proposes_no_change_to_our_tables(
     upgraded: Project,
 ) -> None:
     output = upgraded.ok("db", "migrate", "-m", "after install")
@@ -249,8 +296,37 @@ def test_autogenerate_after_upgrade_proposes_no_change_to_the_runs_table(
         for path in upgraded.versions.glob("*.py")
         if path.name not in OURS
     }
-    assert not any(runs_table.name in text for text in proposed.values()), proposed
+    assert not any(name in text for text in proposed.values() for name in Base.metadata.tables), (
+        proposed
+    )
     assert "No changes in schema detected." in output
+
+
+# Which database runs the revisions makes no difference to where they are chained.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_install_after_an_older_install_adds_the_new_revisions_after_the_apps_latest(
+    project: Project, installed: Path
+) -> None:
+    project.copy_migrations(installed)
+    # An install from before the CSV tables: every revision after the runs table goes.
+    for newer in project.versions.glob("mtasks_*.py"):
+        if not newer.name.startswith("mtasks_0001"):
+            newer.unlink()
+    write_revision(project.versions, "ccc333", "mtasks_0001")
+
+    output = project.ok("mtasks", "migrations", "install")
+    project.ok("db", "upgrade")
+    differences = project.differences()
+    project.ok("db", "downgrade", "base")
+
+    assert CSV_REVISION_FILE in output and "mtasks_0001" not in output
+    assert "down_revision = 'ccc333'" in (project.versions / CSV_REVISION_FILE).read_text()
+    assert (
+        "down_revision = 'mtasks_0002'"
+        in (project.versions / "mtasks_0003_dashboard_indexes.py").read_text()
+    )
+    assert differences == []
+    assert project.our_tables() == set()
 
 
 # -- without Flask-Migrate ----------------------------------------------------

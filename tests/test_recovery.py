@@ -5,12 +5,17 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from flask_maintenance_tasks.models import runs_table, utcnow
 from flask_maintenance_tasks.recovery import recover
 from flask_maintenance_tasks.state import get_state
-from tests.conftest import counters, drain, fresh_run, seed_items
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.workers import drain
+
+# Both databases: recovery finds and hands on runs by SQL, two recoverers race in it.
+pytestmark = pytest.mark.both_databases
 
 
 def _age(db, run_id: int, seconds: float = 301, **values) -> None:

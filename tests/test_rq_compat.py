@@ -24,7 +24,7 @@ from rq import Queue
 from flask_maintenance_tasks._rq import check, rq_version
 from flask_maintenance_tasks.exceptions import ConfigurationError
 from flask_maintenance_tasks.worker import MaintenanceSimpleWorker, MaintenanceWorker
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 # A fresh interpreter imports what a host app's test session imports, then forks the way
 # a worker forks RQ's scheduler and reports what RQ looks like in the child; then again

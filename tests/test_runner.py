@@ -17,7 +17,12 @@ from flask_maintenance_tasks import (
     TaskNotFound,
 )
 from flask_maintenance_tasks.models import runs_table, utcnow
-from tests.conftest import configure, counters, drain, fresh_run, seed_items
+from tests.support.apps import configure
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.workers import drain
+
+# Both databases: starts and status changes are guarded by the database (uniqueness, lock versions).
+pytestmark = pytest.mark.both_databases
 
 
 def _runs(db) -> list[Run]:

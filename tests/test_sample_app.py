@@ -14,6 +14,9 @@ from flask_maintenance_tasks.testing import resume_task, run_task
 from sample_app import create_app
 from sample_app.models import Post, SiteSetting, db, seed
 
+# Both databases: the sample app's tasks run their own SQL (dates, upserts, batches).
+pytestmark = pytest.mark.both_databases
+
 POSTS = 120
 
 

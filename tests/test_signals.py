@@ -12,7 +12,9 @@ from flask import Flask
 
 from flask_maintenance_tasks import signals
 from flask_maintenance_tasks.transitions import SIGNAL_OF
-from tests.conftest import FAST, drain, fresh_run, seed_items
+from tests.support.apps import FAST
+from tests.support.records import fresh_run, seed_items
+from tests.support.workers import drain
 
 ALL = [
     signals.run_enqueued,
@@ -97,6 +99,7 @@ def test_arguments_in_payloads_are_masked(app: Flask, mtasks: t.Any) -> None:
     assert fresh_run(run.id).arguments["api_token"] == "s3cret"
 
 
+@pytest.mark.both_databases  # the timings as each database stores them
 def test_started_and_succeeded_carry_the_run_timings(app: Flask, mtasks: t.Any) -> None:
     seed_items(3)
     run = mtasks.run("CountItemsTask", metadata="cli")

@@ -18,9 +18,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from flask_maintenance_tasks import Batch, Task, in_batches, no_collection, signals, sources
 from flask_maintenance_tasks.exceptions import ConfigurationError
-from tests.conftest import FAST, counters, drain, fresh_run, seed_items
+from tests.support.apps import FAST
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.workers import drain
 from tests.testapp import Flag, Item
 from tests.testapp.maintenance import kinds
+
+# Both databases: keyset pagination: row-value comparisons, composite keys, datetime cursors.
+pytestmark = pytest.mark.both_databases
 
 
 def stored(cursor: t.Any) -> t.Any:

@@ -19,7 +19,8 @@ from flask_maintenance_tasks import (
     no_collection,
     throttle_on,
 )
-from tests.conftest import counters, drain, fresh_run, seed_items
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.workers import drain
 from tests.testapp import Flag
 from tests.testapp.maintenance import kinds
 from tests.testapp.maintenance.kinds import ParamsTask

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from flask_maintenance_tasks.testing import resume_task, run_task, run_task_interrupted
-from tests.conftest import counters, seed_items
+from tests.support.records import counters, seed_items
 from tests.testapp import Item
 from tests.testapp.maintenance.kinds import EVENTS
 

@@ -28,7 +28,7 @@ from flask_maintenance_tasks.transitions import (
 from flask_maintenance_tasks.transitions import (
     NOW as AT_CHANGE,
 )
-from tests.conftest import fresh_run
+from tests.support.records import fresh_run
 
 S = RunStatus
 

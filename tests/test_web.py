@@ -11,9 +11,11 @@ import sqlalchemy as sa
 from flask import Flask, request
 
 from flask_maintenance_tasks import Run, formatting
-from tests.conftest import _make_app, drain, fresh_run, seed_items
+from tests.support.apps import make_app
+from tests.support.dashboard import Dashboard, add_run, insert_runs, text
+from tests.support.records import fresh_run, seed_items
+from tests.support.workers import drain
 from tests.testapp.maintenance.web_tasks import HOSTILE
-from tests.web_support import Dashboard, add_run, insert_runs, text
 
 if t.TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -54,6 +56,7 @@ def test_index_lists_tasks_without_runs_as_new(web: Dashboard) -> None:
     assert "Active runs" not in page
 
 
+@pytest.mark.both_databases  # the latest run of each task: a recursive CTE
 def test_index_shows_an_active_run_and_polls_until_it_ends(
     app: Flask, web: Dashboard, mtasks: t.Any
 ) -> None:
@@ -89,6 +92,7 @@ def test_index_filter_keeps_matching_task_names(web: Dashboard) -> None:
     assert 'value="count"' in page
 
 
+@pytest.mark.both_databases  # the latest run of each task: a recursive CTE
 def test_index_flags_a_task_whose_last_success_is_old(
     app: Flask, web: Dashboard, db: t.Any
 ) -> None:
@@ -202,7 +206,7 @@ def test_starting_a_run_from_the_form_stores_its_arguments_and_redirects(
 def test_a_run_started_from_the_dashboard_records_the_metadata(
     app_env: dict[str, str],
 ) -> None:
-    for app in _make_app(metadata=lambda: {"operator": request.headers.get("X-Operator")}):
+    with make_app(metadata=lambda: {"operator": request.headers.get("X-Operator")}) as app:
         web = Dashboard(app)
         web.post("/tasks/ListTask/runs", headers={"X-Operator": "ada@example.com"})
 

@@ -8,9 +8,11 @@ import typing as t
 import sqlalchemy as sa
 
 from flask_maintenance_tasks.models import CSVFile, Run
-from tests.conftest import configure, drain, fresh_run
+from tests.support.apps import configure
+from tests.support.dashboard import Dashboard, text
+from tests.support.records import fresh_run
+from tests.support.workers import drain
 from tests.testapp import Item
-from tests.web_support import Dashboard, text
 
 CSV = b"id,title\n1,first\n2,second\n3,<script>alert(1)</script>\n"
 

@@ -13,8 +13,10 @@ import pytest
 from flask import Blueprint, Flask
 
 from flask_maintenance_tasks.web import CONTENT_SECURITY_POLICY
-from tests.conftest import _make_app, drain, fresh_run
-from tests.web_support import Dashboard, add_run, text
+from tests.support.apps import make_app
+from tests.support.dashboard import Dashboard, add_run, text
+from tests.support.records import fresh_run
+from tests.support.workers import drain
 
 STATIC = Path(__file__).resolve().parent.parent / "flask_maintenance_tasks/web/static"
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
@@ -57,7 +59,7 @@ def request_all(web: Dashboard, run_id: int, *, htmx: bool = False) -> dict[str,
 @pytest.fixture
 def closed_app(app_env: dict[str, str]) -> t.Iterator[Flask]:
     """The test app as in production: TESTING off, no parent, no authorize."""
-    for app in _make_app():
+    with make_app() as app:
         app.config["TESTING"] = False
         yield app
 
@@ -96,7 +98,7 @@ def test_allow_anonymous_or_debug_opens_the_dashboard(closed_app: Flask) -> None
 def test_the_allow_anonymous_setting_opens_the_dashboard(
     app_env: dict[str, str],
 ) -> None:
-    for app in _make_app(allow_anonymous=True):
+    with make_app(allow_anonymous=True) as app:
         app.config["TESTING"] = False
         assert Dashboard(app).get("/").status_code == 200
 
@@ -127,7 +129,7 @@ def test_authorize_is_asked_for_every_view_and_action(app_env: dict[str, str], d
         asked.append((action, task_name, run.id if run is not None else None))
         return action != "cancel"
 
-    for app in _make_app(authorize=authorize):
+    with make_app(authorize=authorize) as app:
         app.config["TESTING"] = False
         web = Dashboard(app)
         run_id = add_run(db.engine, "ListTask", "paused")
@@ -156,7 +158,7 @@ def test_authorize_can_make_an_operator_read_only(app_env: dict[str, str], db: t
     def read_only(action: str, task_name: str | None, run: t.Any) -> bool:
         return action == "view"
 
-    for app in _make_app(authorize=read_only):
+    with make_app(authorize=read_only) as app:
         web = Dashboard(app)
         run_id = add_run(db.engine, "ListTask", "paused")
 
@@ -184,7 +186,7 @@ def test_a_rejecting_parent_blueprint_guards_every_route(
     def login_required() -> tuple[str, int]:
         return "log in first", 401
 
-    for app in _make_app(parent=admin):
+    with make_app(parent=admin) as app:
         app.config["TESTING"] = False
         app.register_blueprint(admin, url_prefix="/admin")
         web = Dashboard(app, prefix="/admin/maintenance_tasks")
@@ -209,7 +211,7 @@ def test_an_accepting_parent_opens_the_dashboard_under_its_prefix(
     def note() -> None:
         seen.append("parent")
 
-    for app in _make_app(parent=admin):
+    with make_app(parent=admin) as app:
         app.config["TESTING"] = False
         app.register_blueprint(admin, url_prefix="/admin")
         web = Dashboard(app, prefix="/admin/maintenance_tasks")

@@ -1,4 +1,8 @@
-"""Real ``flask mtasks worker`` processes: the guarantees a deploy relies on."""
+"""Real ``flask mtasks worker`` processes: the guarantees a deploy relies on.
+
+The operator's commands run through the CLI in this process (its runner), so
+that they act at once; the workers are real subprocesses.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,28 @@ import sys
 
 import pytest
 import sqlalchemy as sa
+from click.testing import Result
+from flask import Flask
 
-from tests.conftest import ROOT, WorkerProcesses, counters, fresh_run, seed_items, wait_until
+from tests.support import ROOT
+from tests.support.records import counters, fresh_run, seed_items
+from tests.support.waiting import wait_until
 from tests.testapp import Item
 
-pytestmark = pytest.mark.slow
+# Both databases: workers in other processes share the database.
+pytestmark = [pytest.mark.slow, pytest.mark.both_databases]
 
 ITEMS = 300
 
 
-def _start(workers: WorkerProcesses, *args: str) -> int:
-    result = workers.cli("run", "CountItemsTask", *args)
-    assert result.returncode == 0, result.stderr
+def operator(app: Flask, *args: str) -> Result:
+    """``flask mtasks ARGS`` as an operator types it, run by Flask's CLI runner."""
+    return app.test_cli_runner().invoke(args=["mtasks", *args])
+
+
+def _start(app: Flask, *args: str) -> int:
+    result = operator(app, "run", "CountItemsTask", *args)
+    assert result.exit_code == 0, result.output
     return int(result.stdout.strip())
 
 
@@ -43,18 +57,18 @@ def test_run_wait_with_a_worker_processes_every_row_once(app, workers):
 def test_pause_mid_run_then_resume_processes_every_row_once(app, workers):
     seed_items(ITEMS)
     workers.start()
-    run_id = _start(workers, "--arg", "sleep=0.05")
+    run_id = _start(app, "--arg", "sleep=0.005")
     wait_until(lambda: _moved(run_id), 30, "the run to make progress")
 
-    paused = workers.cli("pause", str(run_id))
-    assert paused.returncode == 0, paused.stderr
+    paused = operator(app, "pause", str(run_id))
+    assert paused.exit_code == 0, paused.output
     wait_until(lambda: fresh_run(run_id).status == "paused", 30, "the run to pause")
     run = fresh_run(run_id)
     assert 0 < run.tick_count < ITEMS
     assert sum(counters()) == run.tick_count
 
-    resumed = workers.cli("resume", str(run_id))
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = operator(app, "resume", str(run_id))
+    assert resumed.exit_code == 0, resumed.output
     wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the run to finish")
     assert counters() == [1] * ITEMS
 
@@ -62,11 +76,11 @@ def test_pause_mid_run_then_resume_processes_every_row_once(app, workers):
 def test_cancel_mid_run_touches_no_row_after_the_cursor(app, workers):
     seed_items(ITEMS)
     workers.start()
-    run_id = _start(workers, "--arg", "sleep=0.05")
+    run_id = _start(app, "--arg", "sleep=0.005")
     wait_until(lambda: _moved(run_id), 30, "the run to make progress")
 
-    cancelled = workers.cli("cancel", str(run_id))
-    assert cancelled.returncode == 0, cancelled.stderr
+    cancelled = operator(app, "cancel", str(run_id))
+    assert cancelled.exit_code == 0, cancelled.output
     wait_until(lambda: fresh_run(run_id).status == "cancelled", 30, "the run to cancel")
     run = fresh_run(run_id)
     assert run.ended_at is not None
@@ -80,15 +94,15 @@ def test_an_error_on_one_row_is_shown_and_resume_after_fixing_it_finishes(app, d
     db.session.execute(sa.update(Item).where(Item.id == 150).values(title="broken"))
     db.session.commit()
     workers.start()
-    run_id = _start(workers, "--arg", "fail_on=broken", "--arg", "sleep=0.005")
+    run_id = _start(app, "--arg", "fail_on=broken", "--arg", "sleep=0.005")
     wait_until(lambda: fresh_run(run_id).status == "errored", 60, "the run to error")
 
-    status = workers.cli("status", str(run_id))
-    assert status.returncode == 0, status.stderr
+    status = operator(app, "status", str(run_id))
+    assert status.exit_code == 0, status.output
     assert "errored" in status.stdout
     assert "ValueError: cannot process item 150: its title is 'broken'" in status.stdout
     assert '"id": 150' in status.stdout
-    as_json = json.loads(workers.cli("status", str(run_id), "--json").stdout)
+    as_json = json.loads(operator(app, "status", str(run_id), "--json").stdout)
     assert as_json["error"]["element"] == {"class": "Item", "id": 150}
     # The cursor is the last committed item: the failing tick was rolled back.
     assert 0 < as_json["cursor"] < 150
@@ -97,15 +111,15 @@ def test_an_error_on_one_row_is_shown_and_resume_after_fixing_it_finishes(app, d
 
     db.session.execute(sa.update(Item).where(Item.id == 150).values(title="fixed"))
     db.session.commit()
-    resumed = workers.cli("resume", str(run_id))
-    assert resumed.returncode == 0, resumed.stderr
+    resumed = operator(app, "resume", str(run_id))
+    assert resumed.exit_code == 0, resumed.output
     wait_until(lambda: fresh_run(run_id).status == "succeeded", 60, "the resumed run")
     assert counters() == [1] * ITEMS
 
 
 def test_a_plain_rq_worker_runs_the_jobs_too(app, workers, app_env):
     seed_items(50)
-    run_id = _start(workers)
+    run_id = _start(app)
     result = subprocess.run(
         [
             sys.executable,

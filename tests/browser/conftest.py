@@ -7,30 +7,19 @@ SQLite otherwise: what it checks is the page, not the database.
 from __future__ import annotations
 
 import os
-import threading
+import subprocess
 import typing as t
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from playwright.sync_api import ConsoleMessage, Page
-from werkzeug.serving import make_server
 
-from tests.conftest import FAST, PG_ENV, WorkerProcesses
-from tests.web_support import SECRET_KEY
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
-POLL_INTERVAL = 0.3
+from tests.support.apps import FAST
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, POLL_INTERVAL, LiveServer
+from tests.support.dashboard import SECRET_KEY
+from tests.support.services import PG_ENV
+from tests.support.workers import WorkerProcesses
 
 
 @pytest.fixture(scope="session")
@@ -54,10 +43,10 @@ def base_url() -> None:
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, database_url: str) -> str:
     if os.environ.get(PG_ENV):
         return t.cast(str, request.getfixturevalue("postgresql_url"))
-    return f"sqlite:///{tmp_path / 'browser.db'}"
+    return database_url
 
 
 @pytest.fixture
@@ -65,31 +54,18 @@ def settings() -> dict[str, t.Any]:
     return {**FAST, "poll_interval": POLL_INTERVAL}
 
 
-class LiveServer:
-    """The test app served over HTTP by a threaded werkzeug server on a free port."""
-
-    def __init__(self, app: Flask) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/maintenance_tasks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+@pytest.fixture
+def live(app: Flask) -> t.Iterator[LiveServer]:
+    """The dashboard on a live server."""
+    app.config["SECRET_KEY"] = SECRET_KEY
+    with LiveServer(app) as server:
+        yield server
 
 
 @pytest.fixture
-def live(app: Flask, workers: WorkerProcesses) -> t.Iterator[LiveServer]:
-    """The dashboard on a live server, with one `flask mtasks worker` running the jobs."""
-    app.config["SECRET_KEY"] = SECRET_KEY
-    workers.start()
-    with LiveServer(app) as server:
-        yield server
+def worker(workers: WorkerProcesses) -> subprocess.Popen[bytes]:
+    """One ``flask mtasks worker`` for the tests whose runs must move (the others spare its CPU)."""
+    return workers.start()
 
 
 @pytest.fixture
@@ -105,11 +81,3 @@ def console(page: Page) -> t.Iterator[list[str]]:
     page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
     page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
     yield problems
-
-
-def screenshot(page: Page, name: str) -> Path:
-    """Save a full-page screenshot as a test artifact (never in git)."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path

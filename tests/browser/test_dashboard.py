@@ -8,10 +8,11 @@ import typing as t
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import POLL_INTERVAL, LiveServer, screenshot
-from tests.conftest import fresh_run, seed_items, wait_until
+from tests.support.browser import POLL_INTERVAL, LiveServer, screenshot
+from tests.support.dashboard import add_run
+from tests.support.records import fresh_run, seed_items
+from tests.support.waiting import wait_until
 from tests.testapp.maintenance.web_tasks import HOSTILE
-from tests.web_support import add_run
 
 pytestmark = pytest.mark.browser
 
@@ -44,6 +45,7 @@ def newest_run_id(page: Page) -> int:
     return int(page.locator("#task-runs article.run").first.get_attribute("data-run-id") or 0)
 
 
+@pytest.mark.usefixtures("worker")
 def test_start_watch_pause_resume_and_cancel_a_run(
     live: LiveServer, page: Page, console: list[str]
 ) -> None:
@@ -135,6 +137,7 @@ def test_the_live_refresh_switch_stops_polling_and_is_remembered(
     assert console == []
 
 
+@pytest.mark.usefixtures("worker")
 def test_an_error_is_shown_escaped_and_the_run_can_be_resumed(
     live: LiveServer, page: Page, console: list[str]
 ) -> None:
@@ -254,6 +257,7 @@ def fresh_now() -> t.Any:
     return datetime.now(timezone.utc)
 
 
+@pytest.mark.usefixtures("worker")
 def test_a_csv_file_uploaded_in_the_browser_is_imported(
     live: LiveServer, page: Page, console: list[str], tmp_path: t.Any, db: t.Any
 ) -> None:

@@ -1,5 +1,5 @@
-"""Helpers of the dashboard tests: a test client that knows the CSRF token,
-query counting, and bulk insertion of runs."""
+"""The dashboard as the tests drive it: a test client that knows the CSRF token,
+query counting, and runs inserted in bulk or one by one as a worker leaves them."""
 
 from __future__ import annotations
 

@@ -1,0 +1,124 @@
+"""RQ workers for the test app: in this process (``drain``) and as ``flask mtasks worker``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import typing as t
+from pathlib import Path
+
+from flask import Flask
+
+from tests.support import ROOT
+from tests.support.waiting import wait_until
+
+
+def _quiet_worker_class() -> type:
+    from flask_maintenance_tasks.worker import MaintenanceSimpleWorker
+
+    class QuietWorker(MaintenanceSimpleWorker):
+        """No pubsub listener: its thread takes a second to stop after each burst."""
+
+        def subscribe(self) -> None:
+            pass
+
+        def unsubscribe(self) -> None:
+            pass
+
+    return QuietWorker
+
+
+def drain(app: Flask, burst: bool = True) -> None:
+    """Run every queued job in this process with a real RQ SimpleWorker."""
+    executor = app.extensions["maintenance_tasks"].executor
+    worker = _quiet_worker_class()([executor.queue()], connection=executor.connection)
+    worker.work(burst=burst, with_scheduler=False)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(child) for child in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+class WorkerProcesses:
+    """``flask mtasks worker`` subprocesses of the test app, killed at teardown."""
+
+    def __init__(self, env: dict[str, str], directory: Path) -> None:
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.directory = directory
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.directory / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                "tests.testapp:create_app",
+                "mtasks",
+                "worker",
+                *args,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.processes.append(process)
+        return process
+
+    def log(self, process: subprocess.Popen[bytes]) -> str:
+        index = self.processes.index(process)
+        return (self.directory / f"worker-{index}.log").read_text(errors="replace")
+
+    def horse_pid(self, process: subprocess.Popen[bytes], timeout: float = 20) -> int:
+        """The pid of the worker's work horse: the child that leads its own process group.
+
+        (The worker's other child, RQ's scheduler, stays in the worker's group.)
+        """
+
+        def horse() -> int | None:
+            for pid in _children(process.pid):
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text()
+                except FileNotFoundError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[2]) == pid:
+                    return pid
+            return None
+
+        return t.cast(int, wait_until(horse, timeout, "a work horse"))
+
+    def cli(
+        self, *args: str, input: bytes | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``flask mtasks ARGS`` against the test app in a subprocess."""
+        return subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "tests.testapp:create_app", "mtasks", *args],
+            cwd=ROOT,
+            env=self.env,
+            input=input.decode() if input else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                # The horse sits in a process group of its own: kill it first.
+                for pid in _children(process.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                process.kill()
+            process.wait(10)
