@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import typing as t
 from pathlib import Path
 
@@ -48,29 +49,44 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+#: Set while ``benchmarks/reliability.py`` measures how long recovery takes: a
+#: new worker must then start as a deploy starts one, imports included.
+RELIABILITY_REPORT = "MTASKS_RELIABILITY_REPORT"
+
+Worker: t.TypeAlias = "FlaskProcess | subprocess.Popen[bytes]"
+
+
 class WorkerProcesses:
     """``flask mtasks worker`` processes of the test app, killed at teardown."""
 
     def __init__(self, env: dict[str, str], directory: Path) -> None:
         self.env = {**os.environ, **env}
         self.directory = directory
-        self.processes: list[FlaskProcess] = []
+        self.processes: list[Worker] = []
 
-    def start(self, *args: str) -> FlaskProcess:
-        process = FlaskProcess(
-            [*APP, "mtasks", "worker", *args],
-            env=self.env,
-            cwd=ROOT,
-            stdout=self.directory / f"worker-{len(self.processes)}.log",
-        )
+    def start(self, *args: str) -> Worker:
+        command = [*APP, "mtasks", "worker", *args]
+        log = self.directory / f"worker-{len(self.processes)}.log"
+        process: Worker
+        if os.environ.get(RELIABILITY_REPORT):
+            with open(log, "wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "flask", *command],
+                    cwd=ROOT,
+                    env={**self.env, "PYTHONUNBUFFERED": "1"},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+        else:
+            process = FlaskProcess(command, env=self.env, cwd=ROOT, stdout=log)
         self.processes.append(process)
         return process
 
-    def log(self, process: FlaskProcess) -> str:
+    def log(self, process: Worker) -> str:
         index = self.processes.index(process)
         return (self.directory / f"worker-{index}.log").read_text(errors="replace")
 
-    def horse_pid(self, process: FlaskProcess, timeout: float = 20) -> int:
+    def horse_pid(self, process: Worker, timeout: float = 20) -> int:
         """The pid of the worker's work horse: the child that leads its own process group.
 
         (The worker's other child, RQ's scheduler, stays in the worker's group.)
