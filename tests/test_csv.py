@@ -315,9 +315,9 @@ def test_too_large_a_stream_is_refused_once_past_the_limit(app, mtasks):
 
 
 def test_a_bad_row_past_the_checked_start_errors_the_run_naming_it(app, mtasks, tmp_path):
-    settings_of(app)["ticker_delay"] = 0.05  # some ticks commit before row 2,500
-    rows = items_csv(3000, pad=30).splitlines(keepends=True)
-    rows[2500] = "2500,bad,row\n"  # line 2,501 holds row 2,500
+    settings_of(app)["ticker_delay"] = 0.05  # some ticks commit before row 1,100
+    rows = items_csv(1400, pad=85).splitlines(keepends=True)  # titles fit in 100 characters
+    rows[1100] = "1100,bad,row\n"  # line 1,101 holds row 1,100
     path = write(tmp_path, "items.csv", "".join(rows))
     assert path.stat().st_size > 2 * reading.PREFLIGHT_BYTES
 
@@ -326,22 +326,23 @@ def test_a_bad_row_past_the_checked_start_errors_the_run_naming_it(app, mtasks, 
     run = fresh_run(run.id)
     assert run.status == "errored"
     assert run.error_class == "CSVFileError"
-    assert run.error_message == "Row 2,500 (line 2,501) has 3 fields, but the header has 2 columns."
+    assert run.error_message == "Row 1,100 (line 1,101) has 3 fields, but the header has 2 columns."
     assert run.errored_element is None
     # Every committed tick is imported once, nothing beyond the last one.
     done = run.cursor["row"] - 1
-    assert 0 < done < 2500
+    assert 0 < done < 1100
     assert run.tick_count == done
     assert counters() == [1] * done
 
 
 def test_text_that_is_not_utf_8_deep_in_the_file_errors_the_run_naming_the_row(app, tmp_path):
-    good = items_csv(2000, pad=40).encode()
-    path = write(tmp_path, "items.csv", good + "2001,Andr\u00e9\n".encode("cp1252"))
+    good = items_csv(1000, pad=80).encode()
+    assert len(good) > reading.PREFLIGHT_BYTES
+    path = write(tmp_path, "items.csv", good + "1001,Andr\u00e9\n".encode("cp1252"))
     run = run_task("ImportItemsTask", csv_file=path)
     assert run.status == "errored"
     assert run.error_message.startswith(
-        "Row 2,001 (line 2,002) is not valid UTF-8: byte 0xe9 cannot be decoded."
+        "Row 1,001 (line 1,002) is not valid UTF-8: byte 0xe9 cannot be decoded."
     )
 
 

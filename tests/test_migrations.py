@@ -2,10 +2,10 @@
 then Flask-Migrate's ``flask db upgrade`` / ``migrate`` / ``downgrade``, on SQLite
 and PostgreSQL; and ``db.create_all()`` for apps without Flask-Migrate.
 
-Flask-Migrate runs in subprocesses, as a user runs it: its ``env.py``
+Flask-Migrate runs in processes of its own, as a user runs it: its ``env.py``
 reconfigures logging, which must not leak into the rest of the suite. Each
-costs seconds, so the folders ``flask db init`` and a first install write,
-the same for every test, are made once per module and copied.
+command costs time, so the folders ``flask db init`` and a first install
+write, the same for every test, are made once per module and copied.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import typing as t
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from flask_sqlalchemy import SQLAlchemy
 import flask_maintenance_tasks
 from flask_maintenance_tasks import MaintenanceTasks
 from flask_maintenance_tasks.models import Base, runs_table
+from tests.support.processes import run_flask
 from tests.support.services import postgresql_database
 
 # Both databases: migrations create the tables on each database.
@@ -101,12 +101,10 @@ class Project:
         shutil.copytree(folder, self.directory / "migrations")
 
     def flask(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "migapp:create_app", *args],
-            cwd=self.directory,
+        return run_flask(
+            ["--app", "migapp:create_app", *args],
             env={**self.env, **env},
-            capture_output=True,
-            text=True,
+            cwd=self.directory,
             timeout=60,
         )
 

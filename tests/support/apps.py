@@ -2,10 +2,12 @@
 
 ``tests.testapp`` reads its database, Redis and settings from the environment
 (the ``app_env`` fixture sets it), so that worker subprocesses see what the
-test sees. :func:`make_app` gives it empty tables: on PostgreSQL it drops and
-creates them; a SQLite file is overwritten by a copy of a file holding the
-empty schema, made once per process, because SQLite commits every ``CREATE``
-on its own and the DDL would cost more than most tests.
+test sees. :func:`make_app` gives it empty tables, without the DDL that would
+cost more than most tests: a SQLite file is overwritten by a copy of a file
+holding the empty schema, made once per process (SQLite commits every
+``CREATE`` on its own); on PostgreSQL the tables stay from one test to the
+next and are emptied, their id sequences restarted, unless one is missing
+(then they are dropped and created).
 """
 
 from __future__ import annotations
@@ -31,9 +33,8 @@ FAST = {"ticker_delay": 0.2, "status_reload_frequency": 0.2}
 def make_app(**options: t.Any) -> t.Iterator[Flask]:
     """The test app on empty tables, inside an app context; ``options`` go to ``init_app``.
 
-    On the way out it waits for runs of the in-process executor, drops the
-    tables (PostgreSQL; a SQLite file is the fixture's to remove) and disposes
-    of the engines.
+    On the way out it waits for runs of the in-process executor and disposes
+    of the engines (the SQLite file is the fixture's to remove).
     """
     from tests import testapp
     from tests.testapp.maintenance import kinds
@@ -45,9 +46,9 @@ def make_app(**options: t.Any) -> t.Iterator[Flask]:
         if on_sqlite:
             assert url.database, "the SQLite test database must be a file workers can open"
             _copy_sqlite_schema(Path(url.database))
-        else:
+        elif not _emptied(testapp.db.engine, testapp.db.metadata):
             testapp.db.drop_all()
-        testapp.db.create_all()  # on the SQLite copy: only tables defined since it was made
+        testapp.db.create_all()  # only tables the copy or the emptied schema lacks
         testapp.db.session.remove()
     kinds.EVENTS.clear()
     try:
@@ -59,10 +60,24 @@ def make_app(**options: t.Any) -> t.Iterator[Flask]:
             if hasattr(executor, "join"):
                 executor.join(10)
             testapp.db.session.remove()
-            if not on_sqlite:
-                testapp.db.drop_all()
             for engine in testapp.db.engines.values():
                 engine.dispose()
+
+
+def _emptied(engine: sa.Engine, metadata: sa.MetaData) -> bool:
+    """Delete every row of the tables and restart their ids, if they are all there."""
+    with engine.begin() as connection:
+        if not set(metadata.tables) <= set(sa.inspect(connection).get_table_names()):
+            return False
+        for table in reversed(metadata.sorted_tables):
+            connection.execute(table.delete())
+        for table in metadata.sorted_tables:
+            if table.autoincrement_column is not None:
+                connection.execute(
+                    sa.text("SELECT setval(pg_get_serial_sequence(:table, :column), 1, false)"),
+                    {"table": table.name, "column": table.autoincrement_column.name},
+                )
+    return True
 
 
 def _copy_sqlite_schema(path: Path) -> None:

@@ -12,7 +12,11 @@ from pathlib import Path
 from flask import Flask
 
 from tests.support import ROOT
+from tests.support.processes import FlaskProcess, run_flask
 from tests.support.waiting import wait_until
+
+#: ``flask`` options that load the test app.
+APP = ["--app", "tests.testapp:create_app"]
 
 
 def _quiet_worker_class() -> type:
@@ -45,41 +49,44 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+#: Set while ``benchmarks/reliability.py`` measures how long recovery takes: a
+#: new worker must then start as a deploy starts one, imports included.
+RELIABILITY_REPORT = "MTASKS_RELIABILITY_REPORT"
+
+Worker: t.TypeAlias = "FlaskProcess | subprocess.Popen[bytes]"
+
+
 class WorkerProcesses:
-    """``flask mtasks worker`` subprocesses of the test app, killed at teardown."""
+    """``flask mtasks worker`` processes of the test app, killed at teardown."""
 
     def __init__(self, env: dict[str, str], directory: Path) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.env = {**os.environ, **env}
         self.directory = directory
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: list[Worker] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.directory / f"worker-{len(self.processes)}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flask",
-                "--app",
-                "tests.testapp:create_app",
-                "mtasks",
-                "worker",
-                *args,
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+    def start(self, *args: str) -> Worker:
+        command = [*APP, "mtasks", "worker", *args]
+        log = self.directory / f"worker-{len(self.processes)}.log"
+        process: Worker
+        if os.environ.get(RELIABILITY_REPORT):
+            with open(log, "wb") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "flask", *command],
+                    cwd=ROOT,
+                    env={**self.env, "PYTHONUNBUFFERED": "1"},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+        else:
+            process = FlaskProcess(command, env=self.env, cwd=ROOT, stdout=log)
         self.processes.append(process)
         return process
 
-    def log(self, process: subprocess.Popen[bytes]) -> str:
+    def log(self, process: Worker) -> str:
         index = self.processes.index(process)
         return (self.directory / f"worker-{index}.log").read_text(errors="replace")
 
-    def horse_pid(self, process: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    def horse_pid(self, process: Worker, timeout: float = 20) -> int:
         """The pid of the worker's work horse: the child that leads its own process group.
 
         (The worker's other child, RQ's scheduler, stays in the worker's group.)
@@ -100,14 +107,12 @@ class WorkerProcesses:
     def cli(
         self, *args: str, input: bytes | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``flask mtasks ARGS`` against the test app in a subprocess."""
-        return subprocess.run(
-            [sys.executable, "-m", "flask", "--app", "tests.testapp:create_app", "mtasks", *args],
-            cwd=ROOT,
+        """Run ``flask mtasks ARGS`` against the test app in a process of its own."""
+        return run_flask(
+            [*APP, "mtasks", *args],
             env=self.env,
+            cwd=ROOT,
             input=input.decode() if input else None,
-            capture_output=True,
-            text=True,
             timeout=timeout,
         )
 
