@@ -105,11 +105,11 @@ def _database(url: str) -> str:
     return "postgresql" if url.startswith("postgresql") else "sqlite"
 
 
-def _start_run(app_env: dict[str, str], name: str) -> Fault:
+def _start_run(app_env: dict[str, str], name: str, *, sleep: float = SLEEP) -> Fault:
     """Start the run as the dashboard would, in this process: the workers take it from Redis."""
     from tests.testapp import mtasks
 
-    run = mtasks.run("CountItemsTask", arguments={"sleep": SLEEP})
+    run = mtasks.run("CountItemsTask", arguments={"sleep": sleep})
     return Fault(name, run.id, _database(app_env["MTASKS_TEST_DATABASE_URL"]))
 
 
@@ -209,7 +209,8 @@ def test_redis_flushed_while_enqueued(app, workers, app_env, redis_url):
     from redis import Redis
 
     seed_items(ITEMS)
-    fault = _start_run(app_env, "Redis flushed while a run is enqueued")
+    # The fault strikes before the run starts: nothing to slow down.
+    fault = _start_run(app_env, "Redis flushed while a run is enqueued", sleep=0.0)
     fault.inject()
     Redis.from_url(redis_url).flushall()
     workers.start()
@@ -229,7 +230,7 @@ def test_redis_restarted_while_running(fault_run, redis_server: RedisServer):
 
 def test_redis_restarted_while_enqueued(app, workers, app_env, redis_server: RedisServer):
     seed_items(ITEMS)
-    fault = _start_run(app_env, "Redis restarted while a run is enqueued")
+    fault = _start_run(app_env, "Redis restarted while a run is enqueued", sleep=0.0)
     fault.inject()
     redis_server.stop()
     time.sleep(1)

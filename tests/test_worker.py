@@ -117,6 +117,8 @@ def test_an_error_on_one_row_is_shown_and_resume_after_fixing_it_finishes(app, d
     assert counters() == [1] * ITEMS
 
 
+# RQ's own CLI runs our job: the database plays no part in what is tested.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_plain_rq_worker_runs_the_jobs_too(app, workers, app_env):
     seed_items(50)
     run_id = _start(app)
@@ -142,6 +144,8 @@ def test_a_plain_rq_worker_runs_the_jobs_too(app, workers, app_env):
     assert counters() == [1] * 50
 
 
+# An idle worker touches no database.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_sigterm_to_an_idle_worker_exits_cleanly(app, workers):
     from redis import Redis
     from rq import Worker

@@ -8,6 +8,10 @@ once: each child gets its own environment, working directory, standard
 streams and ``sys.argv``, then runs Flask's command line as ``python -m
 flask`` does, and exits with its status. It is a process of its own like any
 other (signals, its work horse, its exit code); only the imports are done.
+
+multiprocessing imports the parent's ``__main__`` in each child (as
+``__mp_main__``): pytest's is guarded by ``if __name__ == "__main__"``, and a
+script that uses these helpers must be too.
 """
 
 from __future__ import annotations
