@@ -57,7 +57,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     for marker in metafunc.definition.iter_markers("parametrize"):
         names = marker.args[0]
-        if "database_url" in (names.split(",") if isinstance(names, str) else names):
+        if isinstance(names, str):
+            names = [name.strip() for name in names.split(",")]
+        if "database_url" in names:
             return  # the test chose its database itself
     metafunc.parametrize("database_url", DATABASES, indirect=True)
 

@@ -7,7 +7,6 @@ SQLite otherwise: what it checks is the page, not the database.
 from __future__ import annotations
 
 import os
-import subprocess
 import typing as t
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tests.support.apps import FAST
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, POLL_INTERVAL, LiveServer
 from tests.support.dashboard import SECRET_KEY
 from tests.support.services import PG_ENV
-from tests.support.workers import WorkerProcesses
+from tests.support.workers import Worker, WorkerProcesses
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +62,11 @@ def live(app: Flask) -> t.Iterator[LiveServer]:
 
 
 @pytest.fixture
-def worker(workers: WorkerProcesses) -> subprocess.Popen[bytes]:
-    """One ``flask mtasks worker`` for the tests whose runs must move (the others spare its CPU)."""
+def worker(live: LiveServer, workers: WorkerProcesses) -> Worker:
+    """One ``flask mtasks worker`` for the tests whose runs must move (the others spare its CPU).
+
+    It starts once the app has made its tables and the dashboard is served, as before.
+    """
     return workers.start()
 
 

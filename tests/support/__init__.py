@@ -4,6 +4,7 @@
 - :mod:`~tests.support.services`: the private Redis server and throwaway PostgreSQL databases;
 - :mod:`~tests.support.apps`: the test app built fresh on a test database (``make_app``);
 - :mod:`~tests.support.records`: the test app's rows, seeded and read back;
+- :mod:`~tests.support.processes`: ``flask`` commands forked from a server that imported them;
 - :mod:`~tests.support.workers`: RQ workers in process (``drain``) and as subprocesses;
 - :mod:`~tests.support.csv_files`: CSV files for the CSV tasks;
 - :mod:`~tests.support.dashboard`: a test client of the dashboard, query counting, bulk runs;
