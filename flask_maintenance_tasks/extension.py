@@ -13,7 +13,7 @@ import typing as t
 from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from . import models, runner
+from . import audit, models, runner
 from .cli import mtasks_cli
 from .config import Settings
 from .csv.storage import build_storage
@@ -146,12 +146,17 @@ class MaintenanceTasks:
         arguments: t.Mapping[str, t.Any] | None = None,
         csv_file: t.Any = None,
         metadata: t.Any = None,
+        *,
+        actor: str | None = None,
     ) -> Run:
         """Start a run of the task ``name`` and return it (status ``enqueued``).
 
         :param csv_file: the file of a CSV task: a path, a binary file object or
             ``(file name, binary file object)``. It is checked, then stored
             (``MAINTENANCE_TASKS_CSV_STORAGE``) before the run is created.
+        :param actor: who the audit trail says started the run; the OS user
+            running this process by default. The same holds for
+            :meth:`pause`, :meth:`resume` and :meth:`cancel`.
         :raises TaskNotFound: no such task.
         :raises InvalidArguments: the arguments fail the task's ``Parameters``.
         :raises CSVFileError: a CSV task without a file, a file for another task,
@@ -160,19 +165,26 @@ class MaintenanceTasks:
         :raises TaskAlreadyRunning: the task has an active run and forbids concurrent ones.
         :raises EnqueueError: the run was saved but could not be queued; it is ``errored``.
         """
-        return runner.run(get_state(), name, arguments or {}, csv_file=csv_file, metadata=metadata)
+        return runner.run(
+            get_state(),
+            name,
+            arguments or {},
+            csv_file=csv_file,
+            metadata=metadata,
+            actor=audit.python(actor),
+        )
 
-    def pause(self, run_id: int) -> Run:
+    def pause(self, run_id: int, *, actor: str | None = None) -> Run:
         """Ask a run to pause at its next item (or force a stuck one to ``paused``)."""
-        return runner.pause(get_state(), run_id)
+        return runner.pause(get_state(), run_id, actor=audit.python(actor))
 
-    def resume(self, run_id: int) -> Run:
+    def resume(self, run_id: int, *, actor: str | None = None) -> Run:
         """Enqueue a paused or errored run again; it carries on after its cursor."""
-        return runner.resume(get_state(), run_id)
+        return runner.resume(get_state(), run_id, actor=audit.python(actor))
 
-    def cancel(self, run_id: int) -> Run:
+    def cancel(self, run_id: int, *, actor: str | None = None) -> Run:
         """Ask a run to cancel (immediately if paused or stuck)."""
-        return runner.cancel(get_state(), run_id)
+        return runner.cancel(get_state(), run_id, actor=audit.python(actor))
 
     def get_run(self, run_id: int) -> Run | None:
         """The run with this id, freshly read, or ``None``."""

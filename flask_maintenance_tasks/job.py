@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from flask import Flask, has_app_context
 from flask.cli import ScriptInfo
 
-from . import lifecycle, store
+from . import audit, lifecycle, store
 from .iteration import Iteration
 from .models import Run, RunStatus
 from .sources import Source, source_of
@@ -118,6 +118,8 @@ class _Slice:
         self.element: t.Any = None
         #: Seconds to wait before the next slice (a throttle's backoff, a retry).
         self.backoff = 0.0
+        #: Who the audit trail says made this slice's changes.
+        self.actor = audit.worker()
 
     def perform(self) -> None:
         run = store.find(self.session, self.run_id)
@@ -158,7 +160,9 @@ class _Slice:
                 raise Fenced()
             return choose(current)
 
-        return lifecycle.change(self.session, self.run_id, held, given=given, jitter=False)
+        return lifecycle.change(
+            self.session, self.run_id, held, actor=self.actor, given=given, jitter=False
+        )
 
     def _perform(self, run: Run) -> None:
         if run.status in STOP_REQUESTED:
@@ -239,7 +243,12 @@ class _Slice:
         self._after_stop(self._change(lambda current: settling(current.status)))
 
     def _after_stop(self, changed: lifecycle.Changed) -> None:
-        lifecycle.follow(self.state, changed, self.task)
+        # A stop settled before this slice built its task still calls
+        # after_pause / after_cancel: build the task for them.
+        task = self.task
+        if task is None and changed.applied:
+            task = lifecycle.task_for(self.state, changed.run)
+        lifecycle.follow(self.state, changed, task)
 
     def _stopped(self, reason: str) -> None:
         """Settle an operator's stop, or hand the run on to a next slice."""
@@ -305,6 +314,7 @@ class _Slice:
             self.session,
             self.run_id,
             error,
+            actor=self.actor,
             fence=fence or self.job_id,
             backtrace=clean_backtrace(self.state, error),
             element=element,

@@ -15,7 +15,7 @@ import logging
 import typing as t
 import uuid
 
-from . import store
+from . import audit, store
 from .exceptions import MaintenanceTasksError
 from .masking import masked_arguments
 from .models import Run, RunStatus, utcnow
@@ -52,6 +52,7 @@ def change(
     run_id: int,
     choose: Transition | Choice,
     *,
+    actor: audit.Actor,
     fence: str | None = None,
     given: t.Mapping[str, t.Any] | None = None,
     jitter: bool = True,
@@ -63,13 +64,36 @@ def change(
     :class:`~flask_maintenance_tasks.InvalidTransition` to refuse). With
     ``fence``, nothing is written unless the run's ``job_id`` is ``fence``.
     ``given`` holds the values the transitions take from the caller; each
-    transition takes the ones it declares.
+    transition takes the ones it declares. The change's event, done by
+    ``actor``, is written in the same transaction.
 
     :raises store.RunNotFound: no such run.
     """
     decider = _Decider(choose, fence, given or {})
-    run = store.change(session, run_id, decider, jitter=jitter)
+
+    def written(session: Session, run: Run, values: t.Mapping[str, t.Any]) -> None:
+        transition = decider.chosen
+        if transition is None or transition.event is None:
+            return
+        audit.record(
+            session,
+            run_id=run_id,
+            task_name=run.task_name,
+            action=transition.event,
+            actor=actor,
+            detail=_detail(values),
+        )
+
+    run = store.change(session, run_id, decider, jitter=jitter, written=written)
     return Changed(run, decider.chosen)
+
+
+def _detail(values: t.Mapping[str, t.Any]) -> str | None:
+    """What an event says besides its action: the error's class, or why the run stopped."""
+    if values.get("error_class"):
+        return str(values["error_class"])
+    reason = values.get("interruption_reason")
+    return str(reason) if reason else None
 
 
 class _Decider:
@@ -108,6 +132,7 @@ def error(
     run_id: int,
     failure: BaseException,
     *,
+    actor: audit.Actor,
     fence: str | None = None,
     backtrace: list[str] | None = None,
     element: t.Any = None,
@@ -121,6 +146,7 @@ def error(
         session,
         run_id,
         ERROR,
+        actor=actor,
         fence=fence,
         jitter=False,
         given={

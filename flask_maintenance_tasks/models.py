@@ -95,6 +95,8 @@ class Run(Base):
         # newest runs by id, and the few active runs among all.
         sa.Index("ix_maintenance_tasks_runs_task_id", "task_name", "id"),
         sa.Index("ix_maintenance_tasks_runs_status", "status"),
+        # The runs page filters by who started a run, newest first.
+        sa.Index("ix_maintenance_tasks_runs_started_by_id", "started_by", "id"),
     )
 
     id: Mapped[int] = mapped_column(_BigIntPK, primary_key=True, autoincrement=True)
@@ -110,6 +112,8 @@ class Run(Base):
     cursor: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
     arguments: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
     metadata_: Mapped[t.Any] = mapped_column("metadata", _JSON, nullable=True)
+    #: Who started the run, as its ``started`` event says (see :mod:`.audit`).
+    started_by: Mapped[str | None] = mapped_column(sa.String(255))
     #: Id of the job slice allowed to work on this run (fencing token).
     job_id: Mapped[str | None] = mapped_column(sa.String(64))
     #: Why the run was last handed on or stopped: ``pause``, ``cancel``,
@@ -172,6 +176,44 @@ class CSVFile(Base):
 
     def __repr__(self) -> str:
         return f"<CSVFile {self.filename} of run #{self.run_id}>"
+
+
+class Event(Base):
+    """One line of the audit trail: an operator's action on a run, or a change of its status.
+
+    Rows are only ever added. A status change and its event are written in
+    the same transaction, so the trail and the run always agree. A refused
+    start has no run, hence ``run_id`` may be ``NULL``.
+    """
+
+    __tablename__ = "maintenance_tasks_events"
+    __table_args__ = (sa.Index("ix_maintenance_tasks_events_run_id_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(_BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(
+        _BigIntPK, sa.ForeignKey(Run.id, ondelete="CASCADE"), nullable=True
+    )
+    task_name: Mapped[str] = mapped_column(sa.String(255))
+    #: What happened, as a past participle: ``started``, ``paused``, ``csv_downloaded``...
+    action: Mapped[str] = mapped_column(sa.String(32))
+    #: ``done``, or ``refused`` when the action was asked for and turned down.
+    outcome: Mapped[str] = mapped_column(sa.String(16), default="done")
+    #: Why it was refused, why the run was interrupted, the error's class, the file's name.
+    detail: Mapped[str | None] = mapped_column(sa.Text)
+    #: Who: the operator (``MAINTENANCE_TASKS_METADATA``, the OS user), ``worker`` or ``recovery``.
+    actor: Mapped[str | None] = mapped_column(sa.String(255))
+    #: Where from: ``dashboard``, ``cli``, ``python`` or ``engine``.
+    origin: Mapped[str] = mapped_column(sa.String(16))
+    #: The remote address of a dashboard request; the host of a command or worker.
+    address: Mapped[str | None] = mapped_column(sa.String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Event #{self.id} {self.action} {self.outcome} of run #{self.run_id}>"
+
+
+#: The events table, for Core inserts inside a status change's transaction.
+events_table: sa.Table = t.cast(sa.Table, Event.__table__)
 
 
 #: The bytes of CSV files kept by the database storage, in chunks. A chunk

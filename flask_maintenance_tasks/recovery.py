@@ -21,7 +21,7 @@ import logging
 import typing as t
 from datetime import timedelta
 
-from . import lifecycle, store
+from . import audit, lifecycle, store
 from .models import Run, RunStatus, utcnow
 from .transitions import (
     FORCE_CANCEL,
@@ -102,7 +102,7 @@ def _if_unchanged(
         return transition if same else None
 
     with store.open_session(state.db) as session:
-        return lifecycle.change(session, seen.id, unchanged, given=given)
+        return lifecycle.change(session, seen.id, unchanged, actor=audit.recovery(), given=given)
 
 
 def _recover_one(state: State, seen: Run) -> Recovery | None:

@@ -12,9 +12,16 @@ import typing as t
 
 import sqlalchemy as sa
 
-from . import lifecycle, signals, sources, store
+from . import audit, lifecycle, signals, sources, store
 from .csv import uploads
-from .exceptions import CSVFileError, EnqueueError, MaintenanceTasksError, TaskAlreadyRunning
+from .exceptions import (
+    CSVFileError,
+    EnqueueError,
+    InvalidArguments,
+    MaintenanceTasksError,
+    TaskAlreadyRunning,
+    TaskNotFound,
+)
 from .models import Run, RunStatus, utcnow
 from .transitions import (
     CANCEL_REQUEST,
@@ -41,18 +48,64 @@ def run(
     *,
     csv_file: t.Any = None,
     metadata: t.Any = None,
+    actor: audit.Actor | None = None,
 ) -> Run:
+    """Create a run of task ``name`` and enqueue its first job.
+
+    ``actor`` is who the audit trail says started it (the OS user of a Python
+    call by default). A start refused for a task that exists leaves a
+    ``refused`` event with the reason.
+    """
+    actor = actor or audit.python()
     task_class = state.registry.get(name)
-    params = task_class.validate_arguments(arguments)
-    upload = _csv_upload(state, task_class, arguments, csv_file)
     try:
-        return _create(state, task_class, params, metadata, upload)
+        params = task_class.validate_arguments(arguments)
+        upload = _csv_upload(state, task_class, arguments, csv_file)
+    except MaintenanceTasksError as refusal:
+        _refused(state, None, name, audit.STARTED, actor, refusal)
+        raise
+    try:
+        return _create(state, task_class, params, metadata, upload, actor)
     except EnqueueError:
         raise  # the run was saved with its file, and can be resumed
-    except BaseException:
+    except BaseException as failure:
         if upload is not None:
             _discard(state, upload)
+        if isinstance(failure, MaintenanceTasksError):
+            _refused(state, None, name, audit.STARTED, actor, failure)
         raise
+
+
+def _refused(
+    state: State,
+    run_id: int | None,
+    task_name: str,
+    action: str,
+    actor: audit.Actor,
+    refusal: MaintenanceTasksError,
+) -> None:
+    """Leave a ``refused`` event saying why; the trail never fails the action's answer."""
+    if isinstance(refusal, TaskNotFound):
+        return  # no name that exists nowhere gets into the trail
+    if isinstance(refusal, InvalidArguments):
+        # Field names only: a message may quote the value, and the value may be secret.
+        detail = "Invalid arguments: " + ", ".join(sorted(refusal.errors))
+    else:
+        detail = str(refusal)
+    try:
+        with store.open_session(state.db) as session:
+            audit.record(
+                session,
+                run_id=run_id,
+                task_name=task_name,
+                action=action,
+                actor=actor,
+                outcome=audit.REFUSED,
+                detail=detail,
+            )
+            session.commit()
+    except Exception:
+        logger.exception("Could not record the refused %s of %s", action, task_name)
 
 
 def _discard(state: State, upload: uploads.StoredUpload) -> None:
@@ -92,6 +145,7 @@ def _create(
     params: t.Any,
     metadata: t.Any,
     upload: uploads.StoredUpload | None,
+    actor: audit.Actor,
 ) -> Run:
     job_id = lifecycle.new_job_id()
     now = utcnow()
@@ -100,6 +154,7 @@ def _create(
         status=RunStatus.ENQUEUED,
         arguments=task_class.dump_arguments(params),
         metadata_=metadata,
+        started_by=actor.who,
         job_id=job_id,
         exclusive_key=None if task_class.allow_concurrent_runs else task_class.name,
         tick_count=0,
@@ -110,17 +165,30 @@ def _create(
     )
     with store.open_session(state.db) as session:
         session.add(run)
-        if upload is not None:
-            record = upload.record()
-            record.run = run
-            session.add(record)
         try:
-            session.commit()
+            session.flush()
         except sa.exc.IntegrityError:
             session.rollback()
             _raise_if_already_running(session, task_class)
             raise
-        _enqueue(state, session, run, job_id)
+        # The run, its file and their events: one transaction.
+        audit.record(
+            session, run_id=run.id, task_name=run.task_name, action=audit.STARTED, actor=actor
+        )
+        if upload is not None:
+            record = upload.record()
+            record.run = run
+            session.add(record)
+            audit.record(
+                session,
+                run_id=run.id,
+                task_name=run.task_name,
+                action=audit.CSV_UPLOADED,
+                actor=actor,
+                detail=record.original_filename or record.filename,
+            )
+        session.commit()
+        _enqueue(state, session, run, job_id, actor)
         return run
 
 
@@ -133,13 +201,15 @@ def _raise_if_already_running(session: sa.orm.Session, task_class: type[Task]) -
         raise TaskAlreadyRunning(task_class.name, run_id) from None
 
 
-def _enqueue(state: State, session: sa.orm.Session, run: Run, job_id: str) -> None:
+def _enqueue(
+    state: State, session: sa.orm.Session, run: Run, job_id: str, actor: audit.Actor
+) -> None:
     """Hand the committed run to the executor; on failure the run is ``errored``."""
     try:
         state.executor.enqueue(run.id, job_id)
     except Exception as exc:
         logger.exception("Could not enqueue run #%s", run.id)
-        errored = lifecycle.error(session, run.id, exc, fence=job_id)
+        errored = lifecycle.error(session, run.id, exc, actor=actor, fence=job_id)
         lifecycle.follow(state, errored, error=exc)
         raise EnqueueError(run.id, exc) from exc
     lifecycle.announce(signals.run_enqueued, state.app, run)
@@ -179,29 +249,41 @@ def _forced_or(request: Transition, state: State) -> lifecycle.Choice:
     return choose
 
 
-def _stop(state: State, run_id: int, request: Transition) -> Run:
+def _stop(state: State, run_id: int, request: Transition, actor: audit.Actor | None) -> Run:
+    actor = actor or audit.python()
     with store.open_session(state.db) as session:
-        _load_or_raise(session, run_id)
-        changed = lifecycle.change(session, run_id, _forced_or(request, state))
+        current = _load_or_raise(session, run_id)
+        try:
+            changed = lifecycle.change(session, run_id, _forced_or(request, state), actor=actor)
+        except MaintenanceTasksError as refusal:
+            _refused(state, run_id, current.task_name, t.cast(str, request.event), actor, refusal)
+            raise
     if changed.transition is not request:
         lifecycle.follow(state, changed, lifecycle.task_for(state, changed.run))
     return changed.run
 
 
-def pause(state: State, run_id: int) -> Run:
-    return _stop(state, run_id, PAUSE_REQUEST)
+def pause(state: State, run_id: int, *, actor: audit.Actor | None = None) -> Run:
+    return _stop(state, run_id, PAUSE_REQUEST, actor)
 
 
-def cancel(state: State, run_id: int) -> Run:
-    return _stop(state, run_id, CANCEL_REQUEST)
+def cancel(state: State, run_id: int, *, actor: audit.Actor | None = None) -> Run:
+    return _stop(state, run_id, CANCEL_REQUEST, actor)
 
 
-def resume(state: State, run_id: int) -> Run:
+def resume(state: State, run_id: int, *, actor: audit.Actor | None = None) -> Run:
+    actor = actor or audit.python()
     job_id = lifecycle.new_job_id()
 
     with store.open_session(state.db) as session:
         current = _load_or_raise(session, run_id)
-        task_class = state.registry.get(current.task_name)
+        try:
+            task_class = state.registry.get(current.task_name)
+        except TaskNotFound as missing:
+            # The run exists, so its task's name may be told.
+            refusal = MaintenanceTasksError(f"Cannot resume: {missing}")
+            _refused(state, run_id, current.task_name, "resumed", actor, refusal)
+            raise
         exclusive_key = None if task_class.allow_concurrent_runs else task_class.name
 
         def choose(current: Run) -> Transition:
@@ -210,11 +292,22 @@ def resume(state: State, run_id: int) -> Run:
 
         try:
             changed = lifecycle.change(
-                session, run_id, choose, given={"job_id": job_id, "exclusive_key": exclusive_key}
+                session,
+                run_id,
+                choose,
+                actor=actor,
+                given={"job_id": job_id, "exclusive_key": exclusive_key},
             )
         except sa.exc.IntegrityError:
             session.rollback()
-            _raise_if_already_running(session, task_class)
+            try:
+                _raise_if_already_running(session, task_class)
+            except TaskAlreadyRunning as refusal:
+                _refused(state, run_id, current.task_name, "resumed", actor, refusal)
+                raise
             raise
-        _enqueue(state, session, changed.run, job_id)
+        except MaintenanceTasksError as refusal:
+            _refused(state, run_id, current.task_name, "resumed", actor, refusal)
+            raise
+        _enqueue(state, session, changed.run, job_id, actor)
         return changed.run

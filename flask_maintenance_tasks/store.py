@@ -45,8 +45,23 @@ class LostRace(MaintenanceTasksError, RuntimeError):
 
 
 def open_session(db: SQLAlchemy) -> Session:
-    """A short-lived session of our own, so actions never commit the caller's work."""
-    return Session(bind=db.engine, expire_on_commit=False)
+    """A short-lived session of our own, so actions never commit the caller's work.
+
+    Its statements hide their parameters from the errors they raise (and
+    from the engine's log): a failed write of a run would otherwise carry the
+    run's arguments, secrets included, into logs and tracebacks.
+    """
+    return Session(bind=quiet(db.engine), expire_on_commit=False)
+
+
+def quiet(engine: sa.Engine) -> sa.Engine:
+    """``engine`` sharing its pool and options, with ``hide_parameters`` on."""
+    # ``hide_parameters`` is a create_engine() argument; an option engine
+    # copies it from its parent at creation, and reads it from itself when it
+    # builds an error, so setting it here affects only our statements.
+    option_engine = engine.execution_options()
+    option_engine.hide_parameters = True
+    return option_engine
 
 
 def load(session: Session, run_id: int) -> Run:
@@ -92,13 +107,20 @@ def _columns(values: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
 
 
 def change(
-    session: Session, run_id: int, decide: t.Callable[[Run], Decision], *, jitter: bool = True
+    session: Session,
+    run_id: int,
+    decide: t.Callable[[Run], Decision],
+    *,
+    jitter: bool = True,
+    written: t.Callable[[Session, Run, t.Mapping[str, t.Any]], None] | None = None,
 ) -> Run:
     """Apply what ``decide(run)`` returns to the run, guarded by ``lock_version``.
 
     ``decide`` sees the freshly read run and returns the values to write, or
     ``None`` to leave it as it is; it may raise to refuse. When another writer
     got there first the row is read again and ``decide`` asked again.
+    ``written(session, run, values)`` runs after the UPDATE, in its
+    transaction, before the commit (the audit trail's row of the change).
     """
     for attempt in range(ATTEMPTS):
         run = load(session, run_id)
@@ -115,6 +137,8 @@ def change(
             .values(lock_version=run.lock_version + 1, **_columns(values))
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
+            if written is not None:
+                written(session, run, values)
             session.commit()
             return load(session, run_id)
         session.rollback()

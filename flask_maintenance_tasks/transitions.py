@@ -111,6 +111,8 @@ class Transition:
     callback_first: bool = False
     #: The signal sent once the change is committed.
     signal: NamedSignal | None = None
+    #: The action its row in the audit trail records (``None``: no row, as for progress).
+    event: str | None = None
 
     def leaves_from(self, status: RunStatus | str) -> bool:
         return RunStatus(status) in self.sources
@@ -152,6 +154,7 @@ START = Transition(
     callback=_after_start,
     on_callback_error=OnCallbackError.FAIL,
     signal=signals.run_started,
+    event="began",
 )
 #: A job takes on a run that an earlier slice handed on.
 CARRY_ON = Transition(
@@ -160,11 +163,14 @@ CARRY_ON = Transition(
     RUNNING,
     writes={"interruption_reason": None},
     given=frozenset({"job_id", "tick_total"}),
+    event="carried_on",
 )
 #: The job's progress write (one UPDATE per tick, fenced on the job id; see ``store``).
 PROGRESS = Transition("progress", frozenset({RUNNING, PAUSING, CANCELLING}), None)
 #: An operator asks a run to pause at its next item.
-PAUSE_REQUEST = Transition("pause", frozenset({ENQUEUED, RUNNING, INTERRUPTED}), PAUSING)
+PAUSE_REQUEST = Transition(
+    "pause", frozenset({ENQUEUED, RUNNING, INTERRUPTED}), PAUSING, event="pause_requested"
+)
 #: The job noticed the pause request and stopped.
 PAUSE = Transition(
     "pause",
@@ -173,10 +179,14 @@ PAUSE = Transition(
     writes={"interruption_reason": "pause"},
     callback=_after_pause,
     signal=signals.run_paused,
+    event="paused",
 )
 #: An operator asks a run to cancel at its next item.
 CANCEL_REQUEST = Transition(
-    "cancel", frozenset({ENQUEUED, RUNNING, PAUSING, INTERRUPTED}), CANCELLING
+    "cancel",
+    frozenset({ENQUEUED, RUNNING, PAUSING, INTERRUPTED}),
+    CANCELLING,
+    event="cancel_requested",
 )
 #: The job noticed the cancel request and stopped.
 CANCEL = Transition(
@@ -186,6 +196,7 @@ CANCEL = Transition(
     writes={"ended_at": NOW, "exclusive_key": None, "interruption_reason": "cancel"},
     callback=_after_cancel,
     signal=signals.run_cancelled,
+    event="cancelled",
 )
 #: A slice hands the run on (time slice, worker shutdown, throttle, lost connection).
 INTERRUPT = Transition(
@@ -196,6 +207,7 @@ INTERRUPT = Transition(
     callback=_after_interrupt,
     on_callback_error=OnCallbackError.FAIL,
     signal=signals.run_interrupted,
+    event="interrupted",
 )
 #: An operator resumes a paused or errored run: it is enqueued again, its error cleared.
 RESUME = Transition(
@@ -212,6 +224,7 @@ RESUME = Transition(
     },
     given=frozenset({"job_id", "exclusive_key"}),
     signal=signals.run_enqueued,
+    event="resumed",
 )
 #: The collection is exhausted (a pause or cancel asked meanwhile comes too late).
 SUCCEED = Transition(
@@ -223,6 +236,7 @@ SUCCEED = Transition(
     on_callback_error=OnCallbackError.FAIL,
     callback_first=True,
     signal=signals.run_succeeded,
+    event="succeeded",
 )
 #: The run failed (in its job, or when it could not be enqueued).
 ERROR = Transition(
@@ -238,6 +252,7 @@ ERROR = Transition(
     callback=_after_error,
     on_callback_error=OnCallbackError.LOG,
     signal=signals.run_errored,
+    event="errored",
 )
 #: An operator pauses a stuck run at once; its job, if alive, is fenced off.
 FORCE_PAUSE = Transition(
@@ -247,6 +262,7 @@ FORCE_PAUSE = Transition(
     writes={"job_id": None, "interruption_reason": "pause"},
     callback=_after_pause,
     signal=signals.run_paused,
+    event="force_paused",
 )
 #: An operator cancels a paused or stuck run at once; its job, if alive, is fenced off.
 FORCE_CANCEL = Transition(
@@ -261,6 +277,7 @@ FORCE_CANCEL = Transition(
     },
     callback=_after_cancel,
     signal=signals.run_cancelled,
+    event="force_cancelled",
 )
 #: Recovery hands a waiting run whose job was lost to a new job.
 RECOVER = Transition(
@@ -269,6 +286,7 @@ RECOVER = Transition(
     None,
     writes={"interruption_reason": "recovery"},
     given=frozenset({"job_id"}),
+    event="recovered",
 )
 #: Recovery hands a running run whose job died to a new job.
 RECOVER_RUNNING = Transition(
@@ -278,6 +296,7 @@ RECOVER_RUNNING = Transition(
     writes={"interruption_reason": "recovery"},
     given=frozenset({"job_id"}),
     signal=signals.run_interrupted,
+    event="recovered",
 )
 
 #: Every transition but the creation of a run (always ``enqueued``, see ``runner``).

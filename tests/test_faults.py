@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from flask_maintenance_tasks import InvalidTransition
 from tests.support.apps import FAST
-from tests.support.records import counters, fresh_run, seed_items
+from tests.support.records import assert_trail_agrees, counters, fresh_run, seed_items
 from tests.support.services import RedisServer
 from tests.support.waiting import wait_until
 from tests.support.workers import drain
@@ -99,6 +99,9 @@ class Fault:
         assert run.status == "succeeded"
         assert (missed, twice) == (0, 0)
         assert run.tick_count == ITEMS == sum(done)
+        # Every status change left its event, in its transaction: the trail
+        # replays to the run's status whatever the fault did.
+        assert_trail_agrees(self.run_id)
 
 
 def _database(url: str) -> str:

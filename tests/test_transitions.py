@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from flask_maintenance_tasks import InvalidTransition, RunStatus, lifecycle, transitions
-from flask_maintenance_tasks.models import runs_table
+from flask_maintenance_tasks import InvalidTransition, RunStatus, audit, lifecycle, transitions
+from flask_maintenance_tasks.models import Event, events_table, runs_table
 from flask_maintenance_tasks.state import get_state
 from flask_maintenance_tasks.store import open_session
 from flask_maintenance_tasks.transitions import (
@@ -236,6 +236,9 @@ GIVEN = {
 }
 
 
+#: Who the test's changes are made by, as the audit trail records it.
+ACTOR = audit.Actor("tester", "python")
+
 #: Each transition by its name in the state-machine module.
 BY_NAME = {name: value for name, value in vars(transitions).items() if value in TRANSITIONS}
 
@@ -253,18 +256,35 @@ def test_transition_applies_from_its_sources_only_and_writes_what_it_says(
     for status in S:
         run_id = _make(mtasks, db, status.value, age=0)
         before = fresh_run(run_id)
+        # Only the change's own events count, not the run's creation.
+        db.session.execute(events_table.delete())
+        db.session.commit()
 
         with open_session(get_state().db) as session:
-            changed = lifecycle.change(session, run_id, transition, given=GIVEN)
+            changed = lifecycle.change(session, run_id, transition, actor=ACTOR, given=GIVEN)
 
         after = fresh_run(run_id)
+        events = db.session.execute(
+            sa.select(Event.action, Event.actor, Event.origin, Event.detail).where(
+                Event.run_id == run_id
+            )
+        ).all()
+        db.session.execute(events_table.delete())
         db.session.execute(runs_table.delete())
         db.session.commit()
         if status not in transition.sources:
             assert not changed.applied, status
             assert (after.status, after.lock_version) == (before.status, before.lock_version)
+            assert events == [], status
             continue
         assert changed.transition is transition, status
+        # The change's event was written with it, saying who made it.
+        if transition.event is None:
+            assert events == [], status
+        else:
+            assert [(e.action, e.actor, e.origin) for e in events] == [
+                (transition.event, "tester", "python")
+            ], status
         assert after.status == (transition.target or status)
         assert after.lock_version == before.lock_version + 1
         for name, value in transition.writes.items():

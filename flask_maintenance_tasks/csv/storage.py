@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from ..exceptions import ConfigurationError, CSVFileError
 from ..models import csv_chunks_table
 from ..state import get_state
+from ..store import quiet
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -103,12 +104,15 @@ class DatabaseStorage:
 
     @property
     def engine(self) -> sa.Engine:
-        """The engine given (or given by the callable), else the current app's engine."""
+        """The engine given (or given by the callable), else the current app's engine.
+
+        Its errors never quote the file's bytes (see :func:`~..store.quiet`).
+        """
         if isinstance(self._engine, sa.Engine):
-            return self._engine
+            return quiet(self._engine)
         if self._engine is not None:
-            return self._engine()
-        return get_state().db.engine
+            return quiet(self._engine())
+        return quiet(get_state().db.engine)
 
     def save(self, name: str, stream: t.BinaryIO) -> str:
         key = f"{uuid.uuid4().hex}_{name}"[:255]

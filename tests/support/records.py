@@ -34,3 +34,34 @@ def fresh_run(run_id: int) -> t.Any:
     from tests.testapp import mtasks
 
     return mtasks.get_run(run_id)
+
+
+def trail(run_id: int) -> list[tuple[str, str, str | None]]:
+    """The run's audit trail as ``(action, outcome, actor)``, oldest first, read afresh."""
+    from flask_maintenance_tasks.models import Event
+    from tests.testapp import db
+
+    db.session.remove()
+    rows = db.session.execute(
+        sa.select(Event.action, Event.outcome, Event.actor)
+        .where(Event.run_id == run_id)
+        .order_by(Event.id)
+    ).all()
+    return [tuple(row) for row in rows]
+
+
+def assert_trail_agrees(run_id: int) -> None:
+    """Replaying the run's ``done`` events from ``enqueued`` ends in the run's status."""
+    from flask_maintenance_tasks.transitions import TRANSITIONS
+
+    status = "enqueued"
+    for action, outcome, _ in trail(run_id):
+        if outcome != "done":
+            continue
+        applied = [tr for tr in TRANSITIONS if tr.event == action and tr.leaves_from(status)]
+        if action in ("started", "csv_uploaded", "csv_downloaded"):
+            continue
+        assert applied, (run_id, action, status, trail(run_id))
+        status = (applied[0].target or status).__str__()
+    run = fresh_run(run_id)
+    assert status == run.status, (run_id, run.status, trail(run_id))

@@ -87,6 +87,12 @@ class CallbacksTask(Task):
     def after_complete(self) -> None:
         EVENTS.append("complete")
 
+    def after_pause(self) -> None:
+        EVENTS.append("pause")
+
+    def after_cancel(self) -> None:
+        EVENTS.append("cancel")
+
     def after_error(self, error: BaseException) -> None:
         EVENTS.append(("error", str(error)))
 
