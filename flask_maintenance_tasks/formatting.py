@@ -17,7 +17,8 @@ from .transitions import COMPLETED, STOPPED
 if t.TYPE_CHECKING:
     from flask import Flask
 
-    from .models import Run
+    from .audit import Timeline
+    from .models import Event, Run
 
 
 def _plural(n: int, word: str) -> str:
@@ -118,13 +119,70 @@ def is_stopped(run: Run) -> bool:
     return run.status in STOPPED
 
 
-def run_as_dict(app: Flask, run: Run, now: datetime | None = None) -> dict[str, t.Any]:
-    """The run as JSON-ready data: what ``status --json`` and ``/runs/<id>.json`` return."""
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat() if value is not None else None
 
+#: How each action of the audit trail reads on a timeline.
+ACTION_TEXT: t.Final[dict[str, str]] = {
+    "started": "Started",
+    "csv_uploaded": "CSV file uploaded",
+    "csv_downloaded": "CSV file downloaded",
+    "began": "Began",
+    "carried_on": "Carried on",
+    "pause_requested": "Pause asked",
+    "paused": "Paused",
+    "cancel_requested": "Cancel asked",
+    "cancelled": "Cancelled",
+    "interrupted": "Handed on",
+    "resumed": "Resumed",
+    "succeeded": "Succeeded",
+    "errored": "Errored",
+    "force_paused": "Forced to pause",
+    "force_cancelled": "Forced to cancel",
+    "recovered": "Recovered",
+}
+
+
+def action_text(action: str) -> str:
+    return ACTION_TEXT.get(action, action.replace("_", " ").capitalize())
+
+
+def event_text(event: Event) -> str:
+    """One line of a timeline, such as "Paused by bob (dashboard, 10.0.0.7)"."""
+    where = ", ".join(filter(None, [event.origin, event.address]))
+    text = f"{action_text(event.action)} by {event.actor or 'someone unknown'} ({where})"
+    if event.outcome != "done":
+        text += f": {event.outcome}"
+    if event.detail:
+        text += f" - {event.detail.replace('_', ' ') if event.outcome == 'done' else event.detail}"
+    return text
+
+
+def event_as_dict(event: Event) -> dict[str, t.Any]:
+    """An event of the audit trail as JSON-ready data."""
     return {
+        "id": event.id,
+        "at": _iso(event.created_at),
+        "action": event.action,
+        "outcome": event.outcome,
+        "detail": event.detail,
+        "actor": event.actor,
+        "origin": event.origin,
+        "address": event.address,
+    }
+
+
+def run_as_dict(
+    app: Flask, run: Run, now: datetime | None = None, timeline: Timeline | None = None
+) -> dict[str, t.Any]:
+    """The run as JSON-ready data: what ``status --json`` and ``/runs/<id>.json`` return.
+
+    With ``timeline``, its events too (``events``, oldest first), and how many
+    older ones it left out (``events_omitted``).
+    """
+    iso = _iso
+    data = {
         "id": run.id,
         "task_name": run.task_name,
         "status": run.status,
@@ -153,7 +211,12 @@ def run_as_dict(app: Flask, run: Run, now: datetime | None = None) -> dict[str, 
             "backtrace": run.backtrace,
             "element": run.errored_element,
         },
+        "started_by": run.started_by,
     }
+    if timeline is not None:
+        data["events"] = [event_as_dict(event) for event in timeline.events]
+        data["events_omitted"] = timeline.omitted
+    return data
 
 
 def timestamp(moment: datetime | None) -> str:

@@ -94,7 +94,7 @@ class Run(Base):
         # The dashboard's reads stay quick however many runs pile up: a task's
         # newest runs by id, and the few active runs among all.
         sa.Index("ix_maintenance_tasks_runs_task_id", "task_name", "id"),
-        sa.Index("ix_maintenance_tasks_runs_status", "status"),
+        sa.Index("ix_maintenance_tasks_runs_status_id", "status", "id"),
         # The runs page filters by who started a run, newest first.
         sa.Index("ix_maintenance_tasks_runs_started_by_id", "started_by", "id"),
     )

@@ -266,3 +266,30 @@ def latest_completed_run_per_task(session: Session) -> list[Run]:
     )
     ids = sa.select(latest).where(names.c.name.is_not(None))
     return list(session.scalars(sa.select(Run).where(Run.id.in_(ids))))
+
+
+def runs_page(
+    session: Session,
+    *,
+    task_name: str | None = None,
+    status: str | None = None,
+    started_by: str | None = None,
+    before_id: int | None = None,
+    limit: int,
+) -> list[Run]:
+    """Up to ``limit`` runs of any status and task, newest first, filtered: one query.
+
+    Keyset on the id like :func:`history_page`; each filter has an index
+    that starts with its column and continues with the id (the status index
+    is on the status alone, and the few statuses keep its scans short).
+    """
+    query = sa.select(Run)
+    if task_name is not None:
+        query = query.where(Run.task_name == task_name)
+    if status is not None:
+        query = query.where(Run.status == status)
+    if started_by is not None:
+        query = query.where(Run.started_by == started_by)
+    if before_id is not None:
+        query = query.where(Run.id < before_id)
+    return list(session.scalars(query.order_by(Run.id.desc()).limit(limit)))

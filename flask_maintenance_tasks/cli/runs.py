@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from .. import formatting, parameters, runner, store
+from .. import audit, formatting, parameters, runner, store
 from ..csv.uploads import csv_file_of
 from ..models import Run, RunStatus
 from ..state import State, get_state
@@ -23,6 +23,20 @@ if t.TYPE_CHECKING:
 
 #: How many completed runs ``status`` lists after the active ones.
 LATEST_RUNS = 10
+#: How many of a run's newest events ``status RUN_ID`` shows.
+TIMELINE_EVENTS = 200
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
+def acting_as(command: F) -> F:
+    """``--as NAME``: who the audit trail says acted, besides the OS user."""
+    return click.option(
+        "--as",
+        "acting_as",
+        metavar="NAME",
+        help="Who you act for, recorded in the run's audit trail with your OS user.",
+    )(command)
 
 
 @click.command("list")
@@ -57,9 +71,12 @@ def list_command() -> None:
     help="A CSV file for a CSV task; - reads stdin.",
 )
 @click.option("--wait", is_flag=True, help="Follow the run until it ends; fail unless it succeeds.")
+@acting_as
 @with_appcontext
 @catch_errors
-def run_command(name: str, pairs: tuple[str, ...], csv_path: str | None, wait: bool) -> None:
+def run_command(
+    name: str, pairs: tuple[str, ...], csv_path: str | None, wait: bool, acting_as: str | None
+) -> None:
     """Start a run of task NAME and print its id."""
     state = get_state()
     arguments = _parse_arguments(state.registry.get(name), pairs)
@@ -68,7 +85,7 @@ def run_command(name: str, pairs: tuple[str, ...], csv_path: str | None, wait: b
         csv_file = ("stdin.csv", click.open_file("-", "rb"))
     elif csv_path is not None:
         csv_file = Path(csv_path)
-    run = runner.run(state, name, arguments, csv_file=csv_file)
+    run = runner.run(state, name, arguments, csv_file=csv_file, actor=audit.command_line(acting_as))
     click.echo(run.id)
     if wait:
         _follow(state, run.id)
@@ -175,10 +192,26 @@ def _show_run(state: State, run_id: int, as_json: bool) -> None:
     run = runner.get_run(state, run_id)
     if run is None:
         raise click.ClickException(f"Run #{run_id} not found.")
+    with store.open_session(state.db) as session:
+        timeline = audit.timeline(session, run.id, TIMELINE_EVENTS)
     if as_json:
-        click.echo(json.dumps(formatting.run_as_dict(state.app, run), indent=2))
+        data = formatting.run_as_dict(state.app, run, timeline=timeline)
+        click.echo(json.dumps(data, indent=2))
     else:
         _print_run(state, run)
+        _print_timeline(timeline)
+
+
+def _print_timeline(timeline: audit.Timeline) -> None:
+    """The run's audit trail, oldest first."""
+    if not timeline.events:
+        return
+    click.echo("  History:")
+    if timeline.omitted:
+        click.echo(f"    ({timeline.omitted} earlier events not shown)")
+    for event in timeline.events:
+        moment = formatting.timestamp(event.created_at)
+        click.echo(f"    {moment}  {formatting.event_text(event)}")
 
 
 def _show_runs(state: State, as_json: bool) -> None:
@@ -234,33 +267,36 @@ def _print_run(state: State, run: Run) -> None:
                 click.echo(f"    {frame}")
 
 
-def _control(act: t.Callable[[State, int], Run], run_id: int) -> None:
-    run = act(get_state(), run_id)
+def _control(act: t.Callable[..., Run], run_id: int, acting_as: str | None) -> None:
+    run = act(get_state(), run_id, actor=audit.command_line(acting_as))
     click.echo(f"Run #{run.id} is {run.status}.")
 
 
 @click.command("pause")
 @click.argument("run_id", type=int)
+@acting_as
 @with_appcontext
 @catch_errors
-def pause_command(run_id: int) -> None:
+def pause_command(run_id: int, acting_as: str | None) -> None:
     """Pause run RUN_ID at its next item (force a stuck one)."""
-    _control(runner.pause, run_id)
+    _control(runner.pause, run_id, acting_as)
 
 
 @click.command("resume")
 @click.argument("run_id", type=int)
+@acting_as
 @with_appcontext
 @catch_errors
-def resume_command(run_id: int) -> None:
+def resume_command(run_id: int, acting_as: str | None) -> None:
     """Resume paused or errored run RUN_ID from its cursor."""
-    _control(runner.resume, run_id)
+    _control(runner.resume, run_id, acting_as)
 
 
 @click.command("cancel")
 @click.argument("run_id", type=int)
+@acting_as
 @with_appcontext
 @catch_errors
-def cancel_command(run_id: int) -> None:
+def cancel_command(run_id: int, acting_as: str | None) -> None:
     """Cancel run RUN_ID (at once if paused or stuck)."""
-    _control(runner.cancel, run_id)
+    _control(runner.cancel, run_id, acting_as)

@@ -1,8 +1,10 @@
 """What each dashboard page shows, read with a fixed number of queries.
 
-The index reads the active runs and the latest completed run of every task:
-two queries, whatever the number of tasks or runs. A task page reads its
-active runs and one page of its history (keyset on the id): two queries.
+The index reads the active runs and the latest completed run of every task,
+then the newest events of the runs it shows: three queries, whatever the
+number of tasks or runs. A task page reads its active runs, one page of its
+history (keyset on the id) and their events: three queries. The runs page
+reads one page of runs across tasks: one query.
 Everything else a page shows comes from the task registry and from
 :mod:`flask_maintenance_tasks.formatting`.
 """
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta
 
 from flask import url_for
 
-from .. import formatting, masking, sources, store
+from .. import audit, formatting, masking, sources, store
 from ..exceptions import MaintenanceTasksError
 from ..models import Run, RunStatus, utcnow
 from ..transitions import ACTIVE, PAUSE_REQUEST, is_stuck
@@ -24,6 +26,7 @@ from .guards import is_allowed
 
 if t.TYPE_CHECKING:
     from markupsafe import Markup
+    from sqlalchemy.orm import Session
 
     from ..state import State
     from ..task import Task
@@ -53,6 +56,8 @@ class RunCard:
     open: bool = True
     #: Where to download the run's CSV file (runs of CSV tasks only).
     csv_url: str | None = None
+    #: The run's newest events (see :func:`with_timelines`).
+    timeline: audit.Timeline | None = None
 
     @property
     def progress(self) -> tuple[int | None, int]:
@@ -159,6 +164,18 @@ class Cards:
         )
 
 
+#: Events a run card shows; the run's JSON and ``flask mtasks status`` show more.
+CARD_EVENTS = 10
+
+
+def with_timelines(session: Session, cards: t.Iterable[RunCard]) -> None:
+    """Give each card its run's newest events: one query for all the cards."""
+    cards = list(cards)
+    found = audit.timelines(session, [card.run.id for card in cards], CARD_EVENTS)
+    for card in cards:
+        card.timeline = found.get(card.run.id, audit.Timeline([]))
+
+
 @dataclasses.dataclass
 class TaskEntry:
     """A task on the index, with the run its card shows."""
@@ -214,6 +231,9 @@ def index_page(state: State, query: str = "") -> IndexPage:
             continue
         entry.stale = _stale(state, run, cards.now)
         page.completed.append(entry)
+    shown = [*page.active, *(e.card for e in [*page.completed, *page.deleted] if e.card)]
+    with store.open_session(state.db) as session:
+        with_timelines(session, shown)
     return page
 
 
@@ -270,18 +290,74 @@ def task_page(state: State, name: str, cursor: int | None = None) -> TaskPage:
         active = store.active_runs(session, name)
         # One run more than a page tells whether another page follows.
         history = store.history_page(session, name, before_id=cursor, limit=per_page + 1)
-    if task is None and not active and not history and cursor is None:
-        raise NoSuchTask(f"No task named {name!r}, and no run of one.")
-    next_cursor = history[per_page - 1].id if len(history) > per_page else None
-    return TaskPage(
-        name=name,
-        task=task,
-        fields=cards.fields(task) if task is not None else [],
-        active=[cards.card(r) for r in active],
-        # The newest ended run is open: its outcome (an error, say) is what people look for.
-        history=[cards.card(r, open=n == 0) for n, r in enumerate(history[:per_page])],
+        if task is None and not active and not history and cursor is None:
+            raise NoSuchTask(f"No task named {name!r}, and no run of one.")
+        next_cursor = history[per_page - 1].id if len(history) > per_page else None
+        page = TaskPage(
+            name=name,
+            task=task,
+            fields=cards.fields(task) if task is not None else [],
+            active=[cards.card(r) for r in active],
+            # The newest ended run is open: its outcome (an error, say) is what people look for.
+            history=[cards.card(r, open=n == 0) for n, r in enumerate(history[:per_page])],
+            cursor=cursor,
+            next_cursor=next_cursor,
+            can_run=task is not None and cards.allowed("run", name),
+            csv=is_csv_task(task),
+        )
+        with_timelines(session, [*page.active, *page.history])
+    return page
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFilters:
+    """What the runs page is narrowed to; ``None`` leaves a filter out."""
+
+    task: str | None = None
+    status: str | None = None
+    who: str | None = None
+
+    def query(self) -> dict[str, str]:
+        """The filters as query-string arguments (for the pager's links)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclasses.dataclass
+class RunsPage:
+    """A page of every task's runs, newest first."""
+
+    filters: RunFilters
+    runs: list[Run]
+    cursor: int | None
+    next_cursor: int | None
+    #: Task names to offer in the task filter: the registry's.
+    task_names: list[str]
+    statuses: list[str]
+
+
+def runs_page(state: State, filters: RunFilters, cursor: int | None = None) -> RunsPage:
+    """A page of runs across tasks with ``filters``: one query, whatever the number of runs.
+
+    Runs of a task that ``authorize`` does not let this request view are left
+    out of the page (so a page may hold fewer runs than the page size).
+    """
+    cards = Cards(state)
+    per_page = state.settings.runs_per_page
+    with store.open_session(state.db) as session:
+        found = store.runs_page(
+            session,
+            task_name=filters.task,
+            status=filters.status,
+            started_by=filters.who,
+            before_id=cursor,
+            limit=per_page + 1,
+        )
+    next_cursor = found[per_page - 1].id if len(found) > per_page else None
+    return RunsPage(
+        filters=filters,
+        runs=[run for run in found[:per_page] if cards.allowed("view", run.task_name, run)],
         cursor=cursor,
         next_cursor=next_cursor,
-        can_run=task is not None and cards.allowed("run", name),
-        csv=is_csv_task(task),
+        task_names=sorted(state.registry.tasks()),
+        statuses=[status.value for status in RunStatus],
     )

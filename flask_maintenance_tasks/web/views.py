@@ -27,7 +27,7 @@ from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
-from .. import formatting, runner
+from .. import audit, formatting, runner, store
 from ..csv.uploads import csv_download
 from ..exceptions import (
     CSVFileError,
@@ -61,7 +61,7 @@ HTMX_CONFIG = {
 }
 
 #: What the run buttons do, by the action of their URL.
-_ACTIONS: dict[str, t.Callable[[State, int], Run]] = {
+_ACTIONS: dict[str, t.Callable[..., Run]] = {
     "pause": runner.pause,
     "resume": runner.resume,
     "cancel": runner.cancel,
@@ -75,6 +75,17 @@ _ACTION_DONE: dict[tuple[str, str], str] = {
     ("cancel", RunStatus.CANCELLED): "Run #{id} is cancelled.",
     ("resume", RunStatus.ENQUEUED): "Run #{id} is resumed: it carries on from where it stopped.",
 }
+
+
+#: Events the run's JSON carries (its card shows fewer).
+JSON_EVENTS = 200
+
+
+def _actor(state: State) -> audit.Actor:
+    """Who acts in this request, for the audit trail: ``MAINTENANCE_TASKS_METADATA``'s answer."""
+    metadata = state.settings.metadata
+    who = audit.who_of(metadata(), state.settings.masked_parameters) if metadata else None
+    return audit.Actor(who, audit.DASHBOARD, request.remote_addr)
 
 
 def _is_htmx() -> bool:
@@ -181,7 +192,14 @@ def start_run(name: str) -> t.Any:
     if not errors:
         metadata = state.settings.metadata() if state.settings.metadata is not None else None
         try:
-            run = runner.run(state, name, arguments, csv_file=csv_file, metadata=metadata)
+            run = runner.run(
+                state,
+                name,
+                arguments,
+                csv_file=csv_file,
+                metadata=metadata,
+                actor=_actor(state),
+            )
         except CSVFileTooLarge as exc:
             errors = {CSV_FIELD: [str(exc)]}
             message, status = "The run was not started: the CSV file is too large.", 413
@@ -222,7 +240,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
         abort(404, f"There is no run #{run_id} of {name}.")
     require(action, name, run)
     try:
-        result = _ACTIONS[action](state, run_id)
+        result = _ACTIONS[action](state, run_id, actor=_actor(state))
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
     else:
@@ -256,6 +274,16 @@ def run_csv(run_id: int) -> Response:
         found = None
     if found is None:
         abort(404, f"Run #{run_id} has no CSV file.")
+    state = get_state()
+    with store.open_session(state.db) as session:
+        audit.record(
+            session,
+            run_id=run.id,
+            task_name=run.task_name,
+            action=audit.CSV_DOWNLOADED,
+            actor=_actor(state),
+        )
+        session.commit()
     return Response(
         found.chunks,
         mimetype="text/csv",
@@ -269,8 +297,35 @@ def run_csv(run_id: int) -> Response:
 @blueprint.get("/runs/<int:run_id>.json")
 def run_json(run_id: int) -> Response:
     run = _viewable_run(run_id)
-    data = formatting.run_as_dict(current_app._get_current_object(), run)  # type: ignore[attr-defined]
-    return jsonify(data)
+    with store.open_session(get_state().db) as session:
+        timeline = audit.timeline(session, run.id, JSON_EVENTS)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return jsonify(formatting.run_as_dict(app, run, timeline=timeline))
+
+
+#: The most a filter of the runs page may hold (the columns' size).
+_FILTER_LENGTH = 255
+
+
+def _filter(name: str) -> str | None:
+    value = request.args.get(name, "").strip()
+    if len(value) > _FILTER_LENGTH:
+        abort(400, f"The {name} filter is longer than {_FILTER_LENGTH} characters.")
+    return value or None
+
+
+@blueprint.get("/runs")
+def runs() -> str:
+    """Every task's runs, newest first, filtered by task, status and who started them."""
+    require("view")
+    filters = pages.RunFilters(task=_filter("task"), status=_filter("status"), who=_filter("who"))
+    if filters.status is not None and filters.status not in RunStatus._value2member_map_:
+        abort(400, f"There is no status {filters.status!r}.")
+    cursor = request.args.get("cursor", type=int)
+    if cursor is not None and not 0 < cursor < 2**63:
+        abort(400, "The cursor is not a run id.")
+    page = pages.runs_page(get_state(), filters, cursor)
+    return render_template("maintenance_tasks/runs.html", page=page, title="All runs")
 
 
 def _flashed_messages() -> list[Message]:

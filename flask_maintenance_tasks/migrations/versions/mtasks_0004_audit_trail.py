@@ -23,6 +23,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_maintenance_tasks_runs_started_by_id", "maintenance_tasks_runs", ["started_by", "id"]
     )
+    # The runs page filters by status, newest first: the status index gains the id.
+    op.create_index(
+        "ix_maintenance_tasks_runs_status_id", "maintenance_tasks_runs", ["status", "id"]
+    )
+    op.drop_index("ix_maintenance_tasks_runs_status", table_name="maintenance_tasks_runs")
     op.create_table(
         "maintenance_tasks_events",
         sa.Column("id", big_id, autoincrement=True, nullable=False),
@@ -51,6 +56,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_maintenance_tasks_events_run_id_id", table_name="maintenance_tasks_events")
     op.drop_table("maintenance_tasks_events")
+    op.create_index("ix_maintenance_tasks_runs_status", "maintenance_tasks_runs", ["status"])
+    op.drop_index("ix_maintenance_tasks_runs_status_id", table_name="maintenance_tasks_runs")
     op.drop_index("ix_maintenance_tasks_runs_started_by_id", table_name="maintenance_tasks_runs")
     with op.batch_alter_table("maintenance_tasks_runs") as batch:
         batch.drop_column("started_by")
