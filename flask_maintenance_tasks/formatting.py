@@ -10,7 +10,7 @@ import math
 import typing as t
 from datetime import datetime, timezone
 
-from .masking import masked_arguments
+from .masking import masked_arguments, masked_metadata
 from .models import RunStatus
 from .transitions import COMPLETED, STOPPED
 
@@ -196,7 +196,7 @@ def run_as_dict(
         "eta_seconds": eta_seconds(run),
         "cursor": run.cursor,
         "arguments": masked_arguments(app, run.task_name, run.arguments),
-        "metadata": run.metadata_,
+        "metadata": masked_metadata(app, run.metadata_),
         "interruption_reason": run.interruption_reason,
         "job_id": run.job_id,
         "created_at": iso(run.created_at),

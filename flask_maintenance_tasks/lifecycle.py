@@ -17,7 +17,7 @@ import uuid
 
 from . import audit, store
 from .exceptions import MaintenanceTasksError
-from .masking import masked_arguments
+from .masking import masked_arguments, masked_metadata
 from .models import Run, RunStatus, utcnow
 from .transitions import ERROR, OnCallbackError, Transition
 
@@ -221,7 +221,7 @@ def payload(app: Flask, run: Run) -> dict[str, t.Any]:
         "run_id": run.id,
         "job_id": run.job_id,
         "arguments": masked_arguments(app, run.task_name, run.arguments),
-        "metadata": run.metadata_,
+        "metadata": masked_metadata(app, run.metadata_),
         "time_running": run.time_running,
         "started_at": run.started_at,
         "ended_at": run.ended_at,

@@ -68,3 +68,8 @@ def masked_arguments(app: Flask, task_name: str, arguments: t.Any) -> t.Any:
     except MaintenanceTasksError:
         task = None
     return mask(arguments, task, state.settings.masked_parameters)
+
+
+def masked_metadata(app: Flask, metadata: t.Any) -> t.Any:
+    """A run's metadata with every masked name filtered, as every place shows it."""
+    return mask(metadata, None, get_state(app).settings.masked_parameters)

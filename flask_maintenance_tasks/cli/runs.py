@@ -248,8 +248,8 @@ def _print_run(state: State, run: Run) -> None:
     click.echo(f"  {data['status_text']}")
     if data["arguments"]:
         click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
-    if run.metadata_ is not None:
-        click.echo(f"  Metadata: {json.dumps(run.metadata_)}")
+    if data["metadata"] is not None:
+        click.echo(f"  Metadata: {json.dumps(data['metadata'])}")
     csv_file = csv_file_of(state, run)
     if csv_file is not None:
         given = f", given as {csv_file.original_filename}" if csv_file.original_filename else ""

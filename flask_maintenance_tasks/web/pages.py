@@ -56,6 +56,8 @@ class RunCard:
     open: bool = True
     #: Where to download the run's CSV file (runs of CSV tasks only).
     csv_url: str | None = None
+    #: The run's metadata, masked names filtered.
+    metadata: t.Any = None
     #: The run's newest events (see :func:`with_timelines`).
     timeline: audit.Timeline | None = None
 
@@ -156,6 +158,7 @@ class Cards:
             run=run,
             task_exists=task is not None,
             arguments=masking.mask(run.arguments, task, self.state.settings.masked_parameters),
+            metadata=masking.mask(run.metadata_, None, self.state.settings.masked_parameters),
             stuck=stuck,
             actions=actions,
             run_again_url=again,

@@ -34,7 +34,7 @@ class Dashboard:
         return self.prefix + path
 
     def get(self, path: str, *, htmx: bool = False, **kwargs: t.Any) -> TestResponse:
-        headers = {"HX-Request": "true"} if htmx else {}
+        headers = {**({"HX-Request": "true"} if htmx else {}), **kwargs.pop("headers", {})}
         return self.client.get(self.url(path), headers=headers, **kwargs)
 
     def token(self) -> str:
@@ -95,8 +95,12 @@ def insert_runs(
     *,
     chunk: int = 20_000,
     start: datetime | None = None,
+    started_by: t.Sequence[str | None] = (None,),
 ) -> None:
-    """Insert ``count`` finished runs with Core, spread over ``task_names`` in turn."""
+    """Insert ``count`` finished runs with Core, spread over ``task_names`` in turn.
+
+    ``status`` and ``started_by`` are taken in turn too.
+    """
     start = start or datetime(2024, 1, 1, tzinfo=timezone.utc)
     statuses = [status] if isinstance(status, str) else list(status)
     with engine.begin() as connection:
@@ -108,6 +112,7 @@ def insert_runs(
                     {
                         "task_name": task_names[n % len(task_names)],
                         "status": statuses[n % len(statuses)],
+                        "started_by": started_by[n % len(started_by)],
                         "tick_count": 10,
                         "tick_total": 10,
                         "time_running": 1.5,
