@@ -499,7 +499,10 @@ def test_run_json_says_what_the_page_and_the_cli_say(
 
     data = response.get_json()
     assert response.status_code == 200
+    events = data.pop("events")
+    assert data.pop("events_omitted") == 0
     assert data == formatting.run_as_dict(app, fresh_run(run.id))
+    assert [event["action"] for event in events] == ["started", "began", "succeeded"]
     assert data["status"] == "succeeded" and data["progress"] == "Processed 1 out of 1 item (100%)."
     assert data["arguments"]["api_token"] == "[FILTERED]"
     assert data["arguments"]["password"] == "[FILTERED]"

@@ -50,12 +50,13 @@ def test_the_index_and_a_task_page_read_as_many_queries_with_5000_runs_as_with_1
     index = text(web.get("/"))
 
     assert few == many, (few, many)
-    assert many["/"] <= 2 and many[f"/tasks/{NAMES[0]}"] <= 2
+    # The runs, then the newest events of the runs shown.
+    assert many["/"] <= 3 and many[f"/tasks/{NAMES[0]}"] <= 3
     assert index.count('class="task-entry"') == COUNT
     assert 'rel="next"' in text(web.get(f"/tasks/{NAMES[0]}"))
 
 
-def test_fragments_and_json_use_at_most_two_queries(many_tasks_app: Flask) -> None:
+def test_fragments_and_json_use_at_most_three_queries(many_tasks_app: Flask) -> None:
     web = Dashboard(many_tasks_app)
     engine = many_tasks_app.extensions["sqlalchemy"].engine
     insert_runs(engine, 2_000, NAMES[:20])
@@ -69,5 +70,5 @@ def test_fragments_and_json_use_at_most_two_queries(many_tasks_app: Flask) -> No
         "json": len(queries(web, f"/runs/{run_id}.json")),
     }
 
-    assert all(count <= 2 for count in counts.values()), counts
-    assert counts["json"] == 1
+    assert all(count <= 3 for count in counts.values()), counts
+    assert counts["json"] == 2  # the run, its events
