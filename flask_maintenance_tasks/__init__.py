@@ -17,7 +17,7 @@ from .exceptions import (
     TaskNotFound,
 )
 from .extension import MaintenanceTasks
-from .models import Run, RunStatus
+from .models import Event, Run, RunStatus
 from .sources import Batch, in_batches, no_collection
 from .task import Task, throttle_on
 
@@ -28,6 +28,7 @@ __all__ = [
     "CSVRow",
     "CSVStorage",
     "EnqueueError",
+    "Event",
     "InvalidArguments",
     "InvalidTransition",
     "MaintenanceTasks",

@@ -15,6 +15,7 @@ PUBLIC = [
     "CSVRow",
     "CSVStorage",
     "EnqueueError",
+    "Event",
     "InvalidArguments",
     "InvalidTransition",
     "MaintenanceTasks",
