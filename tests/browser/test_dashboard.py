@@ -88,6 +88,20 @@ def test_start_watch_pause_resume_and_cancel_a_run(
     assert page.get_by_label("fail_on").input_value() == "typed while polling"
     assert fresh_run(run_id).status == "cancelled"
     assert 0 < fresh_run(run_id).tick_count < 60
+
+    # The run card's history tells every step, operator's and worker's, in order.
+    actions = page.locator(f"#run-{run_id} .timeline li[data-action]")
+    recorded = actions.evaluate_all("items => items.map(i => i.dataset.action)")
+    assert recorded[:4] == ["started", "began", "pause_requested", "paused"]
+    assert recorded[-2:] == ["cancel_requested", "cancelled"]
+    assert "resumed" in recorded
+
+    # The runs page finds it among every task's runs, by its status.
+    page.get_by_role("link", name="All runs").click()
+    page.get_by_label("Status").select_option("cancelled")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator(f"#runs-row-{run_id}")).to_contain_text("CountItemsTask")
+    expect(page.locator("tbody tr")).to_have_count(1)
     assert console == []
 
 
