@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import typing as t
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, request
 
 from flask_maintenance_tasks.web import CONTENT_SECURITY_POLICY
 from tests.support.apps import make_app
@@ -100,7 +101,59 @@ def test_the_allow_anonymous_setting_opens_the_dashboard(
 ) -> None:
     with make_app(allow_anonymous=True) as app:
         app.config["TESTING"] = False
-        assert Dashboard(app).get("/").status_code == 200
+        web = Dashboard(app)
+        assert web.get("/").status_code == 200
+        assert web.get("/", environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 200
+
+
+@pytest.mark.parametrize("switch", ["debug", "testing"])
+def test_debug_or_testing_opens_the_dashboard_only_to_this_machine_without_a_proxy(
+    closed_app: Flask, switch: str
+) -> None:
+    setattr(closed_app, switch, True)
+    web = Dashboard(closed_app)
+
+    def status(address: str, **headers: str) -> int:
+        environ = {"REMOTE_ADDR": address}
+        return web.client.get(web.url("/"), environ_base=environ, headers=headers).status_code
+
+    opened = [status("127.0.0.1"), status("127.8.9.10"), status("::1"), status("::ffff:127.0.0.1")]
+    refused = [
+        status("203.0.113.9"),
+        status("10.0.0.2"),
+        status("::ffff:203.0.113.9"),
+        status("127.0.0.1", **{"X-Forwarded-For": "203.0.113.9"}),
+        status("127.0.0.1", Forwarded="for=203.0.113.9"),
+        status("127.0.0.1", **{"X-Real-IP": "203.0.113.9"}),
+        status("::1", **{"X-Forwarded-For": "127.0.0.1"}),
+    ]
+
+    assert opened == [200] * 4
+    assert refused == [403] * 7
+    page = text(web.get("/", environ_base={"REMOTE_ADDR": "203.0.113.9"}))
+    assert "same machine" in page and "X-Forwarded-For" in page
+
+
+def test_debug_switched_on_after_init_app_is_logged_once_at_the_first_request(
+    app_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests import testapp
+
+    app = Flask("debug_later")
+    app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", SECRET_KEY="s")
+    testapp.db.init_app(app)
+    with caplog.at_level(logging.WARNING, logger="flask_maintenance_tasks"):
+        testapp.mtasks.init_app(app, tasks_package="tests.testapp.maintenance")
+        with app.app_context():
+            testapp.db.create_all()
+        app.debug = True
+        statuses = [app.test_client().get("/maintenance_tasks/").status_code for _ in range(3)]
+
+    opened = [r for r in caplog.records if "open without any login" in r.getMessage()]
+    assert statuses == [200] * 3
+    assert len(opened) == 1 and "app.debug is on" in opened[0].getMessage()
+    with app.app_context():
+        testapp.db.engine.dispose()
 
 
 def test_a_closed_dashboard_is_logged_once_at_start_up(
@@ -221,6 +274,58 @@ def test_an_accepting_parent_opens_the_dashboard_under_its_prefix(
         assert page.status_code == 200 and seen == ["parent"]
         assert 'href="/admin/maintenance_tasks/tasks/ListTask"' in text(page)
         assert web.post("/tasks/ListTask/runs").status_code == 303
+
+
+def test_a_parent_without_a_request_hook_keeps_the_dashboard_closed(
+    app_env: dict[str, str], db: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = Blueprint("admin_unguarded", __name__)
+
+    with make_app(parent=admin) as app:
+        app.config["TESTING"] = False
+        app.register_blueprint(admin, url_prefix="/admin")
+        web = Dashboard(app, prefix="/admin/maintenance_tasks")
+        run_id = add_run(db.engine, "ListTask", "paused")
+
+        with caplog.at_level(logging.WARNING, logger="flask_maintenance_tasks"):
+            statuses = request_all(web, run_id) | {
+                f"htmx {k}": v for k, v in request_all(web, run_id, htmx=True).items()
+            }
+        page = text(web.get("/"))
+
+        assert set(statuses.values()) == {403}, statuses
+        assert "The maintenance tasks dashboard is closed" in page
+        assert "<code>admin_unguarded</code>" in page and "before_request" in page
+        assert fresh_run(run_id).status == "paused"
+        unguarded = [r for r in caplog.records if "has a before_request hook" in r.getMessage()]
+        assert len(unguarded) == 1
+
+
+@pytest.mark.parametrize("where", ["app", "grandparent"])
+def test_a_request_hook_of_the_app_or_of_an_outer_blueprint_opens_a_nested_dashboard(
+    app_env: dict[str, str], where: str
+) -> None:
+    site = Blueprint(f"site_{where}", __name__)
+    admin = Blueprint(f"admin_{where}", __name__)
+    seen: list[str] = []
+
+    def note() -> None:
+        seen.append(request.blueprints[0])
+
+    with make_app(parent=admin) as app:
+        app.config["TESTING"] = False
+        site.register_blueprint(admin, url_prefix="/admin")
+        if where == "app":
+            app.before_request(note)
+        else:
+            site.before_request(note)
+        app.register_blueprint(site, url_prefix="/site")
+        web = Dashboard(app, prefix="/site/admin/maintenance_tasks")
+
+        page = web.get("/")
+
+        assert page.status_code == 200
+        assert seen == [f"site_{where}.admin_{where}.maintenance_tasks"]
 
 
 def test_nesting_under_a_parent_already_registered_says_what_to_do(

@@ -4,11 +4,21 @@ In order: the parent blueprint's own hooks (Flask runs them first), "closed by
 default", the secret key CSRF needs, and the CSRF token of a POST. Every
 response gets a strict Content-Security-Policy. :func:`require` is what a view
 calls to ask the app's ``authorize`` callable.
+
+Who opens a dashboard that is closed by default is decided in the request
+(:func:`is_closed`): an ``authorize`` callable; ``parent=`` once the parent
+blueprint (or one of its ancestors) or the app has a ``before_request`` hook,
+since a parent that checks nothing guards nothing; or, for development,
+``app.debug`` or ``app.testing`` with a client on this machine that did not
+come through a proxy.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import typing as t
+import weakref
 
 from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
 from flask_wtf.csrf import validate_csrf
@@ -47,16 +57,100 @@ CSRF_HEADER = "X-CSRFToken"
 CSRF_FIELD = "csrf_token"
 
 CLOSED = (
-    "The maintenance tasks dashboard is closed: pass parent= or authorize= to init_app, "
-    "or set MAINTENANCE_TASKS_ALLOW_ANONYMOUS = True on a development machine."
+    "The maintenance tasks dashboard is closed: pass parent= (a blueprint with a "
+    "before_request hook) or authorize= to init_app, or set "
+    "MAINTENANCE_TASKS_ALLOW_ANONYMOUS = True on a development machine."
 )
+
+#: Headers a reverse proxy adds. A request carrying one came through a proxy, and
+#: a proxy on the same host makes every client look like it is on this machine.
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+
+logger = logging.getLogger("flask_maintenance_tasks")
+
+#: Apps already warned that debug or testing opens their dashboard (once per process).
+_warned_open: weakref.WeakSet[Flask] = weakref.WeakSet()
+#: Apps already warned that their parent blueprint guards nothing.
+_warned_unguarded: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
 def is_closed(state: State, app: Flask) -> bool:
-    """True when nobody said who may use the dashboard (see "Closed by default")."""
-    if state.parent is not None or state.authorize is not None:
+    """True when nobody said who may use the dashboard (see "Closed by default").
+
+    Asked in the request: hooks may be added after ``init_app``, and whether the
+    client is on this machine is known only then.
+    """
+    if state.authorize is not None or state.settings.allow_anonymous:
         return False
-    return not (state.settings.allow_anonymous or app.debug or app.testing)
+    if state.parent is not None:
+        if _guarded_by_a_hook(app):
+            return False
+        if app not in _warned_unguarded:
+            _warned_unguarded.add(app)
+            logger.warning(
+                "The maintenance tasks dashboard is nested under blueprint %r, but neither it nor "
+                "the app has a before_request hook, so nothing checks who is asking: the "
+                "dashboard stays closed until one does, or authorize= is given.",
+                state.parent.name,
+            )
+    if (app.debug or app.testing) and _from_this_machine():
+        _warn_open_for_development(app)
+        return False
+    return True
+
+
+def _guarded_by_a_hook(app: Flask) -> bool:
+    """Whether the app or a blueprint the dashboard is nested in has a ``before_request`` hook.
+
+    ``request.blueprints`` lists the dashboard's own blueprint first (its hook
+    is :func:`_guard`, which checks nobody), then each parent outwards.
+    """
+    hooks = app.before_request_funcs
+    return any(hooks.get(name) for name in [None, *request.blueprints[1:]])
+
+
+def _from_this_machine() -> bool:
+    """Whether the client is on a loopback address and no proxy forwarded the request."""
+    if any(header in request.headers for header in PROXY_HEADERS):
+        return False
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False  # a unix socket, or no address at all
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _opened_for_development(state: State, app: Flask) -> bool:
+    """Whether only ``app.debug`` or ``app.testing`` opens the dashboard, as init_app sees it."""
+    nobody_said = state.parent is None and state.authorize is None
+    return nobody_said and not state.settings.allow_anonymous and (app.debug or app.testing)
+
+
+def _warn_open_for_development(app: Flask) -> None:
+    """Say, once per process and app, that debug or testing is what opens the dashboard."""
+    if app in _warned_open:
+        return
+    _warned_open.add(app)
+    switch = "app.debug" if app.debug else "app.testing"
+    logger.warning(
+        "The maintenance tasks dashboard is open without any login to requests from this "
+        "machine (loopback, no proxy headers), because %s is on. Never deploy like this: pass "
+        "parent= or authorize= to init_app.",
+        switch,
+    )
+
+
+def log_access_at_start_up(state: State, app: Flask) -> None:
+    """Warn when nothing opens the dashboard, or when only debug or testing does."""
+    if _opened_for_development(state, app):
+        _warn_open_for_development(app)
+    elif state.parent is None and state.authorize is None and not state.settings.allow_anonymous:
+        logger.warning(
+            "The maintenance tasks dashboard is closed: pass parent= or authorize= to init_app, "
+            "or set MAINTENANCE_TASKS_ALLOW_ANONYMOUS = True."
+        )
 
 
 def is_allowed(action: str, task_name: str | None = None, run: t.Any = None) -> bool:
@@ -85,7 +179,8 @@ def _guard() -> t.Any:
     if is_closed(state, app):
         if request.path.endswith(".json"):
             return {"error": "Forbidden", "detail": CLOSED}, 403
-        return render_template("maintenance_tasks/closed.html"), 403
+        parent = state.parent.name if state.parent is not None else None
+        return render_template("maintenance_tasks/closed.html", parent=parent), 403
     if not app.secret_key:
         abort(
             500,
