@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import re
@@ -11,10 +12,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask import Blueprint, Flask, request
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
+from flask_maintenance_tasks.models import Run
 from flask_maintenance_tasks.web import CONTENT_SECURITY_POLICY
-from tests.support.apps import make_app
+from tests.support.apps import configure, make_app
 from tests.support.dashboard import Dashboard, add_run, text
 from tests.support.records import fresh_run
 from tests.support.workers import drain
@@ -225,6 +230,183 @@ def test_authorize_can_make_an_operator_read_only(app_env: dict[str, str], db: t
         assert (started.status_code, resumed.status_code) == (403, 403)
         assert "You are not allowed to resume ListTask." in text(resumed)
         assert fresh_run(run_id).status == "paused"
+
+
+def test_a_refused_user_gets_the_same_answer_for_tasks_and_runs_that_exist_or_not(
+    app_env: dict[str, str], db: t.Any
+) -> None:
+    def only_views_of_a_run(action: str, task_name: str | None, run: t.Any) -> bool:
+        return action == "view" and run is None and task_name != "ListTask"
+
+    with make_app(authorize=only_views_of_a_run) as app:
+        app.config["TESTING"] = False
+        web = Dashboard(app)
+        run_id = add_run(db.engine, "ListTask", "paused")
+        missing = run_id + 1000
+
+        start = [
+            web.post(f"/tasks/{name}/runs", token="x").status_code
+            for name in ("ListTask", "Missing")
+        ]
+        cancel = [
+            web.post(f"/tasks/ListTask/runs/{n}/cancel", token="x").status_code
+            for n in (run_id, missing)
+        ]
+        shown = [web.get(path).status_code for path in ("/tasks/ListTask", "/tasks/Missing")]
+        as_json = [web.get(f"/runs/{n}.json") for n in (run_id, missing)]
+        as_csv = [web.get(f"/runs/{n}/csv") for n in (run_id, missing)]
+
+        assert start == [403, 403] and cancel == [403, 403]
+        assert shown == [403, 404]  # the task page is "view" of that task: refused
+        assert [r.status_code for r in as_json + as_csv] == [404] * 4
+        details = [re.sub(r"#\d+", "#N", r.get_json()["detail"]) for r in as_json]
+        assert details[0] == details[1] == "There is no run #N."
+        csv_pages = [re.sub(r"#\d+", "#N", text(r)) for r in as_csv]
+        assert csv_pages[0] == csv_pages[1]
+        assert fresh_run(run_id).status == "paused"
+
+
+def test_starting_or_controlling_a_run_also_needs_view(app_env: dict[str, str], db: t.Any) -> None:
+    may_view = {"now": True}
+    asked: list[tuple[str, str | None]] = []
+
+    def act_without_view(action: str, task_name: str | None, run: t.Any) -> bool:
+        asked.append((action, task_name))
+        return action != "view" or may_view["now"]
+
+    with make_app(authorize=act_without_view) as app:
+        app.config["TESTING"] = False
+        web = Dashboard(app)
+        run_id = add_run(db.engine, "ListTask", "paused", arguments={"note": "private"})
+        web.token()
+        may_view["now"] = False
+        asked.clear()
+
+        invalid = web.post("/tasks/ParamsTask/runs", {"limit": "x"})
+        resumed = web.post(f"/tasks/ListTask/runs/{run_id}/resume", htmx=True)
+
+        assert (invalid.status_code, resumed.status_code) == (403, 403)
+        assert "private" not in text(invalid) + text(resumed)
+        assert ("view", "ParamsTask") in asked and ("view", "ListTask") in asked
+        assert fresh_run(run_id).status == "paused"
+
+
+# -- the size of a request's body -------------------------------------------
+
+
+class WatchedBody(io.BytesIO):
+    """A request body that remembers whether anyone read from it."""
+
+    touched = False
+
+    def read(self, *args: t.Any) -> bytes:
+        self.touched = True
+        return super().read(*args)
+
+    def readinto(self, buffer: t.Any) -> int:
+        self.touched = True
+        return super().readinto(buffer)
+
+    def readline(self, *args: t.Any) -> bytes:
+        self.touched = True
+        return super().readline(*args)
+
+
+def post_body(
+    web: Dashboard, path: str, body: WatchedBody, content_type: str, **kwargs: t.Any
+) -> t.Any:
+    return web.client.post(web.url(path), input_stream=body, content_type=content_type, **kwargs)
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def csv_file(content: bytes) -> FileStorage:
+    return FileStorage(io.BytesIO(content), filename="items.csv", content_type="text/csv")
+
+
+def test_a_request_that_authorize_refuses_is_answered_before_its_body_is_read(
+    app_env: dict[str, str], db: t.Any
+) -> None:
+    with make_app(authorize=lambda action, task_name, run: action == "view") as app:
+        web = Dashboard(app)
+        run_id = add_run(db.engine, "ListTask", "paused")
+        bodies = [WatchedBody(b"csrf_token=x&" + b"a" * 100) for _ in range(2)]
+
+        started = post_body(web, "/tasks/ListTask/runs", bodies[0], FORM)
+        paused = post_body(web, f"/tasks/ListTask/runs/{run_id}/pause", bodies[1], FORM)
+
+        assert (started.status_code, paused.status_code) == (403, 403)
+        assert [body.touched for body in bodies] == [False, False]
+        assert fresh_run(run_id).status == "paused"
+
+
+def test_a_body_above_the_form_limit_is_refused_with_413_before_it_is_read(
+    web: Dashboard, db: t.Any
+) -> None:
+    run_id = add_run(db.engine, "ListTask", "paused")
+    body = WatchedBody(f"csrf_token={web.token()}&".encode() + b"a" * (64 * 1024))
+
+    response = post_body(web, f"/tasks/ListTask/runs/{run_id}/pause", body, FORM)
+
+    assert response.status_code == 413
+    assert "MAINTENANCE_TASKS_MAX_FORM_BYTES" in text(response)
+    assert body.touched is False
+    assert fresh_run(run_id).status == "paused"
+
+
+def test_a_body_without_a_length_stops_being_read_at_the_limit(
+    app: Flask, web: Dashboard, db: t.Any
+) -> None:
+    configure(app, max_form_bytes=1000)
+    run_id = add_run(db.engine, "ListTask", "paused")
+    body = io.BytesIO(f"csrf_token={web.token()}&note=".encode() + b"a" * 5000)
+
+    response = web.client.post(
+        web.url(f"/tasks/ListTask/runs/{run_id}/pause"),
+        input_stream=body,
+        content_type=FORM,
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == 413
+    assert "1,000 bytes" in text(response)
+    assert body.tell() < 5000
+    assert fresh_run(run_id).status == "paused"
+
+
+def test_a_csv_task_accepts_its_file_but_no_field_above_the_form_limit(
+    app: Flask, web: Dashboard, db: t.Any
+) -> None:
+    configure(app, max_csv_bytes=300_000, max_form_bytes=1000)
+    # Larger than the chunks werkzeug reads a multipart body in.
+    rows = b"id,title\n" + b"".join(b"%d,t\n" % n for n in range(30_000))
+    token = web.token()
+
+    def start(sleep: str, content: bytes) -> t.Any:
+        data = {"csv_file": csv_file(content), "sleep": sleep, "csrf_token": token}
+        boundary, body = encode_multipart(data)
+        return post_body(
+            web,
+            "/tasks/ImportItemsTask/runs",
+            WatchedBody(body),
+            f"multipart/form-data; boundary={boundary}",
+        )
+
+    big_field = start("0" * 2000, b"id,title\n1,a\n")
+    boundary, too_big = encode_multipart({"csv_file": csv_file(b"x" * 302_000)})
+    big_file = WatchedBody(too_big)
+    refused_file = post_body(
+        web, "/tasks/ImportItemsTask/runs", big_file, f"multipart/form-data; boundary={boundary}"
+    )
+    accepted = start("0", rows)
+
+    assert big_field.status_code == 413
+    assert refused_file.status_code == 413 and big_file.touched is False
+    assert accepted.status_code == 303
+    db.session.remove()
+    assert [run.task_name for run in db.session.scalars(sa.select(Run))] == ["ImportItemsTask"]
 
 
 # -- a parent blueprint -----------------------------------------------------

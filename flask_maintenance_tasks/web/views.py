@@ -4,6 +4,12 @@ A plain request gets a whole page, and a plain form POST redirects back to the
 page (so every action works without JavaScript). An htmx request
 (``HX-Request: true``) gets only the region it refreshes, and an action done
 through htmx gets that region with its message.
+
+Before any view runs, the blueprint's guard has asked ``authorize(action,
+name, None)`` for what the URL says (:func:`.guards.requested`). A view asks
+more only before it looks anything up, so that a user refused cannot tell
+which tasks and runs exist: ``"view"`` too where its answer shows the task,
+then, once the run is found, the action on that run.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from ..exceptions import (
 from ..models import Run, RunStatus
 from ..state import State, get_state
 from . import forms, pages
-from .guards import CSRF_FIELD, blueprint, require
+from .guards import CSRF_FIELD, blueprint, is_allowed, require
 from .source import task_source
 
 #: The file field of a CSV task's run form.
@@ -121,7 +127,6 @@ def _error_page(error: HTTPException) -> t.Any:
 
 @blueprint.get("/")
 def index() -> str:
-    require("view")
     query = request.args.get("q", "").strip()
     page = pages.index_page(get_state(), query)
     template = "_index_region.html" if _is_htmx() else "index.html"
@@ -137,7 +142,6 @@ def _task_page(name: str, cursor: int | None) -> pages.TaskPage:
 
 @blueprint.get("/tasks/<name>")
 def task(name: str) -> str:
-    require("view", name)
     cursor = request.args.get("cursor", type=int)
     page = _task_page(name, cursor)
     if _is_htmx():
@@ -166,12 +170,12 @@ def _render_task(
 
 @blueprint.post("/tasks/<name>/runs")
 def start_run(name: str) -> t.Any:
+    require("view", name)  # its answer may be the task page again, with the task's runs
     state = get_state()
     try:
         task_class = state.registry.get(name)
     except TaskNotFound:
         abort(404, f"There is no task named {name!r}: it cannot be run.")
-    require("run", name)
     fields = forms.fields_for(task_class, state.settings.masked_parameters)
     arguments, errors = forms.arguments_from(fields, request.form)
     message = None
@@ -216,6 +220,7 @@ def start_run(name: str) -> t.Any:
 
 @blueprint.post("/tasks/<name>/runs/<int:run_id>/<any(pause, resume, cancel):action>")
 def control(name: str, run_id: int, action: str) -> t.Any:
+    require("view", name)  # its answer is the task's region, or a redirect to the task page
     state = get_state()
     run = runner.get_run(state, run_id)
     if run is None or run.task_name != name:
@@ -238,11 +243,14 @@ def control(name: str, run_id: int, action: str) -> t.Any:
 
 
 def _viewable_run(run_id: int) -> Run:
-    """The run, if it exists (404) and ``authorize`` lets this request view it (403)."""
+    """The run, if it exists and ``authorize`` lets this request view it; else 404.
+
+    The guard has asked ``authorize("view", None, None)``. A run the user may
+    not view answers exactly as a missing one, so that its id tells nothing.
+    """
     run = runner.get_run(get_state(), run_id)
-    if run is None:
+    if run is None or not is_allowed("view", run.task_name, run):
         abort(404, f"There is no run #{run_id}.")
-    require("view", run.task_name, run)
     return run
 
 
