@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 import json
 import logging
@@ -10,6 +11,7 @@ import re
 import typing as t
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +22,7 @@ from werkzeug.test import encode_multipart
 from flask_maintenance_tasks.models import Run
 from flask_maintenance_tasks.web import CONTENT_SECURITY_POLICY
 from tests.support.apps import configure, make_app
-from tests.support.dashboard import Dashboard, add_run, text
+from tests.support.dashboard import Dashboard, add_run, field_tag, text
 from tests.support.records import fresh_run
 from tests.support.workers import drain
 
@@ -683,3 +685,71 @@ def test_masked_parameters_never_appear_in_clear(app: Flask, web: Dashboard, mta
             assert secret not in output
     assert "visible" in outputs[1] and "[FILTERED]" in outputs[1]
     assert "ada" in outputs[4]
+
+
+NESTED = {
+    "note": "visible-note",
+    "options": {"db": {"password": "pw-nested-1"}, "depth": 2},
+    "servers": [{"host": "a.example", "api_token": "tok-nested-2"}],
+    "accounts": {"main": {"user": "ada", "key": "key-nested-3"}},
+}
+NESTED_SECRETS = ("pw-nested-1", "tok-nested-2", "key-nested-3")
+
+
+def run_again_link(page: str) -> str:
+    found = re.search(r'href="([^"]*#new-run)"', page)
+    assert found, "no run again link"
+    return html.unescape(found.group(1))
+
+
+def test_run_again_leaves_out_every_argument_holding_a_secret_and_asks_for_it(
+    app: Flask, web: Dashboard, mtasks: t.Any
+) -> None:
+    run = mtasks.run("WebNestedSecretsTask", NESTED)
+
+    page = text(web.get("/tasks/WebNestedSecretsTask"))
+    link = run_again_link(page)
+    again = text(web.client.get(link))
+    as_json = text(web.get(f"/runs/{run.id}.json"))
+
+    for output in (page, link, again, as_json):
+        for secret in NESTED_SECRETS:
+            assert secret not in output
+    query = parse_qs(urlsplit(link).query)
+    assert query["note"] == ["visible-note"]
+    assert query["_withheld"] == ["options", "servers"]  # accounts: a secret field, never sent
+    assert "options" not in query and "servers" not in query and "accounts" not in query
+    assert 'value="visible-note"' in field_tag(again, "note")
+    assert re.search(r'name="options"[^>]*></textarea>', again)
+    assert 'id="withheld-message"' in again and 'id="param-options-withheld"' in again
+    assert 'id="param-servers-withheld"' in again and 'id="param-note-withheld"' not in again
+    assert "[FILTERED]" in as_json and "a.example" in as_json
+
+
+def test_a_query_string_or_a_refused_form_never_writes_a_nested_secret_back(
+    web: Dashboard, db: t.Any
+) -> None:
+    prefilled = text(
+        web.get(
+            "/tasks/WebNestedSecretsTask",
+            query_string={"options": '{"x": {"Password": "leak-q1"}}', "note": "n"},
+        )
+    )
+    refused = web.post(
+        "/tasks/WebNestedSecretsTask/runs",
+        {
+            "options": '{"secret_key": "leak-p1"}',
+            "servers": '[{"token": "leak-p2"',  # not JSON, but it names a masked name
+            "note": "kept",
+        },
+    )
+
+    assert "leak-q1" not in prefilled and 'id="param-options-withheld"' in prefilled
+    assert 'value="n"' in field_tag(prefilled, "note")
+    assert refused.status_code == 422
+    page = text(refused)
+    assert "leak-p1" not in page and "leak-p2" not in page
+    assert 'id="param-options-withheld"' in page and 'id="param-servers-withheld"' in page
+    assert 'value="kept"' in field_tag(page, "note")
+    db.session.remove()
+    assert db.session.scalars(sa.select(Run)).all() == []

@@ -146,8 +146,21 @@ def task(name: str) -> str:
     page = _task_page(name, cursor)
     if _is_htmx():
         return render_template("maintenance_tasks/_task_region.html", page=page)
-    given = {k: v for k, v in request.args.items() if k != "cursor"}
-    return _render_task(page, forms.prefill(page.fields, given or None))
+    given = {k: v for k, v in request.args.items() if k not in ("cursor", forms.WITHHELD_QUERY)}
+    withheld = _withheld(page, given, request.args.getlist(forms.WITHHELD_QUERY))
+    values = forms.prefill(page.fields, given or None, withheld=withheld)
+    return _render_task(page, values, withheld=withheld)
+
+
+def _withheld(
+    page: pages.TaskPage, given: t.Mapping[str, str], named: t.Iterable[str] = ()
+) -> frozenset[str]:
+    """The fields left empty because their value held a secret: found in ``given``, or ``named``."""
+    if page.task is None:
+        return frozenset()
+    masked = get_state().settings.masked_parameters
+    found = forms.withheld_fields(page.task, masked, page.fields, given)
+    return found | (frozenset(named) & {f.name for f in page.fields if not f.secret})
 
 
 def _render_task(
@@ -155,6 +168,7 @@ def _render_task(
     values: dict[str, str],
     errors: dict[str, list[str]] | None = None,
     message: str | None = None,
+    withheld: frozenset[str] = frozenset(),
 ) -> str:
     if page.task is not None:
         page.source = task_source(page.task)
@@ -164,6 +178,7 @@ def _render_task(
         values=values,
         errors=errors or {},
         form_message=message,
+        withheld=withheld,
         title=page.name,
     )
 
@@ -214,8 +229,9 @@ def start_run(name: str) -> t.Any:
                 errors.setdefault(field, texts)
         message = "The run was not started: correct the fields below."
     page = _task_page(name, None)
-    values = forms.prefill(fields, request.form, submitted=True)
-    return _render_task(page, values, errors, message), status
+    withheld = _withheld(page, request.form)
+    values = forms.prefill(fields, request.form, submitted=True, withheld=withheld)
+    return _render_task(page, values, errors, message, withheld), status
 
 
 @blueprint.post("/tasks/<name>/runs/<int:run_id>/<any(pause, resume, cancel):action>")
