@@ -419,6 +419,27 @@ def test_a_command_on_an_unknown_run_fails_saying_so(cli: Invoke, command: str) 
     assert result.exit_code == 1
 
 
+@pytest.mark.both_databases
+@pytest.mark.parametrize("command", ["status", "pause", "resume", "cancel"])
+def test_a_command_on_a_run_id_beyond_64_bits_fails_saying_so(cli: Invoke, command: str) -> None:
+    result = cli(command, "99999999999999999999999")
+
+    assert error_line(result) == "Error: Run #99999999999999999999999 not found."
+    assert result.exit_code == 1
+
+
+def test_run_with_json_nested_too_deep_fails_and_writes_no_run(cli: Invoke, db: t.Any) -> None:
+    deep = "[" * 5000 + "]" * 5000
+
+    given_json = cli("run", "WebNestedSecretsTask", "--arg", 'options={"a": ' + deep + "}")
+    given_list = cli("run", "ParamsTask", "--arg", "content=x", "--arg", "ids=" + deep)
+
+    assert "options: nested deeper than 64 levels." in error_line(given_json)
+    assert "ids: nested deeper than 64 levels." in error_line(given_list)
+    assert (given_json.exit_code, given_list.exit_code) == (2, 2)
+    assert runs(db) == []
+
+
 # -- pause, resume, cancel --------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from flask import Blueprint, Flask, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+from flask_maintenance_tasks.exceptions import InvalidArguments, MaintenanceTasksError
 from flask_maintenance_tasks.models import Run
 from flask_maintenance_tasks.web import CONTENT_SECURITY_POLICY
 from tests.support.apps import configure, make_app
@@ -409,6 +410,74 @@ def test_a_csv_task_accepts_its_file_but_no_field_above_the_form_limit(
     assert accepted.status_code == 303
     db.session.remove()
     assert [run.task_name for run in db.session.scalars(sa.select(Run))] == ["ImportItemsTask"]
+
+
+# -- bad input ----------------------------------------------------------------
+
+BEYOND_64_BITS = 2**64 + 1
+
+
+@pytest.mark.both_databases
+def test_a_run_id_or_a_cursor_beyond_64_bits_is_answered_with_a_4xx(
+    web: Dashboard, mtasks: t.Any, db: t.Any
+) -> None:
+    run_id = add_run(db.engine, "ListTask", "running")
+    huge = BEYOND_64_BITS
+
+    missing = [
+        web.get(f"/runs/{huge}.json"),
+        web.get(f"/runs/{huge}/csv"),
+        web.get(f"/runs/{'9' * 5000}.json"),
+        web.post(f"/tasks/ListTask/runs/{huge}/pause"),
+        web.post(f"/tasks/ListTask/runs/{huge}/cancel", htmx=True),
+    ]
+    cursors = {
+        cursor: web.get(f"/tasks/ListTask?cursor={cursor}").status_code
+        for cursor in (str(huge), "9" * 5000, "0", "-1", "abc", "1.5", "٣")
+    }
+    fragment = web.post(f"/tasks/ListTask/runs/{run_id}/pause?cursor={huge}", htmx=True)
+
+    assert [r.status_code for r in missing] == [404] * 5
+    assert f"There is no run #{huge}." == missing[0].get_json()["detail"]
+    assert set(cursors.values()) == {400}, cursors
+    assert "The cursor must be the id of a run" in text(web.get(f"/tasks/ListTask?cursor={huge}"))
+    assert web.get("/tasks/ListTask?cursor=").status_code == 200
+    assert fragment.status_code == 400
+    assert mtasks.get_run(huge) is None
+    with pytest.raises(MaintenanceTasksError, match=f"Run #{huge} not found."):
+        mtasks.cancel(huge)
+    assert fresh_run(run_id).status == "running"
+
+
+def test_json_nested_too_deep_is_a_field_error_wherever_it_comes_from(
+    web: Dashboard, mtasks: t.Any, db: t.Any
+) -> None:
+    parsed_too_deep = '{"a": ' + "[" * 100 + "]" * 100 + "}"  # JSON reads it, storing would not
+    beyond_the_parser = '{"a": ' + "[" * 5000 + "]" * 5000 + "}"
+    deep_value: list[t.Any] = []
+    for _ in range(5000):
+        deep_value = [deep_value]
+
+    posted = [
+        web.post("/tasks/WebNestedSecretsTask/runs", {"options": parsed_too_deep}),
+        web.post("/tasks/WebNestedSecretsTask/runs", {"options": beyond_the_parser}),
+        web.post("/tasks/ParamsTask/runs", {"content": "x", "ids": "[" * 5000 + "]" * 5000}),
+    ]
+    prefilled = web.get("/tasks/WebNestedSecretsTask", query_string={"options": beyond_the_parser})
+    with pytest.raises(InvalidArguments) as raised:
+        mtasks.run("WebNestedSecretsTask", {"options": {"a": deep_value}})
+    accepted = web.post(
+        "/tasks/WebNestedSecretsTask/runs", {"options": '{"a": ' + "[" * 60 + "]" * 60 + "}"}
+    )
+
+    assert [r.status_code for r in posted] == [422] * 3
+    for response in posted:
+        assert "nested deeper than 64 levels" in text(response)
+    assert prefilled.status_code == 200
+    assert raised.value.errors == {"options": ["nested deeper than 64 levels"]}
+    assert accepted.status_code == 303
+    db.session.remove()
+    assert [run.task_name for run in db.session.scalars(sa.select(Run))] == ["WebNestedSecretsTask"]
 
 
 # -- a parent blueprint -----------------------------------------------------

@@ -91,23 +91,29 @@ def _parse_arguments(task_class: type[Task], pairs: tuple[str, ...]) -> dict[str
     described = parameters.parameters_of(task_class)
     arguments: dict[str, t.Any] = {}
     for key, values in given.items():
-        parameter = described.get(key)
-        if parameter is not None and parameter.shape == "list":
-            arguments[key] = [item for value in values for item in parameters.split_many(value)]
-            continue
-        if len(values) > 1:
-            raise click.BadParameter(
-                f"{key} is given {len(values)} times but takes one value.", param_hint="--arg"
-            )
-        value = values[0]
-        if parameter is None:
-            arguments[key] = value  # the task reports an unknown parameter
-            continue
         try:
-            arguments[key] = parameters.from_text(parameter, value)
-        except json.JSONDecodeError:
-            arguments[key] = value
+            arguments[key] = _argument(described.get(key), key, values)
+        except parameters.NestedTooDeep as exc:
+            raise click.BadParameter(f"{key}: {exc.msg}.", param_hint="--arg") from None
     return arguments
+
+
+def _argument(parameter: parameters.Parameter | None, key: str, values: list[str]) -> t.Any:
+    """The argument ``key`` given as ``values`` (see :func:`_parse_arguments`)."""
+    if parameter is not None and parameter.shape == "list":
+        return [item for value in values for item in parameters.split_many(value)]
+    if len(values) > 1:
+        raise click.BadParameter(
+            f"{key} is given {len(values)} times but takes one value.", param_hint="--arg"
+        )
+    if parameter is None:
+        return values[0]  # the task reports an unknown parameter
+    try:
+        return parameters.from_text(parameter, values[0])
+    except parameters.NestedTooDeep:
+        raise
+    except json.JSONDecodeError:
+        return values[0]
 
 
 def _follow(state: State, run_id: int) -> None:

@@ -33,7 +33,7 @@ from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
-from .. import formatting, runner
+from .. import formatting, runner, store
 from ..csv.uploads import csv_download
 from ..exceptions import (
     CSVFileError,
@@ -140,10 +140,21 @@ def _task_page(name: str, cursor: int | None) -> pages.TaskPage:
         abort(404, f"There is no task named {name!r}, and no run of one.")
 
 
+def _cursor() -> int | None:
+    """The ``?cursor=`` of a page of history: the id of a run, else 400."""
+    text = request.args.get("cursor", "")
+    if not text:
+        return None
+    if not (
+        text.isascii() and text.isdigit() and len(text) < 20 and 0 < int(text) <= store.MAX_RUN_ID
+    ):
+        abort(400, "The cursor must be the id of a run, as in the link to older runs.")
+    return int(text)
+
+
 @blueprint.get("/tasks/<name>")
 def task(name: str) -> str:
-    cursor = request.args.get("cursor", type=int)
-    page = _task_page(name, cursor)
+    page = _task_page(name, _cursor())
     if _is_htmx():
         return render_template("maintenance_tasks/_task_region.html", page=page)
     given = {k: v for k, v in request.args.items() if k not in ("cursor", forms.WITHHELD_QUERY)}
@@ -237,6 +248,7 @@ def start_run(name: str) -> t.Any:
 @blueprint.post("/tasks/<name>/runs/<int:run_id>/<any(pause, resume, cancel):action>")
 def control(name: str, run_id: int, action: str) -> t.Any:
     require("view", name)  # its answer is the task's region, or a redirect to the task page
+    cursor = _cursor() if _is_htmx() else None  # a bad one is refused before acting
     state = get_state()
     run = runner.get_run(state, run_id)
     if run is None or run.task_name != name:
@@ -250,7 +262,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
         text = _ACTION_DONE.get((action, result.status), "Run #{id} is {status}.")
         message = ("success", text.format(id=run_id, status=result.status))
     if _is_htmx():
-        page = _task_page(name, request.args.get("cursor", type=int))
+        page = _task_page(name, cursor)
         region = render_template("maintenance_tasks/_task_region.html", page=page)
         messages = render_template("maintenance_tasks/_messages.html", messages=[message], oob=True)
         return Markup(region) + Markup(messages)
