@@ -212,3 +212,13 @@ def test_new_rejects_a_name_that_is_not_a_python_identifier(project: Project, na
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: {name!r} is not a valid task name")
     assert project.files() == {f"{project.package}/__init__.py"}
+
+
+def test_new_prints_the_paths_it_writes_with_control_characters_as_escapes(
+    project: Project,
+) -> None:
+    result = project.new("backfill_posts", "--tests-dir", "tests/\x1b[2J\x1b]0;owned\x07")
+
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "Created tests/\\x1b[2J\\x1b]0;owned\\x07/test_backfill_posts_task.py" in result.stdout

@@ -17,6 +17,7 @@ from ..models import Run, RunStatus
 from ..state import State, get_state
 from ..transitions import STOPPED
 from .errors import catch_errors
+from .terminal import visible
 
 if t.TYPE_CHECKING:
     from ..task import Task
@@ -33,15 +34,15 @@ def list_command() -> None:
     state = get_state()
     tasks = state.registry.tasks()
     if not tasks:
-        click.echo(f"No tasks found in {state.registry.package}.")
+        click.echo(f"No tasks found in {visible(state.registry.package)}.")
         return
     with store.open_session(state.db) as session:
         latest = store.latest_run_per_task(session, tasks)
-    width = max(len(name) for name in tasks)
+    width = max(len(visible(name)) for name in tasks)
     for name in tasks:
         run = latest.get(name)
-        status = f"{run.status} (run #{run.id})" if run else "new"
-        click.echo(f"{name:<{width}}  {status}")
+        status = f"{visible(run.status)} (run #{run.id})" if run else "new"
+        click.echo(f"{visible(name):<{width}}  {status}")
 
 
 @click.command("run")
@@ -94,7 +95,7 @@ def _parse_arguments(task_class: type[Task], pairs: tuple[str, ...]) -> dict[str
         try:
             arguments[key] = _argument(described.get(key), key, values)
         except parameters.NestedTooDeep as exc:
-            raise click.BadParameter(f"{key}: {exc.msg}.", param_hint="--arg") from None
+            raise click.BadParameter(f"{visible(key)}: {exc.msg}.", param_hint="--arg") from None
     return arguments
 
 
@@ -104,7 +105,7 @@ def _argument(parameter: parameters.Parameter | None, key: str, values: list[str
         return [item for value in values for item in parameters.split_many(value)]
     if len(values) > 1:
         raise click.BadParameter(
-            f"{key} is given {len(values)} times but takes one value.", param_hint="--arg"
+            f"{visible(key)} is given {len(values)} times but takes one value.", param_hint="--arg"
         )
     if parameter is None:
         return values[0]  # the task reports an unknown parameter
@@ -150,7 +151,7 @@ def _follow(state: State, run_id: int) -> None:
             click.echo(err=True)
     if run.status != RunStatus.SUCCEEDED:
         detail = f": {run.error_class}: {run.error_message}" if run.error_class else ""
-        raise click.ClickException(f"Run #{run.id} ended {run.status}{detail}")
+        raise click.ClickException(f"Run #{run.id} ended {visible(run.status)}{visible(detail)}")
 
 
 def _bar(run: Run, width: int = 30) -> str:
@@ -160,7 +161,8 @@ def _bar(run: Run, width: int = 30) -> str:
     else:
         filled = int(width * pct / 100)
         bar = "#" * filled + "-" * (width - filled)
-    return f"[{bar}] {run.status:<11} {formatting.progress_text(run.tick_count, run.tick_total)}"
+    progress = formatting.progress_text(run.tick_count, run.tick_total)
+    return f"[{bar}] {visible(run.status):<11} {progress}"
 
 
 @click.command("status")
@@ -209,40 +211,41 @@ def _show_runs(state: State, as_json: bool) -> None:
 
 def _summary(run: Run) -> str:
     return (
-        f"#{run.id:<6} {run.task_name}  {run.status}  "
+        f"#{run.id:<6} {visible(run.task_name)}  {visible(run.status)}  "
         f"{formatting.progress_text(run.tick_count, run.tick_total)}"
     )
 
 
 def _print_run(state: State, run: Run) -> None:
     data = formatting.run_as_dict(state.app, run)
-    click.echo(f"Run #{run.id}  {run.task_name}  {run.status}")
+    click.echo(f"Run #{run.id}  {visible(run.task_name)}  {visible(run.status)}")
     click.echo(f"  {data['progress']}")
-    click.echo(f"  {data['status_text']}")
+    click.echo(f"  {visible(data['status_text'])}")
     if data["arguments"]:
         click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
     if run.metadata_ is not None:
         click.echo(f"  Metadata: {json.dumps(run.metadata_)}")
     csv_file = csv_file_of(state, run)
     if csv_file is not None:
-        given = f", given as {csv_file.original_filename}" if csv_file.original_filename else ""
-        click.echo(f"  CSV file: {csv_file.filename} ({csv_file.size:,} bytes{given})")
+        original = csv_file.original_filename
+        given = f", given as {visible(original)}" if original else ""
+        click.echo(f"  CSV file: {visible(csv_file.filename)} ({csv_file.size:,} bytes{given})")
     click.echo(f"  Cursor: {json.dumps(run.cursor)}")
     if run.interruption_reason:
-        click.echo(f"  Last interruption: {run.interruption_reason.replace('_', ' ')}")
+        click.echo(f"  Last interruption: {visible(run.interruption_reason.replace('_', ' '))}")
     if run.error_class:
-        click.echo(f"  Error: {run.error_class}: {run.error_message}")
+        click.echo(f"  Error: {visible(run.error_class)}: {visible(run.error_message)}")
         if run.errored_element is not None:
             click.echo(f"  Failing item: {json.dumps(run.errored_element)}")
         if run.backtrace:
             click.echo("  Backtrace:")
             for frame in run.backtrace:
-                click.echo(f"    {frame}")
+                click.echo(f"    {visible(frame)}")
 
 
 def _control(act: t.Callable[[State, int], Run], run_id: int) -> None:
     run = act(get_state(), run_id)
-    click.echo(f"Run #{run.id} is {run.status}.")
+    click.echo(f"Run #{run.id} is {visible(run.status)}.")
 
 
 @click.command("pause")

@@ -18,6 +18,7 @@ from flask.cli import with_appcontext
 from ..state import State, get_state
 from .errors import catch_errors
 from .paths import shown
+from .terminal import visible
 
 #: Where the templates live.
 TEMPLATES_DIR = Path(__file__).parent.parent / "scaffold"
@@ -95,6 +96,8 @@ def _tasks_dir(state: State) -> Path:
     package = state.registry.package
     root_package = app.import_name.split(".")[0]
     if not package.startswith(root_package + "."):
-        raise click.ClickException(f"The tasks package {package} does not exist; create it first.")
+        raise click.ClickException(
+            f"The tasks package {visible(package)} does not exist; create it first."
+        )
     relative = package[len(root_package) + 1 :].split(".")
     return Path(app.root_path).joinpath(*relative)
