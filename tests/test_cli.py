@@ -231,6 +231,17 @@ def test_run_with_an_argument_that_is_not_key_value_fails_and_writes_no_run(
     assert runs(db) == []
 
 
+def test_an_argument_that_is_not_key_value_is_not_quoted_when_it_names_a_secret(
+    cli: Invoke, db: t.Any
+) -> None:
+    result = cli("run", "ParamsTask", "--arg", "content=x", "--arg", "api_token hunter2")
+
+    assert result.exit_code == 2
+    assert "An argument naming a masked parameter is not KEY=VALUE." in error_line(result)
+    assert "hunter2" not in result.output
+    assert runs(db) == []
+
+
 def test_run_with_a_single_value_parameter_given_twice_fails_and_writes_no_run(
     cli: Invoke, db: t.Any
 ) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from .. import formatting, parameters, runner, store
+from .. import formatting, masking, parameters, runner, store
 from ..csv.uploads import csv_file_of
 from ..models import Run, RunStatus
 from ..state import State, get_state
@@ -63,7 +63,7 @@ def list_command() -> None:
 def run_command(name: str, pairs: tuple[str, ...], csv_path: str | None, wait: bool) -> None:
     """Start a run of task NAME and print its id."""
     state = get_state()
-    arguments = _parse_arguments(state.registry.get(name), pairs)
+    arguments = _parse_arguments(state.registry.get(name), pairs, state.settings.masked_parameters)
     csv_file: t.Any = None
     if csv_path == "-":
         csv_file = ("stdin.csv", click.open_file("-", "rb"))
@@ -75,19 +75,26 @@ def run_command(name: str, pairs: tuple[str, ...], csv_path: str | None, wait: b
         _follow(state, run.id)
 
 
-def _parse_arguments(task_class: type[Task], pairs: tuple[str, ...]) -> dict[str, t.Any]:
+def _parse_arguments(
+    task_class: type[Task], pairs: tuple[str, ...], masked: t.Iterable[str] = ()
+) -> dict[str, t.Any]:
     """``KEY=VALUE`` pairs to arguments (see :mod:`flask_maintenance_tasks.parameters`).
 
     A list parameter may also be given by repeating its key (``ids=1 ids=2``),
     and a JSON parameter whose text is not JSON is given as text, for the
     model to say what it expected. The model does the rest of the conversion.
+    A pair that is not ``KEY=VALUE`` is quoted in the error unless it mentions
+    one of the ``masked`` names: then its value may well be a secret.
     """
     given: dict[str, list[str]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE.", param_hint="--arg")
+            quoted = repr(pair)
+            if masking.mentions_masked_name(pair, task_class, masked):
+                quoted = "An argument naming a masked parameter"
+            raise click.BadParameter(f"{visible(quoted)} is not KEY=VALUE.", param_hint="--arg")
         given.setdefault(key, []).append(value)
     described = parameters.parameters_of(task_class)
     arguments: dict[str, t.Any] = {}
