@@ -37,15 +37,24 @@ def _camel(name: str) -> str:
 
 @click.command("new")
 @click.argument("name")
-@click.option("--csv", "kind", flag_value="csv", help="A CSV import task.")
-@click.option("--no-collection", "kind", flag_value="no_collection", help="A task that runs once.")
+@click.option("--csv", "csv", is_flag=True, help="A CSV import task.")
+@click.option("--no-collection", "no_collection", is_flag=True, help="A task that runs once.")
 @click.option(
     "--tests-dir", default="tests/maintenance", show_default=True, help="Where the test goes."
 )
 @with_appcontext
 @catch_errors
-def new_command(name: str, kind: str | None, tests_dir: str) -> None:
-    """Write a task module named NAME (e.g. backfill_posts or billing/fix_invoices) and its test."""
+def new_command(name: str, csv: bool, no_collection: bool, tests_dir: str) -> None:
+    """Write a task module named NAME (e.g. backfill_posts or billing/fix_invoices) and its test.
+
+    --csv and --no-collection choose the kind of task; give one of them at most.
+    """
+    if csv and no_collection:
+        raise click.UsageError(
+            "--csv and --no-collection contradict each other: a CSV task reads the rows of a "
+            "file, a task without a collection runs once. Give one of them, or neither."
+        )
+    kind = "csv" if csv else "no_collection" if no_collection else None
     state = get_state()
     parts = [p for p in re.split(r"[/.]", name) if p]
     if not parts or not all(_NAME.match(p) and not keyword.iskeyword(p) for p in parts):
