@@ -222,7 +222,7 @@ def _too_large(limit: int) -> t.NoReturn:
         413,
         f"The request is too large: the dashboard accepts at most {limit:,} bytes here "
         "(MAINTENANCE_TASKS_MAX_FORM_BYTES, with MAINTENANCE_TASKS_MAX_CSV_BYTES on top for "
-        "a CSV file). Nothing was read or changed.",
+        "a CSV file). Nothing was changed.",
     )
 
 
