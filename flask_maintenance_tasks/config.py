@@ -83,6 +83,7 @@ class Settings:
     allow_anonymous: bool = False
     csv_storage: t.Any = "database"
     max_csv_bytes: int = 200 * 1024 * 1024
+    max_form_bytes: int = 64 * 1024
 
     _DURATIONS: t.ClassVar[tuple[str, ...]] = (
         "ticker_delay",
@@ -125,7 +126,7 @@ class Settings:
             values["masked_parameters"] = _names(values["masked_parameters"])
         if values.get("tasks_package") is None:
             values["tasks_package"] = f"{import_name}.maintenance"
-        for name in ("runs_per_page", "max_csv_bytes"):
+        for name in ("runs_per_page", "max_csv_bytes", "max_form_bytes"):
             if name in values:
                 values[name] = _positive_int(values[name], name)
         for name in ("error_handler", "metadata", "backtrace_cleaner"):

@@ -131,12 +131,6 @@ class MaintenanceTasks:
                 "MAINTENANCE_TASKS_REDIS_URL is not set: runs execute on an in-process executor; "
                 "queued runs do not survive a restart of this process."
             )
-        if parent is None and authorize is None and not settings.allow_anonymous:
-            if not (app.debug or app.testing):
-                logger.warning(
-                    "The maintenance tasks dashboard is closed: pass parent= or authorize= to "
-                    "init_app, or set MAINTENANCE_TASKS_ALLOW_ANONYMOUS = True."
-                )
 
     # -- the Python API ---------------------------------------------------
 

@@ -4,7 +4,10 @@ A value is masked when its name contains one of the masked names
 (``MAINTENANCE_TASKS_MASKED_PARAMETERS`` and the task's own
 ``masked_parameters``), ignoring case, or when it is a ``SecretStr`` /
 ``SecretBytes`` field of the task's ``Parameters``, at any depth. Every place
-that shows arguments (pages, JSON, CLI, signals, logs) goes through here.
+that shows arguments (pages, JSON, CLI, signals, logs) goes through here, and
+so does every place that writes a value back where it can be read: a "run
+again" link or a form filled in advance leaves out a whole argument when
+:func:`secret_arguments` finds a masked value anywhere inside it.
 """
 
 from __future__ import annotations
@@ -45,6 +48,48 @@ def mask(arguments: t.Any, task: type[Task] | None, masked: t.Iterable[str]) -> 
     return _mask(arguments, secrets, patterns)
 
 
+def is_secret_parameter(name: str, task: type[Task] | None, masked: t.Iterable[str]) -> bool:
+    """Whether every value of the parameter ``name`` is, or holds, a secret.
+
+    So it is when its name is masked, or its type is or contains a
+    ``SecretStr`` / ``SecretBytes`` (a nested model with such a field).
+    """
+    secrets, patterns = masked_names(task, masked)
+    return bool(_node(name, secrets, patterns))
+
+
+def secret_arguments(
+    arguments: t.Any, task: type[Task] | None, masked: t.Iterable[str]
+) -> frozenset[str]:
+    """The names of ``arguments`` whose values :func:`mask` hides, in whole or in part.
+
+    A value that holds a masked value at any depth (``{"password": ...}`` in a
+    JSON parameter) must never be shown, nor put in a link, nor written back
+    into a form.
+    """
+    if not isinstance(arguments, dict):
+        return frozenset()
+    secrets, patterns = masked_names(task, masked)
+    return frozenset(
+        str(name) for name, value in arguments.items() if _holds({name: value}, secrets, patterns)
+    )
+
+
+def mentions_masked_name(text: str, task: type[Task] | None, masked: t.Iterable[str]) -> bool:
+    """Whether ``text`` contains a masked name: what is known of text that cannot be parsed."""
+    _, patterns = masked_names(task, masked)
+    lowered = text.lower()
+    return any(p in lowered for p in patterns)
+
+
+def _node(key: t.Any, secrets: dict[str, t.Any], patterns: tuple[str, ...]) -> t.Any:
+    """``True`` when the value under ``key`` is masked whole, else the secrets inside it."""
+    node = secrets.get(key, secrets.get("*"))
+    if node is True or any(p in str(key).lower() for p in patterns):
+        return True
+    return node if isinstance(node, dict) else {}
+
+
 def _mask(value: t.Any, secrets: dict[str, t.Any], patterns: tuple[str, ...]) -> t.Any:
     if isinstance(value, list):
         return [_mask(v, secrets, patterns) for v in value]
@@ -52,12 +97,22 @@ def _mask(value: t.Any, secrets: dict[str, t.Any], patterns: tuple[str, ...]) ->
         return value
     result = {}
     for key, item in value.items():
-        node = secrets.get(key, secrets.get("*"))
-        if node is True or any(p in str(key).lower() for p in patterns):
-            result[key] = MASK
-        else:
-            result[key] = _mask(item, node if isinstance(node, dict) else {}, patterns)
+        node = _node(key, secrets, patterns)
+        result[key] = MASK if node is True else _mask(item, node, patterns)
     return result
+
+
+def _holds(value: t.Any, secrets: dict[str, t.Any], patterns: tuple[str, ...]) -> bool:
+    """Whether :func:`_mask` would hide anything in ``value``."""
+    if isinstance(value, list):
+        return any(_holds(v, secrets, patterns) for v in value)
+    if not isinstance(value, dict):
+        return False
+    for key, item in value.items():
+        node = _node(key, secrets, patterns)
+        if node is True or _holds(item, node, patterns):
+            return True
+    return False
 
 
 def masked_arguments(app: Flask, task_name: str, arguments: t.Any) -> t.Any:

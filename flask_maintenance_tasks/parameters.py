@@ -33,6 +33,10 @@ that :func:`from_text` gives it back.
 What an empty text means (the default, or an empty value) and whether a name may
 be given twice are each interface's own rules: ``flask mtasks run --arg`` and
 the dashboard's run form (``web/forms.py``).
+
+No value may nest lists and dicts deeper than :data:`MAX_DEPTH` levels
+(:func:`check_depth`): deeper ones exhaust the parser's recursion or the
+serializer's depth limit on the way to the run's row.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ Shape = t.Literal[
     "list",
     "json",
 ]
+
+#: How deep lists and dicts may nest in an argument's value.
+MAX_DEPTH: t.Final = 64
 
 #: Text taken as ``True`` and as ``False``, compared in lower case.
 TRUE: t.Final = frozenset({"true", "on", "1", "yes"})
@@ -103,12 +110,13 @@ def describe(name: str, annotation: t.Any) -> Parameter:
 def from_text(parameter: Parameter, text: str) -> t.Any:
     """The value of ``parameter`` given as ``text``, for the model to validate.
 
-    :raises json.JSONDecodeError: the parameter takes JSON and ``text`` is not JSON.
+    :raises json.JSONDecodeError: the parameter takes JSON and ``text`` is not JSON,
+        or is JSON nested deeper than :data:`MAX_DEPTH` levels.
     """
     if parameter.shape == "list":
         return split_many(text)
     if parameter.shape == "json":
-        return json.loads(text)
+        return _json(text)
     if parameter.shape == "choice":
         return dict(parameter.choices).get(text, text)
     if parameter.shape == "bool" and text.lower() in TRUE | FALSE:
@@ -117,15 +125,58 @@ def from_text(parameter: Parameter, text: str) -> t.Any:
 
 
 def split_many(text: str) -> list[t.Any]:
-    """The values of a ``list`` parameter: a JSON list, or values separated by commas."""
+    """The values of a ``list`` parameter: a JSON list, or values separated by commas.
+
+    :raises NestedTooDeep: a JSON list nested deeper than :data:`MAX_DEPTH` levels.
+    """
     if text.lstrip().startswith("["):
         try:
-            parsed = json.loads(text)
+            parsed = _json(text)
+        except NestedTooDeep:
+            raise
         except ValueError:
             parsed = None
         if isinstance(parsed, list):
             return parsed
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class NestedTooDeep(json.JSONDecodeError):
+    """JSON text whose lists and dicts nest deeper than :data:`MAX_DEPTH` levels."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(f"nested deeper than {MAX_DEPTH} levels", text, 0)
+
+
+def _json(text: str) -> t.Any:
+    """The JSON value of ``text``; :exc:`json.JSONDecodeError` if it is not one we take."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise NestedTooDeep(text) from None
+    if not depth_within(value, MAX_DEPTH):
+        raise NestedTooDeep(text)
+    return value
+
+
+def depth_within(value: t.Any, limit: int) -> bool:
+    """Whether lists, tuples and dicts nest at most ``limit`` levels deep in ``value``.
+
+    Walked without recursion, so that any depth can be measured.
+    """
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: t.Iterable[t.Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        pending.extend((child, depth + 1) for child in children)
+    return True
 
 
 def spell(value: t.Any) -> str:

@@ -64,15 +64,22 @@ def quiet(engine: sa.Engine) -> sa.Engine:
     return option_engine
 
 
+#: The largest id a run can have (a signed 64-bit column); SQLite cannot even
+#: compare with a larger integer, so no query is made for one.
+MAX_RUN_ID = 2**63 - 1
+
+
 def load(session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id, populate_existing=True)
+    run = find(session, run_id)
     if run is None:
         raise RunNotFound(run_id)
     return run
 
 
 def find(session: Session, run_id: int) -> Run | None:
-    """The run with this id, freshly read, or ``None``."""
+    """The run with this id, freshly read, or ``None`` (also for an id no run can have)."""
+    if not 0 < run_id <= MAX_RUN_ID:
+        return None
     return session.get(Run, run_id, populate_existing=True)
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pydantic
 
 from .exceptions import InvalidArguments
+from .parameters import MAX_DEPTH, depth_within
 from .sources import source_of
 
 if t.TYPE_CHECKING:
@@ -200,6 +201,10 @@ class Task:
         unknown = sorted(str(k) for k in arguments if k not in model.model_fields)
         if unknown:
             raise InvalidArguments(cls.name, {name: ["unknown parameter"] for name in unknown})
+        too_deep = [str(k) for k, v in arguments.items() if not depth_within(v, MAX_DEPTH)]
+        if too_deep:
+            message = f"nested deeper than {MAX_DEPTH} levels"
+            raise InvalidArguments(cls.name, {name: [message] for name in too_deep})
         try:
             return model.model_validate(dict(arguments))
         except pydantic.ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import typing as t
 
@@ -13,7 +14,9 @@ from flask import Flask
 
 from flask_maintenance_tasks import Run, Task
 from flask_maintenance_tasks.cli.runs import _parse_arguments
+from flask_maintenance_tasks.cli.terminal import visible
 from flask_maintenance_tasks.models import runs_table
+from tests.support.dashboard import add_run
 from tests.support.records import counters, fresh_run, seed_items
 from tests.support.workers import drain
 
@@ -228,6 +231,17 @@ def test_run_with_an_argument_that_is_not_key_value_fails_and_writes_no_run(
     assert runs(db) == []
 
 
+def test_an_argument_that_is_not_key_value_is_not_quoted_when_it_names_a_secret(
+    cli: Invoke, db: t.Any
+) -> None:
+    result = cli("run", "ParamsTask", "--arg", "content=x", "--arg", "api_token hunter2")
+
+    assert result.exit_code == 2
+    assert "An argument naming a masked parameter is not KEY=VALUE." in error_line(result)
+    assert "hunter2" not in result.output
+    assert runs(db) == []
+
+
 def test_run_with_a_single_value_parameter_given_twice_fails_and_writes_no_run(
     cli: Invoke, db: t.Any
 ) -> None:
@@ -417,6 +431,103 @@ def test_a_command_on_an_unknown_run_fails_saying_so(cli: Invoke, command: str) 
 
     assert error_line(result) == "Error: Run #4242 not found."
     assert result.exit_code == 1
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize("command", ["status", "pause", "resume", "cancel"])
+def test_a_command_on_a_run_id_beyond_64_bits_fails_saying_so(cli: Invoke, command: str) -> None:
+    result = cli(command, "99999999999999999999999")
+
+    assert error_line(result) == "Error: Run #99999999999999999999999 not found."
+    assert result.exit_code == 1
+
+
+def test_run_with_json_nested_too_deep_fails_and_writes_no_run(cli: Invoke, db: t.Any) -> None:
+    deep = "[" * 5000 + "]" * 5000
+
+    given_json = cli("run", "WebNestedSecretsTask", "--arg", 'options={"a": ' + deep + "}")
+    given_list = cli("run", "ParamsTask", "--arg", "content=x", "--arg", "ids=" + deep)
+
+    assert "options: nested deeper than 64 levels." in error_line(given_json)
+    assert "ids: nested deeper than 64 levels." in error_line(given_list)
+    assert (given_json.exit_code, given_list.exit_code) == (2, 2)
+    assert runs(db) == []
+
+
+# -- text from elsewhere on the terminal -------------------------------------
+
+#: Clears the screen, sets the window title, colours what follows, reverses the text.
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\x1b[31m\u202e"
+SHOWN = "\\x1b[2J\\x1b]0;owned\\x07\\x1b[31m\\u202e"
+
+
+def assert_no_control_characters(output: str) -> None:
+    assert "\x1b" not in output and "\x07" not in output and "\u202e" not in output
+    assert SHOWN in output
+
+
+def test_status_shows_control_characters_from_the_database_as_escapes(
+    cli: Invoke, db: t.Any
+) -> None:
+    run_id = add_run(
+        db.engine,
+        f"Gone{ESCAPES}Task",
+        "errored",
+        error_class=f"Evil{ESCAPES}Error",
+        error_message=f"first line\nsecond{ESCAPES}",
+        backtrace=[f"tasks.py:3 in {ESCAPES}"],
+        interruption_reason=f"odd{ESCAPES}",
+    )
+
+    one = cli("status", str(run_id))
+    every = cli("status")
+    as_json = cli("status", str(run_id), "--json")
+
+    assert one.exit_code == every.exit_code == as_json.exit_code == 0
+    assert_no_control_characters(one.stdout)
+    assert one.stdout.count(SHOWN) == 5  # name, error class and message, interruption, frame
+    assert "  Error: " in one.stdout and "first line\\nsecond" in one.stdout
+    assert_no_control_characters(every.stdout)
+    assert "\x1b" not in as_json.stdout
+    assert json.loads(as_json.stdout)["task_name"] == f"Gone{ESCAPES}Task"
+
+
+def test_a_csv_file_name_and_a_run_error_are_printed_with_control_characters_as_escapes(
+    inprocess_app: Flask, mtasks: t.Any
+) -> None:
+    upload = mtasks.run(
+        "ImportItemsTask", csv_file=(f"items{ESCAPES}.csv", io.BytesIO(b"id,title\n1,a\n"))
+    )
+    runner = inprocess_app.test_cli_runner()
+
+    status = runner.invoke(args=["mtasks", "status", str(upload.id)])
+    failed = runner.invoke(
+        args=["mtasks", "run", "WebHostileErrorTask", "--arg", f"message={ESCAPES}", "--wait"]
+    )
+
+    assert_no_control_characters(status.stdout)
+    assert f"given as items{SHOWN}.csv" in status.stdout
+    assert error_line(failed).endswith(f"ValueError: {SHOWN}")
+    assert "\x1b" not in failed.stderr
+
+
+def test_error_messages_show_control_characters_of_what_was_typed_as_escapes(
+    cli: Invoke, db: t.Any
+) -> None:
+    unknown = cli("run", "ParamsTask", "--arg", "content=x", "--arg", f"{ESCAPES}=1")
+    twice = cli("run", "ParamsTask", "--arg", f"ids{ESCAPES}=1", "--arg", f"ids{ESCAPES}=2")
+
+    assert f"{SHOWN}: unknown parameter" in error_line(unknown)
+    assert f"ids{SHOWN} is given 2 times" in error_line(twice)
+    for result in (unknown, twice):
+        assert "\x1b" not in result.output
+    assert runs(db) == []
+
+
+def test_visible_writes_every_control_character_as_an_escape() -> None:
+    assert visible("a\x1b[0mb\tc\r\n\x00\x7f\x9b\u2066é✓") == (
+        "a\\x1b[0mb\\tc\\r\\n\\x00\\x7f\\x9b\\u2066é✓"
+    )
 
 
 # -- pause, resume, cancel --------------------------------------------------

@@ -19,7 +19,12 @@ from flask_maintenance_tasks.formatting import (
     status_text,
     throughput,
 )
-from flask_maintenance_tasks.masking import mask, masked_arguments
+from flask_maintenance_tasks.masking import (
+    is_secret_parameter,
+    mask,
+    masked_arguments,
+    secret_arguments,
+)
 from tests.support.apps import FAST
 from tests.testapp.maintenance.kinds import ParamsTask
 
@@ -261,6 +266,43 @@ def test_masking_leaves_the_arguments_it_was_given_untouched() -> None:
     mask(arguments, NestedSecretsTask, DEFAULT_MASKS)
 
     assert arguments == {"login": {"user": "ann", "pin": "1111"}, "token": "t"}
+
+
+def test_the_arguments_holding_a_secret_at_any_depth_are_the_ones_masking_changes() -> None:
+    arguments = {
+        "title": "t",
+        "login": {"user": "ann", "pin": "1111"},
+        "logins": [],
+        "options": {"deep": [{"Api_Token": "x"}]},
+        "by_name": {"dee": {"user": "dee", "pin": "4444"}},
+        "extra": [{"password": "p"}],
+    }
+
+    held = secret_arguments(arguments, NestedSecretsTask, DEFAULT_MASKS)
+
+    changed = {
+        name
+        for name, value in mask(arguments, NestedSecretsTask, DEFAULT_MASKS).items()
+        if value != arguments[name]
+    }
+    assert held == changed == {"login", "options", "by_name", "extra"}
+    assert secret_arguments(None, NestedSecretsTask, DEFAULT_MASKS) == frozenset()
+
+
+def test_a_parameter_is_secret_when_its_name_is_masked_or_its_type_holds_a_secret() -> None:
+    secret = {
+        name: is_secret_parameter(name, NestedSecretsTask, DEFAULT_MASKS)
+        for name in ("title", "login", "logins", "by_name", "options", "iban_number")
+    }
+
+    assert secret == {
+        "title": False,
+        "login": True,
+        "logins": True,
+        "by_name": True,
+        "options": False,  # a dict of text: only some values may be secret
+        "iban_number": True,  # the task's own masked_parameters
+    }
 
 
 def test_arguments_that_are_not_a_mapping_are_returned_as_they_are() -> None:

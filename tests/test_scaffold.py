@@ -212,3 +212,49 @@ def test_new_rejects_a_name_that_is_not_a_python_identifier(project: Project, na
     assert result.exit_code == 1
     assert result.stderr.startswith(f"Error: {name!r} is not a valid task name")
     assert project.files() == {f"{project.package}/__init__.py"}
+
+
+def test_new_prints_the_paths_it_writes_with_control_characters_as_escapes(
+    project: Project,
+) -> None:
+    result = project.new("backfill_posts", "--tests-dir", "tests/\x1b[2J\x1b]0;owned\x07")
+
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert "Created tests/\\x1b[2J\\x1b]0;owned\\x07/test_backfill_posts_task.py" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--csv", "--no-collection"],
+        ["--no-collection", "--csv"],
+        ["--csv", "--no-collection", "--csv"],
+    ],
+)
+def test_new_refuses_contradictory_kinds_and_writes_nothing(
+    project: Project, options: list[str]
+) -> None:
+    result = project.new("import_users", *options)
+
+    assert result.exit_code == 2
+    assert "--csv and --no-collection contradict each other" in result.stderr
+    assert project.files() == {f"{project.package}/__init__.py"}
+    assert not project.tests_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "kind"),
+    [
+        (["--csv", "--tests-dir", "t"], "csv_collection"),
+        (["--tests-dir", "t", "--no-collection"], "no_collection"),
+    ],
+)
+def test_new_takes_one_kind_with_a_tests_dir(
+    project: Project, options: list[str], kind: str
+) -> None:
+    result = project.new("import_users", *options)
+
+    assert result.exit_code == 0, result.output
+    assert kind in (project.tasks_dir / "import_users_task.py").read_text()
+    assert (project.directory / "t" / "test_import_users_task.py").exists()

@@ -12,7 +12,7 @@ from flask import Flask, request
 
 from flask_maintenance_tasks import Run, formatting
 from tests.support.apps import make_app
-from tests.support.dashboard import Dashboard, add_run, insert_runs, text
+from tests.support.dashboard import Dashboard, add_run, field_tag, insert_runs, text
 from tests.support.records import fresh_run, seed_items
 from tests.support.workers import drain
 from tests.testapp.maintenance.web_tasks import HOSTILE
@@ -29,13 +29,6 @@ def web(app: Flask) -> Dashboard:
 def runs_of(db: SQLAlchemy, name: str) -> list[Run]:
     db.session.remove()
     return list(db.session.scalars(sa.select(Run).where(Run.task_name == name).order_by(Run.id)))
-
-
-def field_tag(page: str, name: str) -> str:
-    """The opening tag of the input, select or textarea named ``name``."""
-    found = re.search(rf'<(input|select|textarea)[^>]*\bname="{re.escape(name)}"[^>]*>', page)
-    assert found, f"no field named {name!r}"
-    return found.group(0)
 
 
 def days_ago(days: float) -> datetime:

@@ -25,8 +25,11 @@ def _operator() -> t.Any:
 
 @pytest.fixture
 def audited(app_env: dict[str, str]) -> t.Iterator[Flask]:
-    """The test app whose MAINTENANCE_TASKS_METADATA says who the operator is."""
-    with make_app(metadata=_operator) as app:
+    """The test app whose MAINTENANCE_TASKS_METADATA says who the operator is.
+
+    Open to any address (``app.testing`` opens it to this machine only).
+    """
+    with make_app(metadata=_operator, allow_anonymous=True) as app:
         yield app
 
 

@@ -4,7 +4,8 @@ One module per concern: :mod:`.runs` (list, run, status, pause, resume,
 cancel), :mod:`.worker` (worker, recover), :mod:`.scaffold` (new) and
 :mod:`.migrations` (migrations install). Every command that reaches the
 extension's state is wrapped in :func:`.errors.catch_errors`, so that a user's
-mistake ends with one ``Error: ...`` line and exit status 1.
+mistake ends with one ``Error: ...`` line and exit status 1. Every string a
+command did not write itself is printed through :func:`.terminal.visible`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from .. import store
 from ..exceptions import MaintenanceTasksError
 from ..models import runs_table
 from ..state import get_state
+from .terminal import visible
 
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
@@ -25,6 +26,10 @@ def catch_errors(command: t.Callable[P, R]) -> t.Callable[P, R]:
     what to do); and a database error whose cause is that the runs table does
     not exist, the usual first-time mistake. Any other error keeps its
     traceback, which is what one needs to debug it.
+
+    Every message goes through :func:`.terminal.visible`: it may quote a task
+    name, an argument or an error message that came from elsewhere (the
+    commands do the same for the errors they raise themselves).
     """
 
     @functools.wraps(command)
@@ -32,16 +37,16 @@ def catch_errors(command: t.Callable[P, R]) -> t.Callable[P, R]:
         try:
             state = get_state()
         except RuntimeError as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(visible(error)) from None
         try:
             return command(*args, **kwargs)
         except MaintenanceTasksError as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(visible(error)) from None
         except sa.exc.DBAPIError:
             engine = state.db.engine
             if not _runs_table_missing(engine):
                 raise
-            url = engine.url.render_as_string(hide_password=True)
+            url = visible(engine.url.render_as_string(hide_password=True))
             raise click.ClickException(
                 f"The table {runs_table.name} does not exist in {url}. Create it with "
                 "`flask mtasks migrations install` then `flask db upgrade` (Flask-Migrate), "

@@ -11,6 +11,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .paths import shown
+from .terminal import visible
 
 migrations_cli = AppGroup("migrations", help="The extension's database migrations.")
 
@@ -27,7 +28,7 @@ def _revisions() -> list[tuple[Path, str]]:
     for source in sorted(REVISIONS_DIR.glob("mtasks_*.py")):
         match = _REVISION.search(source.read_text())
         if match is None:  # pragma: no cover - a packaging mistake
-            raise click.ClickException(f"{source.name} names no revision.")
+            raise click.ClickException(f"{visible(source.name)} names no revision.")
         found.append((source, match.group(1)))
     return found
 
@@ -51,7 +52,7 @@ def migrations_install_command() -> None:
     directory = Path(migrate.directory)
     versions = directory / "versions"
     if not versions.is_dir():
-        raise click.ClickException(f"{versions} does not exist; run `flask db init` first.")
+        raise click.ClickException(f"{shown(versions)} does not exist; run `flask db init` first.")
     scripts = ScriptDirectory(str(directory))
     installed = {script.revision for script in scripts.walk_revisions()}
     missing = [(source, rev) for source, rev in _revisions() if rev not in installed]
@@ -61,7 +62,7 @@ def migrations_install_command() -> None:
     heads = scripts.get_heads()
     if len(heads) > 1:
         raise click.ClickException(
-            f"The migrations have several heads ({', '.join(heads)}); "
+            f"The migrations have several heads ({visible(', '.join(heads))}); "
             "merge them first with `flask db merge heads`."
         )
     head = heads[0] if heads else None

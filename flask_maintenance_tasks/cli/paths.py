@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .terminal import visible
+
 
 def shown(path: Path) -> str:
-    """``path`` as the user would type it: relative to the working directory when inside it."""
+    """``path`` as the user would type it: relative to the working directory when inside it.
+
+    Its control characters, if any, are made visible (:func:`.terminal.visible`).
+    """
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return visible(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
-        return str(path)
+        return visible(path)

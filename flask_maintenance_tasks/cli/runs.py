@@ -11,12 +11,13 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from .. import audit, formatting, parameters, runner, store
+from .. import audit, formatting, masking, parameters, runner, store
 from ..csv.uploads import csv_file_of
 from ..models import Run, RunStatus
 from ..state import State, get_state
 from ..transitions import STOPPED
 from .errors import catch_errors
+from .terminal import visible
 
 if t.TYPE_CHECKING:
     from ..task import Task
@@ -47,15 +48,15 @@ def list_command() -> None:
     state = get_state()
     tasks = state.registry.tasks()
     if not tasks:
-        click.echo(f"No tasks found in {state.registry.package}.")
+        click.echo(f"No tasks found in {visible(state.registry.package)}.")
         return
     with store.open_session(state.db) as session:
         latest = store.latest_run_per_task(session, tasks)
-    width = max(len(name) for name in tasks)
+    width = max(len(visible(name)) for name in tasks)
     for name in tasks:
         run = latest.get(name)
-        status = f"{run.status} (run #{run.id})" if run else "new"
-        click.echo(f"{name:<{width}}  {status}")
+        status = f"{visible(run.status)} (run #{run.id})" if run else "new"
+        click.echo(f"{visible(name):<{width}}  {status}")
 
 
 @click.command("run")
@@ -79,7 +80,7 @@ def run_command(
 ) -> None:
     """Start a run of task NAME and print its id."""
     state = get_state()
-    arguments = _parse_arguments(state.registry.get(name), pairs)
+    arguments = _parse_arguments(state.registry.get(name), pairs, state.settings.masked_parameters)
     csv_file: t.Any = None
     if csv_path == "-":
         csv_file = ("stdin.csv", click.open_file("-", "rb"))
@@ -91,40 +92,53 @@ def run_command(
         _follow(state, run.id)
 
 
-def _parse_arguments(task_class: type[Task], pairs: tuple[str, ...]) -> dict[str, t.Any]:
+def _parse_arguments(
+    task_class: type[Task], pairs: tuple[str, ...], masked: t.Iterable[str] = ()
+) -> dict[str, t.Any]:
     """``KEY=VALUE`` pairs to arguments (see :mod:`flask_maintenance_tasks.parameters`).
 
     A list parameter may also be given by repeating its key (``ids=1 ids=2``),
     and a JSON parameter whose text is not JSON is given as text, for the
     model to say what it expected. The model does the rest of the conversion.
+    A pair that is not ``KEY=VALUE`` is quoted in the error unless it mentions
+    one of the ``masked`` names: then its value may well be a secret.
     """
     given: dict[str, list[str]] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE.", param_hint="--arg")
+            quoted = repr(pair)
+            if masking.mentions_masked_name(pair, task_class, masked):
+                quoted = "An argument naming a masked parameter"
+            raise click.BadParameter(f"{visible(quoted)} is not KEY=VALUE.", param_hint="--arg")
         given.setdefault(key, []).append(value)
     described = parameters.parameters_of(task_class)
     arguments: dict[str, t.Any] = {}
     for key, values in given.items():
-        parameter = described.get(key)
-        if parameter is not None and parameter.shape == "list":
-            arguments[key] = [item for value in values for item in parameters.split_many(value)]
-            continue
-        if len(values) > 1:
-            raise click.BadParameter(
-                f"{key} is given {len(values)} times but takes one value.", param_hint="--arg"
-            )
-        value = values[0]
-        if parameter is None:
-            arguments[key] = value  # the task reports an unknown parameter
-            continue
         try:
-            arguments[key] = parameters.from_text(parameter, value)
-        except json.JSONDecodeError:
-            arguments[key] = value
+            arguments[key] = _argument(described.get(key), key, values)
+        except parameters.NestedTooDeep as exc:
+            raise click.BadParameter(f"{visible(key)}: {exc.msg}.", param_hint="--arg") from None
     return arguments
+
+
+def _argument(parameter: parameters.Parameter | None, key: str, values: list[str]) -> t.Any:
+    """The argument ``key`` given as ``values`` (see :func:`_parse_arguments`)."""
+    if parameter is not None and parameter.shape == "list":
+        return [item for value in values for item in parameters.split_many(value)]
+    if len(values) > 1:
+        raise click.BadParameter(
+            f"{visible(key)} is given {len(values)} times but takes one value.", param_hint="--arg"
+        )
+    if parameter is None:
+        return values[0]  # the task reports an unknown parameter
+    try:
+        return parameters.from_text(parameter, values[0])
+    except parameters.NestedTooDeep:
+        raise
+    except json.JSONDecodeError:
+        return values[0]
 
 
 def _follow(state: State, run_id: int) -> None:
@@ -161,7 +175,7 @@ def _follow(state: State, run_id: int) -> None:
             click.echo(err=True)
     if run.status != RunStatus.SUCCEEDED:
         detail = f": {run.error_class}: {run.error_message}" if run.error_class else ""
-        raise click.ClickException(f"Run #{run.id} ended {run.status}{detail}")
+        raise click.ClickException(f"Run #{run.id} ended {visible(run.status)}{visible(detail)}")
 
 
 def _bar(run: Run, width: int = 30) -> str:
@@ -171,7 +185,8 @@ def _bar(run: Run, width: int = 30) -> str:
     else:
         filled = int(width * pct / 100)
         bar = "#" * filled + "-" * (width - filled)
-    return f"[{bar}] {run.status:<11} {formatting.progress_text(run.tick_count, run.tick_total)}"
+    progress = formatting.progress_text(run.tick_count, run.tick_total)
+    return f"[{bar}] {visible(run.status):<11} {progress}"
 
 
 @click.command("status")
@@ -211,7 +226,7 @@ def _print_timeline(timeline: audit.Timeline) -> None:
         click.echo(f"    ({timeline.omitted} earlier events not shown)")
     for event in timeline.events:
         moment = formatting.timestamp(event.created_at)
-        click.echo(f"    {moment}  {formatting.event_text(event)}")
+        click.echo(f"    {moment}  {visible(formatting.event_text(event))}")
 
 
 def _show_runs(state: State, as_json: bool) -> None:
@@ -236,40 +251,41 @@ def _show_runs(state: State, as_json: bool) -> None:
 
 def _summary(run: Run) -> str:
     return (
-        f"#{run.id:<6} {run.task_name}  {run.status}  "
+        f"#{run.id:<6} {visible(run.task_name)}  {visible(run.status)}  "
         f"{formatting.progress_text(run.tick_count, run.tick_total)}"
     )
 
 
 def _print_run(state: State, run: Run) -> None:
     data = formatting.run_as_dict(state.app, run)
-    click.echo(f"Run #{run.id}  {run.task_name}  {run.status}")
+    click.echo(f"Run #{run.id}  {visible(run.task_name)}  {visible(run.status)}")
     click.echo(f"  {data['progress']}")
-    click.echo(f"  {data['status_text']}")
+    click.echo(f"  {visible(data['status_text'])}")
     if data["arguments"]:
         click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
     if data["metadata"] is not None:
         click.echo(f"  Metadata: {json.dumps(data['metadata'])}")
     csv_file = csv_file_of(state, run)
     if csv_file is not None:
-        given = f", given as {csv_file.original_filename}" if csv_file.original_filename else ""
-        click.echo(f"  CSV file: {csv_file.filename} ({csv_file.size:,} bytes{given})")
+        original = csv_file.original_filename
+        given = f", given as {visible(original)}" if original else ""
+        click.echo(f"  CSV file: {visible(csv_file.filename)} ({csv_file.size:,} bytes{given})")
     click.echo(f"  Cursor: {json.dumps(run.cursor)}")
     if run.interruption_reason:
-        click.echo(f"  Last interruption: {run.interruption_reason.replace('_', ' ')}")
+        click.echo(f"  Last interruption: {visible(run.interruption_reason.replace('_', ' '))}")
     if run.error_class:
-        click.echo(f"  Error: {run.error_class}: {run.error_message}")
+        click.echo(f"  Error: {visible(run.error_class)}: {visible(run.error_message)}")
         if run.errored_element is not None:
             click.echo(f"  Failing item: {json.dumps(run.errored_element)}")
         if run.backtrace:
             click.echo("  Backtrace:")
             for frame in run.backtrace:
-                click.echo(f"    {frame}")
+                click.echo(f"    {visible(frame)}")
 
 
 def _control(act: t.Callable[..., Run], run_id: int, acting_as: str | None) -> None:
     run = act(get_state(), run_id, actor=audit.command_line(acting_as))
-    click.echo(f"Run #{run.id} is {run.status}.")
+    click.echo(f"Run #{run.id} is {visible(run.status)}.")
 
 
 @click.command("pause")

@@ -18,6 +18,7 @@ from flask.cli import with_appcontext
 from ..state import State, get_state
 from .errors import catch_errors
 from .paths import shown
+from .terminal import visible
 
 #: Where the templates live.
 TEMPLATES_DIR = Path(__file__).parent.parent / "scaffold"
@@ -36,15 +37,24 @@ def _camel(name: str) -> str:
 
 @click.command("new")
 @click.argument("name")
-@click.option("--csv", "kind", flag_value="csv", help="A CSV import task.")
-@click.option("--no-collection", "kind", flag_value="no_collection", help="A task that runs once.")
+@click.option("--csv", "csv", is_flag=True, help="A CSV import task.")
+@click.option("--no-collection", "no_collection", is_flag=True, help="A task that runs once.")
 @click.option(
     "--tests-dir", default="tests/maintenance", show_default=True, help="Where the test goes."
 )
 @with_appcontext
 @catch_errors
-def new_command(name: str, kind: str | None, tests_dir: str) -> None:
-    """Write a task module named NAME (e.g. backfill_posts or billing/fix_invoices) and its test."""
+def new_command(name: str, csv: bool, no_collection: bool, tests_dir: str) -> None:
+    """Write a task module named NAME (e.g. backfill_posts or billing/fix_invoices) and its test.
+
+    --csv and --no-collection choose the kind of task; give one of them at most.
+    """
+    if csv and no_collection:
+        raise click.UsageError(
+            "--csv and --no-collection contradict each other: a CSV task reads the rows of a "
+            "file, a task without a collection runs once. Give one of them, or neither."
+        )
+    kind = "csv" if csv else "no_collection" if no_collection else None
     state = get_state()
     parts = [p for p in re.split(r"[/.]", name) if p]
     if not parts or not all(_NAME.match(p) and not keyword.iskeyword(p) for p in parts):
@@ -95,6 +105,8 @@ def _tasks_dir(state: State) -> Path:
     package = state.registry.package
     root_package = app.import_name.split(".")[0]
     if not package.startswith(root_package + "."):
-        raise click.ClickException(f"The tasks package {package} does not exist; create it first.")
+        raise click.ClickException(
+            f"The tasks package {visible(package)} does not exist; create it first."
+        )
     relative = package[len(root_package) + 1 :].split(".")
     return Path(app.root_path).joinpath(*relative)

@@ -13,6 +13,7 @@ from ..recovery import recover
 from ..state import get_state
 from ..worker import MaintenanceSimpleWorker, MaintenanceWorker, recovering_worker
 from .errors import catch_errors
+from .terminal import visible
 
 
 @click.command("worker")
@@ -62,6 +63,6 @@ def recover_command() -> None:
     """
     recovered = recover(get_state())
     for recovery in recovered:
-        click.echo(str(recovery))
+        click.echo(visible(recovery))
     if not recovered:
         click.echo("Nothing to recover.")

@@ -12,7 +12,7 @@ import typing as t
 import weakref
 
 from . import views
-from .guards import CONTENT_SECURITY_POLICY, blueprint
+from .guards import CONTENT_SECURITY_POLICY, blueprint, log_access_at_start_up
 
 if t.TYPE_CHECKING:
     from flask import Blueprint, Flask
@@ -30,7 +30,13 @@ def register_dashboard(app: Flask, state: State) -> None:
     parent guards every dashboard route, and the URL is the parent's prefix
     followed by ``MAINTENANCE_TASKS_URL_PREFIX``. The parent must not be
     registered on an app yet: Flask freezes a blueprint once registered.
+    A warning says when the dashboard is closed, or opened by debug or testing only.
     """
+    _mount(app, state)
+    log_access_at_start_up(state, app)
+
+
+def _mount(app: Flask, state: State) -> None:
     prefix = state.settings.url_prefix.rstrip("/") or None
     parent = state.parent
     if parent is None:

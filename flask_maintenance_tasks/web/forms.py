@@ -5,7 +5,10 @@ A form field is chosen from each parameter's shape
 what the browser sends is turned back into arguments for the runner by the
 same module, and the runner validates them with the model itself, so the form
 never holds rules of its own. Secrets (``SecretStr`` fields and masked names)
-get password inputs and are never written back into a page or a URL.
+get password inputs and are never written back into a page or a URL. Nor is
+any other value that holds a masked value at any depth (a JSON parameter
+``{"password": ...}``): :mod:`flask_maintenance_tasks.masking` decides, and such
+a field is *withheld*: left empty, with a note asking for it again.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import typing as t
 
 import pydantic
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticSerializationError, PydanticUndefined
 
 from .. import masking, parameters
 from ..parameters import Parameter, Shape
@@ -105,20 +108,19 @@ def fields_for(task: type[Task], masked: t.Iterable[str]) -> list[FormField]:
     model = task.Parameters
     if model is None:
         return []
-    secrets, patterns = masking.masked_names(task, masked)
     described = parameters.parameters_of(task)
     fields = []
     for name, info in model.model_fields.items():
         parameter = described[name]
         kind, extra = _input(parameter)
-        secret = secrets.get(name) is True or any(p in name.lower() for p in patterns)
+        secret = masking.is_secret_parameter(name, task, masked)
         if secret and kind in ("text", "password"):
             kind = "password"
         required = info.is_required()
         default = ""
         if not required and not secret:
             value = info.get_default(call_default_factory=True)
-            if value is not PydanticUndefined:
+            if value is not PydanticUndefined and not _holds_secret(name, value, task, masked):
                 default = to_form_text(value, kind, parameter.shape)
         if kind == "choice" and (parameter.optional or required):
             extra["allow_blank"] = True
@@ -130,7 +132,7 @@ def fields_for(task: type[Task], masked: t.Iterable[str]) -> list[FormField]:
                 required=required,
                 parameter=parameter,
                 default=default,
-                secret=secret or bool(secrets.get(name)),
+                secret=secret,
                 help=help_text,
                 **extra,
             )
@@ -138,17 +140,31 @@ def fields_for(task: type[Task], masked: t.Iterable[str]) -> list[FormField]:
     return fields
 
 
+def _holds_secret(name: str, value: t.Any, task: type[Task], masked: t.Iterable[str]) -> bool:
+    """Whether a Python value of parameter ``name`` (a default) holds a masked value."""
+    try:
+        stored = pydantic.TypeAdapter(t.Any).dump_python(value, mode="json")
+    except (ValueError, PydanticSerializationError):
+        return True  # not shown, then
+    return bool(masking.secret_arguments({name: stored}, task, masked))
+
+
 def prefill(
-    fields: list[FormField], given: t.Mapping[str, str] | None, *, submitted: bool = False
+    fields: list[FormField],
+    given: t.Mapping[str, str] | None,
+    *,
+    submitted: bool = False,
+    withheld: t.Collection[str] = (),
 ) -> dict[str, str]:
     """What each field shows: the given value (query string or submitted form), else its default.
 
-    Secret fields always start empty. In a ``submitted`` form an absent
-    checkbox was unchecked; in a query string it was not mentioned.
+    Secret fields, and the ``withheld`` ones (see :func:`withheld_fields`),
+    always start empty. In a ``submitted`` form an absent checkbox was
+    unchecked; in a query string it was not mentioned.
     """
     values = {}
     for field in fields:
-        if field.secret:
+        if field.secret or field.name in withheld:
             values[field.name] = ""
         elif given is not None and field.name in given:
             raw = given[field.name]
@@ -162,6 +178,31 @@ def prefill(
         else:
             values[field.name] = field.default
     return values
+
+
+def withheld_fields(
+    task: type[Task], masked: t.Iterable[str], fields: list[FormField], given: t.Mapping[str, str]
+) -> frozenset[str]:
+    """The fields whose ``given`` text must not be written back: it holds a masked value.
+
+    The text is read as the field reads it; text that cannot be read is
+    withheld when it mentions a masked name. Secret fields are empty anyway.
+    """
+    masked = tuple(masked)
+    found = set()
+    for field in fields:
+        text = given.get(field.name)
+        if field.secret or not text or field.kind not in ("json", "list"):
+            continue  # only JSON nests names: a list holds scalars, but may be written as JSON
+        try:
+            value = parameters.from_text(field.parameter, text)
+        except ValueError:
+            if masking.mentions_masked_name(text, task, masked):
+                found.add(field.name)
+            continue
+        if masking.secret_arguments({field.name: value}, task, masked):
+            found.add(field.name)
+    return frozenset(found)
 
 
 def arguments_from(
@@ -204,17 +245,32 @@ def field_errors(errors: t.Mapping[str, list[str]]) -> dict[str, list[str]]:
     return result
 
 
-def run_again_query(fields: list[FormField], arguments: t.Any) -> dict[str, t.Any]:
-    """The query string that prefills the form with a run's arguments, secrets left out."""
+#: The query parameter of a "run again" link naming each field left out of it
+#: because its value holds a secret. A parameter's name cannot start with "_".
+WITHHELD_QUERY = "_withheld"
+
+
+def run_again_query(
+    fields: list[FormField], arguments: t.Any, withheld: t.Collection[str]
+) -> dict[str, t.Any]:
+    """The query string that prefills the form with a run's arguments, secrets left out.
+
+    Secret fields and the ``withheld`` arguments (:func:`masking.secret_arguments`)
+    are left out; the latter are named under :data:`WITHHELD_QUERY`, so that the
+    form asks for them again.
+    """
     if not isinstance(arguments, dict):
         return {}
     query: dict[str, t.Any] = {}
     for field in fields:
-        if field.secret or field.name not in arguments:
+        if field.secret or field.name not in arguments or field.name in withheld:
             continue
         try:
             text = to_form_text(arguments[field.name], field.kind, field.parameter.shape)
         except (TypeError, ValueError):
             continue
         query[field.name] = text if field.kind != "checkbox" else (text or "false")
+    names = sorted(f.name for f in fields if f.name in withheld and not f.secret)
+    if names:
+        query[WITHHELD_QUERY] = names
     return query

@@ -1,19 +1,36 @@
 """The dashboard blueprint and the guards every dashboard request passes through.
 
 In order: the parent blueprint's own hooks (Flask runs them first), "closed by
-default", the secret key CSRF needs, and the CSRF token of a POST. Every
-response gets a strict Content-Security-Policy. :func:`require` is what a view
-calls to ask the app's ``authorize`` callable.
+default", the secret key CSRF needs, ``authorize`` for what the URL asks
+(:func:`requested`), the size of the body, and only then the CSRF token of a
+POST, the first thing that reads the body. So a request nobody may make, or
+one too large, is refused before a byte of its body is read. Every response
+gets a strict Content-Security-Policy. :func:`require` is what a view calls to
+ask the app's ``authorize`` callable about more than the URL says.
+
+Who opens a dashboard that is closed by default is decided in the request
+(:func:`is_closed`): an ``authorize`` callable; ``parent=`` once the parent
+blueprint (or one of its ancestors) or the app has a ``before_request`` hook,
+since a parent that checks nothing guards nothing; or, for development,
+``app.debug`` or ``app.testing`` with a client on this machine that did not
+come through a proxy.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import typing as t
+import weakref
 
 from flask import Blueprint, Flask, Response, abort, current_app, render_template, request
 from flask_wtf.csrf import validate_csrf
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 from wtforms import ValidationError
 
+from .. import sources
+from ..exceptions import TaskNotFound
 from ..state import get_state
 
 if t.TYPE_CHECKING:
@@ -47,16 +64,103 @@ CSRF_HEADER = "X-CSRFToken"
 CSRF_FIELD = "csrf_token"
 
 CLOSED = (
-    "The maintenance tasks dashboard is closed: pass parent= or authorize= to init_app, "
-    "or set MAINTENANCE_TASKS_ALLOW_ANONYMOUS = True on a development machine."
+    "The maintenance tasks dashboard is closed: pass parent= (a blueprint with a "
+    "before_request hook) or authorize= to init_app, or set "
+    "MAINTENANCE_TASKS_ALLOW_ANONYMOUS = True on a development machine."
 )
+
+#: Twice the chunk werkzeug reads a multipart body in (see :func:`_limit_body`).
+_MULTIPART_CHUNKS = 2 * 64 * 1024
+
+#: Headers a reverse proxy adds. A request carrying one came through a proxy, and
+#: a proxy on the same host makes every client look like it is on this machine.
+PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+
+logger = logging.getLogger("flask_maintenance_tasks")
+
+#: Apps already warned that debug or testing opens their dashboard (once per process).
+_warned_open: weakref.WeakSet[Flask] = weakref.WeakSet()
+#: Apps already warned that their parent blueprint guards nothing.
+_warned_unguarded: weakref.WeakSet[Flask] = weakref.WeakSet()
 
 
 def is_closed(state: State, app: Flask) -> bool:
-    """True when nobody said who may use the dashboard (see "Closed by default")."""
-    if state.parent is not None or state.authorize is not None:
+    """True when nobody said who may use the dashboard (see "Closed by default").
+
+    Asked in the request: hooks may be added after ``init_app``, and whether the
+    client is on this machine is known only then.
+    """
+    if state.authorize is not None or state.settings.allow_anonymous:
         return False
-    return not (state.settings.allow_anonymous or app.debug or app.testing)
+    if state.parent is not None:
+        if _guarded_by_a_hook(app):
+            return False
+        if app not in _warned_unguarded:
+            _warned_unguarded.add(app)
+            logger.warning(
+                "The maintenance tasks dashboard is nested under blueprint %r, but neither it nor "
+                "the app has a before_request hook, so nothing checks who is asking: the "
+                "dashboard stays closed until one does, or authorize= is given.",
+                state.parent.name,
+            )
+    if (app.debug or app.testing) and _from_this_machine():
+        _warn_open_for_development(app)
+        return False
+    return True
+
+
+def _guarded_by_a_hook(app: Flask) -> bool:
+    """Whether the app or a blueprint the dashboard is nested in has a ``before_request`` hook.
+
+    ``request.blueprints`` lists the dashboard's own blueprint first (its hook
+    is :func:`_guard`, which checks nobody), then each parent outwards.
+    """
+    hooks = app.before_request_funcs
+    return any(hooks.get(name) for name in [None, *request.blueprints[1:]])
+
+
+def _from_this_machine() -> bool:
+    """Whether the client is on a loopback address and no proxy forwarded the request."""
+    if any(header in request.headers for header in PROXY_HEADERS):
+        return False
+    try:
+        address = ipaddress.ip_address(request.remote_addr or "")
+    except ValueError:
+        return False  # a unix socket, or no address at all
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _opened_for_development(state: State, app: Flask) -> bool:
+    """Whether only ``app.debug`` or ``app.testing`` opens the dashboard, as init_app sees it."""
+    nobody_said = state.parent is None and state.authorize is None
+    return nobody_said and not state.settings.allow_anonymous and (app.debug or app.testing)
+
+
+def _warn_open_for_development(app: Flask) -> None:
+    """Say, once per process and app, that debug or testing is what opens the dashboard."""
+    if app in _warned_open:
+        return
+    _warned_open.add(app)
+    switch = "app.debug" if app.debug else "app.testing"
+    logger.warning(
+        "The maintenance tasks dashboard is open without any login to requests from this "
+        "machine (loopback, no proxy headers), because %s is on. Never deploy like this: pass "
+        "parent= or authorize= to init_app.",
+        switch,
+    )
+
+
+def log_access_at_start_up(state: State, app: Flask) -> None:
+    """Warn when nothing opens the dashboard, or when only debug or testing does."""
+    if _opened_for_development(state, app):
+        _warn_open_for_development(app)
+    elif state.parent is None and state.authorize is None and not state.settings.allow_anonymous:
+        logger.warning(
+            "The maintenance tasks dashboard is closed: pass parent= or authorize= to init_app, "
+            "or set MAINTENANCE_TASKS_ALLOW_ANONYMOUS = True."
+        )
 
 
 def is_allowed(action: str, task_name: str | None = None, run: t.Any = None) -> bool:
@@ -76,6 +180,91 @@ def _is_static() -> bool:
     return request.endpoint is not None and request.endpoint.endswith(".static")
 
 
+def requested() -> tuple[str, str | None]:
+    """What the request's URL asks to do, and to which task: ``(action, task name)``.
+
+    Starting a run is ``"run"``, a run's button is its action (``"pause"``,
+    ``"resume"``, ``"cancel"``), and every other route reads: ``"view"``. The
+    task is the ``<name>`` of the URL, which routes by run id do not have.
+    """
+    args = request.view_args or {}
+    endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
+    if endpoint == "start_run":
+        action = "run"
+    elif endpoint == "control":
+        action = str(args["action"])
+    else:
+        action = "view"
+    name = args.get("name")
+    return action, None if name is None else str(name)
+
+
+def _body_limit(state: State, task_name: str | None) -> int:
+    """The largest body this request may have, in bytes.
+
+    ``MAINTENANCE_TASKS_MAX_FORM_BYTES`` for any form, and the CSV file on top
+    for the start of a CSV task; never more than the app's ``MAX_CONTENT_LENGTH``.
+    """
+    limit = state.settings.max_form_bytes
+    if request.endpoint is not None and request.endpoint.endswith(".start_run") and task_name:
+        try:
+            task = state.registry.get(task_name)
+        except TaskNotFound:
+            task = None
+        if task is not None and sources.needs_file(task):
+            limit += state.settings.max_csv_bytes
+    app_limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    return limit if app_limit is None else min(limit, app_limit)
+
+
+def _too_large(limit: int) -> t.NoReturn:
+    abort(
+        413,
+        f"The request is too large: the dashboard accepts at most {limit:,} bytes here "
+        "(MAINTENANCE_TASKS_MAX_FORM_BYTES, with MAINTENANCE_TASKS_MAX_CSV_BYTES on top for "
+        "a CSV file). Nothing was changed.",
+    )
+
+
+def _limit_body(state: State, task_name: str | None) -> int:
+    """Refuse a body above the limit now, and make Flask refuse one that grows past it."""
+    limit = _body_limit(state, task_name)
+    request.max_content_length = limit
+    # werkzeug holds each 64 KiB chunk of a multipart body against this limit
+    # too, so below that no file could be uploaded; :func:`_read_form` holds the
+    # fields to MAINTENANCE_TASKS_MAX_FORM_BYTES once parsed.
+    request.max_form_memory_size = max(state.settings.max_form_bytes, _MULTIPART_CHUNKS)
+    if request.content_length is not None and request.content_length > limit:
+        _too_large(limit)
+    return limit
+
+
+def _read_form(state: State, limit: int) -> None:
+    """Parse the form now, within the limits :func:`_limit_body` set (413 beyond them)."""
+    try:
+        form = request.form
+    except RequestEntityTooLarge:
+        _too_large(min(limit, state.settings.max_form_bytes))  # a field above it
+    # A body sent without Content-Length is cut at the limit without a word by
+    # werkzeug: one that reached it may have been longer, and is refused.
+    stream = request.stream
+    if request.content_length is None and isinstance(stream, LimitedStream):
+        if stream.is_exhausted:
+            _too_large(limit)
+    fields = sum(len(key) + len(value) for key, value in form.items(multi=True))
+    if fields > state.settings.max_form_bytes:
+        _too_large(state.settings.max_form_bytes)
+
+
+def _check_csrf() -> None:
+    token = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
+    try:
+        validate_csrf(token)
+    except ValidationError as exc:
+        reason = exc.args[0] if exc.args else "The CSRF token is invalid."
+        abort(400, f"{reason} Reload the page and try again.")
+
+
 @blueprint.before_request
 def _guard() -> t.Any:
     if _is_static():
@@ -85,20 +274,21 @@ def _guard() -> t.Any:
     if is_closed(state, app):
         if request.path.endswith(".json"):
             return {"error": "Forbidden", "detail": CLOSED}, 403
-        return render_template("maintenance_tasks/closed.html"), 403
+        parent = state.parent.name if state.parent is not None else None
+        return render_template("maintenance_tasks/closed.html", parent=parent), 403
     if not app.secret_key:
         abort(
             500,
             "The dashboard needs the app's SECRET_KEY: it signs the CSRF tokens of its forms "
             "and the session that carries its messages. Set app.config['SECRET_KEY'].",
         )
+    # Before the task or the run is looked up, and before the body is read.
+    action, task_name = requested()
+    require(action, task_name)
+    limit = _limit_body(state, task_name)
     if request.method == "POST":
-        token = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER)
-        try:
-            validate_csrf(token)
-        except ValidationError as exc:
-            reason = exc.args[0] if exc.args else "The CSRF token is invalid."
-            abort(400, f"{reason} Reload the page and try again.")
+        _read_form(state, limit)
+        _check_csrf()
     return None
 
 

@@ -152,7 +152,9 @@ class Cards:
             ]
         again = None
         if with_actions and task is not None and self.allowed("run", task.name):
-            query = forms.run_again_query(self.fields(task), run.arguments)
+            masked = self.state.settings.masked_parameters
+            withheld = masking.secret_arguments(run.arguments, task, masked)
+            query = forms.run_again_query(self.fields(task), run.arguments, withheld)
             again = url_for(".task", name=task.name, **query) + "#new-run"
         return RunCard(
             run=run,

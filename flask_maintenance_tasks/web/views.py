@@ -4,6 +4,12 @@ A plain request gets a whole page, and a plain form POST redirects back to the
 page (so every action works without JavaScript). An htmx request
 (``HX-Request: true``) gets only the region it refreshes, and an action done
 through htmx gets that region with its message.
+
+Before any view runs, the blueprint's guard has asked ``authorize(action,
+name, None)`` for what the URL says (:func:`.guards.requested`). A view asks
+more only before it looks anything up, so that a user refused cannot tell
+which tasks and runs exist: ``"view"`` too where its answer shows the task,
+then, once the run is found, the action on that run.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from ..exceptions import (
 from ..models import Run, RunStatus
 from ..state import State, get_state
 from . import forms, pages
-from .guards import CSRF_FIELD, blueprint, require
+from .guards import CSRF_FIELD, blueprint, is_allowed, require
 from .source import task_source
 
 #: The file field of a CSV task's run form.
@@ -132,7 +138,6 @@ def _error_page(error: HTTPException) -> t.Any:
 
 @blueprint.get("/")
 def index() -> str:
-    require("view")
     query = request.args.get("q", "").strip()
     page = pages.index_page(get_state(), query)
     template = "_index_region.html" if _is_htmx() else "index.html"
@@ -146,15 +151,38 @@ def _task_page(name: str, cursor: int | None) -> pages.TaskPage:
         abort(404, f"There is no task named {name!r}, and no run of one.")
 
 
+def _cursor() -> int | None:
+    """The ``?cursor=`` of a page of history: the id of a run, else 400."""
+    text = request.args.get("cursor", "")
+    if not text:
+        return None
+    if not (
+        text.isascii() and text.isdigit() and len(text) < 20 and 0 < int(text) <= store.MAX_RUN_ID
+    ):
+        abort(400, "The cursor must be the id of a run, as in the link to older runs.")
+    return int(text)
+
+
 @blueprint.get("/tasks/<name>")
 def task(name: str) -> str:
-    require("view", name)
-    cursor = request.args.get("cursor", type=int)
-    page = _task_page(name, cursor)
+    page = _task_page(name, _cursor())
     if _is_htmx():
         return render_template("maintenance_tasks/_task_region.html", page=page)
-    given = {k: v for k, v in request.args.items() if k != "cursor"}
-    return _render_task(page, forms.prefill(page.fields, given or None))
+    given = {k: v for k, v in request.args.items() if k not in ("cursor", forms.WITHHELD_QUERY)}
+    withheld = _withheld(page, given, request.args.getlist(forms.WITHHELD_QUERY))
+    values = forms.prefill(page.fields, given or None, withheld=withheld)
+    return _render_task(page, values, withheld=withheld)
+
+
+def _withheld(
+    page: pages.TaskPage, given: t.Mapping[str, str], named: t.Iterable[str] = ()
+) -> frozenset[str]:
+    """The fields left empty because their value held a secret: found in ``given``, or ``named``."""
+    if page.task is None:
+        return frozenset()
+    masked = get_state().settings.masked_parameters
+    found = forms.withheld_fields(page.task, masked, page.fields, given)
+    return found | (frozenset(named) & {f.name for f in page.fields if not f.secret})
 
 
 def _render_task(
@@ -162,6 +190,7 @@ def _render_task(
     values: dict[str, str],
     errors: dict[str, list[str]] | None = None,
     message: str | None = None,
+    withheld: frozenset[str] = frozenset(),
 ) -> str:
     if page.task is not None:
         page.source = task_source(page.task)
@@ -171,18 +200,19 @@ def _render_task(
         values=values,
         errors=errors or {},
         form_message=message,
+        withheld=withheld,
         title=page.name,
     )
 
 
 @blueprint.post("/tasks/<name>/runs")
 def start_run(name: str) -> t.Any:
+    require("view", name)  # its answer may be the task page again, with the task's runs
     state = get_state()
     try:
         task_class = state.registry.get(name)
     except TaskNotFound:
         abort(404, f"There is no task named {name!r}: it cannot be run.")
-    require("run", name)
     fields = forms.fields_for(task_class, state.settings.masked_parameters)
     arguments, errors = forms.arguments_from(fields, request.form)
     message = None
@@ -228,12 +258,15 @@ def start_run(name: str) -> t.Any:
                 errors.setdefault(field, texts)
         message = "The run was not started: correct the fields below."
     page = _task_page(name, None)
-    values = forms.prefill(fields, request.form, submitted=True)
-    return _render_task(page, values, errors, message), status
+    withheld = _withheld(page, request.form)
+    values = forms.prefill(fields, request.form, submitted=True, withheld=withheld)
+    return _render_task(page, values, errors, message, withheld), status
 
 
 @blueprint.post("/tasks/<name>/runs/<int:run_id>/<any(pause, resume, cancel):action>")
 def control(name: str, run_id: int, action: str) -> t.Any:
+    require("view", name)  # its answer is the task's region, or a redirect to the task page
+    cursor = _cursor() if _is_htmx() else None  # a bad one is refused before acting
     state = get_state()
     run = runner.get_run(state, run_id)
     if run is None or run.task_name != name:
@@ -247,7 +280,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
         text = _ACTION_DONE.get((action, result.status), "Run #{id} is {status}.")
         message = ("success", text.format(id=run_id, status=result.status))
     if _is_htmx():
-        page = _task_page(name, request.args.get("cursor", type=int))
+        page = _task_page(name, cursor)
         region = render_template("maintenance_tasks/_task_region.html", page=page)
         messages = render_template("maintenance_tasks/_messages.html", messages=[message], oob=True)
         return Markup(region) + Markup(messages)
@@ -256,11 +289,14 @@ def control(name: str, run_id: int, action: str) -> t.Any:
 
 
 def _viewable_run(run_id: int) -> Run:
-    """The run, if it exists (404) and ``authorize`` lets this request view it (403)."""
+    """The run, if it exists and ``authorize`` lets this request view it; else 404.
+
+    The guard has asked ``authorize("view", None, None)``. A run the user may
+    not view answers exactly as a missing one, so that its id tells nothing.
+    """
     run = runner.get_run(get_state(), run_id)
-    if run is None:
+    if run is None or not is_allowed("view", run.task_name, run):
         abort(404, f"There is no run #{run_id}.")
-    require("view", run.task_name, run)
     return run
 
 
@@ -321,10 +357,7 @@ def runs() -> str:
     filters = pages.RunFilters(task=_filter("task"), status=_filter("status"), who=_filter("who"))
     if filters.status is not None and filters.status not in RunStatus._value2member_map_:
         abort(400, f"There is no status {filters.status!r}.")
-    cursor = request.args.get("cursor", type=int)
-    if cursor is not None and not 0 < cursor < 2**63:
-        abort(400, "The cursor is not a run id.")
-    page = pages.runs_page(get_state(), filters, cursor)
+    page = pages.runs_page(get_state(), filters, _cursor())
     return render_template("maintenance_tasks/runs.html", page=page, title="All runs")
 
 

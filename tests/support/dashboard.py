@@ -72,6 +72,13 @@ def text(response: TestResponse) -> str:
     return response.get_data(as_text=True)
 
 
+def field_tag(page: str, name: str) -> str:
+    """The opening tag of the input, select or textarea named ``name``."""
+    found = re.search(rf'<(input|select|textarea)[^>]*\bname="{re.escape(name)}"[^>]*>', page)
+    assert found, f"no field named {name!r}"
+    return found.group(0)
+
+
 @contextlib.contextmanager
 def count_queries(engine: sa.Engine) -> t.Iterator[list[str]]:
     """The SQL statements ``engine`` sends while the block runs."""

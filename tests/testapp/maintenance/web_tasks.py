@@ -38,6 +38,21 @@ class WebFormKindsTask(Task):
         pass
 
 
+class WebNestedSecretsTask(Task):
+    """JSON parameters that may hold a masked name at any depth."""
+
+    class Parameters(pydantic.BaseModel):
+        note: str = ""
+        options: dict[str, t.Any] = {}
+        servers: list[dict[str, str]] = []
+        accounts: dict[str, Credentials] = {}
+
+    collection = no_collection()
+
+    def process(self) -> None:
+        pass
+
+
 class WebHostileErrorTask(Task):
     """Fails with a message that is also markup."""
 
