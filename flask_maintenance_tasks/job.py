@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from flask import Flask, has_app_context
 from flask.cli import ScriptInfo
 
-from . import audit, lifecycle, store
+from . import audit, lifecycle, masking, store
+from .exceptions import MaintenanceTasksError
 from .iteration import Iteration
 from .models import Run, RunStatus
 from .sources import Source, source_of
@@ -120,6 +121,8 @@ class _Slice:
         self.backoff = 0.0
         #: Who the audit trail says made this slice's changes.
         self.actor = audit.worker()
+        #: The run's secret argument values, scrubbed from its error message.
+        self.secrets: list[str] = []
 
     def perform(self) -> None:
         run = store.find(self.session, self.run_id)
@@ -131,6 +134,7 @@ class _Slice:
         if run.job_id != self.job_id:
             logger.info("Job %s no longer holds run #%s; it stops.", self.job_id, self.run_id)
             return
+        self.secrets = self._secrets(run)
         self.session.rollback()
         try:
             self._perform(run)
@@ -306,14 +310,24 @@ class _Slice:
         except Exception:
             logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
 
+    def _secrets(self, run: Run) -> list[str]:
+        try:
+            task_class: type[Task] | None = self.state.registry.get(run.task_name)
+        except MaintenanceTasksError:
+            task_class = None
+        masked = self.state.settings.masked_parameters
+        return masking.secret_values(run.arguments, task_class, masked)
+
     def _errored(self, error: BaseException, *, fence: str | None = None) -> None:
         self.session.rollback()
         element = self.source.describe(self.element) if self.source is not None else None
-        logger.error("Run #%s errored: %s: %s", self.run_id, type(error).__name__, error)
+        message = masking.scrub(str(error), self.secrets)
+        logger.error("Run #%s errored: %s: %s", self.run_id, type(error).__name__, message)
         changed = lifecycle.error(
             self.session,
             self.run_id,
             error,
+            message=message,
             actor=self.actor,
             fence=fence or self.job_id,
             backtrace=clean_backtrace(self.state, error),

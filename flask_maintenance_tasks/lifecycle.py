@@ -133,11 +133,14 @@ def error(
     failure: BaseException,
     *,
     actor: audit.Actor,
+    message: str | None = None,
     fence: str | None = None,
     backtrace: list[str] | None = None,
     element: t.Any = None,
 ) -> Changed:
     """Record ``failure`` on the run and end it (:data:`~.transitions.ERROR`).
+
+    ``message`` replaces the failure's own text (scrubbed of secrets, say).
 
     Not applied when the run moved on meanwhile: another job holds it
     (``fence``), or it already ended.
@@ -151,7 +154,7 @@ def error(
         jitter=False,
         given={
             "error_class": type(failure).__name__,
-            "error_message": str(failure)[:10000],
+            "error_message": (str(failure) if message is None else message)[:10000],
             "backtrace": backtrace,
             "errored_element": element,
         },

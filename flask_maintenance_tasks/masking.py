@@ -115,6 +115,49 @@ def _holds(value: t.Any, secrets: dict[str, t.Any], patterns: tuple[str, ...]) -
     return False
 
 
+#: Secret values shorter than this are not looked for in text (they would match anywhere).
+SHORTEST_SECRET = 4
+
+
+def secret_values(arguments: t.Any, task: type[Task] | None, masked: t.Iterable[str]) -> list[str]:
+    """Every value :func:`mask` hides in ``arguments``, as text, longest first."""
+    secrets, patterns = masked_names(task, masked)
+    found: set[str] = set()
+    _collect(arguments, secrets, patterns, found, hidden=False)
+    return sorted((v for v in found if len(v) >= SHORTEST_SECRET), key=len, reverse=True)
+
+
+def _collect(
+    value: t.Any,
+    secrets: dict[str, t.Any],
+    patterns: tuple[str, ...],
+    found: set[str],
+    *,
+    hidden: bool,
+) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _collect(item, secrets, patterns, found, hidden=hidden)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            node = True if hidden else _node(key, secrets, patterns)
+            inner = node if isinstance(node, dict) else {}
+            _collect(item, inner, patterns, found, hidden=node is True)
+    elif hidden and value is not None and not isinstance(value, bool):
+        found.add(str(value))
+
+
+def scrub(text: str, values: t.Iterable[str]) -> str:
+    """``text`` with each of the secret ``values`` replaced by ``[FILTERED]``.
+
+    An error raised by a task may quote an argument (``ValueError(f"bad key
+    {key}")``); its message is stored, shown and logged only scrubbed.
+    """
+    for value in values:
+        text = text.replace(value, MASK)
+    return text
+
+
 def masked_arguments(app: Flask, task_name: str, arguments: t.Any) -> t.Any:
     """Mask ``arguments`` of a run of ``task_name`` with the app's settings."""
     state = get_state(app)

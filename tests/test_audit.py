@@ -224,3 +224,16 @@ def test_runs_of_many_actors_have_their_trails_read_in_one_query(app, mtasks, db
         assert [e.action for e in timeline.events] == ["began", "succeeded"]
         assert timeline.omitted == 1
     assert {r.id for r in db.session.scalars(sa.select(Run))} == set(found)
+
+
+def test_an_error_message_quoting_a_secret_argument_is_scrubbed(app, mtasks, db, caplog):
+    arguments = {"api_key": "key-5150", "password": "pw-8088", "options": {"token": "tk-6502"}}
+    run = mtasks.run("LeakyErrorTask", arguments)
+    with caplog.at_level(logging.INFO):
+        drain(app)
+
+    stored = fresh_run(run.id)
+    assert stored.status == "errored"
+    assert stored.error_message == ("login refused for [FILTERED] with [FILTERED] and [FILTERED]")
+    for secret in arguments["api_key"], arguments["password"], "tk-6502":
+        assert secret not in caplog.text

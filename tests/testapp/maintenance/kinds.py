@@ -138,3 +138,21 @@ class ForgetfulEnumeratorTask(Task):
 
     def process(self, letter: str) -> None:
         EVENTS.append(letter)
+
+
+class LeakyErrorTask(Task):
+    """Fails with a message that quotes its secret arguments."""
+
+    class Parameters(pydantic.BaseModel):
+        api_key: pydantic.SecretStr
+        password: str
+        options: dict[str, t.Any] = {}
+
+    collection = no_collection()
+
+    def process(self) -> None:
+        token = self.params.options.get("token")
+        raise PermissionError(
+            f"login refused for {self.params.password} with "
+            f"{self.params.api_key.get_secret_value()} and {token}"
+        )
