@@ -390,6 +390,12 @@ def test_unknown_tasks_and_runs_are_not_found(web: Dashboard, db: t.Any) -> None
     assert fresh_run(other).status == "paused"
 
 
+@pytest.mark.both_databases  # PostgreSQL refuses a NUL in text, even in a query
+def test_a_task_name_holding_a_nul_character_is_not_found(web: Dashboard) -> None:
+    assert web.get("/tasks/ListTask%00").status_code == 404
+    assert web.get("/tasks/%00?cursor=5").status_code == 404
+
+
 # -- run cards ----------------------------------------------------------------
 
 
