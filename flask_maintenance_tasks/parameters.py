@@ -108,7 +108,13 @@ def from_text(parameter: Parameter, text: str) -> t.Any:
     if parameter.shape == "list":
         return split_many(text)
     if parameter.shape == "json":
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError as exc:
+            # An integer of more digits than Python converts (sys.get_int_max_str_digits())
+            raise json.JSONDecodeError("A number has too many digits", text, 0) from exc
     if parameter.shape == "choice":
         return dict(parameter.choices).get(text, text)
     if parameter.shape == "bool" and text.lower() in TRUE | FALSE:

@@ -574,6 +574,19 @@ def test_a_field_that_is_not_json_is_reported_with_the_other_mistakes(
     assert runs_of(db, "WebFormKindsTask") == []
 
 
+def test_a_json_number_of_too_many_digits_is_reported_as_invalid_json(
+    web: Dashboard, db: t.Any
+) -> None:
+    too_long = "9" * 5000  # beyond the digits Python converts to an int
+    response = web.post(
+        "/tasks/WebFormKindsTask/runs", {"note": "n", "limits": f'{{"a": {too_long}}}'}
+    )
+
+    assert response.status_code == 422
+    assert "Enter a valid JSON value (A number has too many digits)." in text(response)
+    assert runs_of(db, "WebFormKindsTask") == []
+
+
 @pytest.mark.parametrize(
     ("status", "count", "total", "bar"),
     [
