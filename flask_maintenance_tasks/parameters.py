@@ -154,6 +154,11 @@ def _json(text: str) -> t.Any:
         value = json.loads(text)
     except RecursionError:
         raise NestedTooDeep(text) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:
+        # An integer of more digits than Python converts (sys.get_int_max_str_digits()).
+        raise json.JSONDecodeError("A number has too many digits", text, 0) from exc
     if not depth_within(value, MAX_DEPTH):
         raise NestedTooDeep(text)
     return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import typing as t
 from collections import abc
 from datetime import timedelta
@@ -93,6 +94,20 @@ def _dump(value: t.Any) -> t.Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_dump(v) for v in value]
     return pydantic.TypeAdapter(type(value)).dump_python(value, mode="json")
+
+
+def _finite(value: t.Any) -> bool:
+    """Whether no float in the JSON value ``value`` is infinite or NaN."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 _SECRET_TYPES = (pydantic.SecretStr, pydantic.SecretBytes)
@@ -206,13 +221,20 @@ class Task:
             message = f"nested deeper than {MAX_DEPTH} levels"
             raise InvalidArguments(cls.name, {name: [message] for name in too_deep})
         try:
-            return model.model_validate(dict(arguments))
+            params = model.model_validate(dict(arguments))
         except pydantic.ValidationError as exc:
             errors: dict[str, list[str]] = {}
             for error in exc.errors():
                 field = ".".join(str(p) for p in error["loc"]) or "__root__"
                 errors.setdefault(field, []).append(error["msg"])
             raise InvalidArguments(cls.name, errors) from None
+        # JSON has no infinity nor NaN: PostgreSQL would refuse the run's row.
+        stored = _dump(params)
+        infinite = [name for name, value in stored.items() if not _finite(value)]
+        if infinite:
+            message = "must be a finite number (not infinity nor NaN)"
+            raise InvalidArguments(cls.name, {name: [message] for name in infinite})
+        return params
 
     @classmethod
     def dump_arguments(cls, params: pydantic.BaseModel | None) -> dict[str, t.Any]:

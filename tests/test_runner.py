@@ -270,3 +270,11 @@ def test_a_resumed_run_keeps_its_total_and_sheds_its_old_error(app, mtasks, db):
     drain(app)
     done = fresh_run(run.id)
     assert (done.status, done.tick_count, done.tick_total) == ("succeeded", 30, 30)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e999"])
+def test_a_number_that_json_cannot_hold_is_invalid_and_writes_nothing(app, mtasks, db, value):
+    with pytest.raises(InvalidArguments, match="finite number") as caught:
+        mtasks.run("WebFormKindsTask", {"note": "x", "ratio": value})
+    assert set(caught.value.errors) == {"ratio"}
+    assert _runs(db) == []

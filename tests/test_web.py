@@ -383,6 +383,12 @@ def test_unknown_tasks_and_runs_are_not_found(web: Dashboard, db: t.Any) -> None
     assert fresh_run(other).status == "paused"
 
 
+@pytest.mark.both_databases  # PostgreSQL refuses a NUL in text, even in a query
+def test_a_task_name_holding_a_nul_character_is_not_found(web: Dashboard) -> None:
+    assert web.get("/tasks/ListTask%00").status_code == 404
+    assert web.get("/tasks/%00?cursor=5").status_code == 404
+
+
 # -- run cards ----------------------------------------------------------------
 
 
@@ -561,6 +567,19 @@ def test_a_field_that_is_not_json_is_reported_with_the_other_mistakes(
     assert "Enter a valid JSON value" in text(response)
     assert 'aria-invalid="true"' in field_tag(text(response), "note")  # told at the same time
     assert 'name="limits"' in text(response) and "{x: 1</textarea>" in text(response)
+    assert runs_of(db, "WebFormKindsTask") == []
+
+
+def test_a_json_number_of_too_many_digits_is_reported_as_invalid_json(
+    web: Dashboard, db: t.Any
+) -> None:
+    too_long = "9" * 5000  # beyond the digits Python converts to an int
+    response = web.post(
+        "/tasks/WebFormKindsTask/runs", {"note": "n", "limits": f'{{"a": {too_long}}}'}
+    )
+
+    assert response.status_code == 422
+    assert "Enter a valid JSON value (A number has too many digits)." in text(response)
     assert runs_of(db, "WebFormKindsTask") == []
 
 

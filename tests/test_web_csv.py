@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import typing as t
 
+import pytest
 import sqlalchemy as sa
 
 from flask_maintenance_tasks.models import CSVFile, Run
@@ -75,6 +76,22 @@ def test_a_file_above_the_limit_is_refused_with_413(app, db):
     assert response.status_code == 413
     assert "The run was not started: the CSV file is too large." in text(response)
     assert _runs(db) == [] and _files(db) == 0
+
+
+@pytest.mark.both_databases  # PostgreSQL refuses a NUL in text, and text longer than its column
+def test_an_odd_file_name_is_kept_as_the_database_can_hold_it(app, db):
+    dash = Dashboard(app)
+    for task, name in [("RecordRowsTask", "a\x00b.csv"), ("ImportItemsInBatchesTask", "é" * 300)]:
+        response = dash.post(
+            f"/tasks/{task}/runs",
+            {"csv_file": (io.BytesIO(CSV), name)},
+            content_type="multipart/form-data",
+        )
+        assert response.status_code == 303
+    db.session.remove()
+    kept = list(db.session.scalars(sa.select(CSVFile.original_filename).order_by(CSVFile.id)))
+    assert kept[0] == "ab.csv"
+    assert kept[1] == "…" + "é" * 254
 
 
 def test_download_csv_gives_back_the_uploaded_file(app, db):

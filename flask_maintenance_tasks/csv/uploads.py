@@ -42,6 +42,20 @@ def stored_name(task_name: str, now: datetime | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%SZ}_{safe}.csv"
 
 
+#: The longest file name a :class:`~flask_maintenance_tasks.models.CSVFile` keeps (its column).
+ORIGINAL_NAME_LENGTH = 255
+
+
+def _kept_name(name: str) -> str:
+    """The name a file was given, as its record keeps it: without NUL characters
+    (PostgreSQL refuses them in text), cut to :data:`ORIGINAL_NAME_LENGTH`
+    characters keeping its end (the extension)."""
+    name = name.replace("\x00", "")
+    if len(name) <= ORIGINAL_NAME_LENGTH:
+        return name
+    return "…" + name[-(ORIGINAL_NAME_LENGTH - 1) :]
+
+
 @dataclasses.dataclass(frozen=True)
 class StoredUpload:
     """A CSV file saved in the storage, not yet linked to a run."""
@@ -177,7 +191,7 @@ def store_upload(
         name = stored_name(task_name)
         counting = _Counting(source, original, limit)
         key = storage.save(name, t.cast(t.BinaryIO, io.BufferedReader(counting, BLOCK_SIZE)))
-    return StoredUpload(key, name, original, counting.size, counting.line_count)
+    return StoredUpload(key, name, _kept_name(original), counting.size, counting.line_count)
 
 
 def discard(state: State, upload: StoredUpload) -> None:

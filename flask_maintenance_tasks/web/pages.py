@@ -288,6 +288,10 @@ class NoSuchTask(MaintenanceTasksError):
 
 def task_page(state: State, name: str, cursor: int | None = None) -> TaskPage:
     """The task's page; :class:`NoSuchTask` when there is neither the task nor a run of it."""
+    if "\x00" in name:
+        # No run has such a name (PostgreSQL keeps no NUL in text), and asking
+        # PostgreSQL for one is an error.
+        raise NoSuchTask(f"No task named {name!r}, and no run of one.")
     cards = Cards(state)
     task = cards.task(name)
     per_page = state.settings.runs_per_page

@@ -16,7 +16,6 @@ import atexit
 import contextlib
 import dataclasses
 import functools
-import os
 import shutil
 import tempfile
 import typing as t
@@ -39,29 +38,42 @@ def make_app(**options: t.Any) -> t.Iterator[Flask]:
     from tests import testapp
     from tests.testapp.maintenance import kinds
 
-    url = sa.make_url(os.environ["MTASKS_TEST_DATABASE_URL"])
-    on_sqlite = url.get_backend_name() == "sqlite"
     app = testapp.create_app(**options)
+    empty_tables(app)
+    kinds.EVENTS.clear()
+    try:
+        with app.app_context():
+            yield app
+    finally:
+        close_app(app)
+
+
+def empty_tables(app: Flask) -> None:
+    """Give the database of ``app`` (a test app) every table of the test app, empty."""
+    from tests import testapp
+
+    url = sa.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     with app.app_context():
-        if on_sqlite:
+        if url.get_backend_name() == "sqlite":
             assert url.database, "the SQLite test database must be a file workers can open"
             _copy_sqlite_schema(Path(url.database))
         elif not _emptied(testapp.db.engine, testapp.db.metadata):
             testapp.db.drop_all()
         testapp.db.create_all()  # only tables the copy or the emptied schema lacks
         testapp.db.session.remove()
-    kinds.EVENTS.clear()
-    try:
-        with app.app_context():
-            yield app
-    finally:
-        with app.app_context():
-            executor = app.extensions["maintenance_tasks"].executor
-            if hasattr(executor, "join"):
-                executor.join(10)
-            testapp.db.session.remove()
-            for engine in testapp.db.engines.values():
-                engine.dispose()
+
+
+def close_app(app: Flask) -> None:
+    """Wait for runs of the in-process executor, then dispose of the app's engines."""
+    from tests import testapp
+
+    with app.app_context():
+        executor = app.extensions["maintenance_tasks"].executor
+        if hasattr(executor, "join"):
+            executor.join(10)
+        testapp.db.session.remove()
+        for engine in testapp.db.engines.values():
+            engine.dispose()
 
 
 def _emptied(engine: sa.Engine, metadata: sa.MetaData) -> bool:

@@ -1,4 +1,5 @@
-"""The test app's rows: items seeded for a task to walk, counters and runs read back."""
+"""The test app's rows: items seeded for a task to walk, counters and runs read back,
+and snapshots of the extension's tables to compare and restore."""
 
 from __future__ import annotations
 
@@ -65,3 +66,36 @@ def assert_trail_agrees(run_id: int) -> None:
         status = (applied[0].target or status).__str__()
     run = fresh_run(run_id)
     assert status == run.status, (run_id, run.status, trail(run_id))
+
+
+#: The extension's tables as :func:`snapshot` saw them: each table's rows, in key order.
+Snapshot = dict[str, list[dict[str, t.Any]]]
+
+
+def snapshot(engine: sa.Engine) -> Snapshot:
+    """Every row of every table of the extension (``flask_maintenance_tasks.models.Base``)."""
+    from flask_maintenance_tasks.models import Base
+
+    with engine.connect() as connection:
+        return {
+            table.name: [
+                dict(row)
+                for row in connection.execute(
+                    sa.select(table).order_by(*table.primary_key.columns)
+                ).mappings()
+            ]
+            for table in Base.metadata.sorted_tables
+        }
+
+
+def restore(engine: sa.Engine, saved: Snapshot) -> None:
+    """Put the extension's tables back as :func:`snapshot` saw them (ids included)."""
+    from flask_maintenance_tasks.models import Base
+
+    tables = Base.metadata.sorted_tables
+    with engine.begin() as connection:
+        for table in reversed(tables):
+            connection.execute(table.delete())
+        for table in tables:
+            if saved[table.name]:
+                connection.execute(table.insert(), saved[table.name])
