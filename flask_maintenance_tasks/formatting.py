@@ -155,7 +155,10 @@ def event_text(event: Event) -> str:
     if event.outcome != "done":
         text += f": {event.outcome}"
     if event.detail:
-        text += f" - {event.detail.replace('_', ' ') if event.outcome == 'done' else event.detail}"
+        # An interruption's reason is a word of ours ("time_slice"); any other detail is
+        # shown as written (a file's name, an error's class, a refusal).
+        reason = event.action == "interrupted" and event.outcome == "done"
+        text += f" - {event.detail.replace('_', ' ') if reason else event.detail}"
     return text
 
 

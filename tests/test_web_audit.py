@@ -94,7 +94,7 @@ def test_a_csv_download_is_recorded(audited: Flask) -> None:
     web = Dashboard(audited)
     response = web.post(
         "/tasks/ImportItemsTask/runs",
-        {"csv_file": (io.BytesIO(b"id,title\n1,a\n"), "items.csv"), "sleep": "0"},
+        {"csv_file": (io.BytesIO(b"id,title\n1,a\n"), "new_items.csv"), "sleep": "0"},
         headers={"X-Operator": "ada"},
         content_type="multipart/form-data",
     )
@@ -103,7 +103,9 @@ def test_a_csv_download_is_recorded(audited: Flask) -> None:
     assert web.get(f"/runs/{run_id}/csv", headers={"X-Operator": "bob"}).status_code == 200
     actions = [(action, outcome) for action, outcome, _ in trail(run_id)]
     assert actions == [("started", "done"), ("csv_uploaded", "done"), ("csv_downloaded", "done")]
-    assert _events(audited)[1].detail == "items.csv"
+    assert _events(audited)[1].detail == "new_items.csv"
+    history = text(web.get("/tasks/ImportItemsTask"))
+    assert "CSV file uploaded by" in history and "- new_items.csv" in history
 
 
 # -- the runs page -----------------------------------------------------------
