@@ -60,6 +60,18 @@ class Actor:
     #: The client's address for the dashboard; the machine's name otherwise.
     address: str | None = None
 
+    def __post_init__(self) -> None:
+        # As the columns can hold them, whoever built the actor.
+        for name in ("who", "address"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _clean(str(value), _SHORT))
+
+
+def _clean(text: str, size: int) -> str:
+    """``text`` as a column can hold it: without NUL (PostgreSQL refuses it), cut to ``size``."""
+    return text.replace("\x00", "")[:size]
+
 
 def os_user() -> str:
     """The name of the user running this process (its uid when it has no name)."""
@@ -84,22 +96,24 @@ def who_of(value: t.Any, masked: t.Iterable[str]) -> str | None:
     if isinstance(value, str):
         text = value
     else:
-        text = json.dumps(
-            mask(value, None, masked), sort_keys=True, separators=(",", ":"), default=str
-        )
-    return text[:_SHORT]
+        masked_value = mask(value, None, masked)
+        try:
+            text = json.dumps(masked_value, sort_keys=True, separators=(",", ":"), default=str)
+        except TypeError:  # keys that do not sort together (1 and "a")
+            text = json.dumps(masked_value, separators=(",", ":"), default=str)
+    return _clean(text, _SHORT)
 
 
 def command_line(acting_as: str | None = None) -> Actor:
     """The actor of a ``flask mtasks`` command: the OS user, or ``--as NAME (user)``."""
     user = os_user()
     who = f"{acting_as} ({user})" if acting_as else user
-    return Actor(who[:_SHORT], CLI, host())
+    return Actor(who, CLI, host())
 
 
 def python(who: str | None = None) -> Actor:
     """The actor of a call of the Python API: ``who``, else the OS user."""
-    return Actor((who or os_user())[:_SHORT], PYTHON, host())
+    return Actor(who or os_user(), PYTHON, host())
 
 
 def worker() -> Actor:
@@ -127,10 +141,10 @@ def record(
             task_name=task_name,
             action=action,
             outcome=outcome,
-            detail=detail[:_DETAIL] if detail else None,
+            detail=_clean(detail, _DETAIL) if detail else None,
             actor=actor.who,
             origin=actor.origin,
-            address=actor.address[:_SHORT] if actor.address else None,
+            address=actor.address,
             created_at=utcnow(),
         )
     )

@@ -237,3 +237,11 @@ def test_an_error_message_quoting_a_secret_argument_is_scrubbed(app, mtasks, db,
     assert stored.error_message == ("login refused for [FILTERED] with [FILTERED] and [FILTERED]")
     for secret in arguments["api_key"], arguments["password"], "tk-6502":
         assert secret not in caplog.text
+
+
+def test_who_is_kept_as_the_columns_can_hold_it(app, mtasks, db):
+    run = mtasks.run("OnceTask", actor="ni\x00ck" + "x" * 300)
+    assert fresh_run(run.id).started_by == ("nick" + "x" * 300)[:255]
+    assert audit.who_of({1: "a", "b": {"token": "t0k3n"}}, ["token"]) == (
+        '{"1":"a","b":{"token":"[FILTERED]"}}'
+    )

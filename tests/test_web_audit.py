@@ -226,3 +226,11 @@ def test_the_runs_page_reads_two_queries_at_most_with_100_000_runs(app: Flask) -
         assert response.status_code == 200
         assert len(_ids(text(response))) == 20, query
         assert len(statements) <= 2, (query, statements)
+
+
+def test_a_nul_in_a_filter_is_refused(app: Flask) -> None:
+    web = Dashboard(app)
+    for name in ("task", "status", "who"):
+        response = web.get(f"/runs?{name}=a%00b")
+        assert response.status_code == 400, name
+        assert "NUL" in text(response)

@@ -347,6 +347,8 @@ def _filter(name: str) -> str | None:
     value = request.args.get(name, "").strip()
     if len(value) > _FILTER_LENGTH:
         abort(400, f"The {name} filter is longer than {_FILTER_LENGTH} characters.")
+    if "\x00" in value:
+        abort(400, f"The {name} filter holds a NUL character, which no name or status holds.")
     return value or None
 
 
