@@ -10,12 +10,16 @@ at start-up rather than a surprise in a worker.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import typing as t
 from datetime import timedelta
 
 from .exceptions import ConfigurationError
 
 CONFIG_PREFIX = "MAINTENANCE_TASKS_"
+#: What a key meant for us starts with, misspelt or not (``MAINTENANCE_TASK_...``).
+_OUR_PREFIX = re.compile(r"MAINTENANCE_?TASKS?_")
 
 Seconds = float | int | timedelta
 
@@ -93,6 +97,27 @@ class Settings:
         "recovery_interval",
         "poll_interval",
     )
+
+    @classmethod
+    def unknown_keys(cls, config: t.Mapping[str, t.Any]) -> list[tuple[str, str | None]]:
+        """Keys of ``config`` that look meant for us but are none of ours, each with the closest.
+
+        A key counts when it starts like our prefix (``MAINTENANCE_TASK_REDIS_URL``
+        too): a misspelt option would otherwise be ignored without a word.
+        """
+        names = [f.name.upper() for f in dataclasses.fields(cls)]
+        found = []
+        for key in sorted(k for k in config if isinstance(k, str)):
+            if key.startswith(CONFIG_PREFIX) and key[len(CONFIG_PREFIX) :] in names:
+                continue
+            ours = _OUR_PREFIX.match(key.upper())
+            if ours is None:
+                continue
+            # Compare what follows the prefix: the prefix alone would make anything close.
+            rest = key.upper()[ours.end() :]
+            close = difflib.get_close_matches(rest, names, n=1, cutoff=0.7)
+            found.append((key, CONFIG_PREFIX + close[0] if close else None))
+        return found
 
     @classmethod
     def resolve(

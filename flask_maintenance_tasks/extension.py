@@ -101,6 +101,9 @@ class MaintenanceTasks:
         settings = Settings.resolve(
             app.config, {**self._options, **options}, import_name=app.import_name
         )
+        for key, closest in Settings.unknown_keys(app.config):
+            hint = f"; did you mean {closest}?" if closest else "."
+            logger.warning("app.config[%r] is not a flask-maintenance-tasks option%s", key, hint)
 
         # Our tables join the app's metadata: db.create_all() creates them and
         # Alembic's autogenerate sees them as already managed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import pkgutil
 import threading
@@ -35,11 +36,15 @@ class Registry:
 
     def get(self, name: str) -> type[Task]:
         """The task named ``name``; :class:`TaskNotFound` if there is none."""
+        tasks = self.tasks()
         try:
-            return self.tasks()[name]
+            return tasks[name]
         except KeyError:
+            close = difflib.get_close_matches(name, list(tasks), n=3, cutoff=0.6)
+            hint = f"Did you mean {' or '.join(map(repr, close))}? " if close else ""
             raise TaskNotFound(
-                name, f"Known tasks are listed by `flask mtasks list` (package {self.package})."
+                name,
+                f"{hint}Known tasks are listed by `flask mtasks list` (package {self.package}).",
             ) from None
 
     def reload(self) -> None:

@@ -712,3 +712,14 @@ def test_run_wait_on_a_worker_process_fails_with_the_runs_error(app: Flask, work
     )
     assert fresh_run(run_id).status == "errored"
     assert counters()[6:] == [0, 0, 0, 0]  # item-7 and those after it were never processed
+
+
+def test_a_misspelt_task_name_gets_the_closest_names(cli: Invoke, db: t.Any) -> None:
+    result = cli("run", "ListTsk")
+
+    assert error_line(result) == (
+        "Error: Task 'ListTsk' not found. Did you mean 'ListTask'? Known tasks are listed by "
+        "`flask mtasks list` (package tests.testapp.maintenance)."
+    )
+    assert result.exit_code == 1
+    assert runs(db) == []

@@ -381,3 +381,40 @@ def test_a_dashboard_opened_by_debug_or_testing_is_announced_at_start_up(
     assert not warning.startswith(CLOSED_WARNING)
     assert f"app.{switch} is on" in warning and "from this machine" in warning
     assert "parent=" in warning and "authorize=" in warning
+
+
+# -- misspelt options ------------------------------------------------------------------
+
+
+def test_a_misspelt_option_is_named_with_the_closest_one_at_start_up(
+    make_app: t.Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(
+        MAINTENANCE_TASK_REDIS_URL="redis://127.0.0.1:6379/0",
+        MAINTENANCE_TASKS_TICKR_DELAY=2,
+        MAINTENANCE_TASKS_SOMETHING_ELSE_ENTIRELY=1,
+        MAINTENANCE_WINDOW="sunday",  # not ours: another prefix
+    )
+
+    with caplog.at_level(logging.WARNING, logger="flask_maintenance_tasks"):
+        MaintenanceTasks(app)
+
+    warned = [w for w in warnings_of(caplog) if "is not a flask-maintenance-tasks option" in w]
+    assert warned == [
+        "app.config['MAINTENANCE_TASKS_SOMETHING_ELSE_ENTIRELY'] is not a "
+        "flask-maintenance-tasks option.",
+        "app.config['MAINTENANCE_TASKS_TICKR_DELAY'] is not a flask-maintenance-tasks option; "
+        "did you mean MAINTENANCE_TASKS_TICKER_DELAY?",
+        "app.config['MAINTENANCE_TASK_REDIS_URL'] is not a flask-maintenance-tasks option; "
+        "did you mean MAINTENANCE_TASKS_REDIS_URL?",
+    ]
+    assert settings_of(app).ticker_delay == 1.0
+
+
+def test_known_options_raise_no_such_warning(
+    make_app: t.Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app(MAINTENANCE_TASKS_TICKER_DELAY=2, MAINTENANCE_TASKS_RUNS_PER_PAGE=5)
+    with caplog.at_level(logging.WARNING, logger="flask_maintenance_tasks"):
+        MaintenanceTasks(app)
+    assert not [w for w in warnings_of(caplog) if "not a flask-maintenance-tasks option" in w]
