@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import typing as t
 
+import click
 from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
 
@@ -25,6 +26,16 @@ from .state import EXTENSION_KEY, Authorize, State, get_state
 from .web import register_dashboard
 
 logger = logging.getLogger("flask_maintenance_tasks")
+
+
+def _serving() -> bool:
+    """Whether the app is loaded to serve (``flask run``, a WSGI server), not for a command.
+
+    The start-up warnings are for whoever runs the server; every ``flask``
+    command loads the app too, and repeating them there is noise.
+    """
+    context = click.get_current_context(silent=True)
+    return context is None or context.info_name == "run"
 
 
 class MaintenanceTasks:
@@ -127,9 +138,9 @@ class MaintenanceTasks:
         if "mtasks" not in app.cli.commands:
             app.cli.add_command(mtasks_cli)
 
-        register_dashboard(app, state)
+        register_dashboard(app, state, warn=_serving())
 
-        if settings.redis_url is None:
+        if settings.redis_url is None and _serving():
             logger.warning(
                 "MAINTENANCE_TASKS_REDIS_URL is not set: runs execute on an in-process executor; "
                 "queued runs do not survive a restart of this process."

@@ -64,8 +64,12 @@ def orphan_candidates(state: State) -> list[Run]:
         return store.orphans(session, HELD, limit)
 
 
-def recover(state: State) -> list[Recovery]:
-    """Hand on every orphaned run and settle every stuck pause or cancel, once."""
+def recover(state: State, *, log: bool = True) -> list[Recovery]:
+    """Hand on every orphaned run and settle every stuck pause or cancel, once.
+
+    Each recovery is logged as a warning, unless ``log`` is false (the
+    ``recover`` command prints them itself).
+    """
     done = []
     for run in orphan_candidates(state):
         if run.status not in STOP_REQUESTED and run.job_id:
@@ -77,7 +81,8 @@ def recover(state: State) -> list[Recovery]:
             logger.exception("Could not recover run #%s", run.id)
             continue
         if outcome is not None:
-            logger.warning("%s", outcome)
+            if log:
+                logger.warning("%s", outcome)
             done.append(outcome)
     return done
 

@@ -28,7 +28,10 @@ def worker_command(burst: bool, queue_name: str | None, no_fork: bool) -> None:
     executor = state.executor
     if not isinstance(executor, RQExecutor):
         raise click.ClickException(
-            "MAINTENANCE_TASKS_REDIS_URL is not set: there is no queue to work on."
+            "MAINTENANCE_TASKS_REDIS_URL is not set in app.config, so there is no queue to "
+            "work on. The extension reads app.config only, not the environment: set "
+            'app.config["MAINTENANCE_TASKS_REDIS_URL"], or load environment variables with '
+            "app.config.from_prefixed_env() (FLASK_MAINTENANCE_TASKS_REDIS_URL)."
         )
     _log_to_stderr()
     worker = recovering_worker(
@@ -61,7 +64,7 @@ def recover_command() -> None:
     Workers started with `flask mtasks worker` do this on their own every
     MAINTENANCE_TASKS_RECOVERY_INTERVAL seconds.
     """
-    recovered = recover(get_state())
+    recovered = recover(get_state(), log=False)
     for recovery in recovered:
         click.echo(visible(recovery))
     if not recovered:

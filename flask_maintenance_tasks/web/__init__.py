@@ -23,17 +23,19 @@ if t.TYPE_CHECKING:
 _nested: weakref.WeakKeyDictionary[Blueprint, str] = weakref.WeakKeyDictionary()
 
 
-def register_dashboard(app: Flask, state: State) -> None:
+def register_dashboard(app: Flask, state: State, *, warn: bool = True) -> None:
     """Mount the dashboard on ``app``, or nest it under ``state.parent``.
 
     Nested under a parent blueprint, every ``before_request`` hook of the
     parent guards every dashboard route, and the URL is the parent's prefix
     followed by ``MAINTENANCE_TASKS_URL_PREFIX``. The parent must not be
     registered on an app yet: Flask freezes a blueprint once registered.
-    A warning says when the dashboard is closed, or opened by debug or testing only.
+    With ``warn``, a warning says when the dashboard is closed, or opened by
+    debug or testing only.
     """
     _mount(app, state)
-    log_access_at_start_up(state, app)
+    if warn:
+        log_access_at_start_up(state, app)
 
 
 def _mount(app: Flask, state: State) -> None:
