@@ -198,6 +198,25 @@ def read_status(session: Session, run_id: int) -> tuple[str, str | None] | None:
 # promise a fixed number of queries (tests/test_web_queries.py).
 
 
+def missing_tables_message(engine: sa.Engine) -> str | None:
+    """What to do, when the runs table does not exist in the database of ``engine``.
+
+    ``None`` when it exists, or when the database cannot be reached (then the
+    original error says more).
+    """
+    try:
+        if runs_table_exists(engine):
+            return None
+    except sa.exc.DBAPIError:
+        return None
+    url = engine.url.render_as_string(hide_password=True)
+    return (
+        f"The table {runs_table.name} does not exist in {url}. Create it with "
+        "`flask mtasks migrations install` then `flask db upgrade` (Flask-Migrate), "
+        "or with `db.create_all()` in an app context."
+    )
+
+
 def runs_table_exists(engine: sa.Engine) -> bool:
     """Whether the runs table exists in the database of ``engine``.
 

@@ -599,3 +599,20 @@ def test_the_progress_bar_is_indeterminate_when_the_total_does_not_hold(
     run = Run(task_name="T", status=status, tick_count=count, tick_total=total)
 
     assert formatting.progress_bar(run) == bar
+
+
+@pytest.mark.both_databases  # each driver says "no such table" its own way
+@pytest.mark.parametrize("path", ["/", "/tasks/ListTask", "/runs", "/runs/1.json"])
+def test_without_the_runs_table_a_page_says_how_to_create_it(
+    web: Dashboard, db: t.Any, path: str
+) -> None:
+    db.session.remove()
+    db.metadata.drop_all(db.engine)
+
+    response = web.get(path)
+
+    assert response.status_code == 500
+    page = text(response)
+    assert "The table maintenance_tasks_runs does not exist in " in page
+    assert "flask mtasks migrations install" in page and "db.create_all()" in page
+    assert "Traceback" not in page

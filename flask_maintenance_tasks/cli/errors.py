@@ -10,7 +10,6 @@ import sqlalchemy as sa
 
 from .. import store
 from ..exceptions import MaintenanceTasksError
-from ..models import runs_table
 from ..state import get_state
 from .terminal import visible
 
@@ -43,22 +42,9 @@ def catch_errors(command: t.Callable[P, R]) -> t.Callable[P, R]:
         except MaintenanceTasksError as error:
             raise click.ClickException(visible(error)) from None
         except sa.exc.DBAPIError:
-            engine = state.db.engine
-            if not _runs_table_missing(engine):
+            message = store.missing_tables_message(state.db.engine)
+            if message is None:
                 raise
-            url = visible(engine.url.render_as_string(hide_password=True))
-            raise click.ClickException(
-                f"The table {runs_table.name} does not exist in {url}. Create it with "
-                "`flask mtasks migrations install` then `flask db upgrade` (Flask-Migrate), "
-                "or with `db.create_all()` in an app context."
-            ) from None
+            raise click.ClickException(visible(message)) from None
 
     return translated
-
-
-def _runs_table_missing(engine: sa.Engine) -> bool:
-    try:
-        return not store.runs_table_exists(engine)
-    except sa.exc.DBAPIError:
-        # The database itself is unreachable: the original error says more.
-        return False

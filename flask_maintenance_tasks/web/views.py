@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+import sqlalchemy as sa
 from flask import (
     Response,
     abort,
@@ -134,6 +135,19 @@ def _error_page(error: HTTPException) -> t.Any:
         ),
         code,
     )
+
+
+@blueprint.errorhandler(sa.exc.DBAPIError)
+def _database_error(error: sa.exc.DBAPIError) -> t.Any:
+    """The first-time mistake, the tables not created, explained; any other error is a 500."""
+    message = store.missing_tables_message(get_state().db.engine)
+    if message is None:
+        raise error
+    title = "The tables are missing"
+    if request.path.endswith(".json"):
+        return jsonify({"error": title, "detail": message}), 500
+    page = render_template("maintenance_tasks/error.html", code=500, title=title, detail=message)
+    return page, 500
 
 
 @blueprint.get("/")
