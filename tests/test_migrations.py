@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import typing as t
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 import flask_maintenance_tasks
 from flask_maintenance_tasks import MaintenanceTasks
-from flask_maintenance_tasks.models import Base, runs_table
+from flask_maintenance_tasks.models import Base, events_table, runs_table
 from tests.support.processes import run_flask
 from tests.support.services import postgresql_database
 
@@ -298,6 +299,40 @@ def test_autogenerate_after_upgrade_proposes_no_change_to_our_tables(
         proposed
     )
     assert "No changes in schema detected." in output
+
+
+def test_autogenerate_without_install_makes_a_revision_that_upgrades(
+    project: Project, initialized: Path
+) -> None:
+    project.copy_migrations(initialized)
+
+    project.ok("db", "migrate", "-m", "first")
+    [revision] = [path.read_text() for path in project.versions.glob("*.py")]
+    project.ok("db", "upgrade")
+    differences = project.differences()
+    again = project.ok("db", "migrate", "-m", "again")
+    # A timestamp goes through the models' UTCDateTime and comes back UTC-aware.
+    engine = sa.create_engine(project.database_url)
+    written = datetime(2026, 11, 30, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                events_table.insert().values(
+                    task_name="T", action="started", origin="python", created_at=written
+                )
+            )
+            read = connection.execute(sa.select(events_table.c.created_at)).scalar_one()
+    finally:
+        engine.dispose()
+    project.ok("db", "downgrade", "base")
+
+    assert "flask_maintenance_tasks" not in revision
+    assert "sa.DateTime(timezone=True)" in revision
+    assert project.our_tables() == set()
+    assert differences == []
+    assert "No changes in schema detected." in again
+    assert read == written
+    assert read.tzinfo == timezone.utc
 
 
 # Which database runs the revisions makes no difference to where they are chained.
