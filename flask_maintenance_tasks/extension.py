@@ -118,9 +118,7 @@ class MaintenanceTasks:
 
         # Our tables join the app's metadata: db.create_all() creates them and
         # Alembic's autogenerate sees them as already managed.
-        for table in models.Base.metadata.sorted_tables:
-            if table.name not in db.metadata.tables:
-                table.to_metadata(db.metadata)
+        models.copy_tables(db.metadata)
 
         state = State(
             extension=self,

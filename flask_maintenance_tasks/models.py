@@ -69,8 +69,8 @@ class Base(DeclarativeBase):
     """Declarative base of the extension's own tables.
 
     Its tables are copied into the application's ``db.metadata`` by
-    ``init_app`` so that ``db.create_all()`` creates them and Alembic's
-    autogenerate sees them as the application's own.
+    ``init_app`` (see :func:`copy_tables`) so that ``db.create_all()`` creates
+    them and Alembic's autogenerate sees them as the application's own.
     """
 
     metadata = sa.MetaData(
@@ -226,3 +226,34 @@ csv_chunks_table: sa.Table = sa.Table(
     sa.Column("start_byte", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
+
+
+def copy_tables(metadata: sa.MetaData) -> None:
+    """Copy the extension's tables into an application's ``metadata``.
+
+    The copies are what ``db.create_all()`` creates and what Alembic's
+    autogenerate writes into a revision; the extension's own statements use
+    the tables of :class:`Base`. Autogenerate writes a type from outside
+    SQLAlchemy as ``module.Class()`` without importing its module, so in the
+    copies a :class:`UTCDateTime` column has the type it stores,
+    ``DateTime(timezone=True)``: the revision then names plain SQLAlchemy
+    types only, and creates the same columns on every database. A copied
+    ``unique=True`` constraint keeps the name our naming convention gave it,
+    whatever the application's convention, as in the extension's revisions.
+    A table the application already has is left as it is.
+    """
+    for table in Base.metadata.sorted_tables:
+        if table.name in metadata.tables:
+            continue
+        copy = table.to_metadata(metadata)
+        for column in copy.columns:
+            if isinstance(column.type, UTCDateTime):
+                column.type = sa.DateTime(timezone=True)
+        named = {
+            tuple(constraint.columns.keys()): constraint.name
+            for constraint in table.constraints
+            if isinstance(constraint, sa.UniqueConstraint)
+        }
+        for constraint in copy.constraints:
+            if isinstance(constraint, sa.UniqueConstraint):
+                constraint.name = named[tuple(constraint.columns.keys())]
