@@ -138,15 +138,68 @@ def test_a_new_no_collection_task_processes_once_without_an_item(project: Projec
     assert type(task_class.collection).__name__ == "NoCollection"
 
 
-def test_the_generated_tests_pass_with_pytest(project: Project) -> None:
+CONFTEST = """
+import pytest
+
+from {package} import create_app, db
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(f"sqlite:///{{tmp_path / 'test.db'}}")
+    with app.app_context():
+        db.create_all()
+    return app
+"""
+
+#: What a developer writes in place of the generated NotImplementedErrors.
+WRITTEN = {
+    'raise NotImplementedError("return the items to process")': "return [1, 2, 3]",
+    'raise NotImplementedError("change one item")': "self.seen.append(item)",
+    'raise NotImplementedError("do the work")': "pass",
+    'raise NotImplementedError("import one row")': 'assert row["email"] == "ada@example.com"',
+}
+
+
+def write_the_tasks(project: Project) -> None:
+    for path in project.tasks_dir.rglob("*_task.py"):
+        source = path.read_text()
+        for generated, written in WRITTEN.items():
+            source = source.replace(generated, written)
+        source = source.replace("(Task):\n", "(Task):\n    seen = []\n\n")
+        path.write_text(source)
+
+
+def test_the_generated_tests_fail_until_the_tasks_are_written(project: Project) -> None:
+    (project.directory / "tests" / "conftest.py").parent.mkdir(parents=True)
+    (project.directory / "tests" / "conftest.py").write_text(
+        CONFTEST.format(package=project.package)
+    )
     project.new("backfill_posts")
     project.new("send_report", "--no-collection")
     project.new("billing/fix_invoices")
+    project.new("import_users", "--csv")
 
-    result = run_pytest(project)
+    generated = run_pytest(project)
+    write_the_tasks(project)
+    written = run_pytest(project)
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert generated.returncode == 1, generated.stdout + generated.stderr
+    assert "4 failed" in generated.stdout
+    assert generated.stdout.count("NotImplementedError: ") >= 4
+    assert written.returncode == 0, written.stdout + written.stderr
+    assert "4 passed" in written.stdout
+
+
+def test_a_generated_test_shows_how_to_assert_on_the_rows_changed(project: Project) -> None:
+    project.new("billing/fix_invoices")
+
+    test_source = (project.tests_dir / "billing" / "test_fix_invoices_task.py").read_text()
+
+    assert 'run = mtasks_run("billing.FixInvoicesTask")' in test_source
+    assert 'assert run.status == "succeeded", run.error_message' in test_source
+    assert "#   assert run.tick_count == 2" in test_source
+    assert "#   assert contents.all() == " in test_source
 
 
 def test_the_generated_files_pass_the_linter(project: Project) -> None:
@@ -181,10 +234,7 @@ def test_a_new_csv_task_reads_its_rows_from_csv_collection(project: Project) -> 
     assert "class ImportUsersTask(Task):" in source
     assert "collection = csv_collection()" in source
     assert "def process(self, row):" in source
-    assert (
-        f"from {project.package}.maintenance.import_users_task import ImportUsersTask"
-        in test_source
-    )
+    assert 'run = mtasks_run("ImportUsersTask", csv_file=csv_file)' in test_source
 
 
 @pytest.mark.parametrize("existing", ["module", "test"])

@@ -28,6 +28,7 @@ from tests.support.records import fresh_run
 from tests.support.workers import drain
 
 STATIC = Path(__file__).resolve().parent.parent / "flask_maintenance_tasks/web/static"
+VENDOR = STATIC.parent / "vendor"
 HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
 
 
@@ -703,8 +704,32 @@ def test_the_vendored_htmx_is_2_0_11_unchanged(web: Dashboard) -> None:
 
     assert hashlib.sha256(shipped.read_bytes()).hexdigest() == HTMX_SHA256
     assert hashlib.sha256(served.data).hexdigest() == HTMX_SHA256
-    assert HTMX_SHA256 in (STATIC / "maintenance_tasks/README.md").read_text()
+    assert HTMX_SHA256 in (VENDOR / "README.md").read_text()
     served.close()
+
+
+@pytest.mark.parametrize(
+    "path", ["README.md", "htmx.LICENSE", "../vendor/htmx.LICENSE", "../../vendor/README.md"]
+)
+def test_the_notes_and_licences_beside_the_static_files_are_not_served(
+    web: Dashboard, path: str
+) -> None:
+    response = web.get(f"/static/maintenance_tasks/{path}")
+
+    assert response.status_code == 404
+    response.close()
+
+
+def test_the_htmx_licence_is_kept_beside_the_static_files_not_among_them() -> None:
+    notice = (VENDOR / "htmx.LICENSE").read_text()
+
+    assert notice.startswith("BSD 2-Clause License\n\nCopyright (c) 2020, Big Sky Software\n")
+    assert sorted(p.name for p in (STATIC / "maintenance_tasks").iterdir()) == [
+        "dashboard.css",
+        "dashboard.js",
+        "htmx.min.js",
+        "pygments.css",
+    ]
 
 
 def test_the_code_stylesheet_is_the_generated_one() -> None:

@@ -77,7 +77,13 @@ def new_command(name: str, csv: bool, no_collection: bool, tests_dir: str) -> No
             raise click.ClickException(f"{shown(path)} already exists; not overwriting it.")
 
     template = _TEMPLATES[kind]
-    values = {"class_name": class_name, "module": module, "function_name": f"{base}_task"}
+    task_name = ".".join([*namespaces, class_name])
+    values = {
+        "class_name": class_name,
+        "module": module,
+        "task_name": task_name,
+        "function_name": f"{base}_task",
+    }
     target_dir.mkdir(parents=True, exist_ok=True)
     for directory in [package_dir.joinpath(*namespaces[:i]) for i in range(len(namespaces) + 1)]:
         init = directory / "__init__.py"
@@ -92,7 +98,6 @@ def new_command(name: str, csv: bool, no_collection: bool, tests_dir: str) -> No
     state.registry.reload()
     click.echo(f"Created {shown(module_path)}")
     click.echo(f"Created {shown(test_path)}")
-    task_name = ".".join([*namespaces, class_name])
     click.echo(f"Start it with: flask mtasks run {task_name}")
 
 
