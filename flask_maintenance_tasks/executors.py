@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -106,9 +107,12 @@ class RQExecutor:
             return True
         return status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
-    def worker_count(self) -> int:
-        """How many RQ workers listen on our queue."""
-        return int(Worker.count(connection=self.connection, queue=self.queue()))
+    def worker_count(self) -> int | None:
+        """How many RQ workers listen on our queue; ``None`` while Redis cannot say."""
+        try:
+            return int(Worker.count(connection=self.connection, queue=self.queue()))
+        except RedisError:
+            return None
 
 
 class InProcessExecutor:

@@ -16,6 +16,7 @@ from flask import Flask
 from flask_maintenance_tasks import Run, Task
 from flask_maintenance_tasks.cli.runs import _parse_arguments
 from flask_maintenance_tasks.cli.terminal import visible
+from flask_maintenance_tasks.executors import RQExecutor
 from flask_maintenance_tasks.models import runs_table
 from tests.support import ROOT
 from tests.support.dashboard import add_run
@@ -823,7 +824,7 @@ def test_resume_wait_follows_a_run_on_a_worker_process(
     drain(app)
     worker = workers.start()
     executor = app.extensions["maintenance_tasks"].executor
-    wait_until(lambda: executor.worker_count() > 0, 30, "a worker")
+    wait_until(lambda: (executor.worker_count() or 0) > 0, 30, "a worker")
 
     result = workers.cli("resume", str(run.id), "--wait", timeout=60)
 
@@ -861,6 +862,15 @@ def test_run_wait_without_a_worker_hints_once_to_start_one_then_follows_it(
     lines = stderr.read_text().strip().splitlines()
     assert lines.count(hint) == 1
     assert lines[-1] == f"[{'#' * 30}] succeeded   Processed 5 out of 5 items (100%)."
+
+
+def test_the_worker_count_is_unknown_rather_than_an_error_while_redis_is_unreachable(
+    redis_url: str,
+) -> None:
+    unreachable = RQExecutor("unix:///nonexistent/redis.sock", "maintenance_tasks", 30.0)
+    reachable = RQExecutor(redis_url, "maintenance_tasks", 30.0)
+    assert unreachable.worker_count() is None
+    assert reachable.worker_count() == 0
 
 
 def test_a_misspelt_task_name_gets_the_closest_names(cli: Invoke, db: t.Any) -> None:
