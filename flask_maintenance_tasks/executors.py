@@ -14,7 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 
 from redis import Redis
-from rq import Queue
+from redis.exceptions import RedisError
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -40,6 +41,14 @@ class Executor(t.Protocol):
 
         Recovery leaves alone a run whose job is waiting, however long the
         queue; a started job proves it is alive by the run's heartbeat instead.
+        """
+
+    def is_dead(self, job_id: str) -> bool:
+        """Whether the job with this id is known never to run (again).
+
+        Failed, stopped, canceled or gone: recovery hands on a run whose job is
+        dead without waiting for ``MAINTENANCE_TASKS_STUCK_AFTER``. ``False``
+        when the executor cannot tell.
         """
 
 
@@ -85,6 +94,25 @@ class RQExecutor:
         except NoSuchJobError:
             return False
         return status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+
+    def is_dead(self, job_id: str) -> bool:
+        """Failed, stopped or canceled in RQ, or gone from Redis.
+
+        A job that is queued, scheduled, deferred or started is alive; one that
+        finished has left its run in a final status or handed it to a new job.
+        """
+        try:
+            status = Job.fetch(job_id, connection=self.connection).get_status()
+        except NoSuchJobError:
+            return True
+        return status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+
+    def worker_count(self) -> int | None:
+        """How many RQ workers listen on our queue; ``None`` while Redis cannot say."""
+        try:
+            return int(Worker.count(connection=self.connection, queue=self.queue()))
+        except RedisError:
+            return None
 
 
 class InProcessExecutor:
@@ -137,6 +165,10 @@ class InProcessExecutor:
     def is_waiting(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._waiting
+
+    def is_dead(self, job_id: str) -> bool:
+        # A job of another process (a web server, a command) cannot be seen from here.
+        return False
 
     def join(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is queued or running; ``False`` on timeout (for tests and the CLI)."""

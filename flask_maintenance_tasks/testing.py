@@ -60,6 +60,9 @@ class _SynchronousExecutor:
     def is_waiting(self, job_id: str) -> bool:
         return any(job == job_id for _, job in self.jobs)
 
+    def is_dead(self, job_id: str) -> bool:
+        return False
+
 
 @contextlib.contextmanager
 def _synchronous(state: State) -> t.Iterator[_SynchronousExecutor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import typing as t
 
 import pydantic
@@ -15,10 +16,14 @@ from flask import Flask
 from flask_maintenance_tasks import Run, Task
 from flask_maintenance_tasks.cli.runs import _parse_arguments
 from flask_maintenance_tasks.cli.terminal import visible
+from flask_maintenance_tasks.executors import RQExecutor
 from flask_maintenance_tasks.models import runs_table
+from tests.support import ROOT
 from tests.support.dashboard import add_run
+from tests.support.processes import FlaskProcess
 from tests.support.records import counters, fresh_run, seed_items
-from tests.support.workers import drain
+from tests.support.waiting import wait_until
+from tests.support.workers import APP, drain
 
 Invoke = t.Callable[..., Result]
 
@@ -712,6 +717,160 @@ def test_run_wait_on_a_worker_process_fails_with_the_runs_error(app: Flask, work
     )
     assert fresh_run(run_id).status == "errored"
     assert counters()[6:] == [0, 0, 0, 0]  # item-7 and those after it were never processed
+
+
+# -- the in-process executor: the command says it waits, and shows progress ---
+
+IN_PROCESS_NOTE = (
+    "no MAINTENANCE_TASKS_REDIS_URL: the run executes in this process; "
+    "the command returns when it ends"
+)
+
+
+def test_run_without_redis_says_it_waits_and_shows_progress_until_the_run_ends(
+    inprocess_app: Flask,
+) -> None:
+    seed_items(5)
+
+    result = inprocess_app.test_cli_runner().invoke(args=["mtasks", "run", "CountItemsTask"])
+
+    assert result.exit_code == 0, result.output
+    run_id = int(result.stdout.strip())
+    assert fresh_run(run_id).status == "succeeded"  # the command returned once it ended
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == IN_PROCESS_NOTE
+    assert lines[-1] == f"[{'#' * 30}] succeeded   Processed 5 out of 5 items (100%)."
+
+
+def test_run_without_redis_nor_wait_reports_an_errored_run_and_exits_0(
+    inprocess_app: Flask,
+) -> None:
+    seed_items(3)
+
+    result = inprocess_app.test_cli_runner().invoke(
+        args=["mtasks", "run", "CountItemsTask", "--arg", "fail_on=item-2"]
+    )
+
+    assert result.exit_code == 0, result.output
+    run_id = int(result.stdout.strip())
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"Run #{run_id} ended errored: ValueError: cannot process item 2: its title is 'item-2'"
+    )
+
+
+def _paused_run(inprocess_app: Flask, items: int) -> int:
+    seed_items(items)
+    engine = inprocess_app.extensions["sqlalchemy"].engine
+    return add_run(
+        engine,
+        "CountItemsTask",
+        "paused",
+        tick_total=items,
+        cursor=1,
+        tick_count=1,
+        arguments={},
+        interruption_reason="pause",
+    )
+
+
+def test_resume_without_redis_says_it_waits_and_shows_progress(inprocess_app: Flask) -> None:
+    run_id = _paused_run(inprocess_app, 4)
+
+    result = inprocess_app.test_cli_runner().invoke(args=["mtasks", "resume", str(run_id)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"Run #{run_id} is enqueued.\n"
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == IN_PROCESS_NOTE
+    assert lines[-1] == f"[{'#' * 30}] succeeded   Processed 4 out of 4 items (100%)."
+    assert fresh_run(run_id).status == "succeeded"
+    assert counters() == [0, 1, 1, 1]
+
+
+def test_resume_wait_exits_1_with_the_error_of_an_errored_run(inprocess_app: Flask) -> None:
+    seed_items(3)
+    engine = inprocess_app.extensions["sqlalchemy"].engine
+    run_id = add_run(
+        engine,
+        "CountItemsTask",
+        "errored",
+        tick_total=3,
+        arguments={"fail_on": "item-2"},
+        error_class="ValueError",
+        error_message="before",
+    )
+
+    result = inprocess_app.test_cli_runner().invoke(
+        args=["mtasks", "resume", str(run_id), "--wait"]
+    )
+
+    assert error_line(result) == (
+        f"Error: Run #{run_id} ended errored: ValueError: "
+        "cannot process item 2: its title is 'item-2'"
+    )
+    assert result.exit_code == 1
+
+
+# -- RQ: following a run nobody takes -----------------------------------------
+
+
+@pytest.mark.slow
+def test_resume_wait_follows_a_run_on_a_worker_process(
+    app: Flask, mtasks: t.Any, workers: t.Any
+) -> None:
+    seed_items(30)
+    run = mtasks.run("CountItemsTask")
+    mtasks.pause(run.id)
+    drain(app)
+    worker = workers.start()
+    executor = app.extensions["maintenance_tasks"].executor
+    wait_until(lambda: (executor.worker_count() or 0) > 0, 30, "a worker")
+
+    result = workers.cli("resume", str(run.id), "--wait", timeout=60)
+
+    assert result.returncode == 0, result.stderr + workers.log(worker)
+    assert result.stdout == f"Run #{run.id} is enqueued.\n"
+    assert result.stderr.strip().endswith("succeeded   Processed 30 out of 30 items (100%).")
+    assert "No worker listens" not in result.stderr
+    assert fresh_run(run.id).status == "succeeded"
+
+
+@pytest.mark.slow
+def test_run_wait_without_a_worker_hints_once_to_start_one_then_follows_it(
+    app: Flask, workers: t.Any, app_env: dict[str, str], tmp_path: t.Any
+) -> None:
+    seed_items(5)
+    stderr = tmp_path / "stderr"
+    command = FlaskProcess(
+        [*APP, "mtasks", "run", "CountItemsTask", "--wait"],
+        env={**os.environ, **app_env},
+        cwd=ROOT,
+        stdout=tmp_path / "stdout",
+        stderr=stderr,
+    )
+    try:
+        hint = (
+            "No worker listens on queue maintenance_tasks; the run stays enqueued until one does. "
+            "Start one with `flask mtasks worker`."
+        )
+        wait_until(lambda: stderr.exists() and hint in stderr.read_text(), 30, "the hint")
+        assert command.poll() is None  # still following
+        workers.start()
+        assert command.wait(60) == 0, stderr.read_text()
+    finally:
+        command.kill()
+    lines = stderr.read_text().strip().splitlines()
+    assert lines.count(hint) == 1
+    assert lines[-1] == f"[{'#' * 30}] succeeded   Processed 5 out of 5 items (100%)."
+
+
+def test_the_worker_count_is_unknown_rather_than_an_error_while_redis_is_unreachable(
+    redis_url: str,
+) -> None:
+    unreachable = RQExecutor("unix:///nonexistent/redis.sock", "maintenance_tasks", 30.0)
+    reachable = RQExecutor(redis_url, "maintenance_tasks", 30.0)
+    assert unreachable.worker_count() is None
+    assert reachable.worker_count() == 0
 
 
 def test_a_misspelt_task_name_gets_the_closest_names(cli: Invoke, db: t.Any) -> None:

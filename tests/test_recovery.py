@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from rq.job import Job, JobStatus
 
+from flask_maintenance_tasks.exceptions import TaskAlreadyRunning
 from flask_maintenance_tasks.models import runs_table, utcnow
 from flask_maintenance_tasks.recovery import recover
 from flask_maintenance_tasks.state import get_state
+from tests.support import ROOT
 from tests.support.records import counters, fresh_run, seed_items
 from tests.support.workers import drain
 
@@ -150,3 +156,138 @@ def test_the_recover_command_says_what_it_did(app, mtasks, db):
     assert f"Run #{run.id} (CountItemsTask) had no live job: handed to a new job." in result.output
     again = runner.invoke(args=["mtasks", "recover"])
     assert again.output.strip() == "Nothing to recover."
+
+
+# -- runs whose RQ job is dead, recovered without waiting for the stuck limit --
+
+
+def _fail_in_a_plain_rq_worker(app) -> None:
+    """Run the queued jobs in ``rq worker --burst`` without ``FLASK_APP``: each fails."""
+    executor = app.extensions["maintenance_tasks"].executor
+    env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rq.cli",
+            "worker",
+            "--burst",
+            "--url",
+            executor.redis_url,
+            executor.queue_name,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "A maintenance task job ran outside an app" in result.stdout + result.stderr
+
+
+def _job(app, job_id: str) -> Job:
+    return Job.fetch(job_id, connection=app.extensions["maintenance_tasks"].executor.connection)
+
+
+def test_an_enqueued_run_whose_job_failed_outside_the_runner_is_enqueued_again_at_once(
+    app, mtasks, db
+):
+    seed_items(5)
+    run = mtasks.run("CountItemsTask")
+    _fail_in_a_plain_rq_worker(app)
+    assert _job(app, run.job_id).get_status() == JobStatus.FAILED
+    assert fresh_run(run.id).status == "enqueued"  # the heartbeat is fresh
+
+    recovered = recover(get_state())
+
+    assert [(r.run_id, r.was, r.status) for r in recovered] == [(run.id, "enqueued", "enqueued")]
+    assert fresh_run(run.id).job_id != run.job_id
+    drain(app)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [1] * 5
+
+
+def test_a_cancelled_run_whose_job_failed_is_settled_and_frees_the_task_at_once(app, mtasks, db):
+    run = mtasks.run("CountItemsTask")
+    _fail_in_a_plain_rq_worker(app)
+    assert mtasks.cancel(run.id).status == "cancelling"
+    with pytest.raises(TaskAlreadyRunning):
+        mtasks.run("CountItemsTask")
+
+    assert [r.status for r in recover(get_state())] == ["cancelled"]
+
+    assert fresh_run(run.id).status == "cancelled"
+    assert mtasks.run("CountItemsTask").status == "enqueued"
+
+
+def test_a_pausing_run_whose_job_failed_is_settled_to_paused(app, mtasks, db):
+    run = mtasks.run("CountItemsTask")
+    _fail_in_a_plain_rq_worker(app)
+    mtasks.pause(run.id)
+    assert [r.status for r in recover(get_state())] == ["paused"]
+    assert fresh_run(run.id).status == "paused"
+
+
+@pytest.mark.parametrize("end", ["canceled", "stopped", "deleted"])
+def test_an_interrupted_run_whose_job_was_canceled_stopped_or_deleted_carries_on(
+    app, mtasks, db, end
+):
+    seed_items(5)
+    run = mtasks.run("CountItemsTask")
+    db.session.execute(
+        runs_table.update().where(runs_table.c.id == run.id).values(status="interrupted", cursor=2)
+    )
+    db.session.commit()
+    job = _job(app, run.job_id)
+    if end == "canceled":
+        job.cancel()
+    elif end == "stopped":
+        job.set_status(JobStatus.STOPPED)
+    else:
+        job.delete()
+
+    assert [r.status for r in recover(get_state())] == ["interrupted"]
+
+    drain(app)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED])
+def test_a_run_whose_job_is_queued_scheduled_or_started_is_left_alone(app, mtasks, db, status):
+    run = mtasks.run("CountItemsTask")
+    _job(app, run.job_id).set_status(status)
+    mtasks.cancel(run.id)
+    assert recover(get_state()) == []
+    assert fresh_run(run.id).status == "cancelling"
+
+
+def test_a_run_whose_job_is_delayed_in_rq_scheduler_is_left_alone(app, mtasks, db):
+    run = mtasks.run("CountItemsTask")
+    executor = app.extensions["maintenance_tasks"].executor
+    executor.connection.flushall()
+    executor.enqueue(run.id, run.job_id, delay=600)
+    assert recover(get_state()) == []
+    assert fresh_run(run.id).job_id == run.job_id
+
+
+def test_a_running_run_with_a_fresh_heartbeat_is_left_alone_though_its_job_failed(app, mtasks, db):
+    run = mtasks.run("CountItemsTask")
+    _job(app, run.job_id).set_status(JobStatus.FAILED)
+    _age(db, run.id, seconds=5, status="running")
+    assert recover(get_state()) == []
+    assert fresh_run(run.id).status == "running"
+
+
+def test_a_dead_job_run_that_moved_on_meanwhile_is_left_alone(app, mtasks, db):
+    """The fence: recovery applies only if status, job and heartbeat are as seen."""
+    from flask_maintenance_tasks import recovery
+
+    run = mtasks.run("CountItemsTask")
+    _job(app, run.job_id).set_status(JobStatus.FAILED)
+    [seen] = recovery.dead_job_candidates(get_state())
+    _age(db, run.id, seconds=-5)  # heard of since: a newer heartbeat
+    assert recovery._recover_one(get_state(), seen, heard_until=seen.updated_at) is None
+    assert fresh_run(run.id).job_id == run.job_id

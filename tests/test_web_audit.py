@@ -234,3 +234,15 @@ def test_a_nul_in_a_filter_is_refused(app: Flask) -> None:
         response = web.get(f"/runs?{name}=a%00b")
         assert response.status_code == 400, name
         assert "NUL" in text(response)
+
+
+def test_a_head_request_for_the_csv_file_records_no_download(audited: Flask) -> None:
+    web = Dashboard(audited)
+    web.post(
+        "/tasks/ImportItemsTask/runs",
+        {"csv_file": (io.BytesIO(b"id,title\n1,a\n"), "items.csv"), "sleep": "0"},
+        content_type="multipart/form-data",
+    )
+    run_id = t.cast(int, _events(audited)[0].run_id)
+    assert web.client.head(web.url(f"/runs/{run_id}/csv")).status_code == 200
+    assert [action for action, _, _ in trail(run_id)] == ["started", "csv_uploaded"]

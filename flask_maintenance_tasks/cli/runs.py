@@ -13,6 +13,7 @@ from flask.cli import with_appcontext
 
 from .. import audit, formatting, masking, parameters, runner, store
 from ..csv.uploads import csv_file_of
+from ..executors import InProcessExecutor, RQExecutor
 from ..models import Run, RunStatus
 from ..state import State, get_state
 from ..transitions import STOPPED
@@ -27,7 +28,24 @@ LATEST_RUNS = 10
 #: How many of a run's newest events ``status RUN_ID`` shows.
 TIMELINE_EVENTS = 200
 
+#: Seconds a run may stay ``enqueued`` on RQ before following it asks RQ whether
+#: any worker listens on the queue (and asks again as often until one does).
+NO_WORKER_HINT_AFTER = 3.0
+
+#: What ``run`` and ``resume`` say before following a run of the in-process executor.
+IN_PROCESS_NOTE = (
+    "no MAINTENANCE_TASKS_REDIS_URL: the run executes in this process; "
+    "the command returns when it ends"
+)
+
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+
+def waiting(command: F) -> F:
+    """``--wait``: follow the run with a progress bar; fail unless it succeeds."""
+    return click.option(
+        "--wait", is_flag=True, help="Follow the run until it ends; fail unless it succeeds."
+    )(command)
 
 
 def acting_as(command: F) -> F:
@@ -71,7 +89,7 @@ def list_command() -> None:
     metavar="PATH",
     help="A CSV file for a CSV task; - reads stdin.",
 )
-@click.option("--wait", is_flag=True, help="Follow the run until it ends; fail unless it succeeds.")
+@waiting
 @acting_as
 @with_appcontext
 @catch_errors
@@ -88,8 +106,21 @@ def run_command(
         csv_file = Path(csv_path)
     run = runner.run(state, name, arguments, csv_file=csv_file, actor=audit.command_line(acting_as))
     click.echo(run.id)
-    if wait:
-        _follow(state, run.id)
+    _after_enqueue(state, run.id, wait)
+
+
+def _after_enqueue(state: State, run_id: int, wait: bool) -> None:
+    """Follow the run just enqueued if asked, or if it executes in this process anyway.
+
+    The in-process executor's threads keep the process alive until the run
+    ends: say so, and show its progress meanwhile. Only ``--wait`` makes a run
+    that did not succeed fail the command.
+    """
+    in_process = isinstance(state.executor, InProcessExecutor)
+    if in_process:
+        click.echo(IN_PROCESS_NOTE, err=True)
+    if wait or in_process:
+        _follow(state, run_id, fail=wait)
 
 
 def _parse_arguments(
@@ -141,15 +172,20 @@ def _argument(parameter: parameters.Parameter | None, key: str, values: list[str
         return values[0]
 
 
-def _follow(state: State, run_id: int) -> None:
+def _follow(state: State, run_id: int, fail: bool = True) -> None:
     """Draw a progress bar on stderr until the run stops; exit 1 unless it succeeded.
 
     On a terminal the bar is redrawn in place; otherwise (a log, CI) a line is
-    written when the progress changes, at most every two seconds.
+    written when the progress changes, at most every two seconds. A run that
+    stays ``enqueued`` on RQ with no worker listening on its queue gets a hint,
+    once. With ``fail=False`` a run that did not succeed is only reported.
     """
     tty = sys.stderr.isatty()
     last_line = ""
     last_print = 0.0
+    executor = state.executor
+    rq_executor = executor if isinstance(executor, RQExecutor) else None
+    ask_workers_at = time.monotonic() + NO_WORKER_HINT_AFTER
     try:
         while True:
             run = runner.get_run(state, run_id)
@@ -157,6 +193,14 @@ def _follow(state: State, run_id: int) -> None:
                 raise click.ClickException(f"Run #{run_id} disappeared.")
             line = _bar(run)
             now = time.monotonic()
+            if rq_executor and run.status == RunStatus.ENQUEUED and now >= ask_workers_at:
+                ask_workers_at = now + NO_WORKER_HINT_AFTER
+                if rq_executor.worker_count() == 0:
+                    rq_executor = None  # once
+                    if tty and last_line:
+                        click.echo(err=True)
+                        last_line = ""
+                    click.echo(_no_worker_hint(executor.queue_name), err=True)
             if tty:
                 click.echo("\r" + line.ljust(len(last_line)), err=True, nl=False)
             elif line != last_line and (now - last_print >= 2 or run.status in STOPPED):
@@ -175,7 +219,17 @@ def _follow(state: State, run_id: int) -> None:
             click.echo(err=True)
     if run.status != RunStatus.SUCCEEDED:
         detail = f": {run.error_class}: {run.error_message}" if run.error_class else ""
-        raise click.ClickException(f"Run #{run.id} ended {visible(run.status)}{visible(detail)}")
+        outcome = f"Run #{run.id} ended {visible(run.status)}{visible(detail)}"
+        if fail:
+            raise click.ClickException(outcome)
+        click.echo(outcome, err=True)
+
+
+def _no_worker_hint(queue: str) -> str:
+    return (
+        f"No worker listens on queue {visible(queue)}; the run stays enqueued until one does. "
+        "Start one with `flask mtasks worker`."
+    )
 
 
 def _bar(run: Run, width: int = 30) -> str:
@@ -283,9 +337,10 @@ def _print_run(state: State, run: Run) -> None:
                 click.echo(f"    {visible(frame)}")
 
 
-def _control(act: t.Callable[..., Run], run_id: int, acting_as: str | None) -> None:
+def _control(act: t.Callable[..., Run], run_id: int, acting_as: str | None) -> Run:
     run = act(get_state(), run_id, actor=audit.command_line(acting_as))
     click.echo(f"Run #{run.id} is {visible(run.status)}.")
+    return run
 
 
 @click.command("pause")
@@ -300,12 +355,14 @@ def pause_command(run_id: int, acting_as: str | None) -> None:
 
 @click.command("resume")
 @click.argument("run_id", type=int)
+@waiting
 @acting_as
 @with_appcontext
 @catch_errors
-def resume_command(run_id: int, acting_as: str | None) -> None:
+def resume_command(run_id: int, wait: bool, acting_as: str | None) -> None:
     """Resume paused or errored run RUN_ID from its cursor."""
-    _control(runner.resume, run_id, acting_as)
+    run = _control(runner.resume, run_id, acting_as)
+    _after_enqueue(get_state(), run.id, wait)
 
 
 @click.command("cancel")

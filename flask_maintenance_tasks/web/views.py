@@ -325,15 +325,16 @@ def run_csv(run_id: int) -> Response:
     if found is None:
         abort(404, f"Run #{run_id} has no CSV file.")
     state = get_state()
-    with store.open_session(state.db) as session:
-        audit.record(
-            session,
-            run_id=run.id,
-            task_name=run.task_name,
-            action=audit.CSV_DOWNLOADED,
-            actor=_actor(state),
-        )
-        session.commit()
+    if request.method == "GET":  # a HEAD request downloads nothing
+        with store.open_session(state.db) as session:
+            audit.record(
+                session,
+                run_id=run.id,
+                task_name=run.task_name,
+                action=audit.CSV_DOWNLOADED,
+                actor=_actor(state),
+            )
+            session.commit()
     return Response(
         found.chunks,
         mimetype="text/csv",
