@@ -102,9 +102,7 @@ step_venv() {
         "$VENV/bin/python" -m pip install -q --upgrade 'pip>=25.1'
     fi
     say "installing the project into $VENV (pip install -e . --group dev)"
-    # --no-compile: Python compiles what it imports when it first does; compiling
-    # every module of every package up front costs half the install's time.
-    "$VENV/bin/python" -m pip install -q --no-compile -e . --group dev
+    "$VENV/bin/python" -m pip install -q -e . --group dev
     touch "$STAMP"
 }
 
