@@ -72,8 +72,8 @@ OPEN = next(way for way in WAYS if way.name == "allow-anonymous")
 #: on two cores, within the suite's time budget. ``MTASKS_PROPERTY_EXAMPLES``
 #: multiplies both, for a longer search.
 _SCALE = float(os.environ.get("MTASKS_PROPERTY_EXAMPLES", "1"))
-EXAMPLES = int(45 * _SCALE)
-DATABASE_EXAMPLES = int(35 * _SCALE)
+EXAMPLES = int(35 * _SCALE)
+DATABASE_EXAMPLES = int(20 * _SCALE)
 #: A Content-Length beyond any sane limit of a dashboard request (1 TiB).
 HUGE = 2**40
 SETTINGS = {**FAST, "runs_per_page": 3, "max_csv_bytes": 64 * 1024}
