@@ -2,6 +2,7 @@
 # on a fresh Debian 12 machine: `make test`, `make demo`.
 #
 #   make test PYTEST_ARGS='-x -k resume'     pass options through to pytest
+#   make test PYTEST_JOBS=0                  run the suite in one process (no xdist)
 #   MAINTENANCE_TASKS_TEST_DATABASE_URL= make test   run without PostgreSQL
 #   make bench BENCH_ARGS='--section reaction'      pass options to python -m benchmarks
 #   make docs                                        HTML docs in docs/_build/html
@@ -10,6 +11,8 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 SRC         := flask_maintenance_tasks tests sample_app
 PYTEST_ARGS ?=
+# pytest-xdist workers: one per core (PYTEST_JOBS=0 runs the suite in one process)
+PYTEST_JOBS ?= auto
 BENCH_ARGS  ?=
 # -E: read every page again, so no warning hides in a cached one; -W --keep-going:
 # every warning is reported, and any warning fails the build
@@ -43,7 +46,7 @@ WITH_TEST_DB = if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $
 test: bootstrap ## check the layers, build the docs (warnings fail it), run the test suite
 	@$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
 	@$(SPHINX) -q
-	@$(WITH_TEST_DB); exec $(PY) -m pytest $(PYTEST_ARGS)
+	@$(WITH_TEST_DB); exec $(PY) -m pytest -n $(PYTEST_JOBS) $(PYTEST_ARGS)
 
 docs: venv ## build the HTML documentation into docs/_build/html (warnings are errors)
 	$(SPHINX)

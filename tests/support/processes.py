@@ -52,7 +52,13 @@ _forkserver.set_forkserver_preload(PRELOAD)
 def _become_flask(
     args: list[str], env: dict[str, str], cwd: str, stdin: str, stdout: str, stderr: str
 ) -> None:
-    """In the child: take the environment and streams, then run ``flask ARGS``."""
+    """In the child: take the environment and streams, then run ``flask ARGS``.
+
+    The command leads a process group of its own: the processes it starts
+    (RQ's scheduler) stay in it, so a test can kill them all even after the
+    command itself was killed.
+    """
+    os.setsid()
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -20,10 +21,30 @@ from tests.support.waiting import wait_until
 PG_ENV = "MAINTENANCE_TASKS_TEST_DATABASE_URL"
 
 
+#: Where the private Redis servers listen: below Linux's ephemeral ports
+#: (32768 and up), so no outgoing connection takes a port while its server is
+#: stopped, with a block of ports of its own for each pytest-xdist worker.
+PORT_BASE = 21000
+PORTS_PER_WORKER = 40
+
+
+def _worker_number() -> int:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = name.removeprefix("gw")
+    return int(digits) if digits.isdigit() else 0
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port in this pytest-xdist worker's own block."""
+    first = PORT_BASE + PORTS_PER_WORKER * _worker_number()
+    for port in range(first, first + PORTS_PER_WORKER):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail(f"no free port for redis-server in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 class RedisServer:
@@ -36,10 +57,24 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the server, on another free port if someone took this one first.
+
+        Between finding a free port and binding it, another process (another
+        pytest-xdist worker's server) may take it: ours then exits, and a ping
+        would answer from theirs. So the server that answers must be ours.
+        """
+        for _ in range(5):
+            if self._start_once():
+                return
+            self.port = _free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        pytest.fail(f"could not start a redis-server of our own (last port {self.port})")
+
+    def _start_once(self) -> bool:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is not installed (make test installs it)")
-        self.process = subprocess.Popen(
+        self.process = process = subprocess.Popen(
             [
                 binary,
                 "--port",
@@ -56,12 +91,21 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
         )
         client = Redis.from_url(self.url)
-        wait_until(lambda: _pings(client), 10, "redis-server to start")
-        client.close()
+        try:
+            wait_until(
+                lambda: process.poll() is not None or _pings(client), 10, "redis-server to start"
+            )
+            if process.poll() is None and client.info("server")["process_id"] == process.pid:
+                return True
+        finally:
+            client.close()
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
+            if self.process.poll() is None:
+                self.process.terminate()
             self.process.wait(10)
             self.process = None
 

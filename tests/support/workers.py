@@ -63,6 +63,8 @@ class WorkerProcesses:
         self.env = {**os.environ, **env}
         self.directory = directory
         self.processes: list[Worker] = []
+        #: Work horses seen: each leads a group of its own, outside its worker's.
+        self.horses: set[int] = set()
 
     def start(self, *args: str) -> Worker:
         command = [*APP, "mtasks", "worker", *args]
@@ -76,6 +78,7 @@ class WorkerProcesses:
                     env={**self.env, "PYTHONUNBUFFERED": "1"},
                     stdout=out,
                     stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
         else:
             process = FlaskProcess(command, env=self.env, cwd=ROOT, stdout=log)
@@ -102,7 +105,9 @@ class WorkerProcesses:
                     return pid
             return None
 
-        return t.cast(int, wait_until(horse, timeout, "a work horse"))
+        pid = t.cast(int, wait_until(horse, timeout, "a work horse"))
+        self.horses.add(pid)
+        return pid
 
     def cli(
         self, *args: str, input: bytes | None = None, timeout: float = 120
@@ -117,13 +122,22 @@ class WorkerProcesses:
         )
 
     def stop_all(self) -> None:
+        """Kill every worker, its work horse and its scheduler, dead worker or not.
+
+        A worker killed by its test leaves its scheduler behind, still writing
+        to Redis; it is in the worker's process group, which outlives it.
+        """
         for process in self.processes:
             if process.poll() is None:
-                # The horse sits in a process group of its own: kill it first.
-                for pid in _children(process.pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                process.kill()
+                self.horses.update(_children(process.pid))
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             process.wait(10)
+        for pid in self.horses:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
