@@ -7,6 +7,7 @@ from .csv.rows import CSVRow, csv_collection
 from .csv.storage import CSVStorage
 from .csv.uploads import csv_download
 from .exceptions import (
+    CannotRetry,
     CSVFileError,
     CSVFileTooLarge,
     EnqueueError,
@@ -15,9 +16,10 @@ from .exceptions import (
     MaintenanceTasksError,
     TaskAlreadyRunning,
     TaskNotFound,
+    TooManyFailures,
 )
 from .extension import MaintenanceTasks
-from .models import Event, Run, RunStatus
+from .models import Event, Failure, FailureStatus, Run, RunStatus
 from .sources import Batch, in_batches, no_collection
 from .task import Task, throttle_on
 
@@ -27,8 +29,11 @@ __all__ = [
     "CSVFileTooLarge",
     "CSVRow",
     "CSVStorage",
+    "CannotRetry",
     "EnqueueError",
     "Event",
+    "Failure",
+    "FailureStatus",
     "InvalidArguments",
     "InvalidTransition",
     "MaintenanceTasks",
@@ -38,6 +43,7 @@ __all__ = [
     "Task",
     "TaskAlreadyRunning",
     "TaskNotFound",
+    "TooManyFailures",
     "csv_collection",
     "csv_download",
     "in_batches",

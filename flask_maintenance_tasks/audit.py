@@ -43,6 +43,8 @@ ENGINE = "engine"
 STARTED = "started"
 CSV_UPLOADED = "csv_uploaded"
 CSV_DOWNLOADED = "csv_downloaded"
+#: A retry of the run's failed items was started (the detail names its run).
+FAILURES_RETRIED = "failures_retried"
 
 #: Longest actor, address and detail kept (the columns' sizes; details are cut).
 _SHORT = 255

@@ -117,9 +117,36 @@ class CSVFileTooLarge(CSVFileError):
         )
 
 
+class TooManyFailures(MaintenanceTasksError):
+    """A run under the ``skip`` error policy passed its failure limit; it is ``errored``.
+
+    The run's error is this exception: :attr:`failures` items failed out of
+    :attr:`processed`, more than ``max_failures`` or ``max_failure_rate``
+    allow. Every failed item, the last one included, is in the run's ledger.
+    """
+
+    def __init__(self, message: str, *, failures: int, processed: int) -> None:
+        self.failures = failures
+        self.processed = processed
+        super().__init__(message)
+
+
+class CannotRetry(MaintenanceTasksError):
+    """A run's failed items cannot be retried: there are none, or its task cannot find them.
+
+    Raised by ``retry_failures`` before anything is written.
+    """
+
+    def __init__(self, run_id: int, reason: str) -> None:
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(f"Cannot retry the failures of run #{run_id}: {reason}")
+
+
 __all__: t.Final = [
     "CSVFileError",
     "CSVFileTooLarge",
+    "CannotRetry",
     "ConfigurationError",
     "EnqueueError",
     "InvalidArguments",
@@ -127,4 +154,5 @@ __all__: t.Final = [
     "MaintenanceTasksError",
     "TaskAlreadyRunning",
     "TaskNotFound",
+    "TooManyFailures",
 ]

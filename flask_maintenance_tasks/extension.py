@@ -20,7 +20,7 @@ from .config import Settings
 from .csv.storage import build_storage
 from .executors import make_executor
 from .job import perform_run
-from .models import Run
+from .models import Failure, Run
 from .registry import Registry
 from .state import EXTENSION_KEY, Authorize, State, get_state
 from .web import register_dashboard
@@ -154,6 +154,9 @@ class MaintenanceTasks:
         metadata: t.Any = None,
         *,
         actor: str | None = None,
+        error_policy: str | None = None,
+        max_failures: int | None = None,
+        max_failure_rate: float | None = None,
     ) -> Run:
         """Start a run of the task ``name`` and return it (status ``enqueued``).
 
@@ -163,6 +166,9 @@ class MaintenanceTasks:
         :param actor: who the audit trail says started the run; the OS user
             running this process by default. The same holds for
             :meth:`pause`, :meth:`resume` and :meth:`cancel`.
+        :param error_policy: ``"stop"`` or ``"skip"``, for this run instead of
+            the task's ``error_policy``; ``max_failures`` and
+            ``max_failure_rate`` likewise override the task's limits.
         :raises TaskNotFound: no such task.
         :raises InvalidArguments: the arguments fail the task's ``Parameters``.
         :raises CSVFileError: a CSV task without a file, a file for another task,
@@ -178,6 +184,60 @@ class MaintenanceTasks:
             csv_file=csv_file,
             metadata=metadata,
             actor=audit.python(actor),
+            error_policy=error_policy,
+            max_failures=max_failures,
+            max_failure_rate=max_failure_rate,
+        )
+
+    def retry_failures(
+        self,
+        run_id: int,
+        *,
+        metadata: t.Any = None,
+        actor: str | None = None,
+        error_policy: str | None = None,
+        max_failures: int | None = None,
+        max_failure_rate: float | None = None,
+    ) -> Run:
+        """Start a run over the unresolved failed items of run ``run_id`` and return it.
+
+        The new run has the same task and arguments, walks exactly those
+        items (found again by key, in key order) and keeps the retried run's
+        error policy unless told otherwise. Items that now succeed are marked
+        resolved in the ledger; items that fail again are recorded on the new
+        run, whose ``retry_of_id`` is ``run_id``.
+
+        :raises CannotRetry: the run is still active, has no unresolved
+            failure, or its task cannot find items by key.
+        :raises MaintenanceTasksError: no such run, or its task is gone.
+        """
+        return runner.retry_failures(
+            get_state(),
+            run_id,
+            metadata=metadata,
+            actor=audit.python(actor),
+            error_policy=error_policy,
+            max_failures=max_failures,
+            max_failure_rate=max_failure_rate,
+        )
+
+    def failures(
+        self,
+        run_id: int,
+        *,
+        error_class: str | None = None,
+        status: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[Failure]:
+        """The failed items of run ``run_id`` in the order they were met.
+
+        :param error_class: only failures of this exception class name.
+        :param status: only ``unresolved``, ``resolved``, ``failed_again`` or ``gone`` ones.
+        :param after: the id of the last failure of the previous page.
+        """
+        return runner.failures(
+            get_state(), run_id, error_class=error_class, status=status, after=after, limit=limit
         )
 
     def pause(self, run_id: int, *, actor: str | None = None) -> Run:

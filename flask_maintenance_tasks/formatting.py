@@ -12,13 +12,14 @@ from datetime import datetime, timezone
 
 from .masking import masked_arguments, masked_metadata
 from .models import RunStatus
+from .policy import ErrorPolicy
 from .transitions import COMPLETED, STOPPED
 
 if t.TYPE_CHECKING:
     from flask import Flask
 
     from .audit import Timeline
-    from .models import Event, Run
+    from .models import Event, Failure, Run
 
 
 def _plural(n: int, word: str) -> str:
@@ -128,6 +129,7 @@ ACTION_TEXT: t.Final[dict[str, str]] = {
     "started": "Started",
     "csv_uploaded": "CSV file uploaded",
     "csv_downloaded": "CSV file downloaded",
+    "failures_retried": "Failed items retried",
     "began": "Began",
     "carried_on": "Carried on",
     "pause_requested": "Pause asked",
@@ -215,6 +217,13 @@ def run_as_dict(
             "element": run.errored_element,
         },
         "started_by": run.started_by,
+        "error_policy": {
+            "policy": run.error_policy,
+            "max_failures": run.max_failures,
+            "max_failure_rate": run.max_failure_rate,
+        },
+        "failure_count": run.failure_count or 0,
+        "retry_of": run.retry_of_id,
     }
     if timeline is not None:
         data["events"] = [event_as_dict(event) for event in timeline.events]
@@ -250,3 +259,27 @@ def progress_bar(run: Run) -> tuple[int | None, int]:
     if within or is_stopped(run):
         return min(run.tick_count, maximum), maximum
     return None, maximum
+
+
+def failure_as_dict(failure: Failure) -> dict[str, t.Any]:
+    """A failure of the ledger as JSON-ready data (``failures --json``, the failures page)."""
+    return {
+        "id": failure.id,
+        "run_id": failure.run_id,
+        "item_key": failure.item_key,
+        "item": failure.item,
+        "error_class": failure.error_class,
+        "message": failure.message,
+        "backtrace": failure.backtrace,
+        "attempt": failure.attempt,
+        "status": failure.status,
+        "retried_by": failure.retried_by_id,
+        "resolved_at": _iso(failure.resolved_at),
+        "created_at": _iso(failure.created_at),
+    }
+
+
+def policy_text(run: Run) -> str:
+    """``skip, at most 100 failures or 5%``: a run's error policy as people read it."""
+    policy = ErrorPolicy(run.error_policy or "stop", run.max_failures, run.max_failure_rate)
+    return policy.describe()

@@ -14,8 +14,12 @@ import threading
 import time
 import typing as t
 
-from . import store
+import sqlalchemy as sa
+
+from . import ledger, store
+from .exceptions import TooManyFailures
 from .models import RunStatus
+from .policy import ErrorPolicy
 from .sources import NO_ITEM
 from .store import Fenced
 from .ticker import Ticker
@@ -27,6 +31,9 @@ if t.TYPE_CHECKING:
     from .config import Settings
     from .sources import Source
     from .task import Task
+
+#: Builds the ledger row of a failed item: ``(item, cursor before it, its cursor, error)``.
+Recorder = t.Callable[[t.Any, t.Any, t.Any, BaseException], dict[str, t.Any]]
 
 #: Set when this process was asked to shut down (the worker's SIGTERM); the
 #: loop reads it between items and hands the run on.
@@ -45,6 +52,11 @@ class Iteration:
         task: Task,
         source: Source,
         report: t.Callable[[BaseException, t.Any], None],
+        *,
+        policy: ErrorPolicy | None = None,
+        record: Recorder | None = None,
+        failed: t.Callable[[list[tuple[dict[str, t.Any], BaseException]]], None] | None = None,
+        done: tuple[int, int] = (0, 0),
     ) -> None:
         self.session = session
         self.run_id = run_id
@@ -59,6 +71,21 @@ class Iteration:
         self.backoff = 0.0
         #: The item whose ``process`` raised, when one did.
         self.failed_item: t.Any = None
+        self.policy = policy or ErrorPolicy()
+        self.record = record
+        #: Told of the failures of each tick once it is committed (the signal).
+        self.failed = failed
+        #: Ticks and failures of the run before this slice, then committed by it.
+        self.ticks_done, self.failures_done = done
+        #: The failures of the tick in progress: their rows, errors and cursors.
+        self.pending: list[tuple[dict[str, t.Any], BaseException, t.Any]] = []
+        #: A retry's walk tells the ledger what became of the failures it passed.
+        self.ticked = getattr(source, "ticked", None)
+        #: The cursor of the last committed tick.
+        self.committed_cursor: t.Any = None
+        # pysqlite opens no transaction before a SAVEPOINT, which then is the
+        # transaction, and its RELEASE would commit the item on its own.
+        self.begin_first = self.policy.skips and session.get_bind().dialect.name == "sqlite"
 
     def run(self, cursor: t.Any) -> str | None:
         """Process items after ``cursor``; return why the slice stopped, ``None`` when done.
@@ -71,6 +98,8 @@ class Iteration:
         means another job holds the run.
         """
         task, ticker = self.task, self.ticker
+        flush = self._flush
+        self.committed_cursor = cursor
         start = time.monotonic()
         slice_end = start + self.max_runtime
         reload_every = self.reload_every
@@ -79,18 +108,25 @@ class Iteration:
         process = task.process
         no_item = NO_ITEM
         report_on = tuple(task.report_on)
+        # What an item may raise and the run still goes on: report_on errors,
+        # and under the skip policy any error, its writes undone by a savepoint.
+        caught: tuple[type[BaseException], ...] = report_on
+        if self.policy.skips:
+            caught = (Exception, *report_on)
+            process = self._savepointed(process)
+        position = cursor
         stopping = shutdown_requested.is_set
         clock = time.monotonic
         next_check = min(ticker.due_at, next_reload, slice_end)
         # The loop below runs once per item: it keeps its counts in locals and
         # hands them to the ticker only when a tick is due.
         ticks = 0
-        position: t.Any = None
         reason: str | None = self._throttled()
         items: t.Iterator[tuple[t.Any, t.Any]] | None = None
         try:
             if reason is not None:
                 return reason
+            self._begin()
             items = self.source.iterate(cursor)
             for item, item_cursor in items:
                 if stopping():
@@ -99,7 +135,7 @@ class Iteration:
                 now = clock()
                 if now >= next_check:
                     if now >= ticker.due_at:
-                        ticker.flush(ticks, position)
+                        flush(ticks, position)
                         ticks = 0
                         if throttles:
                             reason = self._throttled()
@@ -119,8 +155,8 @@ class Iteration:
                         process()
                     else:
                         process(item)
-                except report_on as error:
-                    self.report(error, item)
+                except caught as error:
+                    self._failed(error, item, position, item_cursor, ticks)
                 except BaseException:
                     # Only an error of process() names an item; one between items
                     # (a page, a CSV row that does not parse, a tick) names none.
@@ -136,8 +172,67 @@ class Iteration:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
-        ticker.flush(ticks, position)
+        flush(ticks, position)
         return reason
+
+    # -- failed items ----------------------------------------------------
+
+    def _savepointed(self, process: t.Callable[..., None]) -> t.Callable[..., None]:
+        """``process`` inside a SAVEPOINT: an error undoes exactly the item's own writes."""
+        begin_nested = self.session.begin_nested
+
+        def guarded(*item: t.Any) -> None:
+            with begin_nested():
+                process(*item)
+
+        return guarded
+
+    def _begin(self) -> None:
+        """Open the tick's transaction before its first SAVEPOINT (SQLite only)."""
+        if self.begin_first:
+            connection = self.session.connection()
+            if not getattr(connection.connection.dbapi_connection, "in_transaction", True):
+                connection.exec_driver_sql("BEGIN")
+
+    def _failed(
+        self, error: BaseException, item: t.Any, before: t.Any, cursor: t.Any, ticks: int
+    ) -> None:
+        """Record a failed item the run goes on after; error the run past its limits."""
+        if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+            self.failed_item = item
+            raise error  # the connection is gone: the slice hands the run on
+        if isinstance(error, tuple(self.task.report_on)):
+            self.report(error, item)
+        if self.record is None:
+            return
+        self.pending.append((self.record(item, before, cursor, error), error, cursor))
+        failures = self.failures_done + len(self.pending)
+        processed = self.ticks_done + ticks + 1
+        message = self.policy.passed(failures, processed)
+        if message is None:
+            return
+        # The failed items so far, this one included, are kept: the run stops after them.
+        self._flush(ticks + 1, cursor)
+        self.failed_item = item
+        raise TooManyFailures(message, failures=failures, processed=processed) from error
+
+    def _flush(self, ticks: int, cursor: t.Any) -> None:
+        """Commit a tick: its items, its failures and what a retry learnt of its ledger."""
+        pending = self.pending
+        if pending or self.ticked is not None:
+            ledger.insert(self.session, [values for values, _, _ in pending])
+            if self.ticked is not None and ticks:
+                again = [at for _, _, at in pending]
+                self.ticked(self.session, self.committed_cursor, cursor, again)
+        self.ticker.flush(ticks, cursor, failures=len(pending))
+        self.ticks_done += ticks
+        self.failures_done += len(pending)
+        if ticks:
+            self.committed_cursor = cursor
+        self.pending = []
+        self._begin()
+        if pending and self.failed is not None:
+            self.failed([(values, error) for values, error, _ in pending])
 
     def _throttled(self) -> str | None:
         for throttle in self.task.throttles:

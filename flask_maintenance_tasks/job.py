@@ -21,10 +21,11 @@ import sqlalchemy as sa
 from flask import Flask, has_app_context
 from flask.cli import ScriptInfo
 
-from . import audit, lifecycle, masking, store
+from . import audit, ledger, lifecycle, masking, signals, store
 from .exceptions import MaintenanceTasksError
 from .iteration import Iteration
 from .models import Run, RunStatus
+from .policy import ErrorPolicy
 from .sources import Source, source_of
 from .state import State, get_state
 from .store import Fenced
@@ -188,7 +189,12 @@ class _Slice:
         first_start = (
             run.status == RunStatus.ENQUEUED and run.tick_count == 0 and run.cursor is None
         )
-        total = task.count() if first_start else source.recount(run)
+        if not first_start:
+            total = source.recount(run)
+        elif run.retry_of_id is not None:
+            total = source.count()  # the failures retried, whatever the task counts
+        else:
+            total = task.count()
         self.session.rollback()
 
         claim = lifecycle.new_job_id()
@@ -228,6 +234,10 @@ class _Slice:
             report=lambda error, item: lifecycle.report_error(
                 self.state, error, run, source.describe(item)
             ),
+            policy=ErrorPolicy(run.error_policy, run.max_failures, run.max_failure_rate),
+            record=functools.partial(self._failure, run, source),
+            failed=functools.partial(self._announce_failures, run),
+            done=(run.tick_count or 0, run.failure_count or 0),
         )
         try:
             reason = iteration.run(run.cursor)
@@ -239,6 +249,49 @@ class _Slice:
             self._completed(task)
         else:
             self._stopped(reason)
+
+    # -- failed items -----------------------------------------------------
+
+    def _failure(
+        self,
+        run: Run,
+        source: Source,
+        item: t.Any,
+        before: t.Any,
+        cursor: t.Any,
+        error: BaseException,
+    ) -> dict[str, t.Any]:
+        """The ledger row of a failed item: its key, masked description and scrubbed error."""
+        key, position, attempt = source.failure_of(item, before, cursor)
+        return ledger.row(
+            run_id=self.run_id,
+            key=key,
+            position=position,
+            item=self._masked(source.describe(item)),
+            error=error,
+            message=masking.scrub(str(error), self.secrets),
+            backtrace=clean_backtrace(self.state, error),
+            attempt=attempt,
+        )
+
+    def _masked(self, description: t.Any) -> t.Any:
+        task_class = type(self.task) if self.task is not None else None
+        masked = masking.mask(description, task_class, self.state.settings.masked_parameters)
+        return masking.scrub_tree(masked, self.secrets)
+
+    def _announce_failures(
+        self, run: Run, failures: list[tuple[dict[str, t.Any], BaseException]]
+    ) -> None:
+        """``item_failed`` for each failure of a committed tick."""
+        receivers = signals.item_failed.receivers
+        if not receivers:
+            return
+        for values, error in failures:
+            for receiver in signals.item_failed.receivers_for(self.state.app):
+                try:
+                    receiver(self.state.app, run=run, item=values["item"], error=error)
+                except Exception:
+                    logger.exception("A receiver of item-failed failed for run #%s", run.id)
 
     # -- endings ----------------------------------------------------------
 

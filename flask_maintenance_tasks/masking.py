@@ -158,6 +158,19 @@ def scrub(text: str, values: t.Iterable[str]) -> str:
     return text
 
 
+def scrub_tree(value: t.Any, values: t.Sequence[str]) -> t.Any:
+    """A JSON value with :func:`scrub` applied to every string in it, keys included."""
+    if not values:
+        return value
+    if isinstance(value, str):
+        return scrub(value, values)
+    if isinstance(value, list):
+        return [scrub_tree(item, values) for item in value]
+    if isinstance(value, dict):
+        return {scrub_tree(k, values): scrub_tree(v, values) for k, v in value.items()}
+    return value
+
+
 def masked_arguments(app: Flask, task_name: str, arguments: t.Any) -> t.Any:
     """Mask ``arguments`` of a run of ``task_name`` with the app's settings."""
     state = get_state(app)

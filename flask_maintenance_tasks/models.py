@@ -132,6 +132,17 @@ class Run(Base):
     #: A JSON-safe description of the item being processed when the run errored.
     errored_element: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
     lock_version: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: ``stop`` or ``skip``: what a failing item does to this run (see :mod:`.policy`).
+    error_policy: Mapped[str] = mapped_column(sa.String(8), default="stop", server_default="stop")
+    #: The run's limits on failed items; ``None``: no limit.
+    max_failures: Mapped[int | None] = mapped_column(sa.BigInteger)
+    max_failure_rate: Mapped[float | None] = mapped_column(sa.Float)
+    #: Items recorded in the failure ledger, committed with the ticks that recorded them.
+    failure_count: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    #: The run whose failed items this run retries.
+    retry_of_id: Mapped[int | None] = mapped_column(
+        _BigIntPK, sa.ForeignKey("maintenance_tasks_runs.id", ondelete="SET NULL"), index=True
+    )
 
     @property
     def run_status(self) -> RunStatus:
@@ -214,6 +225,71 @@ class Event(Base):
 
 #: The events table, for Core inserts inside a status change's transaction.
 events_table: sa.Table = t.cast(sa.Table, Event.__table__)
+
+
+class FailureStatus(str, enum.Enum):
+    """Where a failed item stands; values are stored in the failures table."""
+
+    #: Not retried yet (or its retry stopped before reaching it).
+    UNRESOLVED = "unresolved"
+    #: A retry processed the item without error.
+    RESOLVED = "resolved"
+    #: A retry failed on it again: the new failure is on the retry's run.
+    FAILED_AGAIN = "failed_again"
+    #: A retry no longer found the item in the collection.
+    GONE = "gone"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Failure(Base):
+    """One failed item of a run: the run's failure ledger.
+
+    Written in the transaction of the tick that skipped the item (or reported
+    its ``report_on`` error), so the ledger and the run's progress always
+    agree. ``item_key`` finds the item again for a retry; ``item`` describes
+    it for people, masked as arguments are.
+    """
+
+    __tablename__ = "maintenance_tasks_failures"
+    __table_args__ = (
+        sa.Index("ix_maintenance_tasks_failures_run_id_id", "run_id", "id"),
+        sa.Index("ix_maintenance_tasks_failures_run_id_error_class", "run_id", "error_class"),
+        sa.Index("ix_maintenance_tasks_failures_run_id_status", "run_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(_BigIntPK, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(_BigIntPK, sa.ForeignKey(Run.id, ondelete="CASCADE"))
+    #: What finds the item again: the cursor columns' values of a record, the
+    #: index in a sequence, a CSV row's number; ``{"first", "last"}`` for a batch.
+    item_key: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+    #: Where the walk stood just before the item (a retry of a CSV row seeks there).
+    position: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+    #: A JSON description of the item, masked.
+    item: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+    error_class: Mapped[str] = mapped_column(sa.String(255))
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    backtrace: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+    #: 1 on the run that first met the item, 2 on its first retry, and so on.
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=1)
+    status: Mapped[str] = mapped_column(sa.String(16), default=FailureStatus.UNRESOLVED.value)
+    #: The retry run that resolved the item, failed on it again, or missed it.
+    retried_by_id: Mapped[int | None] = mapped_column(
+        _BigIntPK,
+        # Named by hand: the convention's name is longer than PostgreSQL's 63 characters.
+        sa.ForeignKey(Run.id, ondelete="SET NULL", name="fk_maintenance_tasks_failures_retried_by"),
+        nullable=True,
+    )
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Failure #{self.id} of run #{self.run_id}: {self.error_class}>"
+
+
+#: The failures table, for Core statements inside a tick's transaction.
+failures_table: sa.Table = t.cast(sa.Table, Failure.__table__)
 
 
 #: The bytes of CSV files kept by the database storage, in chunks. A chunk

@@ -12,9 +12,10 @@ import typing as t
 
 import sqlalchemy as sa
 
-from . import audit, lifecycle, signals, sources, store
+from . import audit, ledger, lifecycle, signals, sources, store
 from .csv import uploads
 from .exceptions import (
+    CannotRetry,
     CSVFileError,
     EnqueueError,
     InvalidArguments,
@@ -22,13 +23,15 @@ from .exceptions import (
     TaskAlreadyRunning,
     TaskNotFound,
 )
-from .models import Run, RunStatus, utcnow
+from .models import CSVFile, Failure, FailureStatus, Run, RunStatus, utcnow
+from .policy import ErrorPolicy
 from .transitions import (
     CANCEL_REQUEST,
     FORCE_CANCEL,
     FORCE_PAUSE,
     PAUSE_REQUEST,
     RESUME,
+    STOPPED,
     STUCKABLE,
     Transition,
     is_stuck,
@@ -49,23 +52,33 @@ def run(
     csv_file: t.Any = None,
     metadata: t.Any = None,
     actor: audit.Actor | None = None,
+    error_policy: t.Any = None,
+    max_failures: t.Any = None,
+    max_failure_rate: t.Any = None,
 ) -> Run:
     """Create a run of task ``name`` and enqueue its first job.
 
     ``actor`` is who the audit trail says started it (the OS user of a Python
     call by default). A start refused for a task that exists leaves a
-    ``refused`` event with the reason.
+    ``refused`` event with the reason. ``error_policy``, ``max_failures`` and
+    ``max_failure_rate`` override the task's (``None`` keeps it).
     """
     actor = actor or audit.python()
     task_class = state.registry.get(name)
     try:
         params = task_class.validate_arguments(arguments)
+        policy = ErrorPolicy.resolve(
+            task_class,
+            error_policy=error_policy,
+            max_failures=max_failures,
+            max_failure_rate=max_failure_rate,
+        )
         upload = _csv_upload(state, task_class, arguments, csv_file)
     except MaintenanceTasksError as refusal:
         _refused(state, None, name, audit.STARTED, actor, refusal)
         raise
     try:
-        return _create(state, task_class, params, metadata, upload, actor)
+        return _create(state, task_class, params, metadata, upload, actor, policy)
     except EnqueueError:
         raise  # the run was saved with its file, and can be resumed
     except BaseException as failure:
@@ -146,10 +159,19 @@ def _create(
     metadata: t.Any,
     upload: uploads.StoredUpload | None,
     actor: audit.Actor,
+    policy: ErrorPolicy,
+    *,
+    retry_of: Run | None = None,
+    shared_file: CSVFile | None = None,
 ) -> Run:
     job_id = lifecycle.new_job_id()
     now = utcnow()
     run = Run(
+        error_policy=policy.name,
+        max_failures=policy.max_failures,
+        max_failure_rate=policy.max_failure_rate,
+        failure_count=0,
+        retry_of_id=retry_of.id if retry_of is not None else None,
         task_name=task_class.name,
         status=RunStatus.ENQUEUED,
         arguments=task_class.dump_arguments(params),
@@ -173,8 +195,35 @@ def _create(
             raise
         # The run, its file and their events: one transaction.
         audit.record(
-            session, run_id=run.id, task_name=run.task_name, action=audit.STARTED, actor=actor
+            session,
+            run_id=run.id,
+            task_name=run.task_name,
+            action=audit.STARTED,
+            actor=actor,
+            detail=f"retry of the failures of run #{retry_of.id}" if retry_of else None,
         )
+        if retry_of is not None:
+            audit.record(
+                session,
+                run_id=retry_of.id,
+                task_name=retry_of.task_name,
+                action=audit.FAILURES_RETRIED,
+                actor=actor,
+                detail=f"in run #{run.id}",
+            )
+        if shared_file is not None:
+            # The retry reads the same stored bytes as the run it retries.
+            session.add(
+                CSVFile(
+                    run_id=run.id,
+                    storage_key=shared_file.storage_key,
+                    filename=shared_file.filename,
+                    original_filename=shared_file.original_filename,
+                    size=shared_file.size,
+                    line_count=shared_file.line_count,
+                    created_at=now,
+                )
+            )
         if upload is not None:
             record = upload.record()
             record.run = run
@@ -213,6 +262,108 @@ def _enqueue(
         lifecycle.follow(state, errored, error=exc)
         raise EnqueueError(run.id, exc) from exc
     lifecycle.announce(signals.run_enqueued, state.app, run)
+
+
+def retry_failures(
+    state: State,
+    run_id: int,
+    *,
+    metadata: t.Any = None,
+    actor: audit.Actor | None = None,
+    error_policy: t.Any = None,
+    max_failures: t.Any = None,
+    max_failure_rate: t.Any = None,
+) -> Run:
+    """Start a run of the same task and arguments over the unresolved failures of ``run_id``.
+
+    The new run walks exactly those items, found again by key in key order,
+    under the retried run's error policy unless overridden. It is linked to
+    the retried run (``retry_of_id``) and reads the same CSV file.
+
+    :raises MaintenanceTasksError: no such run, or its task no longer exists.
+    :raises CannotRetry: the run has no unresolved failure, or its task
+        cannot find items by key; nothing is written.
+    """
+    actor = actor or audit.python()
+    with store.open_session(state.db) as session:
+        original = _load_or_raise(session, run_id)
+        shared_file = store.csv_file_of(session, run_id)
+        unresolved = ledger.count_unresolved(session, run_id)
+    try:
+        try:
+            task_class = state.registry.get(original.task_name)
+        except TaskNotFound as missing:
+            message = f"Cannot retry the failures of run #{run_id}: {missing}"
+            raise MaintenanceTasksError(message) from None
+        if original.status not in STOPPED:
+            raise CannotRetry(
+                run_id, f"it is {original.status}; retry its failures once it has stopped."
+            )
+        if unresolved == 0:
+            raise CannotRetry(run_id, "it has no unresolved failed items.")
+        params = task_class.validate_arguments(original.arguments or {})
+        try:
+            problem = sources.retry_problem(task_class(**(original.arguments or {})))
+        except MaintenanceTasksError:
+            raise
+        except Exception as error:
+            problem = f"its collection could not be built ({type(error).__name__}: {error})"
+        if problem is not None:
+            raise CannotRetry(run_id, problem)
+        if sources.needs_file(task_class, original.arguments) and shared_file is None:
+            raise CannotRetry(run_id, "its CSV file is gone.")
+        policy = ErrorPolicy.resolve(
+            task_class,
+            error_policy=original.error_policy if error_policy is None else error_policy,
+            max_failures=original.max_failures if max_failures is None else max_failures,
+            max_failure_rate=(
+                original.max_failure_rate if max_failure_rate is None else max_failure_rate
+            ),
+        )
+    except MaintenanceTasksError as refusal:
+        _refused(state, run_id, original.task_name, audit.FAILURES_RETRIED, actor, refusal)
+        raise
+    try:
+        return _create(
+            state,
+            task_class,
+            params,
+            metadata,
+            None,
+            actor,
+            policy,
+            retry_of=original,
+            shared_file=shared_file,
+        )
+    except EnqueueError:
+        raise
+    except MaintenanceTasksError as refusal:
+        _refused(state, run_id, original.task_name, audit.FAILURES_RETRIED, actor, refusal)
+        raise
+
+
+def failures(
+    state: State,
+    run_id: int,
+    *,
+    error_class: str | None = None,
+    status: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> list[Failure]:
+    """A page of the failure ledger of ``run_id``, in the order the items were met."""
+    if status is not None and status not in {s.value for s in FailureStatus}:
+        choices = ", ".join(s.value for s in FailureStatus)
+        raise MaintenanceTasksError(f"Unknown failure status {status!r}: choose {choices}.")
+    with store.open_session(state.db) as session:
+        return ledger.page(
+            session,
+            run_id,
+            after=after,
+            error_class=error_class,
+            status=status,
+            limit=max(1, min(int(limit), 10_000)),
+        )
 
 
 def get_run(state: State, run_id: int) -> Run | None:

@@ -1,4 +1,4 @@
-"""Blinker signals sent when a run changes status; the sender is the app.
+"""Blinker signals sent when a run changes status, or an item fails; the sender is the app.
 
 Receivers get ``run=`` (the :class:`~flask_maintenance_tasks.Run`) and
 ``payload=``, a dict with ``task_name``, ``run_id``, ``job_id``, masked
@@ -24,3 +24,9 @@ run_interrupted: NamedSignal = _signals.signal("run-interrupted")
 run_cancelled: NamedSignal = _signals.signal("run-cancelled")
 run_succeeded: NamedSignal = _signals.signal("run-succeeded")
 run_errored: NamedSignal = _signals.signal("run-errored")
+
+#: Sent for each failed item recorded in a run's failure ledger, once the
+#: tick that recorded it is committed. Receivers get ``run=`` (the run, as
+#: the slice last read it), ``item=`` (the item's masked description),
+#: ``error=`` (the exception) and ``failure_id=`` (its row in the ledger).
+item_failed: NamedSignal = _signals.signal("item-failed")

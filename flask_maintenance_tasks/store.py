@@ -163,6 +163,7 @@ def write_progress(
     seconds: float,
     cursor: t.Any,
     move_cursor: bool,
+    failures: int = 0,
 ) -> bool:
     """Add ticks and time, and move the cursor, if ``job_id`` still holds the run.
 
@@ -176,6 +177,8 @@ def write_progress(
     }
     if move_cursor:
         values["cursor"] = cursor if cursor is not None else sa.null()
+    if failures:
+        values["failure_count"] = runs_table.c.failure_count + failures
     result = session.execute(
         runs_table.update()
         .where(runs_table.c.id == run_id, runs_table.c.job_id == job_id)

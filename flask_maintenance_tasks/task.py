@@ -11,7 +11,8 @@ from datetime import timedelta
 
 import pydantic
 
-from .exceptions import InvalidArguments
+from . import policy
+from .exceptions import ConfigurationError, InvalidArguments
 from .parameters import MAX_DEPTH, depth_within
 from .sources import source_of
 
@@ -162,8 +163,16 @@ class Task:
     batch_size: t.ClassVar[int] = 100
     #: Columns ordering a ``Select`` collection; default: the primary key.
     cursor_columns: t.ClassVar[tuple[t.Any, ...] | None] = None
-    #: Exceptions from ``process`` that are reported and skipped.
+    #: Exceptions from ``process`` that are reported, recorded in the run's
+    #: failure ledger, and skipped.
     report_on: t.ClassVar[tuple[type[BaseException], ...]] = ()
+    #: What a failing item does to a run: ``"stop"`` errors the run, ``"skip"``
+    #: undoes the item's writes, records it in the ledger and goes on.
+    error_policy: t.ClassVar[str] = "stop"
+    #: More failed items than this errors the run; ``None``: no limit.
+    max_failures: t.ClassVar[int | None] = None
+    #: More failed items than this share (0 to 1) of the items processed errors the run.
+    max_failure_rate: t.ClassVar[float | None] = None
     #: Seconds between re-reads of the run's status; default: the app's setting.
     status_reload_frequency: t.ClassVar[float | None] = None
     #: Allow more than one active run of this task at a time.
@@ -192,6 +201,9 @@ class Task:
         cls._explicit_name = "name" in vars(cls)
         if not cls._explicit_name:
             cls.name = cls.__name__
+        problem = policy.check_declaration(cls)
+        if problem is not None:
+            raise ConfigurationError(f"{cls.name}: {problem}.")
 
     def __init__(self, **arguments: t.Any) -> None:
         self.params: t.Any = self.validate_arguments(arguments)

@@ -30,12 +30,14 @@ class Ticker:
         #: When the next flush is due (``time.monotonic()`` scale).
         self.due_at = self._last + delay
 
-    def flush(self, ticks: int, cursor: t.Any) -> None:
+    def flush(self, ticks: int, cursor: t.Any, *, failures: int = 0) -> None:
         """Commit ``ticks`` more items, the time and ``cursor`` with the task's changes.
 
         The iteration loop counts items itself and calls this once a tick is due (or when it
         stops), with the number processed since the last flush and the cursor of the last
-        one; with no item processed the cursor stays as it is. Raises :class:`Fenced`.
+        one; with no item processed the cursor stays as it is. ``failures`` is how many
+        failed items the caller recorded in the ledger in this transaction. Raises
+        :class:`Fenced`.
         """
         now = time.monotonic()
         written = store.write_progress(
@@ -46,6 +48,7 @@ class Ticker:
             seconds=now - self._last,
             cursor=cursor,
             move_cursor=ticks > 0,
+            failures=failures,
         )
         if not written:
             self.session.rollback()

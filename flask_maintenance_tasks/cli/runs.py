@@ -185,6 +185,7 @@ def _follow(state: State, run_id: int, fail: bool = True) -> None:
     last_print = 0.0
     executor = state.executor
     rq_executor = executor if isinstance(executor, RQExecutor) else None
+    rq_executor_name = rq_executor.queue_name if rq_executor is not None else ""
     ask_workers_at = time.monotonic() + NO_WORKER_HINT_AFTER
     try:
         while True:
@@ -200,7 +201,7 @@ def _follow(state: State, run_id: int, fail: bool = True) -> None:
                     if tty and last_line:
                         click.echo(err=True)
                         last_line = ""
-                    click.echo(_no_worker_hint(executor.queue_name), err=True)
+                    click.echo(_no_worker_hint(rq_executor_name), err=True)
             if tty:
                 click.echo("\r" + line.ljust(len(last_line)), err=True, nl=False)
             elif line != last_line and (now - last_print >= 2 or run.status in STOPPED):

@@ -23,6 +23,7 @@ from .custom import EnumeratorSource
 from .keyset import Batch
 from .once import NO_ITEM, NoCollection, OnceSource, no_collection
 from .records import BatchesSource, InBatches, RecordsSource, in_batches
+from .retry import RetrySource
 from .sequence import SequenceSource
 
 if t.TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "NoCollection",
     "OnceSource",
     "RecordsSource",
+    "RetrySource",
     "SequenceSource",
     "Source",
     "csv_spec",
@@ -47,6 +49,7 @@ __all__ = [
     "needs_file",
     "no_collection",
     "resolve",
+    "retry_problem",
     "source_of",
 ]
 
@@ -63,16 +66,30 @@ def resolve(task: Task) -> t.Any:
     return collection
 
 
+def retry_problem(task: Task) -> str | None:
+    """Why the failed items of a run of ``task`` cannot be retried, or ``None``."""
+    return _own_source(task).cannot_find()
+
+
 def has_enumerator(task: Task | type[Task]) -> bool:
     return callable(getattr(task, "enumerator", None))
 
 
 def source_of(task: Task) -> Source:
-    """The source of ``task``'s collection.
+    """The source of ``task``'s collection; for a retry run, of its retried failures.
 
     :raises ConfigurationError: the collection is of no known kind, or is
         misdeclared (a ``Select`` with ORDER BY, of several entities, ...).
     """
+    source = _own_source(task)
+    run = task.run
+    retried = getattr(run, "retry_of_id", None)
+    if retried is not None and run is not None:
+        return RetrySource(task, source, retried, run.id)
+    return source
+
+
+def _own_source(task: Task) -> Source:
     if has_enumerator(task):
         return EnumeratorSource(task)
     collection = resolve(task)

@@ -42,6 +42,28 @@ class Source:
         """A new total for a run resumed with items of another size; ``None`` when unchanged."""
         return None
 
+    def key(self, item: Item, cursor: Cursor) -> t.Any:
+        """What finds ``item`` again for a retry (stored in the failure ledger): its cursor."""
+        return cursor
+
+    def failure_of(self, item: Item, before: Cursor, cursor: Cursor) -> tuple[t.Any, t.Any, int]:
+        """The ledger's ``(item_key, position, attempt)`` of a failed item.
+
+        ``before`` is the cursor just before the item, ``cursor`` the item's own.
+        """
+        return self.key(item, cursor), before, 1
+
+    def cannot_find(self) -> str | None:
+        """Why a retry could not find this source's items again by key, or ``None``."""
+        return None
+
+    def find(self, failures: t.Sequence[t.Any]) -> list[tuple[t.Any, Item]]:
+        """The items of ``failures`` (ledger rows: ``item_key``, ``position``), in their order.
+
+        A failure whose item is no longer in the collection is left out.
+        """
+        raise NotImplementedError
+
     def describe(self, item: Item) -> t.Any:
         """A JSON-safe description of ``item``, stored on the run when processing it failed."""
         if item is None:

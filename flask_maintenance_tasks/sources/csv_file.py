@@ -63,6 +63,32 @@ class CSVSource(Source):
             return None
         return run.tick_count + csv_rows.remaining(self.spec, run.cursor, record.line_count)
 
+    def key(self, item: Item, cursor: Cursor) -> t.Any:
+        """A row's number; ``{"first", "last"}`` row numbers for a batch of rows."""
+        if isinstance(item, CSVRow):
+            return item.number
+        if isinstance(item, list) and item and isinstance(item[0], CSVRow):
+            return {"first": item[0].number, "last": item[-1].number}
+        return cursor
+
+    def find(self, failures: t.Sequence[t.Any]) -> list[tuple[t.Any, Item]]:
+        """Read each failed row (or batch) again where the walk stood before it."""
+        run = self.task.run
+        if run is None or not failures:
+            return []
+        state = get_state()
+        _, stream = uploads.open_for_run(state, run, t.cast("Session", state.db.session))
+        found = []
+        with stream:
+            for failure in failures:
+                stream.seek(0)
+                first = next(iter(csv_rows.iterate(stream, self.spec, failure.position)), None)
+                if first is not None and _first_row(self.key(first[0], None)) == _first_row(
+                    failure.item_key
+                ):
+                    found.append((failure, first[0]))
+        return found
+
     def describe(self, item: Item) -> t.Any:
         if isinstance(item, CSVRow):
             values = {
@@ -74,3 +100,7 @@ class CSVSource(Source):
             first, last = item[0], item[-1]
             return {"class": "CSV rows", "rows": [first.number, last.number], "line": first.line}
         return super().describe(item)
+
+
+def _first_row(key: t.Any) -> t.Any:
+    return key.get("first") if isinstance(key, dict) else key

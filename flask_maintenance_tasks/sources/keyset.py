@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import itertools
+import json
 import operator
 import typing as t
 import uuid
@@ -41,6 +42,9 @@ class Batch:
         self._pk = list(primary_key)
         #: The primary keys of the batch (tuples for a composite key).
         self.ids = ids
+        #: The cursors of its first and last rows (what the failure ledger keeps of it).
+        self.first: Cursor = None
+        self.last: Cursor = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -286,7 +290,7 @@ class Keyset:
                 ids: list[t.Any] = list(session.scalars(statement).all())
                 if not ids:
                     return
-                cursor = _encode(ids[-1])
+                first, cursor = _encode(ids[0]), _encode(ids[-1])
             else:
                 rows = session.execute(statement).all()
                 if not rows:
@@ -297,9 +301,73 @@ class Keyset:
                     ids = [tuple(row[i] for i in pk_at) for row in rows]
                 last = [_encode(v) for v in rows[-1][:n_keys]]
                 cursor = last[0] if n_keys == 1 else last
-            yield Batch(self.entity, pk_attributes, ids), cursor
+                head = [_encode(v) for v in rows[0][:n_keys]]
+                first = head[0] if n_keys == 1 else head
+            batch = Batch(self.entity, pk_attributes, ids)
+            batch.first, batch.last = first, cursor
+            yield batch, cursor
             if len(ids) < size:
                 return
+
+    def _decoded(self, cursor: Cursor) -> list[t.Any] | None:
+        """A stored cursor's values, decoded; ``None`` when it does not fit the key columns."""
+        values = list(cursor) if isinstance(cursor, (list, tuple)) else [cursor]
+        if len(values) != len(self.keys) or any(v is None for v in values):
+            return None
+        try:
+            return [_decode(v, k.python_type) for v, k in zip(values, self.keys, strict=True)]
+        except (TypeError, ValueError, decimal.InvalidOperation):
+            return None
+
+    def _key_expression(self) -> t.Any:
+        if len(self.keys) == 1:
+            return self.keys[0].expression
+        return sa.tuple_(*(k.expression for k in self.keys))
+
+    def find_records(self, session: Session, cursors: t.Sequence[Cursor]) -> dict[str, Item]:
+        """The records of the collection at these cursors (one query), by :func:`cursor_text`."""
+        values = [v for v in map(self._decoded, cursors) if v is not None]
+        if not values:
+            return {}
+        if len(self.keys) == 1:
+            condition = self.keys[0].expression.in_([v[0] for v in values])
+        else:
+            condition = self._key_expression().in_([sa.tuple_(*v) for v in values])
+        records = session.scalars(self.order(self.select.where(condition))).all()
+        return {cursor_text(self.cursor_of(record)): record for record in records}
+
+    def batch_between(self, session: Session, first: Cursor, last: Cursor) -> Batch | None:
+        """The rows of the collection from cursor ``first`` to ``last``, both included."""
+        low, high = self._decoded(first), self._decoded(last)
+        if low is None or high is None:
+            return None
+        key = self._key_expression()
+        if len(self.keys) == 1:
+            condition = sa.and_(key >= low[0], key <= high[0])
+        else:
+            condition = sa.and_(key >= sa.tuple_(*low), key <= sa.tuple_(*high))
+        mapper: Mapper[t.Any] = sa.inspect(self.entity)
+        pk_attributes = [
+            getattr(self.entity, mapper.get_property_by_column(column).key)
+            for column in self.primary_key
+        ]
+        statement = self.order(
+            self.select.with_only_columns(*pk_attributes, maintain_column_froms=True).where(
+                condition
+            )
+        )
+        rows = session.execute(statement).all()
+        if not rows:
+            return None
+        ids = [row[0] if len(pk_attributes) == 1 else tuple(row) for row in rows]
+        batch = Batch(self.entity, pk_attributes, ids)
+        batch.first, batch.last = first, last
+        return batch
+
+
+def cursor_text(cursor: Cursor) -> str:
+    """A cursor as text, to compare the JSON stored in the ledger with a record's."""
+    return json.dumps(cursor, default=str)
 
 
 def _column_of(expression: t.Any) -> t.Any:

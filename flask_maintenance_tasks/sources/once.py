@@ -43,3 +43,9 @@ class OnceSource(Source):
 
     def describe(self, item: Item) -> t.Any:
         return None if item is NO_ITEM else super().describe(item)
+
+    def key(self, item: Item, cursor: Cursor) -> t.Any:
+        return None
+
+    def find(self, failures: t.Sequence[t.Any]) -> list[tuple[t.Any, Item]]:
+        return [(failure, NO_ITEM) for failure in failures]

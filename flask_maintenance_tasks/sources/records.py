@@ -11,7 +11,7 @@ from sqlalchemy.sql import Select
 from ..exceptions import ConfigurationError
 from ..state import get_state
 from .base import Cursor, Item, Source
-from .keyset import Batch, Keyset
+from .keyset import Batch, Keyset, cursor_text
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -60,6 +60,15 @@ class RecordsSource(Source):
     def count(self) -> int | None:
         return self.keyset.count(_session())
 
+    def find(self, failures: t.Sequence[t.Any]) -> list[tuple[t.Any, Item]]:
+        """The failed records, found again in one query by their cursor columns."""
+        found = self.keyset.find_records(_session(), [f.item_key for f in failures])
+        return [
+            (failure, found[text])
+            for failure in failures
+            if (text := cursor_text(failure.item_key)) in found
+        ]
+
 
 class BatchesSource(Source):
     """``in_batches(select, of=N)``: ``process(batch)`` with up to N primary keys."""
@@ -74,6 +83,25 @@ class BatchesSource(Source):
 
     def count(self) -> int | None:
         return math.ceil(self.keyset.count(_session()) / self.spec.of)
+
+    def key(self, item: Item, cursor: Cursor) -> t.Any:
+        """The cursors of the batch's first and last rows."""
+        if isinstance(item, Batch):
+            return {"first": item.first, "last": item.last}
+        return cursor
+
+    def find(self, failures: t.Sequence[t.Any]) -> list[tuple[t.Any, Item]]:
+        """Each failed batch again: the rows now between its first and last cursors."""
+        found = []
+        session = _session()
+        for failure in failures:
+            key = failure.item_key
+            if not isinstance(key, dict):
+                continue
+            batch = self.keyset.batch_between(session, key.get("first"), key.get("last"))
+            if batch is not None:
+                found.append((failure, batch))
+        return found
 
     def describe(self, item: Item) -> t.Any:
         if isinstance(item, Batch):

@@ -24,3 +24,11 @@ class SequenceSource(Source):
 
     def count(self) -> int | None:
         return len(self.items)
+
+    def find(self, failures: t.Sequence[t.Any]) -> list[tuple[t.Any, Item]]:
+        items = self.items
+        return [
+            (failure, items[failure.item_key])
+            for failure in failures
+            if isinstance(failure.item_key, int) and 0 <= failure.item_key < len(items)
+        ]

@@ -1,0 +1,152 @@
+"""Tasks whose items fail, for the error policies, the failure ledger and retries.
+
+An item is bad when its title is ``bad`` (or, for sequences, when the number
+is a multiple of ``every``). Each task writes before it raises, so that a test
+can check those partial writes were undone.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+import pydantic
+import sqlalchemy as sa
+
+from flask_maintenance_tasks import Task, csv_collection, in_batches
+
+from .. import Flag, Item, db
+from .kinds import EVENTS
+
+
+class BadItem(ValueError):
+    """What a bad item raises."""
+
+
+class SkipBadItemsTask(Task):
+    """Adds one to every item's counter; a bad item raises after its write is flushed."""
+
+    error_policy = "skip"
+
+    class Parameters(pydantic.BaseModel):
+        token: pydantic.SecretStr | None = None
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+        db.session.flush()  # the partial write is in the database when it raises
+        if item.title == "bad":
+            token = self.params.token.get_secret_value() if self.params.token else ""
+            raise BadItem(f"item {item.id} is bad {token}".strip())
+
+
+class StopOnBadItemsTask(SkipBadItemsTask):
+    """The same, under the default policy."""
+
+    error_policy = "stop"
+
+
+class LimitedSkipTask(SkipBadItemsTask):
+    """At most two failed items."""
+
+    max_failures = 2
+
+
+class ReportBadItemsTask(Task):
+    """Stop policy, but a bad item's error is reported and the run goes on."""
+
+    report_on = (BadItem,)
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        if item.title == "bad":
+            raise BadItem(f"item {item.id} is bad")
+        item.counter += 1
+
+
+class SkipBadBatchesTask(Task):
+    """One UPDATE per batch of ten; a batch holding a bad item raises after it."""
+
+    error_policy = "skip"
+
+    def collection(self) -> t.Any:
+        return in_batches(sa.select(Item), of=10)
+
+    def process(self, batch: t.Any) -> None:
+        db.session.execute(batch.where(sa.update(Item).values(counter=Item.counter + 1)))
+        bad = db.session.scalar(
+            batch.where(sa.select(sa.func.count()).select_from(Item).where(Item.title == "bad"))
+        )
+        if bad:
+            raise BadItem(f"{bad} bad item(s) in {batch!r}")
+
+
+class SkipBadNumbersTask(Task):
+    """A list of numbers; multiples of the ``every`` flag's value fail."""
+
+    error_policy = "skip"
+    collection = list(range(1, 31))
+
+    def process(self, number: int) -> None:
+        every = int((db.session.get(Flag, "every") or Flag(value="7")).value or 0)
+        if every and number % every == 0:
+            raise BadItem(f"{number} is a multiple of {every}")
+        EVENTS.append(number)
+
+
+class SkipBadRowsTask(Task):
+    """CSV rows upserted into items; a row titled ``bad`` fails unless the ``fixed`` flag is set."""
+
+    error_policy = "skip"
+    collection = csv_collection(required_headers=("id", "title"))
+
+    def process(self, row: t.Any) -> None:
+        _import(row)
+
+
+class SkipBadRowBatchesTask(Task):
+    """The same in batches of five rows."""
+
+    error_policy = "skip"
+    collection = csv_collection(in_batches=5, required_headers=("id", "title"))
+
+    def process(self, rows: list[t.Any]) -> None:
+        for row in rows:
+            _import(row)
+
+
+def _import(row: t.Any) -> None:
+    db.session.add(Item(id=int(row["id"]), title=row["title"], group=0, counter=1))
+    db.session.flush()
+    if row["title"] == "bad" and db.session.get(Flag, "fixed") is None:
+        raise BadItem(f"row {row.number} is bad (password {row.get('password', '')})")
+
+
+class SkipWalkingTask(Task):
+    """Its own enumerator over the items, and no way to look one up by key."""
+
+    error_policy = "skip"
+
+    def enumerator(self, cursor: t.Any) -> t.Iterator[tuple[t.Any, t.Any]]:
+        statement = sa.select(Item).order_by(Item.id)
+        if cursor is not None:
+            statement = statement.where(Item.id > cursor)
+        for item in db.session.scalars(statement):
+            yield item, item.id
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+        db.session.flush()
+        if item.title == "bad":
+            raise BadItem(f"item {item.id} is bad")
+
+
+class SkipWalkingWithLookupTask(SkipWalkingTask):
+    """The same, able to find items again by key."""
+
+    def lookup(self, keys: list[t.Any]) -> t.Iterator[tuple[t.Any, t.Any]]:
+        for item in db.session.scalars(sa.select(Item).where(Item.id.in_(keys))):
+            yield item.id, item
