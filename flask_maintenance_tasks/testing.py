@@ -40,7 +40,7 @@ if t.TYPE_CHECKING:
     from .models import Run
     from .task import Task
 
-__all__ = ["resume_task", "run_task", "run_task_interrupted"]
+__all__ = ["resume_task", "retry_task_failures", "run_task", "run_task_interrupted"]
 
 #: A run needing more slices than this is taken to be stuck (a throttle that
 #: never lets go, say) and the helper fails instead of looping for ever.
@@ -123,6 +123,9 @@ def run_task(
     *,
     metadata: t.Any = None,
     csv_file: t.Any = None,
+    error_policy: str | None = None,
+    max_failures: int | None = None,
+    max_failure_rate: float | None = None,
 ) -> Run:
     """Start a run of task ``name`` in the current app and perform it to its end.
 
@@ -130,14 +133,40 @@ def run_task(
     on the current thread; time slices and throttle backoffs are performed
     at once. Returns the finished run, whatever its status. A CSV task takes
     its file as ``mtasks.run`` does: ``csv_file=`` a path, a binary file
-    object or ``(file name, file object)``.
+    object or ``(file name, file object)``. ``error_policy``,
+    ``max_failures`` and ``max_failure_rate`` override the task's, as for
+    ``mtasks.run``.
 
     :raises TaskNotFound, InvalidArguments, TaskAlreadyRunning, CSVFileError:
         as ``mtasks.run``.
     """
     state = get_state()
     with _synchronous(state) as executor:
-        run = runner.run(state, name, arguments or {}, metadata=metadata, csv_file=csv_file)
+        run = runner.run(
+            state,
+            name,
+            arguments or {},
+            metadata=metadata,
+            csv_file=csv_file,
+            error_policy=error_policy,
+            max_failures=max_failures,
+            max_failure_rate=max_failure_rate,
+        )
+        return _perform_all(state, executor, run.id)
+
+
+def retry_task_failures(run_id: int, *, error_policy: str | None = None) -> Run:
+    """Retry the unresolved failed items of run ``run_id`` and perform the retry to its end.
+
+    Returns the new run. Its failures, if items fail again, are in its own
+    ledger; the retried run's failures are marked resolved, failed again or
+    gone.
+
+    :raises CannotRetry: as ``mtasks.retry_failures``.
+    """
+    state = get_state()
+    with _synchronous(state) as executor:
+        run = runner.retry_failures(state, run_id, error_policy=error_policy)
         return _perform_all(state, executor, run.id)
 
 
@@ -162,6 +191,7 @@ def run_task_interrupted(
     metadata: t.Any = None,
     max_slices: int = MAX_SLICES,
     csv_file: t.Any = None,
+    error_policy: str | None = None,
 ) -> Run:
     """Like :func:`run_task`, but interrupt the run again and again until it ends.
 
@@ -172,7 +202,8 @@ def run_task_interrupted(
     tick, marks the run ``interrupted`` and resumes it from its cursor, as a
     worker shutdown does. A run still going after ``max_slices`` slices
     raises :class:`RuntimeError`: the task probably does not resume from its
-    cursor. ``csv_file`` is the file of a CSV task, as for :func:`run_task`.
+    cursor. ``csv_file`` is the file of a CSV task, and ``error_policy``
+    overrides the task's, as for :func:`run_task`.
     """
     if every < 1:
         raise ValueError("every must be at least 1")
@@ -192,7 +223,14 @@ def run_task_interrupted(
             return count % every == 0
 
     with _synchronous(state) as executor, _interrupting(task_class, stop_now):
-        run = runner.run(state, name, arguments or {}, metadata=metadata, csv_file=csv_file)
+        run = runner.run(
+            state,
+            name,
+            arguments or {},
+            metadata=metadata,
+            csv_file=csv_file,
+            error_policy=error_policy,
+        )
         return _perform_all(state, executor, run.id, max_slices)
 
 

@@ -360,3 +360,18 @@ def test_the_exclusive_key_still_guards_a_retry(app, mtasks):
     mtasks.run("SkipBadItemsTask")  # enqueued, not drained: the task is busy
     with pytest.raises(TaskAlreadyRunning):
         mtasks.retry_failures(run.id)
+
+
+def test_interrupted_after_every_few_items_the_ledger_holds_each_failure_once(app):
+    from flask_maintenance_tasks.testing import retry_task_failures, run_task_interrupted
+
+    seed_items(60)
+    make_bad(5, 6, 30, 59)
+    run = run_task_interrupted("SkipBadItemsTask", every=4)
+    assert (run.status, run.failure_count) == ("succeeded", 4)
+    assert [f.item_key for f in ledger(run.id)] == [5, 6, 30, 59]
+    assert counters() == [0 if n in (5, 6, 30, 59) else 1 for n in range(1, 61)]
+    fix_all()
+    retry = retry_task_failures(run.id)
+    assert (retry.status, retry.tick_count) == ("succeeded", 4)
+    assert counters() == [1] * 60
