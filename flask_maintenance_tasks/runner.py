@@ -26,6 +26,7 @@ from .exceptions import (
 from .models import CSVFile, Failure, FailureStatus, Run, RunStatus, utcnow
 from .policy import ErrorPolicy
 from .transitions import (
+    ACTIVE,
     CANCEL_REQUEST,
     FORCE_CANCEL,
     FORCE_PAUSE,
@@ -289,6 +290,7 @@ def retry_failures(
         original = _load_or_raise(session, run_id)
         shared_file = store.csv_file_of(session, run_id)
         unresolved = ledger.count_unresolved(session, run_id)
+        retrying = [run.id for run in ledger.retries_of(session, run_id) if run.status in ACTIVE]
     try:
         try:
             task_class = state.registry.get(original.task_name)
@@ -298,6 +300,10 @@ def retry_failures(
         if original.status not in STOPPED:
             raise CannotRetry(
                 run_id, f"it is {original.status}; retry its failures once it has stopped."
+            )
+        if retrying:
+            raise CannotRetry(
+                run_id, f"run #{retrying[0]} is retrying them already; wait for it to stop."
             )
         if unresolved == 0:
             raise CannotRetry(run_id, "it has no unresolved failed items.")

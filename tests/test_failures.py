@@ -375,3 +375,25 @@ def test_interrupted_after_every_few_items_the_ledger_holds_each_failure_once(ap
     retry = retry_task_failures(run.id)
     assert (retry.status, retry.tick_count) == ("succeeded", 4)
     assert counters() == [1] * 60
+
+
+def test_a_second_retry_waits_for_the_first_to_stop(app, mtasks):
+    seed_items(10)
+    make_bad(3)
+    run = mtasks.run("SkipBadItemsTask")
+    drain(app)
+    first = mtasks.retry_failures(run.id)  # enqueued, not drained
+    # Free the task's exclusive key: the refusal must come from the active retry itself.
+    db.session.execute(sa.update(Run).where(Run.id == first.id).values(exclusive_key=None))
+    db.session.commit()
+    before = runs_count()
+    with pytest.raises(CannotRetry, match=f"run #{first.id} is retrying them already"):
+        mtasks.retry_failures(run.id)
+    assert runs_count() == before
+
+
+def test_a_large_item_is_described_in_at_most_two_thousand_characters(app, mtasks):
+    from flask_maintenance_tasks.sources.base import DESCRIPTION_LIMIT, Source
+
+    described = Source(t.cast(t.Any, None)).describe({"text": "x" * 10_000})
+    assert isinstance(described, str) and len(described) <= DESCRIPTION_LIMIT + 6

@@ -14,6 +14,9 @@ if t.TYPE_CHECKING:
 Item = t.Any
 Cursor = t.Any
 
+#: Longest description of an item kept (on an errored run, in the failure ledger).
+DESCRIPTION_LIMIT = 2000
+
 
 class Source:
     """What a run walks: the items of one task's collection, in a fixed order.
@@ -77,7 +80,7 @@ class Source:
             key = identity[0] if identity and len(identity) == 1 else list(identity or ())
             return {"class": type(item).__name__, "id": key}
         try:
-            json.dumps(item)
-            return item
+            text = json.dumps(item)
         except (TypeError, ValueError):
-            return repr(item)[:1000]
+            return repr(item)[:DESCRIPTION_LIMIT]
+        return item if len(text) <= DESCRIPTION_LIMIT else text[:DESCRIPTION_LIMIT] + " [...]"
