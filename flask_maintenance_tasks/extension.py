@@ -157,6 +157,7 @@ class MaintenanceTasks:
         error_policy: str | None = None,
         max_failures: int | None = None,
         max_failure_rate: float | None = None,
+        dry_run: bool = False,
     ) -> Run:
         """Start a run of the task ``name`` and return it (status ``enqueued``).
 
@@ -169,6 +170,9 @@ class MaintenanceTasks:
         :param error_policy: ``"stop"`` or ``"skip"``, for this run instead of
             the task's ``error_policy``; ``max_failures`` and
             ``max_failure_rate`` likewise override the task's limits.
+        :param dry_run: process every item, roll every tick back, and record
+            what the run would change (``Run.changes``); a dry run does not
+            count as the task's active run.
         :raises TaskNotFound: no such task.
         :raises InvalidArguments: the arguments fail the task's ``Parameters``.
         :raises CSVFileError: a CSV task without a file, a file for another task,
@@ -187,6 +191,7 @@ class MaintenanceTasks:
             error_policy=error_policy,
             max_failures=max_failures,
             max_failure_rate=max_failure_rate,
+            dry_run=dry_run,
         )
 
     def retry_failures(

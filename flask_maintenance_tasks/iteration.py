@@ -10,6 +10,7 @@ returns why it stopped; the job decides what that means for the run.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import typing as t
@@ -17,6 +18,7 @@ import typing as t
 import sqlalchemy as sa
 
 from . import ledger, store
+from .dryrun import Capture, Changes, DryRunCommit
 from .exceptions import TooManyFailures
 from .models import RunStatus
 from .policy import ErrorPolicy
@@ -57,6 +59,8 @@ class Iteration:
         record: Recorder | None = None,
         failed: t.Callable[[list[tuple[dict[str, t.Any], BaseException]]], None] | None = None,
         done: tuple[int, int] = (0, 0),
+        capture: Capture | None = None,
+        changes: Changes | None = None,
     ) -> None:
         self.session = session
         self.run_id = run_id
@@ -83,9 +87,16 @@ class Iteration:
         self.ticked = getattr(source, "ticked", None)
         #: The cursor of the last committed tick.
         self.committed_cursor: t.Any = None
+        #: A dry run: each tick runs in a SAVEPOINT, rolled back at its end.
+        self.capture = capture
+        #: What the dry run would change, its earlier slices included.
+        self.changes = changes if changes is not None else Changes()
+        self.tick_savepoint: t.Any = None
         # pysqlite opens no transaction before a SAVEPOINT, which then is the
         # transaction, and its RELEASE would commit the item on its own.
-        self.begin_first = self.policy.skips and session.get_bind().dialect.name == "sqlite"
+        self.begin_first = (self.policy.skips or capture is not None) and (
+            session.get_bind().dialect.name == "sqlite"
+        )
 
     def run(self, cursor: t.Any) -> str | None:
         """Process items after ``cursor``; return why the slice stopped, ``None`` when done.
@@ -157,10 +168,12 @@ class Iteration:
                         process(item)
                 except caught as error:
                     self._failed(error, item, position, item_cursor, ticks)
-                except BaseException:
+                except BaseException as error:
                     # Only an error of process() names an item; one between items
                     # (a page, a CSV row that does not parse, a tick) names none.
                     self.failed_item = item
+                    if isinstance(error, DryRunCommit):
+                        raise self._named(error, item) from None
                     raise
                 ticks += 1
                 position = item_cursor
@@ -180,19 +193,51 @@ class Iteration:
     def _savepointed(self, process: t.Callable[..., None]) -> t.Callable[..., None]:
         """``process`` inside a SAVEPOINT: an error undoes exactly the item's own writes."""
         begin_nested = self.session.begin_nested
+        capture = self.capture
+        if capture is None:
 
-        def guarded(*item: t.Any) -> None:
-            with begin_nested():
+            def guarded(*item: t.Any) -> None:
+                with begin_nested():
+                    process(*item)
+
+            return guarded
+
+        mark, drop_since = capture.mark, capture.drop_since
+
+        def guarded_dry(*item: t.Any) -> None:
+            seen = mark()
+            savepoint = begin_nested()
+            try:
                 process(*item)
+            except BaseException:
+                if savepoint.is_active:
+                    savepoint.rollback()
+                drop_since(seen)  # its writes were undone: they would not happen
+                raise
+            # Releasing the savepoint is no commit of the task's: let it through
+            # (what it flushes is still counted).
+            capture.releasing = True
+            try:
+                savepoint.commit()
+            finally:
+                capture.releasing = False
 
-        return guarded
+        return guarded_dry
 
     def _begin(self) -> None:
-        """Open the tick's transaction before its first SAVEPOINT (SQLite only)."""
+        """Open the tick's transaction: a BEGIN before its first SAVEPOINT (SQLite only),
+        and the SAVEPOINT that holds a dry run's tick."""
         if self.begin_first:
             connection = self.session.connection()
             if not getattr(connection.connection.dbapi_connection, "in_transaction", True):
                 connection.exec_driver_sql("BEGIN")
+        if self.capture is not None:
+            self.tick_savepoint = self.session.begin_nested()
+
+    def _named(self, error: DryRunCommit, item: t.Any) -> DryRunCommit:
+        """The refused commit, naming the item whose ``process`` asked for it."""
+        described = json.dumps(self.source.describe(item), default=str)[:500]
+        return DryRunCommit(f"Item {described}: {error}")
 
     def _failed(
         self, error: BaseException, item: t.Any, before: t.Any, cursor: t.Any, ticks: int
@@ -201,6 +246,9 @@ class Iteration:
         if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
             self.failed_item = item
             raise error  # the connection is gone: the slice hands the run on
+        if isinstance(error, DryRunCommit):
+            self.failed_item = item
+            raise self._named(error, item) from None
         if isinstance(error, tuple(self.task.report_on)):
             self.report(error, item)
         if self.record is None:
@@ -217,14 +265,30 @@ class Iteration:
         raise TooManyFailures(message, failures=failures, processed=processed) from error
 
     def _flush(self, ticks: int, cursor: t.Any) -> None:
-        """Commit a tick: its items, its failures and what a retry learnt of its ledger."""
+        """Commit a tick: its items, its failures and what a retry learnt of its ledger.
+
+        A dry run's tick is rolled back to its savepoint first: only the
+        progress, the failures and what the tick would have changed commit.
+        """
         pending = self.pending
-        if pending or self.ticked is not None:
-            ledger.insert(self.session, [values for values, _, _ in pending])
-            if self.ticked is not None and ticks:
-                again = [at for _, _, at in pending]
-                self.ticked(self.session, self.committed_cursor, cursor, again)
-        self.ticker.flush(ticks, cursor, failures=len(pending))
+        capture = self.capture
+        changes = None
+        if capture is not None:
+            self.session.flush()  # what is still pending would be written by the commit
+            self.changes.add(capture.tick())
+            changes = self.changes.as_json()
+            self.tick_savepoint.rollback()
+            capture.committing = True
+        try:
+            if pending or self.ticked is not None:
+                ledger.insert(self.session, [values for values, _, _ in pending])
+                if self.ticked is not None and ticks:
+                    again = [at for _, _, at in pending]
+                    self.ticked(self.session, self.committed_cursor, cursor, again)
+            self.ticker.flush(ticks, cursor, failures=len(pending), changes=changes)
+        finally:
+            if capture is not None:
+                capture.committing = False
         self.ticks_done += ticks
         self.failures_done += len(pending)
         if ticks:

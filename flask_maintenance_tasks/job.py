@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from flask import Flask, has_app_context
 from flask.cli import ScriptInfo
 
-from . import audit, ledger, lifecycle, masking, signals, store
+from . import audit, dryrun, ledger, lifecycle, masking, signals, store
 from .exceptions import MaintenanceTasksError
 from .iteration import Iteration
 from .models import Run, RunStatus
@@ -179,6 +179,7 @@ class _Slice:
 
         task = self.state.registry.get(run.task_name)(**(run.arguments or {}))
         task.metadata = run.metadata_
+        task.dry_run = bool(run.dry_run)
         task.run = run  # a CSV source counts and reads the run's file
         self.task = task
         self.source = source = source_of(task)
@@ -221,6 +222,8 @@ class _Slice:
         run = changed.run
         task.run = run
         lifecycle.follow(self.state, changed, task)
+        if run.dry_run:
+            self.session.rollback()  # after_start's writes would not happen either
         self._iterate(task, source, run)
 
     def _iterate(self, task: Task, source: Source, run: Run) -> None:
@@ -238,9 +241,15 @@ class _Slice:
             record=functools.partial(self._failure, run, source),
             failed=functools.partial(self._announce_failures, run),
             done=(run.tick_count or 0, run.failure_count or 0),
+            capture=dryrun.Capture(self.session, self._mask_value) if run.dry_run else None,
+            changes=dryrun.Changes(run.changes) if run.dry_run else None,
         )
         try:
-            reason = iteration.run(run.cursor)
+            if iteration.capture is not None:
+                with iteration.capture:
+                    reason = iteration.run(run.cursor)
+            else:
+                reason = iteration.run(run.cursor)
         except BaseException:
             self.element = iteration.failed_item
             raise
@@ -273,6 +282,12 @@ class _Slice:
             backtrace=clean_backtrace(self.state, error),
             attempt=attempt,
         )
+
+    def _mask_value(self, column: str, value: t.Any) -> t.Any:
+        """A value of a dry run's sample of changes, masked as an argument of that name."""
+        task_class = type(self.task) if self.task is not None else None
+        masked = masking.mask({column: value}, task_class, self.state.settings.masked_parameters)
+        return masking.scrub_tree(masked[column], self.secrets)
 
     def _masked(self, description: t.Any) -> t.Any:
         task_class = type(self.task) if self.task is not None else None
@@ -336,7 +351,10 @@ class _Slice:
     def _completed(self, task: Task) -> None:
         run = t.cast(Run, task.run)
         lifecycle.call_back(self.state, SUCCEED, run, task)
-        self.session.commit()  # whatever after_complete wrote
+        if run.dry_run:
+            self.session.rollback()  # a dry run keeps nothing after_complete wrote
+        else:
+            self.session.commit()  # whatever after_complete wrote
 
         def succeed(current: Run) -> Transition:
             if not SUCCEED.leaves_from(current.status):

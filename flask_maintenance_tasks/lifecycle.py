@@ -169,6 +169,7 @@ def task_for(state: State, run: Run) -> Task | None:
         return None
     task.run = run
     task.metadata = run.metadata_
+    task.dry_run = bool(run.dry_run)
     return task
 
 

@@ -139,6 +139,10 @@ class Run(Base):
     max_failure_rate: Mapped[float | None] = mapped_column(sa.Float)
     #: Items recorded in the failure ledger, committed with the ticks that recorded them.
     failure_count: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    #: A dry run: every tick's writes are rolled back, and only its progress is kept.
+    dry_run: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    #: What a dry run would change: ``{"tables": {...}, "sample": [...]}`` (see :mod:`.dryrun`).
+    changes: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
     #: The run whose failed items this run retries.
     retry_of_id: Mapped[int | None] = mapped_column(
         _BigIntPK, sa.ForeignKey("maintenance_tasks_runs.id", ondelete="SET NULL"), index=True

@@ -56,13 +56,16 @@ def run(
     error_policy: t.Any = None,
     max_failures: t.Any = None,
     max_failure_rate: t.Any = None,
+    dry_run: bool = False,
 ) -> Run:
     """Create a run of task ``name`` and enqueue its first job.
 
     ``actor`` is who the audit trail says started it (the OS user of a Python
     call by default). A start refused for a task that exists leaves a
     ``refused`` event with the reason. ``error_policy``, ``max_failures`` and
-    ``max_failure_rate`` override the task's (``None`` keeps it).
+    ``max_failure_rate`` override the task's (``None`` keeps it). A
+    ``dry_run`` rolls back every tick and records what it would change; it
+    does not hold the task's exclusive key.
     """
     actor = actor or audit.python()
     task_class = state.registry.get(name)
@@ -79,7 +82,9 @@ def run(
         _refused(state, None, name, audit.STARTED, actor, refusal)
         raise
     try:
-        return _create(state, task_class, params, metadata, upload, actor, policy)
+        return _create(
+            state, task_class, params, metadata, upload, actor, policy, dry_run=bool(dry_run)
+        )
     except EnqueueError:
         raise  # the run was saved with its file, and can be resumed
     except BaseException as failure:
@@ -164,10 +169,13 @@ def _create(
     *,
     retry_of: Run | None = None,
     shared_file: CSVFile | None = None,
+    dry_run: bool = False,
 ) -> Run:
     job_id = lifecycle.new_job_id()
     now = utcnow()
+    exclusive = not (task_class.allow_concurrent_runs or dry_run)
     run = Run(
+        dry_run=dry_run,
         error_policy=policy.name,
         max_failures=policy.max_failures,
         max_failure_rate=policy.max_failure_rate,
@@ -179,7 +187,7 @@ def _create(
         metadata_=metadata,
         started_by=actor.who,
         job_id=job_id,
-        exclusive_key=None if task_class.allow_concurrent_runs else task_class.name,
+        exclusive_key=task_class.name if exclusive else None,
         tick_count=0,
         time_running=0.0,
         lock_version=0,
@@ -201,7 +209,7 @@ def _create(
             task_name=run.task_name,
             action=audit.STARTED,
             actor=actor,
-            detail=f"retry of the failures of run #{retry_of.id}" if retry_of else None,
+            detail=_start_detail(retry_of, dry_run),
         )
         if retry_of is not None:
             audit.record(
@@ -240,6 +248,13 @@ def _create(
         session.commit()
         _enqueue(state, session, run, job_id, actor)
         return run
+
+
+def _start_detail(retry_of: Run | None, dry_run: bool) -> str | None:
+    parts = ["dry run"] if dry_run else []
+    if retry_of is not None:
+        parts.append(f"retry of the failures of run #{retry_of.id}")
+    return "; ".join(parts) or None
 
 
 def _raise_if_already_running(session: sa.orm.Session, task_class: type[Task]) -> None:
@@ -340,6 +355,7 @@ def retry_failures(
             policy,
             retry_of=original,
             shared_file=shared_file,
+            dry_run=bool(original.dry_run),
         )
     except EnqueueError:
         raise
@@ -441,7 +457,8 @@ def resume(state: State, run_id: int, *, actor: audit.Actor | None = None) -> Ru
             refusal = MaintenanceTasksError(f"Cannot resume: {missing}")
             _refused(state, run_id, current.task_name, "resumed", actor, refusal)
             raise
-        exclusive_key = None if task_class.allow_concurrent_runs else task_class.name
+        exclusive = not (task_class.allow_concurrent_runs or current.dry_run)
+        exclusive_key = task_class.name if exclusive else None
 
         def choose(current: Run) -> Transition:
             RESUME.check(current.status, run_id)

@@ -164,6 +164,7 @@ def write_progress(
     cursor: t.Any,
     move_cursor: bool,
     failures: int = 0,
+    changes: t.Any = None,
 ) -> bool:
     """Add ticks and time, and move the cursor, if ``job_id`` still holds the run.
 
@@ -179,6 +180,8 @@ def write_progress(
         values["cursor"] = cursor if cursor is not None else sa.null()
     if failures:
         values["failure_count"] = runs_table.c.failure_count + failures
+    if changes is not None:
+        values["changes"] = changes
     result = session.execute(
         runs_table.update()
         .where(runs_table.c.id == run_id, runs_table.c.job_id == job_id)

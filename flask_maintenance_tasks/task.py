@@ -211,6 +211,9 @@ class Task:
         self.run: Run | None = None
         #: The run's metadata (who started it, for example).
         self.metadata: t.Any = None
+        #: True in a dry run: the database rolls back every tick, but effects
+        #: outside it (mail, HTTP calls) are the task's to skip.
+        self.dry_run: bool = False
 
     # -- parameters -------------------------------------------------------
 

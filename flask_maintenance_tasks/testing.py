@@ -126,6 +126,7 @@ def run_task(
     error_policy: str | None = None,
     max_failures: int | None = None,
     max_failure_rate: float | None = None,
+    dry_run: bool = False,
 ) -> Run:
     """Start a run of task ``name`` in the current app and perform it to its end.
 
@@ -134,8 +135,8 @@ def run_task(
     at once. Returns the finished run, whatever its status. A CSV task takes
     its file as ``mtasks.run`` does: ``csv_file=`` a path, a binary file
     object or ``(file name, file object)``. ``error_policy``,
-    ``max_failures`` and ``max_failure_rate`` override the task's, as for
-    ``mtasks.run``.
+    ``max_failures`` and ``max_failure_rate`` override the task's, and
+    ``dry_run=True`` makes it a dry run, as for ``mtasks.run``.
 
     :raises TaskNotFound, InvalidArguments, TaskAlreadyRunning, CSVFileError:
         as ``mtasks.run``.
@@ -151,6 +152,7 @@ def run_task(
             error_policy=error_policy,
             max_failures=max_failures,
             max_failure_rate=max_failure_rate,
+            dry_run=dry_run,
         )
         return _perform_all(state, executor, run.id)
 
@@ -192,6 +194,7 @@ def run_task_interrupted(
     max_slices: int = MAX_SLICES,
     csv_file: t.Any = None,
     error_policy: str | None = None,
+    dry_run: bool = False,
 ) -> Run:
     """Like :func:`run_task`, but interrupt the run again and again until it ends.
 
@@ -202,8 +205,9 @@ def run_task_interrupted(
     tick, marks the run ``interrupted`` and resumes it from its cursor, as a
     worker shutdown does. A run still going after ``max_slices`` slices
     raises :class:`RuntimeError`: the task probably does not resume from its
-    cursor. ``csv_file`` is the file of a CSV task, and ``error_policy``
-    overrides the task's, as for :func:`run_task`.
+    cursor. ``csv_file`` is the file of a CSV task, ``error_policy``
+    overrides the task's and ``dry_run`` makes it a dry run, as for
+    :func:`run_task`.
     """
     if every < 1:
         raise ValueError("every must be at least 1")
@@ -230,6 +234,7 @@ def run_task_interrupted(
             metadata=metadata,
             csv_file=csv_file,
             error_policy=error_policy,
+            dry_run=dry_run,
         )
         return _perform_all(state, executor, run.id, max_slices)
 

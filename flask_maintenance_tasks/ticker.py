@@ -30,14 +30,14 @@ class Ticker:
         #: When the next flush is due (``time.monotonic()`` scale).
         self.due_at = self._last + delay
 
-    def flush(self, ticks: int, cursor: t.Any, *, failures: int = 0) -> None:
+    def flush(self, ticks: int, cursor: t.Any, *, failures: int = 0, changes: t.Any = None) -> None:
         """Commit ``ticks`` more items, the time and ``cursor`` with the task's changes.
 
         The iteration loop counts items itself and calls this once a tick is due (or when it
         stops), with the number processed since the last flush and the cursor of the last
         one; with no item processed the cursor stays as it is. ``failures`` is how many
-        failed items the caller recorded in the ledger in this transaction. Raises
-        :class:`Fenced`.
+        failed items the caller recorded in the ledger in this transaction, ``changes``
+        what a dry run would have changed so far. Raises :class:`Fenced`.
         """
         now = time.monotonic()
         written = store.write_progress(
@@ -49,6 +49,7 @@ class Ticker:
             cursor=cursor,
             move_cursor=ticks > 0,
             failures=failures,
+            changes=changes,
         )
         if not written:
             self.session.rollback()

@@ -147,6 +147,7 @@ def _with_defaults(task_class: type[Task]) -> Task:
     task.params = model.model_construct() if model is not None else None
     task.run = None
     task.metadata = None
+    task.dry_run = False
     return task
 
 

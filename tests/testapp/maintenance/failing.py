@@ -150,3 +150,34 @@ class SkipWalkingWithLookupTask(SkipWalkingTask):
     def lookup(self, keys: list[t.Any]) -> t.Iterator[tuple[t.Any, t.Any]]:
         for item in db.session.scalars(sa.select(Item).where(Item.id.in_(keys))):
             yield item.id, item
+
+
+class DryRunMixedTask(Task):
+    """Updates every item (ORM), inserts a flag every tenth item (ORM), deletes a seeded
+    flag every fifth item and bumps a group every seventh (Core statements)."""
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        EVENTS.append(("dry" if self.dry_run else "real", item.id))
+        item.counter += 1
+        item.title = f"new-{item.id}"
+        if item.id % 10 == 0:
+            db.session.add(Flag(name=f"made-{item.id}", value="x"))
+        if item.id % 5 == 0:
+            db.session.execute(sa.delete(Flag).where(Flag.name == f"seed-{item.id}"))
+        if item.id % 7 == 0:
+            db.session.execute(sa.update(Item).where(Item.id == item.id).values(group=99))
+
+
+class CommittingTask(Task):
+    """Commits the session itself, which a dry run must refuse."""
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+        if item.id == 3:
+            db.session.commit()

@@ -1,0 +1,270 @@
+"""Dry runs: what a run's ticks would write, counted before the database rolls it back.
+
+A dry run processes every item for real inside a SAVEPOINT that spans the
+tick; the tick ends by rolling back to it, and only the run's progress is
+committed. While the slice iterates, a :class:`Capture` listens to the
+session and its connection:
+
+- every INSERT, UPDATE and DELETE on the session's connection (ORM flushes
+  and Core statements alike) adds its row count to its table, and an UPDATE
+  its columns;
+- each ORM flush gives the first changes of attributes, before and after
+  (the sample), masked like arguments;
+- a commit asked for by the task is refused before it happens
+  (:class:`DryRunCommit`), so a dry run never writes.
+
+The counts of a tick join the run's :class:`Changes` when the tick's
+progress is committed, so a tick replayed after a crash is counted once.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import typing as t
+
+import sqlalchemy as sa
+
+from .exceptions import MaintenanceTasksError
+
+if t.TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+#: Changes kept as a sample of what a dry run would do.
+SAMPLE = 10
+#: Longest value shown in the sample.
+VALUE_LIMIT = 200
+#: Our own tables: what the engine writes is not what the task would change.
+OWN_PREFIX = "maintenance_tasks_"
+_KINDS = ("inserted", "updated", "deleted")
+#: The verb and table of DML written as SQL text.
+_TEXT_DML = re.compile(
+    r"^\s*(insert\s+(?:or\s+\w+\s+)?into|update|delete\s+from)\s+([\w.\"`\[\]]+)",
+    re.IGNORECASE,
+)
+
+
+class DryRunCommit(MaintenanceTasksError):
+    """A task committed the session during a dry run; the commit was stopped."""
+
+
+class Changes:
+    """What a dry run would change: rows inserted, updated and deleted per table, the
+    columns updated, and a sample of the first changes."""
+
+    def __init__(self, stored: t.Any = None) -> None:
+        self.tables: dict[str, dict[str, t.Any]] = {}
+        self.sample: list[dict[str, t.Any]] = []
+        if isinstance(stored, dict):
+            for name, counts in (stored.get("tables") or {}).items():
+                if isinstance(counts, dict):
+                    table = self.table(str(name))
+                    for kind in _KINDS:
+                        table[kind] += int(counts.get(kind) or 0)
+                    table["columns"].update(map(str, counts.get("columns") or ()))
+            self.sample = [s for s in stored.get("sample") or () if isinstance(s, dict)][:SAMPLE]
+
+    def table(self, name: str) -> dict[str, t.Any]:
+        found = self.tables.get(name)
+        if found is None:
+            found = {"inserted": 0, "updated": 0, "deleted": 0, "columns": set()}
+            self.tables[name] = found
+        return found
+
+    def add(self, other: Changes) -> None:
+        for name, counts in other.tables.items():
+            table = self.table(name)
+            for kind in _KINDS:
+                table[kind] += counts[kind]
+            table["columns"].update(counts["columns"])
+        room = SAMPLE - len(self.sample)
+        if room > 0:
+            self.sample.extend(other.sample[:room])
+
+    def __bool__(self) -> bool:
+        return bool(self.tables or self.sample)
+
+    def as_json(self) -> dict[str, t.Any]:
+        return {
+            "tables": {
+                name: {**{k: counts[k] for k in _KINDS}, "columns": sorted(counts["columns"])}
+                for name, counts in sorted(self.tables.items())
+            },
+            "sample": list(self.sample),
+        }
+
+
+def summary(stored: t.Any) -> list[str]:
+    """``Would update 12,345 rows of posts: title, slug``, one line per table and kind."""
+    changes = Changes(stored)
+    lines = []
+    for name, counts in sorted(changes.tables.items()):
+        for kind, verb in (("inserted", "insert"), ("updated", "update"), ("deleted", "delete")):
+            count = counts[kind]
+            if not count:
+                continue
+            line = f"Would {verb} {count:,} row{'s' if count != 1 else ''} of {name}"
+            if kind == "updated" and counts["columns"]:
+                line += ": " + ", ".join(sorted(counts["columns"]))
+            lines.append(line)
+    return lines or ["Would change nothing in the database"]
+
+
+def _shown(value: t.Any) -> t.Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    return text if len(text) <= VALUE_LIMIT else text[:VALUE_LIMIT] + " [...]"
+
+
+class Capture:
+    """Counts what one session writes while a dry run's slice iterates (see the module).
+
+    ``mask(column, value)`` hides masked values in the sample. Use as a
+    context manager around the slice's iteration; :meth:`tick` hands over
+    the tick's changes when its progress is committed, :meth:`mark` and
+    :meth:`drop_since` forget an item whose writes were undone.
+    """
+
+    def __init__(self, session: Session, mask: t.Callable[[str, t.Any], t.Any]) -> None:
+        self.session = session
+        self.engine = session.get_bind()
+        self.mask = mask
+        self.thread = threading.get_ident()
+        self.pending = Changes()
+        self.log: list[tuple[str, str, int, tuple[str, ...]]] = []
+        self.sampled: list[dict[str, t.Any]] = []
+        #: Our own commit of a tick's progress is let through, and not counted.
+        self.committing = False
+        #: The release of an item's savepoint is let through, and counted.
+        self.releasing = False
+
+    def __enter__(self) -> Capture:
+        sa.event.listen(self.engine, "after_cursor_execute", self._executed)
+        sa.event.listen(self.session, "before_flush", self._flushing)
+        sa.event.listen(self.session, "before_commit", self._committing)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self.engine, "after_cursor_execute", self._executed)
+        sa.event.remove(self.session, "before_flush", self._flushing)
+        sa.event.remove(self.session, "before_commit", self._committing)
+
+    # -- what the listeners see -------------------------------------------
+
+    def _executed(
+        self,
+        connection: sa.Connection,
+        cursor: t.Any,
+        statement: str,
+        parameters: t.Any,
+        context: t.Any,
+        executemany: bool,
+    ) -> None:
+        if threading.get_ident() != self.thread or self.committing:
+            return
+        kind, table, columns = _dml(context, statement)
+        if kind is None or table is None or table.startswith(OWN_PREFIX):
+            return
+        rowcount = getattr(cursor, "rowcount", -1)
+        self.log.append((table, kind, max(int(rowcount or 0), 0), columns))
+
+    def _flushing(self, session: Session, flush_context: t.Any, instances: t.Any) -> None:
+        if len(self.sampled) >= SAMPLE:
+            return
+        for instance in _in_key_order(session.dirty):
+            state = sa.inspect(instance)
+            mapper = state.mapper
+            table = getattr(mapper.persist_selectable, "name", type(instance).__name__)
+            if table.startswith(OWN_PREFIX):
+                continue
+            key = state.identity
+            shown_key = key[0] if key and len(key) == 1 else list(key or ())
+            for attribute in mapper.column_attrs:
+                history = state.attrs[attribute.key].history
+                if not history.has_changes():
+                    continue
+                before = history.deleted[0] if history.deleted else None
+                after = history.added[0] if history.added else None
+                column = attribute.columns[0].name
+                self.sampled.append(
+                    {
+                        "table": table,
+                        "key": _shown(shown_key),
+                        "column": column,
+                        "before": _shown(self.mask(column, before)),
+                        "after": _shown(self.mask(column, after)),
+                    }
+                )
+                if len(self.sampled) >= SAMPLE:
+                    return
+
+    def _committing(self, session: Session) -> None:
+        if self.committing or self.releasing:
+            return
+        if threading.get_ident() == self.thread:
+            raise DryRunCommit(
+                "process() committed the session during a dry run; the commit was stopped "
+                "and nothing was written. A dry run needs every write in the tick's "
+                "transaction: remove the commit (the engine commits each tick)."
+            )
+
+    # -- ticks and items --------------------------------------------------
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.log), len(self.sampled)
+
+    def drop_since(self, mark: tuple[int, int]) -> None:
+        """Forget what was seen since ``mark``: the item's writes were undone."""
+        del self.log[mark[0] :]
+        del self.sampled[mark[1] :]
+
+    def tick(self) -> Changes:
+        """The changes seen since the last tick, and start counting afresh."""
+        changes = Changes()
+        for table, kind, rows, columns in self.log:
+            counts = changes.table(table)
+            counts[kind] += rows
+            if kind == "updated":
+                counts["columns"].update(columns)
+        changes.sample = self.sampled[:SAMPLE]
+        self.log = []
+        self.sampled = []
+        return changes
+
+
+def _in_key_order(instances: t.Iterable[t.Any]) -> list[t.Any]:
+    """Changed instances in the order a reader expects: by class, then identity."""
+
+    def key(instance: t.Any) -> tuple[str, str, t.Any]:
+        identity = sa.inspect(instance).identity or ()
+        return (type(instance).__name__, type(identity[0]).__name__ if identity else "", identity)
+
+    listed = list(instances)
+    try:
+        return sorted(listed, key=key)
+    except TypeError:  # identities that do not compare
+        return listed
+
+
+def _dml(context: t.Any, statement: str) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """The kind (``inserted``...), table and updated columns of a statement, if it writes."""
+    compiled = getattr(context, "compiled", None)
+    construct = getattr(compiled, "statement", None)
+    table = getattr(construct, "table", None)
+    if context.isinsert or context.isupdate or context.isdelete:
+        kind = "inserted" if context.isinsert else "updated" if context.isupdate else "deleted"
+        name = getattr(table, "name", None)
+        columns: tuple[str, ...] = ()
+        if kind == "updated" and table is not None:
+            keys = set(getattr(compiled, "column_keys", None) or ())
+            values = getattr(construct, "_values", None) or {}
+            keys.update(getattr(k, "key", k) for k in values)
+            columns = tuple(c.name for c in table.columns if c.key in keys)
+        return kind, name, columns
+    match = _TEXT_DML.match(statement)
+    if match is None:
+        return None, None, ()
+    verb = match.group(1).split()[0].lower()
+    kind = {"insert": "inserted", "update": "updated", "delete": "deleted"}[verb]
+    return kind, match.group(2).strip('"`[]'), ()
