@@ -256,11 +256,16 @@ def test_failures_show_control_characters_of_messages_as_escapes(app: Flask, cli
     assert line.endswith(f"Bad{SHOWN}: first {SHOWN}\\u202eline")  # the first line only
 
 
-def test_failures_of_an_unknown_run_fails_saying_so(cli: Invoke) -> None:
-    result = cli("failures", "999999")
+@pytest.mark.parametrize("run_id", ["999999", str(2**70)])
+@pytest.mark.parametrize("command", ["failures", "retry-failures"])
+def test_a_failures_command_on_an_unknown_run_fails_saying_so(
+    cli: Invoke, command: str, run_id: str
+) -> None:
+    result = cli(command, run_id)
 
-    assert error_line(result) == "Error: Run #999999 not found."
+    assert error_line(result) == f"Error: Run #{run_id} not found."
     assert result.exit_code == 1
+    assert run_ids() == []
 
 
 def test_failures_with_an_unknown_status_is_a_usage_error(app: Flask, cli: Invoke) -> None:

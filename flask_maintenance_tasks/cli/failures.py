@@ -17,8 +17,8 @@ from .policy import policy_options
 from .runs import _after_enqueue, acting_as, waiting
 from .terminal import visible
 
-#: The most failures one page may show (``--limit``).
-MAX_LIMIT = 10_000
+#: The most failures one page may show (``--limit``); the runner reads one more.
+MAX_LIMIT = 1_000
 
 
 @click.command("failures")
