@@ -1,17 +1,19 @@
 """The ``flask mtasks`` command group (API.md section 5).
 
 One module per concern: :mod:`.runs` (list, run, status, pause, resume,
-cancel), :mod:`.worker` (worker, recover), :mod:`.scaffold` (new) and
-:mod:`.migrations` (migrations install). Every command that reaches the
-extension's state is wrapped in :func:`.errors.catch_errors`, so that a user's
-mistake ends with one ``Error: ...`` line and exit status 1. Every string a
-command did not write itself is printed through :func:`.terminal.visible`.
+cancel), :mod:`.failures` (failures, retry-failures), :mod:`.worker` (worker,
+recover), :mod:`.scaffold` (new) and :mod:`.migrations` (migrations install).
+Every command that reaches the extension's state is wrapped in
+:func:`.errors.catch_errors`, so that a user's mistake ends with one
+``Error: ...`` line and exit status 1. Every string a command did not write
+itself is printed through :func:`.terminal.visible`.
 """
 
 from __future__ import annotations
 
 from flask.cli import AppGroup
 
+from .failures import failures_command, retry_failures_command
 from .migrations import migrations_cli
 from .runs import (
     cancel_command,
@@ -33,6 +35,8 @@ for _command in (
     pause_command,
     resume_command,
     cancel_command,
+    failures_command,
+    retry_failures_command,
     worker_command,
     recover_command,
     new_command,

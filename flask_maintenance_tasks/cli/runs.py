@@ -11,13 +11,14 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from .. import audit, formatting, masking, parameters, runner, store
+from .. import audit, formatting, ledger, masking, parameters, runner, store
 from ..csv.uploads import csv_file_of
 from ..executors import InProcessExecutor, RQExecutor
 from ..models import Run, RunStatus
 from ..state import State, get_state
 from ..transitions import STOPPED
 from .errors import catch_errors
+from .policy import policy_options
 from .terminal import visible
 
 if t.TYPE_CHECKING:
@@ -89,14 +90,26 @@ def list_command() -> None:
     metavar="PATH",
     help="A CSV file for a CSV task; - reads stdin.",
 )
+@policy_options
 @waiting
 @acting_as
 @with_appcontext
 @catch_errors
 def run_command(
-    name: str, pairs: tuple[str, ...], csv_path: str | None, wait: bool, acting_as: str | None
+    name: str,
+    pairs: tuple[str, ...],
+    csv_path: str | None,
+    error_policy: str | None,
+    max_failures: int | None,
+    max_failure_rate: float | None,
+    wait: bool,
+    acting_as: str | None,
 ) -> None:
-    """Start a run of task NAME and print its id."""
+    """Start a run of task NAME and print its id.
+
+    --error-policy, --max-failures and --max-failure-rate override the task's
+    error policy for this run.
+    """
     state = get_state()
     arguments = _parse_arguments(state.registry.get(name), pairs, state.settings.masked_parameters)
     csv_file: t.Any = None
@@ -104,7 +117,16 @@ def run_command(
         csv_file = ("stdin.csv", click.open_file("-", "rb"))
     elif csv_path is not None:
         csv_file = Path(csv_path)
-    run = runner.run(state, name, arguments, csv_file=csv_file, actor=audit.command_line(acting_as))
+    run = runner.run(
+        state,
+        name,
+        arguments,
+        csv_file=csv_file,
+        actor=audit.command_line(acting_as),
+        error_policy=error_policy,
+        max_failures=max_failures,
+        max_failure_rate=max_failure_rate,
+    )
     click.echo(run.id)
     _after_enqueue(state, run.id, wait)
 
@@ -264,12 +286,30 @@ def _show_run(state: State, run_id: int, as_json: bool) -> None:
         raise click.ClickException(f"Run #{run_id} not found.")
     with store.open_session(state.db) as session:
         timeline = audit.timeline(session, run.id, TIMELINE_EVENTS)
+        retried_in = [retry.id for retry in ledger.retries_of(session, run.id)]
     if as_json:
         data = formatting.run_as_dict(state.app, run, timeline=timeline)
+        data["retried_in"] = retried_in
         click.echo(json.dumps(data, indent=2))
     else:
         _print_run(state, run)
+        _print_failures(run, retried_in)
         _print_timeline(timeline)
+
+
+def _print_failures(run: Run, retried_in: list[int]) -> None:
+    """The run's error policy unless plain stop, its failed items, and the retries it is part of."""
+    policy = formatting.policy_text(run)
+    if policy != "stop":
+        click.echo(f"  Error policy: {visible(policy)}")
+    count = run.failure_count or 0
+    if count:
+        items = "item" if count == 1 else "items"
+        click.echo(f"  {count:,} failed {items}; see `flask mtasks failures {run.id}`")
+    if run.retry_of_id is not None:
+        click.echo(f"  Retry of #{run.retry_of_id}")
+    if retried_in:
+        click.echo(f"  Retried in {', '.join(f'#{run_id}' for run_id in retried_in)}")
 
 
 def _print_timeline(timeline: audit.Timeline) -> None:

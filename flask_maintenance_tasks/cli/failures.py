@@ -1,0 +1,174 @@
+"""The commands about a run's failure ledger: ``failures`` (read it) and ``retry-failures``."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import click
+from flask.cli import with_appcontext
+
+from .. import audit, formatting, ledger, runner, store
+from ..exceptions import MaintenanceTasksError
+from ..models import Failure, FailureStatus, Run
+from ..state import State, get_state
+from .errors import catch_errors
+from .policy import policy_options
+from .runs import _after_enqueue, acting_as, waiting
+from .terminal import visible
+
+#: The most failures one page may show (``--limit``); the runner reads one more.
+MAX_LIMIT = 1_000
+
+
+@click.command("failures")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--class", "error_class", metavar="NAME", help="Only failures of this error class.")
+@click.option(
+    "--status",
+    type=click.Choice([status.value for status in FailureStatus]),
+    help="Only failures with this status.",
+)
+@click.option("--after", type=int, metavar="ID", help="Only failures after this failure id.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_LIMIT),
+    metavar="N",
+    default=ledger.PAGE_SIZE,
+    show_default=True,
+    help="Show at most this many failures.",
+)
+@with_appcontext
+@catch_errors
+def failures_command(
+    run_id: int,
+    as_json: bool,
+    error_class: str | None,
+    status: str | None,
+    after: int | None,
+    limit: int,
+) -> None:
+    """Show the failed items of run RUN_ID.
+
+    First how many failed by error class (and how many of those are still
+    unresolved), then each failure in the order the items were met, at most
+    --limit of them; --after ID shows the ones after failure ID.
+    """
+    state = get_state()
+    run = runner.get_run(state, run_id)
+    if run is None:
+        raise click.ClickException(f"Run #{run_id} not found.")
+    with store.open_session(state.db) as session:
+        by_class = ledger.count_by_class(session, run.id)
+        retried_in = [retry.id for retry in ledger.retries_of(session, run.id)]
+    # One more than asked: whether there is a next page.
+    found = runner.failures(
+        state, run.id, error_class=error_class, status=status, after=after, limit=limit + 1
+    )
+    shown = found[:limit]
+    next_after = shown[-1].id if len(found) > limit else None
+    if as_json:
+        data = {
+            "run": run.id,
+            "failure_count": run.failure_count or 0,
+            "by_class": [
+                {"error_class": name, "count": count, "unresolved": unresolved}
+                for name, count, unresolved in by_class
+            ],
+            "failures": [formatting.failure_as_dict(failure) for failure in shown],
+            "next_after": next_after,
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_summary(run, by_class, retried_in)
+    filtered = error_class is not None or status is not None or after is not None
+    if not shown:
+        click.echo("No failures match." if filtered and by_class else "No failed items.")
+        return
+    click.echo("Failures:")
+    for failure in shown:
+        _print_failure(failure)
+    if next_after is not None:
+        again = ["flask", "mtasks", "failures", str(run.id)]
+        if error_class is not None:
+            again += ["--class", error_class]
+        if status is not None:
+            again += ["--status", status]
+        if limit != ledger.PAGE_SIZE:
+            again += ["--limit", str(limit)]
+        again += ["--after", str(next_after)]
+        click.echo(f"More failures follow; the next page: {visible(shlex.join(again))}")
+
+
+def _print_summary(run: Run, by_class: list[tuple[str, int, int]], retried_in: list[int]) -> None:
+    click.echo(f"Run #{run.id}  {visible(run.task_name)}  {visible(run.status)}")
+    click.echo(f"  Error policy: {visible(formatting.policy_text(run))}")
+    count = run.failure_count or 0
+    unresolved = sum(open_ for _, _, open_ in by_class)
+    items = "item" if count == 1 else "items"
+    click.echo(f"  {count:,} failed {items}, {unresolved:,} unresolved")
+    if by_class:
+        width = max(len(visible(name)) for name, _, _ in by_class)
+        for name, total, open_ in by_class:
+            click.echo(f"    {visible(name):<{width}}  {total:,} ({open_:,} unresolved)")
+    if run.retry_of_id is not None:
+        click.echo(f"  Retry of #{run.retry_of_id}")
+    if retried_in:
+        click.echo(f"  Retried in {', '.join(f'#{run_id}' for run_id in retried_in)}")
+
+
+def _print_failure(failure: Failure) -> None:
+    """``#id  attempt N  status  key K  Class: first line of the message``, then the item."""
+    message = (failure.message or "").split("\n", 1)[0].rstrip("\r")
+    key = json.dumps(failure.item_key)
+    click.echo(
+        f"  #{failure.id}  attempt {failure.attempt}  {visible(failure.status)}  "
+        f"key {visible(key)}  {visible(failure.error_class)}: {visible(message)}"
+    )
+    if failure.item is not None:
+        click.echo(f"      item: {visible(json.dumps(failure.item))}")
+
+
+@click.command("retry-failures")
+@click.argument("run_id", type=int)
+@policy_options
+@waiting
+@acting_as
+@with_appcontext
+@catch_errors
+def retry_failures_command(
+    run_id: int,
+    error_policy: str | None,
+    max_failures: int | None,
+    max_failure_rate: float | None,
+    wait: bool,
+    acting_as: str | None,
+) -> None:
+    """Retry the unresolved failed items of run RUN_ID in a new run.
+
+    RUN_ID must have stopped. The new run has the same arguments and, unless
+    overridden, the same error policy; each item it processes without error is
+    resolved in RUN_ID's ledger.
+    """
+    state = get_state()
+    pending = _unresolved(state, run_id)
+    run = runner.retry_failures(
+        state,
+        run_id,
+        actor=audit.command_line(acting_as),
+        error_policy=error_policy,
+        max_failures=max_failures,
+        max_failure_rate=max_failure_rate,
+    )
+    items = "item" if pending == 1 else "items"
+    click.echo(f"Started run #{run.id} retrying {pending:,} failed {items} of run #{run_id}.")
+    _after_enqueue(state, run.id, wait)
+
+
+def _unresolved(state: State, run_id: int) -> int:
+    """How many failures of ``run_id`` a retry would walk; the run must exist."""
+    with store.open_session(state.db) as session:
+        if store.find(session, run_id) is None:
+            raise MaintenanceTasksError(f"Run #{run_id} not found.")
+        return ledger.count_unresolved(session, run_id)
