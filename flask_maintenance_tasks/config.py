@@ -88,6 +88,8 @@ class Settings:
     csv_storage: t.Any = "database"
     max_csv_bytes: int = 200 * 1024 * 1024
     max_form_bytes: int = 64 * 1024
+    #: Seconds each statement of a preview may take before it gives up.
+    preview_timeout: float = 2.0
 
     _DURATIONS: t.ClassVar[tuple[str, ...]] = (
         "ticker_delay",
@@ -96,6 +98,7 @@ class Settings:
         "stuck_after",
         "recovery_interval",
         "poll_interval",
+        "preview_timeout",
     )
 
     @classmethod
@@ -172,6 +175,8 @@ class Settings:
             )
         if values.get("status_reload_frequency", 1.0) <= 0:
             raise ConfigurationError(f"{CONFIG_PREFIX}STATUS_RELOAD_FREQUENCY must be positive.")
+        if values.get("preview_timeout", 1.0) <= 0:
+            raise ConfigurationError(f"{CONFIG_PREFIX}PREVIEW_TIMEOUT must be positive.")
         if values.get("max_job_runtime", 1.0) <= 0:
             raise ConfigurationError(f"{CONFIG_PREFIX}MAX_JOB_RUNTIME must be positive.")
         return cls(**values)

@@ -14,13 +14,14 @@ import click
 from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from . import audit, models, runner
+from . import audit, models, preview, runner
 from .cli import mtasks_cli
 from .config import Settings
 from .csv.storage import build_storage
 from .executors import make_executor
 from .job import perform_run
 from .models import Failure, Run
+from .preview import Preview
 from .registry import Registry
 from .state import EXTENSION_KEY, Authorize, State, get_state
 from .web import register_dashboard
@@ -225,6 +226,31 @@ class MaintenanceTasks:
             max_failures=max_failures,
             max_failure_rate=max_failure_rate,
         )
+
+    def run_for_real(self, run_id: int, *, metadata: t.Any = None, actor: str | None = None) -> Run:
+        """Start a normal run with the arguments, error policy and file of a succeeded dry run.
+
+        :raises MaintenanceTasksError: no such run, not a succeeded dry run, or its task is gone.
+        :raises TaskAlreadyRunning: the task has an active run and forbids concurrent ones.
+        """
+        return runner.run_for_real(
+            get_state(), run_id, metadata=metadata, actor=audit.python(actor)
+        )
+
+    def preview(
+        self, name: str, arguments: t.Mapping[str, t.Any] | None = None, **keywords: t.Any
+    ) -> Preview:
+        """What a run of ``name`` with these arguments would walk; nothing is written.
+
+        The arguments are validated (their messages are in ``errors``, no
+        exception), the items counted with each statement cut off after
+        ``MAINTENANCE_TASKS_PREVIEW_TIMEOUT`` seconds, the first ten items
+        described, and for a ``Select`` the SQL of the first page given.
+        Arguments may be a mapping, keywords, or both.
+
+        :raises TaskNotFound: no such task.
+        """
+        return preview.preview(get_state(), name, {**(arguments or {}), **keywords})
 
     def failures(
         self,

@@ -388,6 +388,54 @@ def failures(
         )
 
 
+def run_for_real(
+    state: State, run_id: int, *, metadata: t.Any = None, actor: audit.Actor | None = None
+) -> Run:
+    """Start a normal run with the arguments, error policy and CSV file of a succeeded dry run.
+
+    :raises MaintenanceTasksError: no such run, it is no dry run or has not
+        succeeded, or its task is gone; nothing is written.
+    :raises TaskAlreadyRunning: as for any start.
+    """
+    actor = actor or audit.python()
+    with store.open_session(state.db) as session:
+        dry = _load_or_raise(session, run_id)
+        shared_file = store.csv_file_of(session, run_id)
+    try:
+        if not dry.dry_run:
+            raise MaintenanceTasksError(f"Run #{run_id} is not a dry run.")
+        if dry.status != RunStatus.SUCCEEDED:
+            raise MaintenanceTasksError(
+                f"Run #{run_id} is a {dry.status} dry run: run for real only after a dry run "
+                "that succeeded."
+            )
+        try:
+            task_class = state.registry.get(dry.task_name)
+        except TaskNotFound as missing:
+            raise MaintenanceTasksError(f"Cannot run #{run_id} for real: {missing}") from None
+        params = task_class.validate_arguments(dry.arguments or {})
+        if sources.needs_file(task_class, dry.arguments) and shared_file is None:
+            raise MaintenanceTasksError(f"Cannot run #{run_id} for real: its CSV file is gone.")
+        policy = ErrorPolicy.resolve(
+            task_class,
+            error_policy=dry.error_policy,
+            max_failures=dry.max_failures,
+            max_failure_rate=dry.max_failure_rate,
+        )
+    except MaintenanceTasksError as refusal:
+        _refused(state, run_id, dry.task_name, audit.STARTED, actor, refusal)
+        raise
+    try:
+        return _create(
+            state, task_class, params, metadata, None, actor, policy, shared_file=shared_file
+        )
+    except EnqueueError:
+        raise
+    except MaintenanceTasksError as refusal:
+        _refused(state, None, dry.task_name, audit.STARTED, actor, refusal)
+        raise
+
+
 def get_run(state: State, run_id: int) -> Run | None:
     """The run with this id, freshly read, or ``None``."""
     with store.open_session(state.db) as session:

@@ -181,3 +181,28 @@ class CommittingTask(Task):
         item.counter += 1
         if item.id == 3:
             db.session.commit()
+
+
+class PreviewItemsTask(Task):
+    """Items whose title starts with a prefix; a secret token never shows."""
+
+    class Parameters(pydantic.BaseModel):
+        prefix: str = "item-"
+        limit_group: int = pydantic.Field(default=3, ge=0)
+        token: pydantic.SecretStr | None = None
+
+    def collection(self) -> t.Any:
+        return sa.select(Item).where(
+            Item.title.startswith(self.params.prefix), Item.group < self.params.limit_group
+        )
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+
+
+class PreviewBatchesTask(Task):
+    def collection(self) -> t.Any:
+        return in_batches(sa.select(Item), of=25)
+
+    def process(self, batch: t.Any) -> None:
+        pass
