@@ -10,6 +10,7 @@ import math
 import typing as t
 from datetime import datetime, timezone
 
+from . import dryrun
 from .masking import masked_arguments, masked_metadata
 from .models import RunStatus
 from .policy import ErrorPolicy
@@ -224,6 +225,9 @@ def run_as_dict(
         },
         "failure_count": run.failure_count or 0,
         "retry_of": run.retry_of_id,
+        "dry_run": bool(run.dry_run),
+        "changes": run.changes if run.dry_run else None,
+        "changes_summary": changes_summary(run) if run.dry_run else None,
     }
     if timeline is not None:
         data["events"] = [event_as_dict(event) for event in timeline.events]
@@ -259,6 +263,11 @@ def progress_bar(run: Run) -> tuple[int | None, int]:
     if within or is_stopped(run):
         return min(run.tick_count, maximum), maximum
     return None, maximum
+
+
+def changes_summary(run: Run) -> list[str]:
+    """What a dry run would change, one line per table and kind (see :func:`.dryrun.summary`)."""
+    return dryrun.summary(run.changes)
 
 
 def failure_as_dict(failure: Failure) -> dict[str, t.Any]:
