@@ -10,6 +10,7 @@ from .exceptions import (
     CannotRetry,
     CSVFileError,
     CSVFileTooLarge,
+    DryRunCommit,
     EnqueueError,
     InvalidArguments,
     InvalidTransition,
@@ -20,6 +21,7 @@ from .exceptions import (
 )
 from .extension import MaintenanceTasks
 from .models import Event, Failure, FailureStatus, Run, RunStatus
+from .preview import Preview
 from .sources import Batch, in_batches, no_collection
 from .task import Task, throttle_on
 
@@ -30,6 +32,7 @@ __all__ = [
     "CSVRow",
     "CSVStorage",
     "CannotRetry",
+    "DryRunCommit",
     "EnqueueError",
     "Event",
     "Failure",
@@ -38,6 +41,7 @@ __all__ = [
     "InvalidTransition",
     "MaintenanceTasks",
     "MaintenanceTasksError",
+    "Preview",
     "Run",
     "RunStatus",
     "Task",

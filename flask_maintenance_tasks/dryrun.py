@@ -25,7 +25,7 @@ import typing as t
 
 import sqlalchemy as sa
 
-from .exceptions import MaintenanceTasksError
+from .exceptions import DryRunCommit
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -42,10 +42,6 @@ _TEXT_DML = re.compile(
     r"^\s*(insert\s+(?:or\s+\w+\s+)?into|update|delete\s+from)\s+([\w.\"`\[\]]+)",
     re.IGNORECASE,
 )
-
-
-class DryRunCommit(MaintenanceTasksError):
-    """A task committed the session during a dry run; the commit was stopped."""
 
 
 class Changes:

@@ -131,6 +131,14 @@ class TooManyFailures(MaintenanceTasksError):
         super().__init__(message)
 
 
+class DryRunCommit(MaintenanceTasksError):
+    """A task committed the session during a dry run; the commit was stopped before it happened.
+
+    The dry run errors with this class, naming the item whose ``process``
+    asked for the commit; nothing was written.
+    """
+
+
 class CannotRetry(MaintenanceTasksError):
     """A run's failed items cannot be retried: there are none, or its task cannot find them.
 
@@ -148,6 +156,7 @@ __all__: t.Final = [
     "CSVFileTooLarge",
     "CannotRetry",
     "ConfigurationError",
+    "DryRunCommit",
     "EnqueueError",
     "InvalidArguments",
     "InvalidTransition",

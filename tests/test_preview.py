@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 
@@ -102,13 +104,30 @@ def test_run_for_real_starts_a_normal_run_of_a_succeeded_dry_run(app, mtasks):
         mtasks.run_for_real(real.id)
 
 
+def define_slow_function() -> None:
+    """``mtasks_slow(x)`` returns ``x`` after about 0.2 ms, on the session's connection."""
+    connection = db.session.connection()
+    if connection.dialect.name == "sqlite":
+
+        def slow(value: int) -> int:
+            time.sleep(0.0002)
+            return value
+
+        connection.connection.dbapi_connection.create_function("mtasks_slow", 1, slow)
+    else:
+        connection.exec_driver_sql(
+            "CREATE OR REPLACE FUNCTION mtasks_slow(x bigint) RETURNS bigint LANGUAGE sql "
+            "AS 'SELECT x FROM (SELECT pg_sleep(0.0002)) AS pause'"
+        )
+        db.session.commit()
+
+
 def test_past_the_timeout_a_bounded_count_says_more_than(app, monkeypatch):
-    db.session.execute(
-        sa.insert(Item), [{"title": f"item-{n}", "group": 0, "counter": 0} for n in range(60_000)]
-    )
-    db.session.commit()
-    monkeypatch.setattr(previews, "COUNT_BOUND", 1_000)
-    preview = previews.preview(get_state(), "PreviewItemsTask", {"prefix": "item"}, timeout=0.001)
-    assert (preview.count_kind, preview.count) == (AT_LEAST, 1_000)
-    assert preview.count_text() == "more than 1,000 items"
+    """Counting 10,000 slow rows takes two seconds, past the timeout; up to 101 takes 20 ms."""
+    seed_items(10_000)
+    define_slow_function()
+    monkeypatch.setattr(previews, "COUNT_BOUND", 100)
+    preview = previews.preview(get_state(), "PreviewSlowTask", {}, timeout=0.5)
+    assert (preview.count_kind, preview.count) == (AT_LEAST, 100)
+    assert preview.count_text() == "more than 100 items"
     assert preview.statements <= previews.MAX_STATEMENTS

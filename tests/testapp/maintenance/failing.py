@@ -206,3 +206,13 @@ class PreviewBatchesTask(Task):
 
     def process(self, batch: t.Any) -> None:
         pass
+
+
+class PreviewSlowTask(Task):
+    """Its filter calls ``mtasks_slow(id)``, which a test defines to take a while per row."""
+
+    def collection(self) -> t.Any:
+        return sa.select(Item).where(sa.func.mtasks_slow(Item.id) == Item.id)
+
+    def process(self, item: Item) -> None:
+        pass
