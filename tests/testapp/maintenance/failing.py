@@ -7,6 +7,7 @@ can check those partial writes were undone.
 
 from __future__ import annotations
 
+import time
 import typing as t
 
 import pydantic
@@ -156,10 +157,15 @@ class DryRunMixedTask(Task):
     """Updates every item (ORM), inserts a flag every tenth item (ORM), deletes a seeded
     flag every fifth item and bumps a group every seventh (Core statements)."""
 
+    class Parameters(pydantic.BaseModel):
+        sleep: float = 0.0
+
     def collection(self) -> t.Any:
         return sa.select(Item)
 
     def process(self, item: Item) -> None:
+        if self.params.sleep:
+            time.sleep(self.params.sleep)
         EVENTS.append(("dry" if self.dry_run else "real", item.id))
         item.counter += 1
         item.title = f"new-{item.id}"
