@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from flask_maintenance_tasks import InvalidArguments
-from flask_maintenance_tasks.testing import resume_task, run_task
+from flask_maintenance_tasks.testing import resume_task, retry_task_failures, run_task
 from sample_app import create_app
 from sample_app.models import Post, SiteSetting, db, seed
 
@@ -88,6 +88,22 @@ def test_the_failing_backfill_shows_the_bad_post_and_finishes_once_it_is_fixed(a
     db.session.execute(sa.update(Post).where(Post.id == bad).values(content="now written"))
     db.session.commit()
     assert resume_task(run.id).status == "succeeded"
+    assert _touched() == [1] * POSTS
+
+
+def test_the_skipping_excerpt_records_the_bad_post_and_a_retry_resolves_it(app):
+    run = run_task("SkipEmptyPostsTask")
+    assert (run.status, run.failure_count) == ("succeeded", 1)
+    [failure] = app.extensions["maintenance_tasks"].extension.failures(run.id)
+    assert failure.message == f"Post {failure.item_key} has no content to excerpt"
+    # The bad post's touch was undone with it; every other post was touched once.
+    assert _touched().count(0) == 1 and _touched().count(1) == POSTS - 1
+    db.session.execute(
+        sa.update(Post).where(Post.id == failure.item_key).values(content="now written")
+    )
+    db.session.commit()
+    retry = retry_task_failures(run.id)
+    assert (retry.status, retry.tick_count) == ("succeeded", 1)
     assert _touched() == [1] * POSTS
 
 
