@@ -30,11 +30,11 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from .. import audit, formatting, ledger, runner, store
@@ -438,7 +438,8 @@ def run_failures_csv(run_id: int) -> Response:
     """Every failed item of a run (or of one error class) as CSV, streamed a page at a time."""
     filters = _failure_filters()
     run = _viewable_run(run_id)
-    state = get_state()
+    # The rows are read as the body streams, after the request's context is gone.
+    engine = store.quiet(get_state().db.engine)
 
     def rows() -> t.Iterator[str]:
         out = io.StringIO()
@@ -446,7 +447,7 @@ def run_failures_csv(run_id: int) -> Response:
         writer.writerow(formatting.FAILURE_CSV_COLUMNS)
         after = filters.after
         while True:
-            with store.open_session(state.db) as session:
+            with Session(bind=engine, expire_on_commit=False) as session:
                 found = ledger.page(
                     session,
                     run.id,
@@ -466,7 +467,7 @@ def run_failures_csv(run_id: int) -> Response:
 
     body = rows() if request.method == "GET" else iter(())  # a HEAD request reads nothing
     return Response(
-        stream_with_context(body),
+        body,
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="run-{run.id}-failures.csv"'},
     )
