@@ -413,7 +413,9 @@ def _failure_filters() -> pages.FailureFilters:
     text = request.args.get("after", "")
     after = None
     if text:
-        if not (text.isascii() and text.isdigit() and len(text) < 20):
+        if not (
+            text.isascii() and text.isdigit() and len(text) < 20 and int(text) <= store.MAX_RUN_ID
+        ):
             abort(400, "after must be the id of a failure, as in the link to the next failures.")
         after = int(text)
     return pages.FailureFilters(error_class=_filter("class"), status=status, after=after)
