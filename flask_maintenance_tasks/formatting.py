@@ -292,3 +292,46 @@ def policy_text(run: Run) -> str:
     """``skip, at most 100 failures or 5%``: a run's error policy as people read it."""
     policy = ErrorPolicy(run.error_policy or "stop", run.max_failures, run.max_failure_rate)
     return policy.describe()
+
+
+#: The columns of a run's failures as CSV (the dashboard's download).
+FAILURE_CSV_COLUMNS = (
+    "id",
+    "item_key",
+    "item",
+    "error_class",
+    "message",
+    "attempt",
+    "status",
+    "retried_by",
+    "created_at",
+)
+
+#: What a spreadsheet takes for the start of a formula, at the start of a cell.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: t.Any) -> str:
+    """A value as a CSV cell a spreadsheet shows as text: a cell that a spreadsheet would
+    read as a formula (``=``, ``+``, ``-``, ``@``, a tab or a carriage return first) gets a
+    single quote in front."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def failure_csv_row(failure: Failure) -> list[str]:
+    """A failure as a row of :data:`FAILURE_CSV_COLUMNS`; keys and items as JSON."""
+    import json  # only the failures download needs it
+
+    values = [
+        failure.id,
+        json.dumps(failure.item_key, ensure_ascii=False, default=str),
+        json.dumps(failure.item, ensure_ascii=False, default=str),
+        failure.error_class,
+        failure.message,
+        failure.attempt,
+        failure.status,
+        failure.retried_by_id,
+        _iso(failure.created_at),
+    ]
+    return [csv_cell(value) for value in values]

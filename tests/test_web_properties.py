@@ -10,8 +10,8 @@ which also says what each way lets each caller do). For every request:
 - the answer is not a 5xx, and nothing is raised;
 - no secret is in the answer (headers included): neither the secret values of
   the runs made beforehand (``SecretStr`` fields and masked names, at the top
-  and at depth) nor the request's own secret, which it puts only where the
-  contract masks a value;
+  and at depth; a run's failed items, whose messages held its secret) nor the
+  request's own secret, which it puts only where the contract masks a value;
 - a caller who may not view a task sees nothing of its runs; a caller who may
   do nothing gets no dashboard page, nor a 404 telling what exists;
 - the extension's tables and the RQ queue are unchanged unless the request was
@@ -49,7 +49,9 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from flask_maintenance_tasks.models import runs_table
+from flask_maintenance_tasks import ledger, masking
+from flask_maintenance_tasks.models import failures_table, runs_table
+from flask_maintenance_tasks.state import get_state
 from tests.support.apps import FAST, close_app, empty_tables
 from tests.support.dashboard import add_run
 from tests.support.records import Snapshot, restore, snapshot
@@ -147,6 +149,7 @@ def _seed() -> list[tuple[int, str]]:
         if status == "errored":
             fields |= {"error_class": "ValueError", "error_message": f"bad {VISIBLE[FORM]}"}
         runs.append((add_run(engine, FORM, status, **fields), FORM))
+    errored_arguments = fields["arguments"]
     for status in ("paused", "succeeded"):
         content = f"id,title\n1,{VISIBLE[CSV]}\n".encode()
         arguments = {"label": VISIBLE[CSV], "token": _secret(f"{status} {CSV}: token")}
@@ -156,6 +159,8 @@ def _seed() -> list[tuple[int, str]]:
                 runs_table.update().where(runs_table.c.id == run.id).values(status=status)
             )
         runs.append((run.id, CSV))
+    _fail_items(engine, runs[-1][0], CSV, arguments)
+    _fail_items(engine, runs[8][0], FORM, errored_arguments)
     runs.append((add_run(engine, PLAIN, "succeeded", arguments={}), PLAIN))
     named = {"scope": VISIBLE[NAMED], "secret_scope": _secret(f"{NAMED}: secret_scope")}
     runs.append((add_run(engine, NAMED, "paused", arguments=named), NAMED))
@@ -167,6 +172,35 @@ def _seed() -> list[tuple[int, str]]:
         }
         runs.append((add_run(engine, GONE, status, arguments=gone), GONE))
     return runs
+
+
+def _fail_items(engine: sa.Engine, run_id: int, task_name: str, arguments: t.Any) -> None:
+    """Failed items of a run, as a worker records them: the run's secret values, which each
+    error message and item holds, scrubbed by the ledger's own row builder."""
+    state = get_state()
+    task = state.registry.get(task_name)
+    secrets = masking.secret_values(arguments, task, state.settings.masked_parameters)
+    rows = []
+    for n, error in enumerate([ValueError, KeyError, ValueError], start=1):
+        said = f"row {n} of {VISIBLE[task_name]} failed with {' and '.join(secrets)}"
+        item = masking.scrub_tree({"row": n, "said": said}, secrets)
+        rows.append(
+            ledger.row(
+                run_id=run_id,
+                key=n,
+                position=None,
+                item=item,
+                error=error(said),
+                message=masking.scrub(said, secrets),
+                backtrace=["Traceback (most recent call last):", masking.scrub(said, secrets)],
+                attempt=1,
+            )
+        )
+    with engine.begin() as connection:
+        connection.execute(failures_table.insert(), rows)
+        connection.execute(
+            runs_table.update().where(runs_table.c.id == run_id).values(failure_count=len(rows))
+        )
 
 
 # -- the world: one app per way, on one database and one Redis -------------------
@@ -553,6 +587,11 @@ csv_contents = st.one_of(
 #: The routes a request is aimed at, as often as each is drawn.
 ROUTES = ("index", "task", "task", "task", "start", "start", "start", "start", "start")
 ROUTES += ("control", "control", "control", "json", "csv", "runs", "static", "stray")
+ROUTES += ("failures", "failures", "failures_csv", "retry", "retry")
+#: The routes of a run's failed items (see ``_fail_items``), and the POST among them.
+FAILURE_VIEWS = ("run_failures", "run_failures_csv", "retry_failures")
+#: The views that change runs (with this session's token, when authorized).
+ACTING_VIEWS = ("start_run", "control", "retry_failures")
 
 #: What the runs page's filters are given: real values, or anything.
 RUN_STATUSES = ("enqueued", "running", "paused", "succeeded", "errored", "cancelled")
@@ -569,6 +608,21 @@ def runs_filters(draw: st.DrawFn) -> list[tuple[str, Text]]:
 
 
 @st.composite
+def failures_filters(draw: st.DrawFn) -> list[tuple[str, Text]]:
+    """A failures page's query: error class, status and keyset, real values or anything."""
+    query: list[tuple[str, Text]] = []
+    real = (
+        ("class", ("ValueError", "KeyError")),
+        ("status", ("unresolved", "resolved", "failed_again", "gone")),
+        ("after", ("0", "1", "2", "-1", LONG_NUMBER)),
+    )
+    for name, values in real:
+        if draw(st.booleans()):
+            query.append((name, draw(st.sampled_from(values) | big_integer | hostile)))
+    return query
+
+
+@st.composite
 def probes(draw: st.DrawFn, routes: tuple[str, ...] = ROUTES) -> Probe:
     """A request to some route of the dashboard, as a browser, htmx or anybody might send it.
 
@@ -578,7 +632,7 @@ def probes(draw: st.DrawFn, routes: tuple[str, ...] = ROUTES) -> Probe:
     """
     route = draw(st.sampled_from(routes))
     usual = draw(st.booleans())
-    natural = "POST" if route in ("start", "control") else "GET"
+    natural = "POST" if route in ("start", "control", "retry") else "GET"
     methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"]
     method = natural if usual else draw(st.sampled_from([natural, *methods]))
     task = draw(real_names if usual else task_names)
@@ -608,6 +662,12 @@ def probes(draw: st.DrawFn, routes: tuple[str, ...] = ROUTES) -> Probe:
         path = ("runs", draw(run_ids), ".json")
     elif route == "csv":
         path = ("runs", draw(run_ids), "csv")
+    elif route in ("failures", "failures_csv"):
+        path = ("runs", draw(run_ids), "failures" if route == "failures" else "failures.csv")
+        query = draw(failures_filters())
+    elif route == "retry":
+        path = ("runs", draw(run_ids), "retry-failures")
+        query = draw(cursor_query())
     elif route == "runs":
         path = ("runs",)
         query = draw(runs_filters())
@@ -868,8 +928,10 @@ def _asks(world: World, sent: Sent) -> tuple[str, str | None] | None:
         return "run", args["name"]
     if sent.view == "control":
         return args["action"], args["name"]
-    if sent.view in ("run_json", "run_csv"):
+    if sent.view in ("run_json", "run_csv", "run_failures", "run_failures_csv"):
         return "view", dict(world.runs).get(args["run_id"])
+    if sent.view == "retry_failures":
+        return "retry_failures", dict(world.runs).get(args["run_id"])
     return None
 
 
@@ -897,7 +959,8 @@ def answer_problems(world: World, sent: Sent) -> Problems:
         problems.append((NotRefused, "the way is closed to the caller, yet no refusal"))
     elif asks and asks[0] == "view" and sent.method in ("GET", "HEAD") and not refused:
         # A run known by its id alone that one may not view answers as a missing one.
-        hidden_run = sent.status == 404 and sent.view in ("run_json", "run_csv")
+        by_id = ("run_json", "run_csv", "run_failures", "run_failures_csv")
+        hidden_run = sent.status == 404 and sent.view in by_id
         if not way.may(caller, "view", asks[1]) and not hidden_run:
             what = asks[1] or "the dashboard"
             problems.append((NotRefused, f"the caller may not view {what}, yet no refusal"))
@@ -936,9 +999,11 @@ def _authorized(world: World, sent: Sent, *, viewing: bool = False) -> bool:
     """Whether the request is an action the way authorizes for its caller (and, with
     ``viewing``, lets the caller see the task's runs, which the answer may show)."""
     asks = _asks(world, sent)
-    if not (sent.method == "POST" and sent.view in ("start_run", "control") and asks):
+    if not (sent.method == "POST" and sent.view in ACTING_VIEWS and asks):
         return False
     may = sent.way.may
+    # A retry is by run id: a run one may not view answers as a missing one, body unread.
+    viewing = viewing or sent.view == "retry_failures"
     return may(sent.caller, *asks) and (not viewing or may(sent.caller, "view", asks[1]))
 
 
@@ -950,7 +1015,7 @@ def request_problems(world: World, probe: Probe, sent: Sent) -> Problems:
         problems.append((BodyRead, "the body was read, yet the request is not authorized"))
     if sent.read and huge:
         problems.append((BodyRead, f"a body claiming {probe.claimed_length} bytes was read"))
-    if huge and sent.method == "POST" and sent.view in ("start_run", "control"):
+    if huge and sent.method == "POST" and sent.view in ACTING_VIEWS:
         header_token = probe.cookie and ("X-CSRFToken", Token.VALID) in probe.headers
         if _authorized(world, sent, viewing=True) and header_token and sent.status != 413:
             problems.append((BodyRead, "a body beyond any limit, all else in order, is not a 413"))
@@ -1009,6 +1074,8 @@ def _read_back(world: World, sent: Sent, task: str | None, after: Snapshot) -> P
     changed = [r["id"] for r in after["maintenance_tasks_runs"] if before.get(r["id"]) != r]
     paths = [way.prefix + "/", way.prefix + "/tasks/" + urllib.parse.quote(task or "", safe="")]
     paths += [f"{way.prefix}/runs/{run_id}.json" for run_id in changed]
+    if sent.view == "retry_failures":
+        paths += [f"{way.prefix}/runs/{sent.view_args['run_id']}/failures"]
     problems: Problems = []
     for path in paths:
         for extra in ({}, {"HX-Request": "true"}):
@@ -1072,6 +1139,19 @@ def _usual_requests() -> list[Probe]:
         Probe("GET", ("tasks", CSV), caller=Caller("203.0.113.7")),
     ]
     usual += [Probe("GET", ("runs", RunId(i), ".json"), caller=me) for i in (0, 9, 12, 13)]
+    # The failed items of run 10 (a succeeded run of PropCSVTask) and 8; retried, refused.
+    usual += [
+        Probe("GET", ("runs", RunId(10), "failures"), caller=me),
+        Probe("GET", ("runs", RunId(8), "failures"), query=(("class", "KeyError"),), caller=me),
+        Probe("GET", ("runs", RunId(10), "failures"), query=(("after", "1"),), caller=me),
+        Probe("GET", ("runs", RunId(10), "failures.csv"), caller=me),
+        Probe("GET", ("runs", RunId(10), "failures"), query=(("status", "x\x00"),), caller=me),
+        Probe("POST", ("runs", RunId(10), "retry-failures"), fields=(form,), caller=me),
+        Probe("POST", ("runs", RunId(10), "retry-failures"), headers=htmx, caller=me),
+        Probe("POST", ("runs", RunId(8), "retry-failures"), fields=(form,), caller=me),
+        Probe("POST", ("runs", RunId(0), "retry-failures"), fields=(form,), caller=me),
+        Probe("POST", ("runs", RunId(10), "retry-failures"), caller=me),
+    ]
     return usual
 
 
@@ -1098,9 +1178,45 @@ def test_no_request_breaks_the_dashboard_leaks_or_acts_unauthorized(
 @pytest.mark.filterwarnings(WERKZEUG_SPOOL)
 @settings(max_examples=DATABASE_EXAMPLES, deadline=None, phases=PHASES)
 @usual_requests
-@given(probe=probes(routes=("task", "start", "start", "control", "json", "csv")))
+@given(probe=probes(routes=("task", "start", "start", "control", "json", "csv", "failures")))
 def test_ids_cursors_and_arguments_of_any_size_on_either_database(
     world: World, probe: Probe
 ) -> None:
     """What reaches the database (run ids, cursors, arguments), on SQLite and PostgreSQL."""
     check(world, OPEN, probe)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_worlds_failed_items_hold_scrubbed_secrets_and_can_be_retried(world: World) -> None:
+    """What the probes of the failures routes meet: failed items whose messages held the
+    run's secrets, shown scrubbed, and a run whose failed items a retry starts over."""
+    me = Caller(logged_in=True)
+    csv_run = world.runs[10][0]
+    pages = [
+        send(world, OPEN, Probe("GET", ("runs", RunId(i), "failures"), caller=me)) for i in (8, 10)
+    ]
+    download = send(world, OPEN, Probe("GET", ("runs", RunId(10), "failures.csv"), caller=me))
+    try:
+        retried = send(
+            world,
+            OPEN,
+            Probe(
+                "POST",
+                ("runs", RunId(10), "retry-failures"),
+                fields=(("csrf_token", Token.VALID),),
+                caller=me,
+            ),
+        )
+        with world.engine.connect() as connection:
+            retry_of = connection.scalar(
+                sa.select(runs_table.c.retry_of_id).where(runs_table.c.retry_of_id == csv_run)
+            )
+    finally:
+        restore(world.engine, world.baseline)
+        world.redis.flushdb()
+
+    for sent in [*pages, download]:
+        assert sent.status == 200, sent
+        assert "[FILTERED]" in sent.answer and not answer_problems(world, sent)
+    assert VISIBLE[CSV] in pages[1].answer and VISIBLE[FORM] in pages[0].answer
+    assert retried.status == 303 and retry_of == csv_run

@@ -10,6 +10,7 @@ import typing as t
 import pytest
 from flask import Flask
 
+from flask_maintenance_tasks.models import failures_table
 from tests.support.apps import make_app
 from tests.support.dashboard import Dashboard, add_run, count_queries, insert_runs, text
 from tests.testapp.many_tasks import COUNT, NAMES
@@ -71,4 +72,43 @@ def test_fragments_and_json_use_at_most_three_queries(many_tasks_app: Flask) -> 
     }
 
     assert all(count <= 3 for count in counts.values()), counts
-    assert counts["json"] == 2  # the run, its events
+    assert counts["json"] == 2  # the run, its events (it has no failures, so no retries)
+
+
+def test_failed_items_on_cards_cost_two_queries_for_the_whole_page(app: Flask) -> None:
+    """The newest failures of every card, and the runs that retried them: one query each,
+    made only when some card's run has failed items."""
+    web = Dashboard(app)
+    engine = app.extensions["sqlalchemy"].engine
+    name = "SkipBadItemsTask"
+    web.get("/")
+
+    def failing_runs(count: int) -> None:
+        for _ in range(count):
+            run_id = add_run(engine, name, "succeeded", failure_count=5)
+            add_run(engine, name, "succeeded", retry_of_id=run_id)
+            with engine.begin() as connection:
+                connection.execute(
+                    failures_table.insert(),
+                    [
+                        {"run_id": run_id, "item_key": n, "error_class": "BadItem", "attempt": 1}
+                        for n in range(5)
+                    ],
+                )
+
+    insert_runs(engine, 3, [name])
+    plain = {path: len(queries(web, path)) for path in ("/", f"/tasks/{name}")}
+    failing_runs(2)
+    few = {path: len(queries(web, path)) for path in ("/", f"/tasks/{name}")}
+    failing_runs(30)
+    many = {path: len(queries(web, path)) for path in ("/", f"/tasks/{name}")}
+    run_id = add_run(engine, name, "succeeded", failure_count=1)
+    json_queries = len(queries(web, f"/runs/{run_id}.json"))
+    failures_page = len(queries(web, f"/runs/{run_id}/failures"))
+
+    assert few == many
+    # The index shows the task's latest run: a retry, without failures of its own.
+    assert many["/"] == plain["/"]
+    assert many[f"/tasks/{name}"] == plain[f"/tasks/{name}"] + 2 <= 5
+    assert json_queries == 3  # the run, its events, the runs that retried it
+    assert failures_page == 4  # the run, counts by class, a page of failures, its retries

@@ -22,7 +22,9 @@ import pydantic
 from pydantic_core import PydanticSerializationError, PydanticUndefined
 
 from .. import masking, parameters
+from ..exceptions import InvalidArguments
 from ..parameters import Parameter, Shape
+from ..policy import ErrorPolicy
 
 if t.TYPE_CHECKING:
     from ..task import Task
@@ -274,3 +276,51 @@ def run_again_query(
     if names:
         query[WITHHELD_QUERY] = names
     return query
+
+
+#: The "On failure" fields of the run form, by the runner's keyword. A
+#: parameter's name cannot start with "_", so these never clash with one.
+POLICY_FIELDS = {
+    "error_policy": "_error_policy",
+    "max_failures": "_max_failures",
+    "max_failure_rate": "_max_failure_rate",
+}
+
+
+RATE_ERROR = "Enter a percentage above 0 and at most 100: 5 means 5% of the items processed."
+
+
+def policy_from(
+    task: type[Task], form: t.Mapping[str, str]
+) -> tuple[dict[str, str | None], dict[str, list[str]]]:
+    """The error policy overrides of a submitted form, and the errors found in them.
+
+    An empty field keeps the task's value (``None``). The rate field holds a
+    percentage: ``5`` and ``5%`` both mean 5%. Errors are keyed by form field
+    name (:data:`POLICY_FIELDS`).
+    """
+    overrides: dict[str, str | None] = {}
+    for keyword, name in POLICY_FIELDS.items():
+        text = form.get(name, "").strip()
+        if keyword == "max_failure_rate" and text and not text.endswith("%"):
+            text += "%"
+        overrides[keyword] = text or None
+    try:
+        ErrorPolicy.resolve(task, **overrides)
+    except InvalidArguments as exc:
+        errors = {
+            POLICY_FIELDS[keyword]: [f"{message[0].upper()}{message[1:]}." for message in texts]
+            for keyword, texts in exc.errors.items()
+            if keyword in POLICY_FIELDS
+        }
+        if POLICY_FIELDS["max_failure_rate"] in errors:
+            errors[POLICY_FIELDS["max_failure_rate"]] = [RATE_ERROR]
+        return overrides, errors
+    return overrides, {}
+
+
+def policy_values(form: t.Mapping[str, str] | None) -> dict[str, str]:
+    """The "On failure" fields as the form shows them again (empty on a new form)."""
+    if form is None:
+        return {}
+    return {name: form.get(name, "")[:100] for name in POLICY_FIELDS.values()}

@@ -29,7 +29,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 from wtforms import ValidationError
 
-from .. import sources
+from .. import runner, sources
 from ..exceptions import TaskNotFound
 from ..state import get_state
 
@@ -184,8 +184,10 @@ def requested() -> tuple[str, str | None]:
     """What the request's URL asks to do, and to which task: ``(action, task name)``.
 
     Starting a run is ``"run"``, a run's button is its action (``"pause"``,
-    ``"resume"``, ``"cancel"``), and every other route reads: ``"view"``. The
-    task is the ``<name>`` of the URL, which routes by run id do not have.
+    ``"resume"``, ``"cancel"``), retrying its failed items is
+    ``"retry_failures"``, and every other route reads: ``"view"``. The task is
+    the ``<name>`` of the URL, which routes by run id do not have (see
+    :func:`_require_on_run`).
     """
     args = request.view_args or {}
     endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
@@ -193,10 +195,30 @@ def requested() -> tuple[str, str | None]:
         action = "run"
     elif endpoint == "control":
         action = str(args["action"])
+    elif endpoint == RETRY_ENDPOINT:
+        action = RETRY_FAILURES
     else:
         action = "view"
     name = args.get("name")
     return action, None if name is None else str(name)
+
+
+#: The action, and the view, of the "Retry failed items" button (a POST by run id).
+RETRY_FAILURES = "retry_failures"
+RETRY_ENDPOINT = "retry_failures"
+
+
+def _require_on_run(action: str) -> None:
+    """For a POST by run id: 404 unless the run exists and this request may view it, then
+    403 unless ``authorize(action, task, run)`` allows the action; all before the body is read.
+
+    A run the user may not view answers as a missing one, as the other routes by id do.
+    """
+    run_id = int((request.view_args or {}).get("run_id", 0))
+    run = runner.get_run(get_state(), run_id)
+    if run is None or not is_allowed("view", run.task_name, run):
+        abort(404, f"There is no run #{run_id}.")
+    require(action, run.task_name, run)
 
 
 def _body_limit(state: State, task_name: str | None) -> int:
@@ -285,6 +307,8 @@ def _guard() -> t.Any:
     # Before the task or the run is looked up, and before the body is read.
     action, task_name = requested()
     require(action, task_name)
+    if action == RETRY_FAILURES:
+        _require_on_run(action)
     limit = _limit_body(state, task_name)
     if request.method == "POST":
         _read_form(state, limit)

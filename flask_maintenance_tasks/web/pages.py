@@ -4,7 +4,11 @@ The index reads the active runs and the latest completed run of every task,
 then the newest events of the runs it shows: three queries, whatever the
 number of tasks or runs. A task page reads its active runs, one page of its
 history (keyset on the id) and their events: three queries. The runs page
-reads one page of runs across tasks: one query.
+reads one page of runs across tasks: one query. When some run shown has
+failed items, a page reads two more queries for all its cards: their newest
+failures, and the runs that retried them (:func:`with_failures`). A run's
+failures page reads the run, its counts by error class, one page of its
+failures and the runs that retried it: four queries.
 Everything else a page shows comes from the task registry and from
 :mod:`flask_maintenance_tasks.formatting`.
 """
@@ -15,14 +19,16 @@ import dataclasses
 import typing as t
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from flask import url_for
 
-from .. import audit, formatting, masking, sources, store
+from .. import audit, formatting, ledger, masking, sources, store
 from ..exceptions import MaintenanceTasksError
-from ..models import Run, RunStatus, utcnow
-from ..transitions import ACTIVE, PAUSE_REQUEST, is_stuck
+from ..models import Failure, FailureStatus, Run, RunStatus, runs_table, utcnow
+from ..policy import ErrorPolicy
+from ..transitions import ACTIVE, PAUSE_REQUEST, STOPPED, is_stuck
 from . import forms
-from .guards import is_allowed
+from .guards import RETRY_FAILURES, is_allowed
 
 if t.TYPE_CHECKING:
     from markupsafe import Markup
@@ -60,6 +66,18 @@ class RunCard:
     metadata: t.Any = None
     #: The run's newest events (see :func:`with_timelines`).
     timeline: audit.Timeline | None = None
+    #: The run's error policy as people read it, when it is not the plain default.
+    policy: str | None = None
+    #: The run's newest failed items (see :func:`with_failures`).
+    failures: list[Failure] = dataclasses.field(default_factory=list)
+    #: Ids of the runs that retried this run's failed items, newest first.
+    retried_in: list[int] = dataclasses.field(default_factory=list)
+    #: Where the "Retry failed items" button posts, when the card shows it.
+    retry_url: str | None = None
+
+    @property
+    def failure_count(self) -> int:
+        return self.run.failure_count or 0
 
     @property
     def progress(self) -> tuple[int | None, int]:
@@ -156,6 +174,9 @@ class Cards:
             withheld = masking.secret_arguments(run.arguments, task, masked)
             query = forms.run_again_query(self.fields(task), run.arguments, withheld)
             again = url_for(".task", name=task.name, **query) + "#new-run"
+        retry = None
+        if with_actions and self.can_retry(run, task):
+            retry = url_for(".retry_failures", run_id=run.id)
         return RunCard(
             run=run,
             task_exists=task is not None,
@@ -166,7 +187,28 @@ class Cards:
             run_again_url=again,
             open=open,
             csv_url=url_for(".run_csv", run_id=run.id) if is_csv_task(task) else None,
+            policy=policy_text(run),
+            retry_url=retry,
         )
+
+    def can_retry(self, run: Run, task: type[Task] | None) -> bool:
+        """Whether to offer "Retry failed items": a stopped run with failures, of a task that
+        exists, which ``authorize`` lets this request retry. The runner refuses the rest (all
+        its failures resolved already, say)."""
+        return (
+            task is not None
+            and bool(run.failure_count)
+            and run.status in STOPPED
+            and self.allowed(RETRY_FAILURES, run.task_name, run)
+        )
+
+
+def policy_text(run: Run) -> str | None:
+    """The run's error policy as people read it, or ``None`` for the plain default (stop)."""
+    if (run.error_policy or "stop") == "stop" and run.max_failures is None:
+        if run.max_failure_rate is None:
+            return None
+    return formatting.policy_text(run)
 
 
 #: Events a run card shows; the run's JSON and ``flask mtasks status`` show more.
@@ -179,6 +221,28 @@ def with_timelines(session: Session, cards: t.Iterable[RunCard]) -> None:
     found = audit.timelines(session, [card.run.id for card in cards], CARD_EVENTS)
     for card in cards:
         card.timeline = found.get(card.run.id, audit.Timeline([]))
+
+
+def with_failures(session: Session, cards: t.Iterable[RunCard]) -> None:
+    """Give each card with failed items its newest failures and the runs that retried it.
+
+    Two queries for all the cards, and none when no card's run has failed
+    items: only such a run can have been retried.
+    """
+    failing = {card.run.id: card for card in cards if card.failure_count}
+    if not failing:
+        return
+    latest = ledger.latest(session, list(failing))
+    columns = runs_table.c
+    retries = session.execute(
+        sa.select(columns.id, columns.retry_of_id)
+        .where(columns.retry_of_id.in_(list(failing)))
+        .order_by(columns.id.desc())
+    ).all()
+    for run_id, card in failing.items():
+        card.failures = latest.get(run_id, [])
+    for retry_id, retried_id in retries:
+        failing[retried_id].retried_in.append(retry_id)
 
 
 @dataclasses.dataclass
@@ -239,6 +303,7 @@ def index_page(state: State, query: str = "") -> IndexPage:
     shown = [*page.active, *(e.card for e in [*page.completed, *page.deleted] if e.card)]
     with store.open_session(state.db) as session:
         with_timelines(session, shown)
+        with_failures(session, shown)
     return page
 
 
@@ -278,6 +343,11 @@ class TaskPage:
         return self.task is None
 
     @property
+    def default_policy(self) -> str:
+        """The task's own error policy, which a run keeps unless its form overrides it."""
+        return ErrorPolicy.of_task(self.task).describe() if self.task is not None else "stop"
+
+    @property
     def polling(self) -> bool:
         return bool(self.active)
 
@@ -315,6 +385,7 @@ def task_page(state: State, name: str, cursor: int | None = None) -> TaskPage:
             csv=is_csv_task(task),
         )
         with_timelines(session, [*page.active, *page.history])
+        with_failures(session, [*page.active, *page.history])
     return page
 
 
@@ -369,4 +440,73 @@ def runs_page(state: State, filters: RunFilters, cursor: int | None = None) -> R
         next_cursor=next_cursor,
         task_names=sorted(state.registry.tasks()),
         statuses=[status.value for status in RunStatus],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureFilters:
+    """What a failures page is narrowed to, and where it starts; ``None`` leaves one out."""
+
+    error_class: str | None = None
+    status: str | None = None
+    #: Failures after this id (keyset pages, oldest first).
+    after: int | None = None
+
+    def query(self, **changes: t.Any) -> dict[str, t.Any]:
+        """The filters as query-string arguments, with ``changes`` (``None`` drops one)."""
+        query = {"class": self.error_class, "status": self.status, "after": self.after}
+        query.update(changes)
+        return {k: v for k, v in query.items() if v is not None}
+
+
+@dataclasses.dataclass
+class FailuresPage:
+    """A page of a run's failed items, with the counts of each error class."""
+
+    card: RunCard
+    filters: FailureFilters
+    failures: list[Failure]
+    #: ``(error class, failures, unresolved)``, most frequent first.
+    classes: list[tuple[str, int, int]]
+    next_after: int | None
+    statuses: list[str]
+
+    @property
+    def run(self) -> Run:
+        return self.card.run
+
+    @property
+    def total(self) -> int:
+        return sum(count for _, count, _ in self.classes)
+
+    @property
+    def unresolved(self) -> int:
+        return sum(unresolved for _, _, unresolved in self.classes)
+
+
+def failures_page(state: State, run: Run, filters: FailureFilters) -> FailuresPage:
+    """One page of the failed items of ``run`` (already read, and viewable): three queries."""
+    cards = Cards(state)
+    card = cards.card(run, with_actions=False)
+    size = ledger.PAGE_SIZE
+    with store.open_session(state.db) as session:
+        classes = ledger.count_by_class(session, run.id)
+        found = ledger.page(
+            session,
+            run.id,
+            after=filters.after,
+            error_class=filters.error_class,
+            status=filters.status,
+            limit=size + 1,
+        )
+        card.retried_in = [retry.id for retry in ledger.retries_of(session, run.id)]
+    if cards.can_retry(run, cards.task(run.task_name)):
+        card.retry_url = url_for(".retry_failures", run_id=run.id)
+    return FailuresPage(
+        card=card,
+        filters=filters,
+        failures=found[:size],
+        classes=classes,
+        next_after=found[size - 1].id if len(found) > size else None,
+        statuses=[status.value for status in FailureStatus],
     )

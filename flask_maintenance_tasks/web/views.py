@@ -14,6 +14,8 @@ then, once the run is found, the action on that run.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import typing as t
 
@@ -32,9 +34,10 @@ from flask import (
 )
 from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from .. import audit, formatting, runner, store
+from .. import audit, formatting, ledger, runner, store
 from ..csv.uploads import csv_download
 from ..exceptions import (
     CSVFileError,
@@ -45,7 +48,7 @@ from ..exceptions import (
     TaskAlreadyRunning,
     TaskNotFound,
 )
-from ..models import Run, RunStatus
+from ..models import FailureStatus, Run, RunStatus
 from ..state import State, get_state
 from . import forms, pages
 from .guards import CSRF_FIELD, blueprint, is_allowed, require
@@ -205,6 +208,7 @@ def _render_task(
     errors: dict[str, list[str]] | None = None,
     message: str | None = None,
     withheld: frozenset[str] = frozenset(),
+    policy: dict[str, str] | None = None,
 ) -> str:
     if page.task is not None:
         page.source = task_source(page.task)
@@ -215,6 +219,8 @@ def _render_task(
         errors=errors or {},
         form_message=message,
         withheld=withheld,
+        policy=policy or {},
+        policy_fields=forms.POLICY_FIELDS,
         title=page.name,
     )
 
@@ -229,11 +235,12 @@ def start_run(name: str) -> t.Any:
         abort(404, f"There is no task named {name!r}: it cannot be run.")
     fields = forms.fields_for(task_class, state.settings.masked_parameters)
     arguments, errors = forms.arguments_from(fields, request.form)
+    overrides, policy_errors = forms.policy_from(task_class, request.form)
     message = None
     status = 422
     upload = request.files.get(CSV_FIELD)
     csv_file = upload if upload is not None and upload.filename else None
-    if not errors:
+    if not errors and not policy_errors:
         metadata = state.settings.metadata() if state.settings.metadata is not None else None
         try:
             run = runner.run(
@@ -243,6 +250,7 @@ def start_run(name: str) -> t.Any:
                 csv_file=csv_file,
                 metadata=metadata,
                 actor=_actor(state),
+                **overrides,
             )
         except CSVFileTooLarge as exc:
             errors = {CSV_FIELD: [str(exc)]}
@@ -270,11 +278,13 @@ def start_run(name: str) -> t.Any:
         except InvalidArguments as exc:
             for field, texts in forms.field_errors(exc.errors).items():
                 errors.setdefault(field, texts)
+        errors.update(policy_errors)
         message = "The run was not started: correct the fields below."
     page = _task_page(name, None)
     withheld = _withheld(page, request.form)
     values = forms.prefill(fields, request.form, submitted=True, withheld=withheld)
-    return _render_task(page, values, errors, message, withheld), status
+    policy = forms.policy_values(request.form)
+    return _render_task(page, values, errors, message, withheld, policy), status
 
 
 @blueprint.post("/tasks/<name>/runs/<int:run_id>/<any(pause, resume, cancel):action>")
@@ -348,10 +358,17 @@ def run_csv(run_id: int) -> Response:
 @blueprint.get("/runs/<int:run_id>.json")
 def run_json(run_id: int) -> Response:
     run = _viewable_run(run_id)
+    retries: list[int] = []
     with store.open_session(get_state().db) as session:
         timeline = audit.timeline(session, run.id, JSON_EVENTS)
+        if run.failure_count:  # only a run with failed items can have been retried
+            retries = [retry.id for retry in ledger.retries_of(session, run.id)]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    return jsonify(formatting.run_as_dict(app, run, timeline=timeline))
+    data = formatting.run_as_dict(app, run, timeline=timeline)
+    data["failures_url"] = url_for(".run_failures", run_id=run.id)
+    data["failures_csv_url"] = url_for(".run_failures_csv", run_id=run.id)
+    data["retries"] = retries
+    return jsonify(data)
 
 
 #: The most a filter of the runs page may hold (the columns' size).
@@ -382,3 +399,108 @@ def _flashed_messages() -> list[Message]:
     """Flashed messages, errors first."""
     flashed = t.cast(list[Message], get_flashed_messages(with_categories=True))
     return sorted(flashed, key=lambda m: m[0] != "error")
+
+
+# -- failed items ------------------------------------------------------------------
+
+
+def _failure_filters() -> pages.FailureFilters:
+    """The ``?class=``, ``?status=`` and ``?after=`` of a failures page, else 400."""
+    status = _filter("status")
+    if status is not None and status not in FailureStatus._value2member_map_:
+        choices = ", ".join(s.value for s in FailureStatus)
+        abort(400, f"There is no failure status {status!r}: choose {choices}.")
+    text = request.args.get("after", "")
+    after = None
+    if text:
+        if not (
+            text.isascii() and text.isdigit() and len(text) < 20 and int(text) <= store.MAX_RUN_ID
+        ):
+            abort(400, "after must be the id of a failure, as in the link to the next failures.")
+        after = int(text)
+    return pages.FailureFilters(error_class=_filter("class"), status=status, after=after)
+
+
+@blueprint.get("/runs/<int:run_id>/failures")
+def run_failures(run_id: int) -> str:
+    """The failed items of a run, oldest first, by error class and status."""
+    filters = _failure_filters()
+    run = _viewable_run(run_id)
+    page = pages.failures_page(get_state(), run, filters)
+    title = f"Failures of run #{run.id}"
+    return render_template("maintenance_tasks/failures.html", page=page, title=title)
+
+
+#: Failures read per query while a download streams.
+CSV_FAILURES_CHUNK = 500
+
+
+@blueprint.get("/runs/<int:run_id>/failures.csv")
+def run_failures_csv(run_id: int) -> Response:
+    """Every failed item of a run (or of one error class) as CSV, streamed a page at a time."""
+    filters = _failure_filters()
+    run = _viewable_run(run_id)
+    # The rows are read as the body streams, after the request's context is gone.
+    engine = store.quiet(get_state().db.engine)
+
+    def rows() -> t.Iterator[str]:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(formatting.FAILURE_CSV_COLUMNS)
+        after = filters.after
+        while True:
+            with Session(bind=engine, expire_on_commit=False) as session:
+                found = ledger.page(
+                    session,
+                    run.id,
+                    after=after,
+                    error_class=filters.error_class,
+                    status=filters.status,
+                    limit=CSV_FAILURES_CHUNK,
+                )
+            for failure in found:
+                writer.writerow(formatting.failure_csv_row(failure))
+            yield out.getvalue()
+            out.seek(0)
+            out.truncate()
+            if len(found) < CSV_FAILURES_CHUNK:
+                return
+            after = found[-1].id
+
+    body = rows() if request.method == "GET" else iter(())  # a HEAD request reads nothing
+    return Response(
+        body,
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="run-{run.id}-failures.csv"'},
+    )
+
+
+@blueprint.post("/runs/<int:run_id>/retry-failures")
+def retry_failures(run_id: int) -> t.Any:
+    """Start a run over the unresolved failed items of ``run_id`` (the "Retry" button).
+
+    The guard has found the run, checked that this request may view it and
+    that ``authorize("retry_failures", task, run)`` allows it, before the body
+    was read. A refusal (no unresolved failure, the run not stopped, the task
+    already running) is a message, as a run button's is.
+    """
+    cursor = _cursor() if _is_htmx() else None
+    state = get_state()
+    run = _viewable_run(run_id)
+    name = run.task_name
+    metadata = state.settings.metadata() if state.settings.metadata is not None else None
+    anchor = f"run-{run_id}"
+    try:
+        retry = runner.retry_failures(state, run_id, metadata=metadata, actor=_actor(state))
+    except MaintenanceTasksError as exc:  # CannotRetry, TaskAlreadyRunning, EnqueueError...
+        message: Message = ("error", str(exc))
+    else:
+        text = f"Run #{retry.id} retries the failed items of run #{run_id}: it is enqueued."
+        message, anchor = ("success", text), f"run-{retry.id}"
+    if _is_htmx():
+        page = _task_page(name, cursor)
+        region = render_template("maintenance_tasks/_task_region.html", page=page)
+        messages = render_template("maintenance_tasks/_messages.html", messages=[message], oob=True)
+        return Markup(region) + Markup(messages)
+    flash(message[1], message[0])
+    return redirect(url_for(".task", name=name, _anchor=anchor), 303)

@@ -14,8 +14,9 @@ import typing as t
 
 from flask import Blueprint, Flask, request
 
-#: What a run button or the run form asks ``authorize`` for; pages ask for ``"view"``.
-ACTIONS = ("view", "run", "pause", "resume", "cancel")
+#: What a run button, the run form or "Retry failed items" asks ``authorize`` for; pages ask
+#: for ``"view"``.
+ACTIONS = ("view", "run", "pause", "resume", "cancel", "retry_failures")
 #: Headers a reverse proxy adds: a request carrying one did not come from this machine.
 PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
 #: The parent blueprint's login: this header with this value.
