@@ -113,7 +113,7 @@ def _print_preview(
     if found.sql:
         click.echo("  SQL of the first page:")
         for line in found.sql.splitlines():
-            click.echo(f"    {visible(line)}")
+            click.echo(f"    {visible(line.rstrip())}")
 
 
 def _json(value: t.Any) -> str:
