@@ -1,7 +1,8 @@
 """The ``flask mtasks`` command group (API.md section 5).
 
 One module per concern: :mod:`.runs` (list, run, status, pause, resume,
-cancel), :mod:`.failures` (failures, retry-failures), :mod:`.worker` (worker,
+cancel), :mod:`.dryruns` (preview, run-for-real; :mod:`.changes` shows what a
+dry run would change), :mod:`.failures` (failures, retry-failures), :mod:`.worker` (worker,
 recover), :mod:`.scaffold` (new) and :mod:`.migrations` (migrations install).
 Every command that reaches the extension's state is wrapped in
 :func:`.errors.catch_errors`, so that a user's mistake ends with one
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from flask.cli import AppGroup
 
+from .dryruns import preview_command, run_for_real_command
 from .failures import failures_command, retry_failures_command
 from .migrations import migrations_cli
 from .runs import (
@@ -32,6 +34,8 @@ for _command in (
     list_command,
     run_command,
     status_command,
+    preview_command,
+    run_for_real_command,
     pause_command,
     resume_command,
     cancel_command,

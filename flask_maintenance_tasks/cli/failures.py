@@ -12,6 +12,7 @@ from .. import audit, formatting, ledger, runner, store
 from ..exceptions import MaintenanceTasksError
 from ..models import Failure, FailureStatus, Run
 from ..state import State, get_state
+from .changes import status_of
 from .errors import catch_errors
 from .policy import policy_options
 from .runs import _after_enqueue, acting_as, waiting
@@ -102,7 +103,7 @@ def failures_command(
 
 
 def _print_summary(run: Run, by_class: list[tuple[str, int, int]], retried_in: list[int]) -> None:
-    click.echo(f"Run #{run.id}  {visible(run.task_name)}  {visible(run.status)}")
+    click.echo(f"Run #{run.id}  {visible(run.task_name)}  {status_of(run)}")
     click.echo(f"  Error policy: {visible(formatting.policy_text(run))}")
     count = run.failure_count or 0
     unresolved = sum(open_ for _, _, open_ in by_class)

@@ -17,6 +17,7 @@ from ..executors import InProcessExecutor, RQExecutor
 from ..models import Run, RunStatus
 from ..state import State, get_state
 from ..transitions import STOPPED
+from .changes import print_changes, report_outcome, status_of
 from .errors import catch_errors
 from .policy import policy_options
 from .terminal import visible
@@ -74,7 +75,12 @@ def list_command() -> None:
     width = max(len(visible(name)) for name in tasks)
     for name in tasks:
         run = latest.get(name)
-        status = f"{visible(run.status)} (run #{run.id})" if run else "new"
+        if run is None:
+            status = "new"
+        elif run.dry_run:
+            status = f"{visible(run.status)} (dry run #{run.id})"
+        else:
+            status = f"{visible(run.status)} (run #{run.id})"
         click.echo(f"{visible(name):<{width}}  {status}")
 
 
@@ -91,6 +97,11 @@ def list_command() -> None:
     help="A CSV file for a CSV task; - reads stdin.",
 )
 @policy_options
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Process every item and roll each tick back: count what the run would change.",
+)
 @waiting
 @acting_as
 @with_appcontext
@@ -102,13 +113,16 @@ def run_command(
     error_policy: str | None,
     max_failures: int | None,
     max_failure_rate: float | None,
+    dry_run: bool,
     wait: bool,
     acting_as: str | None,
 ) -> None:
     """Start a run of task NAME and print its id.
 
     --error-policy, --max-failures and --max-failure-rate override the task's
-    error policy for this run.
+    error policy for this run. --dry-run starts a dry run: the database rolls
+    back what it writes, and `flask mtasks status RUN_ID` says what it would
+    have changed.
     """
     state = get_state()
     arguments = _parse_arguments(state.registry.get(name), pairs, state.settings.masked_parameters)
@@ -126,8 +140,15 @@ def run_command(
         error_policy=error_policy,
         max_failures=max_failures,
         max_failure_rate=max_failure_rate,
+        dry_run=dry_run,
     )
     click.echo(run.id)
+    if run.dry_run:
+        click.echo(
+            f"Run #{run.id} is a dry run: every tick is rolled back, nothing is written; "
+            f"`flask mtasks status {run.id}` says what it would change.",
+            err=True,
+        )
     _after_enqueue(state, run.id, wait)
 
 
@@ -136,13 +157,15 @@ def _after_enqueue(state: State, run_id: int, wait: bool) -> None:
 
     The in-process executor's threads keep the process alive until the run
     ends: say so, and show its progress meanwhile. Only ``--wait`` makes a run
-    that did not succeed fail the command.
+    that did not succeed fail the command. A dry run that succeeded ends with
+    what it would change.
     """
     in_process = isinstance(state.executor, InProcessExecutor)
     if in_process:
         click.echo(IN_PROCESS_NOTE, err=True)
     if wait or in_process:
-        _follow(state, run_id, fail=wait)
+        run = _follow(state, run_id, fail=wait)
+        report_outcome(run)
 
 
 def _parse_arguments(
@@ -194,7 +217,7 @@ def _argument(parameter: parameters.Parameter | None, key: str, values: list[str
         return values[0]
 
 
-def _follow(state: State, run_id: int, fail: bool = True) -> None:
+def _follow(state: State, run_id: int, fail: bool = True) -> Run:
     """Draw a progress bar on stderr until the run stops; exit 1 unless it succeeded.
 
     On a terminal the bar is redrawn in place; otherwise (a log, CI) a line is
@@ -246,6 +269,7 @@ def _follow(state: State, run_id: int, fail: bool = True) -> None:
         if fail:
             raise click.ClickException(outcome)
         click.echo(outcome, err=True)
+    return run
 
 
 def _no_worker_hint(queue: str) -> str:
@@ -293,6 +317,7 @@ def _show_run(state: State, run_id: int, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
     else:
         _print_run(state, run)
+        print_changes(run)
         _print_failures(run, retried_in)
         _print_timeline(timeline)
 
@@ -346,14 +371,14 @@ def _show_runs(state: State, as_json: bool) -> None:
 
 def _summary(run: Run) -> str:
     return (
-        f"#{run.id:<6} {visible(run.task_name)}  {visible(run.status)}  "
+        f"#{run.id:<6} {visible(run.task_name)}  {status_of(run)}  "
         f"{formatting.progress_text(run.tick_count, run.tick_total)}"
     )
 
 
 def _print_run(state: State, run: Run) -> None:
     data = formatting.run_as_dict(state.app, run)
-    click.echo(f"Run #{run.id}  {visible(run.task_name)}  {visible(run.status)}")
+    click.echo(f"Run #{run.id}  {visible(run.task_name)}  {status_of(run)}")
     click.echo(f"  {data['progress']}")
     click.echo(f"  {visible(data['status_text'])}")
     if data["arguments"]:
