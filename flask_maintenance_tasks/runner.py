@@ -405,9 +405,10 @@ def run_for_real(
         if not dry.dry_run:
             raise MaintenanceTasksError(f"Run #{run_id} is not a dry run.")
         if dry.status != RunStatus.SUCCEEDED:
+            article = "an" if str(dry.status)[:1] in "aeiou" else "a"
             raise MaintenanceTasksError(
-                f"Run #{run_id} is a {dry.status} dry run: run for real only after a dry run "
-                "that succeeded."
+                f"Run #{run_id} is {article} {dry.status} dry run: run for real only after a "
+                "dry run that succeeded."
             )
         try:
             task_class = state.registry.get(dry.task_name)

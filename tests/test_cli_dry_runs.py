@@ -334,10 +334,10 @@ def test_run_for_real_wait_follows_the_new_run(inprocess_app: Flask, mtasks: t.A
     [
         ("missing", "Error: Run #4242 not found."),
         ("normal", "Error: Run #{id} is not a dry run."),
-        ("enqueued", "Error: Run #{id} is a enqueued dry run: run for real only after a dry run "
-                     "that succeeded."),
-        ("errored", "Error: Run #{id} is a errored dry run: run for real only after a dry run "
-                    "that succeeded."),
+        ("enqueued", "Error: Run #{id} is an enqueued dry run: run for real only after a "
+                     "dry run that succeeded."),
+        ("errored", "Error: Run #{id} is an errored dry run: run for real only after a "
+                    "dry run that succeeded."),
     ],
 )  # fmt: skip
 def test_run_for_real_refuses_what_is_no_succeeded_dry_run_and_writes_no_run(

@@ -89,7 +89,7 @@ def test_a_count_past_the_timeout_falls_back_to_a_bound_or_an_estimate(app, mtas
 def test_run_for_real_starts_a_normal_run_of_a_succeeded_dry_run(app, mtasks):
     seed_items(5)
     dry = mtasks.run("CountItemsTask", {"sleep": 0}, dry_run=True, error_policy="skip")
-    with pytest.raises(MaintenanceTasksError, match="enqueued dry run"):
+    with pytest.raises(MaintenanceTasksError, match="an enqueued dry run"):
         mtasks.run_for_real(dry.id)
     drain(app)
     real = mtasks.run_for_real(dry.id)
@@ -123,11 +123,12 @@ def define_slow_function() -> None:
 
 
 def test_past_the_timeout_a_bounded_count_says_more_than(app, monkeypatch):
-    """Counting 10,000 slow rows takes two seconds, past the timeout; up to 101 takes 20 ms."""
+    """Counting 10,000 slow rows takes two seconds or more, past the timeout; counting up to
+    21 takes a few milliseconds, however loaded the machine."""
     seed_items(10_000)
     define_slow_function()
-    monkeypatch.setattr(previews, "COUNT_BOUND", 100)
-    preview = previews.preview(get_state(), "PreviewSlowTask", {}, timeout=0.5)
-    assert (preview.count_kind, preview.count) == (AT_LEAST, 100)
-    assert preview.count_text() == "more than 100 items"
+    monkeypatch.setattr(previews, "COUNT_BOUND", 20)
+    preview = previews.preview(get_state(), "PreviewSlowTask", {}, timeout=1.0)
+    assert (preview.count_kind, preview.count) == (AT_LEAST, 20)
+    assert preview.count_text() == "more than 20 items"
     assert preview.statements <= previews.MAX_STATEMENTS

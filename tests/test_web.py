@@ -500,6 +500,9 @@ def test_run_json_says_what_the_page_and_the_cli_say(
     assert response.status_code == 200
     events = data.pop("events")
     assert data.pop("events_omitted") == 0
+    assert data.pop("failures_url") == f"/maintenance_tasks/runs/{run.id}/failures"
+    assert data.pop("failures_csv_url") == f"/maintenance_tasks/runs/{run.id}/failures.csv"
+    assert data.pop("retries") == []
     assert data == formatting.run_as_dict(app, fresh_run(run.id))
     assert [event["action"] for event in events] == ["started", "began", "succeeded"]
     assert data["status"] == "succeeded" and data["progress"] == "Processed 1 out of 1 item (100%)."
