@@ -112,3 +112,27 @@ def test_failed_items_on_cards_cost_two_queries_for_the_whole_page(app: Flask) -
     assert many[f"/tasks/{name}"] == plain[f"/tasks/{name}"] + 2 <= 5
     assert json_queries == 3  # the run, its events, the runs that retried it
     assert failures_page == 4  # the run, counts by class, a page of failures, its retries
+
+
+def test_dry_runs_cost_no_query_more_and_the_preview_is_its_own_request(app: Flask) -> None:
+    """A dry run's marker, what it would change and its "Run for real" button come from
+    its row; the task page leaves the preview to a request of its own (htmx, on load)."""
+    web = Dashboard(app)
+    engine = app.extensions["sqlalchemy"].engine
+    name = "DryRunMixedTask"
+    changes = {
+        "tables": {"items": {"inserted": 0, "updated": 5, "deleted": 0, "columns": ["title"]}},
+        "sample": [{"table": "items", "key": 1, "column": "title", "before": "a", "after": "b"}],
+    }
+    web.get("/")
+    insert_runs(engine, 3, [name])
+    plain = {path: len(queries(web, path)) for path in ("/", f"/tasks/{name}", "/runs")}
+    for status in ("succeeded", "errored", "running"):
+        add_run(engine, name, status, dry_run=True, changes=changes)
+    dry = {path: len(queries(web, path)) for path in ("/", f"/tasks/{name}", "/runs")}
+    preview = queries(web, f"/tasks/{name}/preview", htmx=True)
+
+    assert dry == plain, (plain, dry)
+    assert 'id="preview-region"' in text(web.get(f"/tasks/{name}"))
+    # The count and the first items, each in a savepoint (see preview.MAX_STATEMENTS).
+    assert len(preview) <= 16, preview

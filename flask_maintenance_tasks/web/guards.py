@@ -183,10 +183,11 @@ def _is_static() -> bool:
 def requested() -> tuple[str, str | None]:
     """What the request's URL asks to do, and to which task: ``(action, task name)``.
 
-    Starting a run is ``"run"``, a run's button is its action (``"pause"``,
-    ``"resume"``, ``"cancel"``), retrying its failed items is
-    ``"retry_failures"``, and every other route reads: ``"view"``. The task is
-    the ``<name>`` of the URL, which routes by run id do not have (see
+    Starting a run, a dry run included, is ``"run"``, and so is running a dry
+    run for real; a run's button is its action (``"pause"``, ``"resume"``,
+    ``"cancel"``), retrying its failed items is ``"retry_failures"``, and
+    every other route reads (the preview of a run included): ``"view"``. The
+    task is the ``<name>`` of the URL, which routes by run id do not have (see
     :func:`_require_on_run`).
     """
     args = request.view_args or {}
@@ -197,6 +198,8 @@ def requested() -> tuple[str, str | None]:
         action = str(args["action"])
     elif endpoint == RETRY_ENDPOINT:
         action = RETRY_FAILURES
+    elif endpoint == RUN_FOR_REAL_ENDPOINT:
+        action = "run"
     else:
         action = "view"
     name = args.get("name")
@@ -206,6 +209,11 @@ def requested() -> tuple[str, str | None]:
 #: The action, and the view, of the "Retry failed items" button (a POST by run id).
 RETRY_FAILURES = "retry_failures"
 RETRY_ENDPOINT = "retry_failures"
+#: The view of the "Run for real" button of a succeeded dry run (a POST by run id), which
+#: asks ``authorize`` for ``"run"``, as starting the run from the form does.
+RUN_FOR_REAL_ENDPOINT = "run_for_real"
+#: The POST routes by run id: their run is looked up and checked before the body is read.
+_BY_RUN_ID = (RETRY_ENDPOINT, RUN_FOR_REAL_ENDPOINT)
 
 
 def _require_on_run(action: str) -> None:
@@ -307,7 +315,7 @@ def _guard() -> t.Any:
     # Before the task or the run is looked up, and before the body is read.
     action, task_name = requested()
     require(action, task_name)
-    if action == RETRY_FAILURES:
+    if (request.endpoint or "").rsplit(".", 1)[-1] in _BY_RUN_ID:
         _require_on_run(action)
     limit = _limit_body(state, task_name)
     if request.method == "POST":

@@ -74,6 +74,24 @@ class RunCard:
     retried_in: list[int] = dataclasses.field(default_factory=list)
     #: Where the "Retry failed items" button posts, when the card shows it.
     retry_url: str | None = None
+    #: Where the "Run for real" button of a succeeded dry run posts, when the card shows it.
+    run_for_real_url: str | None = None
+
+    @property
+    def changes_lines(self) -> list[str]:
+        """What a dry run would change, one line per table and kind (none for a real run)."""
+        if not self.run.dry_run:
+            return []
+        if not self.run.changes and self.is_active:
+            return []  # nothing counted yet: the card says so
+        return formatting.changes_summary(self.run)
+
+    @property
+    def changes_sample(self) -> list[dict[str, t.Any]]:
+        """The first changes a dry run would make (table, key, column, before, after)."""
+        changes = self.run.changes if self.run.dry_run else None
+        sample = changes.get("sample") if isinstance(changes, dict) else None
+        return [s for s in sample if isinstance(s, dict)] if isinstance(sample, list) else []
 
     @property
     def failure_count(self) -> int:
@@ -177,6 +195,9 @@ class Cards:
         retry = None
         if with_actions and self.can_retry(run, task):
             retry = url_for(".retry_failures", run_id=run.id)
+        for_real = None
+        if with_actions and self.can_run_for_real(run, task):
+            for_real = url_for(".run_for_real", run_id=run.id)
         return RunCard(
             run=run,
             task_exists=task is not None,
@@ -189,6 +210,17 @@ class Cards:
             csv_url=url_for(".run_csv", run_id=run.id) if is_csv_task(task) else None,
             policy=policy_text(run),
             retry_url=retry,
+            run_for_real_url=for_real,
+        )
+
+    def can_run_for_real(self, run: Run, task: type[Task] | None) -> bool:
+        """Whether to offer "Run for real": a succeeded dry run of a task that exists, which
+        ``authorize`` lets this request run (the ``"run"`` action, as the start form asks)."""
+        return (
+            task is not None
+            and bool(run.dry_run)
+            and run.status == RunStatus.SUCCEEDED
+            and self.allowed("run", run.task_name, run)
         )
 
     def can_retry(self, run: Run, task: type[Task] | None) -> bool:

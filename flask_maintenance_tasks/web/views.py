@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from .. import audit, formatting, ledger, runner, store
+from .. import preview as previews
 from ..csv.uploads import csv_download
 from ..exceptions import (
     CSVFileError,
@@ -56,6 +57,8 @@ from .source import task_source
 
 #: The file field of a CSV task's run form.
 CSV_FIELD = "csv_file"
+#: The name of the run form's "Dry run" button (a parameter's name cannot start with "_").
+DRY_RUN_FIELD = "_dry_run"
 
 Message = tuple[str, str]
 
@@ -240,6 +243,7 @@ def start_run(name: str) -> t.Any:
     status = 422
     upload = request.files.get(CSV_FIELD)
     csv_file = upload if upload is not None and upload.filename else None
+    dry_run = request.form.get(DRY_RUN_FIELD) == "1"
     if not errors and not policy_errors:
         metadata = state.settings.metadata() if state.settings.metadata is not None else None
         try:
@@ -250,6 +254,7 @@ def start_run(name: str) -> t.Any:
                 csv_file=csv_file,
                 metadata=metadata,
                 actor=_actor(state),
+                dry_run=dry_run,
                 **overrides,
             )
         except CSVFileTooLarge as exc:
@@ -269,7 +274,8 @@ def start_run(name: str) -> t.Any:
         except MaintenanceTasksError as exc:
             message = str(exc)
         else:
-            flash(f"Run #{run.id} of {name} is enqueued.", "success")
+            what = "Dry run" if dry_run else "Run"
+            flash(f"{what} #{run.id} of {name} is enqueued.", "success")
             return redirect(url_for(".task", name=name, _anchor=f"run-{run.id}"), 303)
     else:
         # Tell every mistake at once: what the model says of the other fields too.
@@ -368,6 +374,8 @@ def run_json(run_id: int) -> Response:
     data["failures_url"] = url_for(".run_failures", run_id=run.id)
     data["failures_csv_url"] = url_for(".run_failures_csv", run_id=run.id)
     data["retries"] = retries
+    if run.dry_run and run.status == RunStatus.SUCCEEDED:
+        data["run_for_real_url"] = url_for(".run_for_real", run_id=run.id)
     return jsonify(data)
 
 
@@ -497,6 +505,12 @@ def retry_failures(run_id: int) -> t.Any:
     else:
         text = f"Run #{retry.id} retries the failed items of run #{run_id}: it is enqueued."
         message, anchor = ("success", text), f"run-{retry.id}"
+    return _card_answer(name, cursor, message, anchor)
+
+
+def _card_answer(name: str, cursor: int | None, message: Message, anchor: str) -> t.Any:
+    """What a button of a run card found by its id answers: the task's runs region and the
+    message through htmx, else the message flashed and a redirect to the task page."""
     if _is_htmx():
         page = _task_page(name, cursor)
         region = render_template("maintenance_tasks/_task_region.html", page=page)
@@ -504,3 +518,91 @@ def retry_failures(run_id: int) -> t.Any:
         return Markup(region) + Markup(messages)
     flash(message[1], message[0])
     return redirect(url_for(".task", name=name, _anchor=anchor), 303)
+
+
+# -- dry runs and previews ---------------------------------------------------------
+
+
+@blueprint.post("/runs/<int:run_id>/run-for-real")
+def run_for_real(run_id: int) -> t.Any:
+    """Start a normal run with the arguments, policy and file of a succeeded dry run.
+
+    The guard has found the run, checked that this request may view it and
+    that ``authorize("run", task, run)`` allows it, before the body was read.
+    A refusal (no dry run, not succeeded, the task gone or already running)
+    is a message, as a run button's is.
+    """
+    cursor = _cursor() if _is_htmx() else None
+    state = get_state()
+    run = _viewable_run(run_id)
+    name = run.task_name
+    metadata = state.settings.metadata() if state.settings.metadata is not None else None
+    anchor = f"run-{run_id}"
+    try:
+        real = runner.run_for_real(state, run_id, metadata=metadata, actor=_actor(state))
+    except MaintenanceTasksError as exc:  # not a succeeded dry run, TaskAlreadyRunning...
+        message: Message = ("error", str(exc))
+    else:
+        text = f"Run #{real.id} of {name} does for real what dry run #{run_id} did: it is enqueued."
+        message, anchor = ("success", text), f"run-{real.id}"
+    return _card_answer(name, cursor, message, anchor)
+
+
+#: What a preview's arguments stand in for a required secret the page does not send.
+SECRET_STAND_IN = "preview-stand-in"
+
+
+@blueprint.get("/tasks/<name>/preview")
+def task_preview(name: str) -> t.Any:
+    """What a run with the form's values would walk (the task page's preview panel).
+
+    A GET that writes nothing: the arguments come from the query string, as
+    the run form would send them; the page leaves secret fields out (a URL is
+    logged), so a required secret gets a stand-in. Invalid arguments are
+    shown in the panel, with the messages of each field.
+    """
+    state = get_state()
+    try:
+        task_class = state.registry.get(name)
+    except TaskNotFound:
+        abort(404, f"There is no task named {name!r}: there is nothing to preview.")
+    fields = forms.fields_for(task_class, state.settings.masked_parameters)
+    given = request.args
+    errors = {
+        field.name: ["A value cannot hold a NUL character."]
+        for field in fields
+        if "\x00" in given.get(field.name, "")
+    }
+    clean = {k: v for k, v in given.items() if k not in errors}
+    arguments, parse_errors = forms.arguments_from(fields, clean)
+    errors.update(parse_errors)
+    stand_ins = [f.name for f in fields if f.secret and f.required and f.name not in arguments]
+    arguments.update({name: SECRET_STAND_IN for name in stand_ins})
+    found = previews.Preview(task_class.name, {})
+    if errors:
+        try:
+            task_class.validate_arguments(arguments)
+        except InvalidArguments as exc:
+            for field, texts in forms.field_errors(exc.errors).items():
+                errors.setdefault(field, texts)
+    else:
+        try:
+            found = previews.preview(state, name, arguments)
+        except Exception as exc:  # the task's collection or count, on any arguments
+            current_app.logger.warning("The preview of %s failed", name, exc_info=True)
+            found.notes.append(f"The preview failed: {type(exc).__name__}.")
+        errors = forms.field_errors(found.errors)
+    found.errors = errors
+    if stand_ins and not errors:
+        found.notes.append(
+            "Secret fields are not sent with the preview (its URL could be logged): it used a "
+            "stand-in value for " + ", ".join(stand_ins) + "."
+        )
+    template = "_preview.html" if _is_htmx() else "preview.html"
+    return render_template(
+        f"maintenance_tasks/{template}",
+        preview=found,
+        preview_errors=errors,
+        name=name,
+        title=f"Preview of {name}",
+    )
