@@ -10,8 +10,10 @@ which also says what each way lets each caller do). For every request:
 - the answer is not a 5xx, and nothing is raised;
 - no secret is in the answer (headers included): neither the secret values of
   the runs made beforehand (``SecretStr`` fields and masked names, at the top
-  and at depth; a run's failed items, whose messages held its secret) nor the
-  request's own secret, which it puts only where the contract masks a value;
+  and at depth; the failed items of a run that failed for real, whose messages
+  held its secret; the sample of changes of a dry run, whose values held it)
+  nor the request's own secret, which it puts only where the contract masks a
+  value;
 - a caller who may not view a task sees nothing of its runs; a caller who may
   do nothing gets no dashboard page, nor a 404 telling what exists;
 - the extension's tables and the RQ queue are unchanged unless the request was
@@ -49,14 +51,13 @@ from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from flask_maintenance_tasks import ledger, masking
-from flask_maintenance_tasks.models import failures_table, runs_table
-from flask_maintenance_tasks.state import get_state
+from flask_maintenance_tasks.models import runs_table
 from tests.support.apps import FAST, close_app, empty_tables
 from tests.support.dashboard import add_run
-from tests.support.records import Snapshot, restore, snapshot
+from tests.support.records import Snapshot, restore, seed_items, snapshot
 from tests.support.services import RedisServer
 from tests.support.ways import PROXY_HEADERS, Caller, Way, every_way
+from tests.support.workers import drain
 
 TASKS_PACKAGE = "tests.testapp.property_tasks"
 FORM = "PropFormTask"
@@ -65,7 +66,9 @@ PLAIN = "PropPlainTask"
 NAMED = "props.Réindexer"
 #: A task with runs, gone from the code.
 GONE = "PropGoneTask"
-TASK_NAMES = (FORM, CSV, PLAIN, NAMED, GONE)
+#: A task run for real and as a dry run when the world is built: failed items, changes.
+LEDGER = "PropLedgerTask"
+TASK_NAMES = (FORM, CSV, PLAIN, NAMED, GONE, LEDGER)
 WAYS = every_way(hidden_task=CSV)
 #: The way that lets everybody do everything.
 OPEN = next(way for way in WAYS if way.name == "allow-anonymous")
@@ -149,7 +152,6 @@ def _seed() -> list[tuple[int, str]]:
         if status == "errored":
             fields |= {"error_class": "ValueError", "error_message": f"bad {VISIBLE[FORM]}"}
         runs.append((add_run(engine, FORM, status, **fields), FORM))
-    errored_arguments = fields["arguments"]
     for status in ("paused", "succeeded"):
         content = f"id,title\n1,{VISIBLE[CSV]}\n".encode()
         arguments = {"label": VISIBLE[CSV], "token": _secret(f"{status} {CSV}: token")}
@@ -159,8 +161,6 @@ def _seed() -> list[tuple[int, str]]:
                 runs_table.update().where(runs_table.c.id == run.id).values(status=status)
             )
         runs.append((run.id, CSV))
-    _fail_items(engine, runs[-1][0], CSV, arguments)
-    _fail_items(engine, runs[8][0], FORM, errored_arguments)
     runs.append((add_run(engine, PLAIN, "succeeded", arguments={}), PLAIN))
     named = {"scope": VISIBLE[NAMED], "secret_scope": _secret(f"{NAMED}: secret_scope")}
     runs.append((add_run(engine, NAMED, "paused", arguments=named), NAMED))
@@ -174,33 +174,26 @@ def _seed() -> list[tuple[int, str]]:
     return runs
 
 
-def _fail_items(engine: sa.Engine, run_id: int, task_name: str, arguments: t.Any) -> None:
-    """Failed items of a run, as a worker records them: the run's secret values, which each
-    error message and item holds, scrubbed by the ledger's own row builder."""
-    state = get_state()
-    task = state.registry.get(task_name)
-    secrets = masking.secret_values(arguments, task, state.settings.masked_parameters)
-    rows = []
-    for n, error in enumerate([ValueError, KeyError, ValueError], start=1):
-        said = f"row {n} of {VISIBLE[task_name]} failed with {' and '.join(secrets)}"
-        item = masking.scrub_tree({"row": n, "said": said}, secrets)
-        rows.append(
-            ledger.row(
-                run_id=run_id,
-                key=n,
-                position=None,
-                item=item,
-                error=error(said),
-                message=masking.scrub(said, secrets),
-                backtrace=["Traceback (most recent call last):", masking.scrub(said, secrets)],
-                attempt=1,
-            )
-        )
-    with engine.begin() as connection:
-        connection.execute(failures_table.insert(), rows)
-        connection.execute(
-            runs_table.update().where(runs_table.c.id == run_id).values(failure_count=len(rows))
-        )
+def _run_ledger_task(app: Flask) -> list[tuple[int, str]]:
+    """A run of PropLedgerTask for real and a dry run of it, each done by a real worker (in
+    the app context): items fail with the run's secret in their messages, which the ledger
+    scrubs, and the dry run's sample of changes holds HTML and the secret, scrubbed too."""
+    from tests.testapp import db, mtasks
+
+    seed_items(8)
+    with db.engine.begin() as connection:
+        from tests.testapp import Item
+
+        connection.execute(sa.update(Item).where(Item.id.in_([2, 5])).values(title="bad"))
+        connection.execute(sa.update(Item).where(Item.id == 7).values(title="worse"))
+    runs = []
+    for dry in (False, True):
+        what = "dry run" if dry else "run"
+        arguments = {"prefix": "", "token": _secret(f"{what} of {LEDGER}: token")}
+        run = mtasks.run(LEDGER, arguments, metadata={"note": VISIBLE[LEDGER]}, dry_run=dry)
+        drain(app)
+        runs.append((run.id, LEDGER))
+    return runs
 
 
 # -- the world: one app per way, on one database and one Redis -------------------
@@ -286,6 +279,12 @@ def world(database_url: str, redis_server: RedisServer) -> t.Iterator[World]:
             runs = _seed()
             engine = db.engine
         redis.flushdb()  # the CSV runs' jobs
+        with pytest.MonkeyPatch.context() as env, first.app_context():
+            env.setenv("MTASKS_TEST_DATABASE_URL", database_url)
+            env.setenv("MTASKS_TEST_REDIS_URL", redis_server.url)
+            env.setenv("MTASKS_TEST_SETTINGS", json.dumps(SETTINGS))
+            runs += _run_ledger_task(first)
+        redis.flushdb()
         for app in apps.values():
             request_started.connect(record_match, app)
             got_request_exception.connect(record_exception, app)
@@ -471,6 +470,7 @@ FIELDS: dict[str, dict[str, t.Any]] = {
     },
     CSV: {"label": "text", "token": "secret"},
     NAMED: {"scope": "text", "secret_scope": "secret"},
+    LEDGER: {"prefix": "text", "token": "secret"},
 }
 
 
@@ -531,7 +531,7 @@ def form_fields(draw: st.DrawFn, task: str) -> list[tuple[str, Text]]:
 
 
 #: Names of real tasks, the form task most often.
-real_names = st.sampled_from([FORM] * 4 + [CSV] * 2 + [PLAIN, NAMED, GONE])
+real_names = st.sampled_from([FORM] * 4 + [CSV] * 2 + [PLAIN, NAMED, GONE, LEDGER])
 #: Names of real tasks, half the time, and of none.
 task_names = st.one_of(
     real_names,
@@ -548,8 +548,8 @@ def segment(draw: st.DrawFn, name: str) -> str:
 
 
 run_ids = st.one_of(
-    st.integers(0, 15).map(RunId),
-    st.integers(0, 15).map(RunId),
+    st.integers(0, 16).map(RunId),
+    st.integers(0, 16).map(RunId),
     st.sampled_from(["0", "99999", LONG_NUMBER, *[str(n) for n in BIG_NUMBERS if n > 0]]),
     st.integers(min_value=0, max_value=2**72).map(str),
     st.sampled_from(["-1", "1.5", "0x10", "１２", "007", "", "%00"]),
@@ -588,10 +588,13 @@ csv_contents = st.one_of(
 ROUTES = ("index", "task", "task", "task", "start", "start", "start", "start", "start")
 ROUTES += ("control", "control", "control", "json", "csv", "runs", "static", "stray")
 ROUTES += ("failures", "failures", "failures_csv", "retry", "retry")
-#: The routes of a run's failed items (see ``_fail_items``), and the POST among them.
+ROUTES += ("preview", "preview", "dry", "for_real", "for_real")
+#: The routes of a run's failed items (see ``_run_ledger_task``), and the POST among them.
 FAILURE_VIEWS = ("run_failures", "run_failures_csv", "retry_failures")
 #: The views that change runs (with this session's token, when authorized).
-ACTING_VIEWS = ("start_run", "control", "retry_failures")
+ACTING_VIEWS = ("start_run", "control", "retry_failures", "run_for_real")
+#: The acting views by run id: a run one may not view answers as a missing one.
+BY_RUN_ID = ("retry_failures", "run_for_real")
 
 #: What the runs page's filters are given: real values, or anything.
 RUN_STATUSES = ("enqueued", "running", "paused", "succeeded", "errored", "cancelled")
@@ -632,7 +635,7 @@ def probes(draw: st.DrawFn, routes: tuple[str, ...] = ROUTES) -> Probe:
     """
     route = draw(st.sampled_from(routes))
     usual = draw(st.booleans())
-    natural = "POST" if route in ("start", "control", "retry") else "GET"
+    natural = "POST" if route in ("start", "dry", "control", "retry", "for_real") else "GET"
     methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS"]
     method = natural if usual else draw(st.sampled_from([natural, *methods]))
     task = draw(real_names if usual else task_names)
@@ -647,9 +650,16 @@ def probes(draw: st.DrawFn, routes: tuple[str, ...] = ROUTES) -> Probe:
     elif route == "task":
         path = ("tasks", draw(segment(task)))
         query = draw(cursor_query()) + draw(form_fields(task))
-    elif route == "start":
+    elif route == "preview":
+        path = ("tasks", draw(segment(task)), "preview")
+        query = draw(form_fields(task))
+    elif route in ("start", "dry"):
         path = ("tasks", draw(segment(task)), "runs")
         fields = draw(form_fields(task))
+        if route == "dry":
+            fields.append(
+                ("_dry_run", "1" if usual else draw(st.sampled_from(["1", "0"]) | hostile))
+            )
         if task == CSV or not draw(st.integers(0, 9)):
             name = draw(st.sampled_from(["items.csv", "", "../x.csv", "a\x00.csv", "é" * 300]))
             kind = draw(st.sampled_from(["text/csv", ""]))
@@ -667,6 +677,9 @@ def probes(draw: st.DrawFn, routes: tuple[str, ...] = ROUTES) -> Probe:
         query = draw(failures_filters())
     elif route == "retry":
         path = ("runs", draw(run_ids), "retry-failures")
+        query = draw(cursor_query())
+    elif route == "for_real":
+        path = ("runs", draw(run_ids), "run-for-real")
         query = draw(cursor_query())
     elif route == "runs":
         path = ("runs",)
@@ -922,7 +935,7 @@ def _asks(world: World, sent: Sent) -> tuple[str, str | None] | None:
     args = sent.view_args
     if sent.view == "index":
         return "view", None
-    if sent.view == "task":
+    if sent.view in ("task", "task_preview"):
         return "view", args["name"]
     if sent.view == "start_run":
         return "run", args["name"]
@@ -932,6 +945,8 @@ def _asks(world: World, sent: Sent) -> tuple[str, str | None] | None:
         return "view", dict(world.runs).get(args["run_id"])
     if sent.view == "retry_failures":
         return "retry_failures", dict(world.runs).get(args["run_id"])
+    if sent.view == "run_for_real":
+        return "run", dict(world.runs).get(args["run_id"])
     return None
 
 
@@ -1003,7 +1018,7 @@ def _authorized(world: World, sent: Sent, *, viewing: bool = False) -> bool:
         return False
     may = sent.way.may
     # A retry is by run id: a run one may not view answers as a missing one, body unread.
-    viewing = viewing or sent.view == "retry_failures"
+    viewing = viewing or sent.view in BY_RUN_ID
     return may(sent.caller, *asks) and (not viewing or may(sent.caller, "view", asks[1]))
 
 
@@ -1074,7 +1089,7 @@ def _read_back(world: World, sent: Sent, task: str | None, after: Snapshot) -> P
     changed = [r["id"] for r in after["maintenance_tasks_runs"] if before.get(r["id"]) != r]
     paths = [way.prefix + "/", way.prefix + "/tasks/" + urllib.parse.quote(task or "", safe="")]
     paths += [f"{way.prefix}/runs/{run_id}.json" for run_id in changed]
-    if sent.view == "retry_failures":
+    if sent.view in BY_RUN_ID:
         paths += [f"{way.prefix}/runs/{sent.view_args['run_id']}/failures"]
     problems: Problems = []
     for path in paths:
@@ -1139,18 +1154,39 @@ def _usual_requests() -> list[Probe]:
         Probe("GET", ("tasks", CSV), caller=Caller("203.0.113.7")),
     ]
     usual += [Probe("GET", ("runs", RunId(i), ".json"), caller=me) for i in (0, 9, 12, 13)]
-    # The failed items of run 10 (a succeeded run of PropCSVTask) and 8; retried, refused.
+    # The failed items of run 15 (PropLedgerTask, run for real by a worker); retried, refused.
     usual += [
-        Probe("GET", ("runs", RunId(10), "failures"), caller=me),
-        Probe("GET", ("runs", RunId(8), "failures"), query=(("class", "KeyError"),), caller=me),
-        Probe("GET", ("runs", RunId(10), "failures"), query=(("after", "1"),), caller=me),
-        Probe("GET", ("runs", RunId(10), "failures.csv"), caller=me),
-        Probe("GET", ("runs", RunId(10), "failures"), query=(("status", "x\x00"),), caller=me),
-        Probe("POST", ("runs", RunId(10), "retry-failures"), fields=(form,), caller=me),
-        Probe("POST", ("runs", RunId(10), "retry-failures"), headers=htmx, caller=me),
+        Probe("GET", ("runs", RunId(15), "failures"), caller=me),
+        Probe("GET", ("runs", RunId(15), "failures"), query=(("class", "KeyError"),), caller=me),
+        Probe("GET", ("runs", RunId(15), "failures"), query=(("after", "1"),), caller=me),
+        Probe("GET", ("runs", RunId(15), "failures.csv"), caller=me),
+        Probe("GET", ("runs", RunId(16), "failures"), caller=me),
+        Probe("GET", ("runs", RunId(15), "failures"), query=(("status", "x\x00"),), caller=me),
+        Probe("POST", ("runs", RunId(15), "retry-failures"), fields=(form,), caller=me),
+        Probe("POST", ("runs", RunId(15), "retry-failures"), headers=htmx, caller=me),
         Probe("POST", ("runs", RunId(8), "retry-failures"), fields=(form,), caller=me),
         Probe("POST", ("runs", RunId(0), "retry-failures"), fields=(form,), caller=me),
-        Probe("POST", ("runs", RunId(10), "retry-failures"), caller=me),
+        Probe("POST", ("runs", RunId(15), "retry-failures"), caller=me),
+    ]
+    # Run 16 is a succeeded dry run of PropLedgerTask: its card, its JSON, run for real
+    # (refused for run 15, no dry run, and without a token); the previews; a dry run started.
+    ledger = ("tasks", LEDGER)
+    secret = (("prefix", "item"), ("token", REQUEST_SECRET))
+    usual += [
+        Probe("GET", ledger, caller=me),
+        Probe("GET", ("runs", RunId(16), ".json"), caller=me),
+        Probe("GET", ("runs",), query=(("task", LEDGER),), caller=me),
+        Probe("POST", ("runs", RunId(16), "run-for-real"), fields=(form,), caller=me),
+        Probe("POST", ("runs", RunId(16), "run-for-real"), headers=htmx, caller=me),
+        Probe("POST", ("runs", RunId(15), "run-for-real"), fields=(form,), caller=me),
+        Probe("POST", ("runs", RunId(16), "run-for-real"), caller=me),
+        Probe("GET", (*ledger, "preview"), query=secret, headers=htmx, caller=me),
+        Probe("GET", (*ledger, "preview"), query=(("prefix", "a\x00"),), caller=me),
+        Probe("GET", ("tasks", FORM, "preview"), query=arguments, headers=htmx, caller=me),
+        Probe("GET", ("tasks", FORM, "preview"), query=(("count", LONG_NUMBER),), caller=me),
+        Probe("GET", ("tasks", CSV, "preview"), query=(("token", REQUEST_SECRET),), caller=me),
+        Probe("POST", (*ledger, "runs"), fields=(*secret, ("_dry_run", "1"), form), caller=me),
+        Probe("POST", start, fields=(*arguments, ("_dry_run", "1"), form), caller=me),
     ]
     return usual
 
@@ -1187,36 +1223,55 @@ def test_ids_cursors_and_arguments_of_any_size_on_either_database(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_worlds_failed_items_hold_scrubbed_secrets_and_can_be_retried(world: World) -> None:
-    """What the probes of the failures routes meet: failed items whose messages held the
-    run's secrets, shown scrubbed, and a run whose failed items a retry starts over."""
+def test_the_worlds_failed_items_and_dry_run_hold_scrubbed_secrets(world: World) -> None:
+    """What the probes of the failures and dry run routes meet: failed items of a run that
+    failed for real, whose messages held the run's secret, shown scrubbed; a dry run whose
+    sample of changes held HTML and the secret; and both buttons working."""
     me = Caller(logged_in=True)
-    csv_run = world.runs[10][0]
+    real_run, dry_run = world.runs[15][0], world.runs[16][0]
+    form = (("csrf_token", Token.VALID),)
     pages = [
-        send(world, OPEN, Probe("GET", ("runs", RunId(i), "failures"), caller=me)) for i in (8, 10)
+        send(world, OPEN, Probe("GET", ("runs", RunId(i), "failures"), caller=me)) for i in (15, 16)
     ]
-    download = send(world, OPEN, Probe("GET", ("runs", RunId(10), "failures.csv"), caller=me))
+    task_page = send(world, OPEN, Probe("GET", ("tasks", LEDGER), caller=me))
+    download = send(world, OPEN, Probe("GET", ("runs", RunId(15), "failures.csv"), caller=me))
     try:
         retried = send(
             world,
             OPEN,
-            Probe(
-                "POST",
-                ("runs", RunId(10), "retry-failures"),
-                fields=(("csrf_token", Token.VALID),),
-                caller=me,
-            ),
+            Probe("POST", ("runs", RunId(15), "retry-failures"), fields=form, caller=me),
         )
         with world.engine.connect() as connection:
             retry_of = connection.scalar(
-                sa.select(runs_table.c.retry_of_id).where(runs_table.c.retry_of_id == csv_run)
+                sa.select(runs_table.c.retry_of_id).where(runs_table.c.retry_of_id == real_run)
             )
     finally:
         restore(world.engine, world.baseline)
         world.redis.flushdb()
+    try:
+        for_real = send(
+            world, OPEN, Probe("POST", ("runs", RunId(16), "run-for-real"), fields=form, caller=me)
+        )
+        with world.engine.connect() as connection:
+            started = connection.execute(
+                sa.select(runs_table.c.dry_run, runs_table.c.status).where(
+                    runs_table.c.id > max(run_id for run_id, _ in world.runs)
+                )
+            ).all()
+    finally:
+        restore(world.engine, world.baseline)
+        world.redis.flushdb()
 
-    for sent in [*pages, download]:
+    for sent in [*pages, download, task_page]:
         assert sent.status == 200, sent
         assert "[FILTERED]" in sent.answer and not answer_problems(world, sent)
-    assert VISIBLE[CSV] in pages[1].answer and VISIBLE[FORM] in pages[0].answer
-    assert retried.status == 303 and retry_of == csv_run
+    assert "Failed items: 3" in task_page.answer and "ValueError" in pages[0].answer
+    answer = task_page.answer
+    card = answer[answer.rindex("<article", 0, answer.index(f'id="run-{dry_run}"')) :]
+    card = card[: card.index("</article>")]
+    # Eight items, three of which failed: their writes were undone, and not counted.
+    assert "tag-dry-run" in card and "Would update 5 rows of items: counter, title" in card
+    assert "&lt;script&gt;alert(" in card and "<script>alert(" not in task_page.answer
+    assert f'id="run-{dry_run}-run-for-real"' in card
+    assert retried.status == 303 and retry_of == real_run
+    assert for_real.status == 303 and [tuple(row) for row in started] == [(False, "enqueued")]

@@ -13,6 +13,7 @@ import enum
 import typing as t
 
 import pydantic
+import sqlalchemy as sa
 
 from flask_maintenance_tasks import Task, csv_collection, no_collection
 
@@ -100,3 +101,37 @@ class PropNamedTask(Task):
 
     def process(self) -> None:
         pass
+
+
+class PropLedgerTask(Task):
+    """Walks the items, writing HTML into each title, and its secret too in a dry run (which
+    rolls it back: a secret written for real would be data any page may show); under
+    ``skip``, an item titled ``bad`` or ``worse`` fails with the secret in its message.
+
+    Run for real and as a dry run when the property world is built, so that the
+    ledger's scrubbing and the dry run's sample of changes are tested end to end.
+    """
+
+    name = "PropLedgerTask"
+    allow_concurrent_runs = True
+    error_policy = "skip"
+
+    class Parameters(pydantic.BaseModel):
+        prefix: str = ""
+        token: pydantic.SecretStr | None = None
+
+    def collection(self) -> t.Any:
+        from tests.testapp import Item
+
+        return sa.select(Item).where(Item.title.startswith(self.params.prefix))
+
+    def process(self, item: t.Any) -> None:
+        token = self.params.token.get_secret_value() if self.params.token else ""
+        title = item.title
+        written = f"<script>alert('{item.id}')</script>"
+        item.title = f"{written} {token}" if self.dry_run else written
+        item.counter += 1
+        if title == "bad":
+            raise ValueError(f"item {item.id} is bad, token {token}")
+        if title == "worse":
+            raise KeyError(f"item {item.id} is worse, token {token}")
