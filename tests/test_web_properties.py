@@ -24,8 +24,10 @@ which also says what each way lets each caller do). For every request:
 
 After a request that changed something, the pages showing the change are read
 back and checked the same way; then the tables and the queue are put back, so
-that every example starts from the same runs. No worker runs: a started run
-stays enqueued. The number of requests sent is printed at the end (``-s``).
+that every example starts from the same runs. A worker runs only while the
+world is built (a run of PropLedgerTask for real and a dry run of it, for
+their failed items and changes); a run started by a request stays enqueued.
+The number of requests sent is printed at the end (``-s``).
 """
 
 from __future__ import annotations

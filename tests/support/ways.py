@@ -15,7 +15,7 @@ import typing as t
 from flask import Blueprint, Flask, request
 
 #: What a run button, the run form or "Retry failed items" asks ``authorize`` for; pages ask
-#: for ``"view"``.
+#: for ``"view"`` (the preview too). "Dry run" and "Run for real" ask for ``"run"``.
 ACTIONS = ("view", "run", "pause", "resume", "cancel", "retry_failures")
 #: Headers a reverse proxy adds: a request carrying one did not come from this machine.
 PROXY_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
