@@ -18,8 +18,8 @@ import typing as t
 import sqlalchemy as sa
 
 from . import ledger, store
-from .dryrun import Capture, Changes, DryRunCommit
-from .exceptions import TooManyFailures
+from .dryrun import Capture, Changes
+from .exceptions import DryRunCommit, TooManyFailures
 from .models import RunStatus
 from .policy import ErrorPolicy
 from .sources import NO_ITEM
