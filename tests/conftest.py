@@ -24,10 +24,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from flask import Flask
 from redis import Redis
 
 from tests.support.apps import FAST, make_app
+from tests.support.commands import Invoke
 from tests.support.services import PG_ENV, RedisServer, postgresql_database
 from tests.support.workers import WorkerProcesses
 
@@ -184,3 +186,14 @@ def workers(app_env: dict[str, str], tmp_path: Path) -> t.Iterator[WorkerProcess
     procs = WorkerProcesses(app_env, tmp_path)
     yield procs
     procs.stop_all()
+
+
+@pytest.fixture
+def cli(app: Flask) -> Invoke:
+    """Run ``flask mtasks ARGS`` on the test app with Flask's CLI runner."""
+    runner = app.test_cli_runner()
+
+    def invoke(*args: str, input: str | bytes | None = None) -> Result:
+        return runner.invoke(args=["mtasks", *args], input=input)
+
+    return invoke

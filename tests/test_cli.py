@@ -19,24 +19,12 @@ from flask_maintenance_tasks.cli.terminal import visible
 from flask_maintenance_tasks.executors import RQExecutor
 from flask_maintenance_tasks.models import runs_table
 from tests.support import ROOT
+from tests.support.commands import Invoke
 from tests.support.dashboard import add_run
 from tests.support.processes import FlaskProcess
 from tests.support.records import counters, fresh_run, seed_items
 from tests.support.waiting import wait_until
 from tests.support.workers import APP, drain
-
-Invoke = t.Callable[..., Result]
-
-
-@pytest.fixture
-def cli(app: Flask) -> Invoke:
-    """Run ``flask mtasks ARGS`` on the test app with Flask's CLI runner."""
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str, input: str | bytes | None = None) -> Result:
-        return runner.invoke(args=["mtasks", *args], input=input)
-
-    return invoke
 
 
 def runs(db: t.Any) -> list[Run]:

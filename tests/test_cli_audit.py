@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import typing as t
 
-import pytest
-from click.testing import Result
 from flask import Flask
 
 from flask_maintenance_tasks import audit
+from tests.support.commands import Invoke
 from tests.support.records import assert_trail_agrees, trail
 from tests.support.workers import drain
 
-Invoke = t.Callable[..., Result]
-
 USER = audit.os_user()
-
-
-@pytest.fixture
-def cli(app: Flask) -> Invoke:
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(args=["mtasks", *args])
-
-    return invoke
 
 
 def test_commands_record_the_os_user_and_who_they_act_for(app: Flask, cli: Invoke) -> None:

@@ -12,26 +12,15 @@ from click.testing import Result
 from flask import Flask
 
 from flask_maintenance_tasks import Run
+from tests.support.commands import Invoke
 from tests.support.dashboard import add_run
 from tests.support.records import counters, fresh_run, seed_items, trail
 from tests.support.workers import drain
 from tests.testapp import Flag, Item, db
 
-Invoke = t.Callable[..., Result]
-
 ESCAPES = "\x1b[2J\x1b]0;owned\x07\u202e"
 SHOWN = "\\x1b[2J\\x1b]0;owned\\x07\\u202e"
 SECRET = "hunter22x"
-
-
-@pytest.fixture
-def cli(app: Flask) -> Invoke:
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(args=["mtasks", *args])
-
-    return invoke
 
 
 def run_count() -> int:

@@ -12,24 +12,13 @@ from click.testing import Result
 from flask import Flask
 
 from flask_maintenance_tasks import Failure, Run
+from tests.support.commands import Invoke
 from tests.support.records import counters, fresh_run, seed_items, trail
 from tests.support.workers import drain
 from tests.testapp import Item, db
 
-Invoke = t.Callable[..., Result]
-
 ESCAPES = "\x1b[2J\x1b]0;owned\x07"
 SHOWN = "\\x1b[2J\\x1b]0;owned\\x07"
-
-
-@pytest.fixture
-def cli(app: Flask) -> Invoke:
-    runner = app.test_cli_runner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(args=["mtasks", *args])
-
-    return invoke
 
 
 def run_ids() -> list[int]:

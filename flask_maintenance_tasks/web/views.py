@@ -309,13 +309,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
     else:
         text = _ACTION_DONE.get((action, result.status), "Run #{id} is {status}.")
         message = ("success", text.format(id=run_id, status=result.status))
-    if _is_htmx():
-        page = _task_page(name, cursor)
-        region = render_template("maintenance_tasks/_task_region.html", page=page)
-        messages = render_template("maintenance_tasks/_messages.html", messages=[message], oob=True)
-        return Markup(region) + Markup(messages)
-    flash(message[1], message[0])
-    return redirect(url_for(".task", name=name, _anchor=f"run-{run_id}"), 303)
+    return _card_answer(name, cursor, message, f"run-{run_id}")
 
 
 def _viewable_run(run_id: int) -> Run:
