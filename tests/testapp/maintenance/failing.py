@@ -150,3 +150,25 @@ class SkipWalkingWithLookupTask(SkipWalkingTask):
     def lookup(self, keys: list[t.Any]) -> t.Iterator[tuple[t.Any, t.Any]]:
         for item in db.session.scalars(sa.select(Item).where(Item.id.in_(keys))):
             yield item.id, item
+
+
+class SlowSkipBadItemsTask(SkipBadItemsTask):
+    """:class:`SkipBadItemsTask` sleeping after each item's write, so that a tick is in flight.
+
+    For the fault tests: a worker killed meanwhile leaves a flushed, uncommitted
+    write in an open savepoint, and failed items in an uncommitted tick.
+    """
+
+    class Parameters(pydantic.BaseModel):
+        token: pydantic.SecretStr | None = None
+        sleep: float = 0.0
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+        db.session.flush()
+        if self.params.sleep:
+            import time
+
+            time.sleep(self.params.sleep)
+        if item.title == "bad":
+            raise BadItem(f"item {item.id} is bad")
