@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECTIONS: dict[str, t.Callable[[Bench], list[Table]]] = {
     "iteration": iteration.iteration,
     "set-based": iteration.set_based,
+    "skip": iteration.skip_policy,
     "statements": statements.statements,
     "reaction": reaction.reaction,
     "dashboard": dashboard.dashboard,

@@ -3,7 +3,8 @@
     python -m benchmarks.reliability          (or: make reliability)
 
 Every fault of tests/test_faults.py is injected into real ``flask mtasks
-worker`` processes half-way through a run of 300 rows, on SQLite and on
+worker`` processes half-way through a run of 300 rows (2,000 rows, every
+seventh failing, for the faults of a ``skip``-policy run), on SQLite and on
 PostgreSQL. The table says how many rows were missed or changed twice, and
 how many seconds passed between the fault and the run's next committed
 progress (with ``MAINTENANCE_TASKS_STUCK_AFTER`` shortened to 2 s, and
@@ -66,6 +67,18 @@ STORY = {
     "The same slice delivered to two workers at once": (
         "the first slice claims the run; the second finds it claimed and stops",
         "nothing unusual",
+    ),
+    "SIGKILL of the work horse, skip policy, every 7th row failing": (
+        "the open tick is rolled back with its ledger rows; the recovered slice records them again",
+        "`running` with an old heartbeat, then `interrupted` (recovery); each failure listed once",
+    ),
+    "SIGTERM to the worker, skip policy, every 7th row failing": (
+        "the last tick is committed with its ledger rows; the run is handed to the next worker",
+        "`interrupted` (worker shutdown), then `running`; each failure listed once",
+    ),
+    "The same slice delivered to two workers at once, skip policy, every 7th row failing": (
+        "the second slice finds the run claimed and stops without writing a ledger row",
+        "nothing unusual; each failure listed once",
     ),
     "Work horse frozen (SIGSTOP) past the stuck limit, then continued": (
         "another worker takes the run over; the woken horse is fenced off at its next tick",

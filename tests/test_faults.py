@@ -53,13 +53,15 @@ class Fault:
     name: str
     run_id: int
     database: str
+    items: int = ITEMS
     ticks_at_fault: int = 0
     injected_at: float = 0.0
     recovered_after: float | None = None
 
     def inject(self) -> None:
         run = fresh_run(self.run_id)
-        assert run.tick_count < ITEMS and run.ended_at is None, "the run ended before the fault"
+        assert run.tick_count < self.items, "the run ended before the fault"
+        assert run.ended_at is None, "the run ended before the fault"
         self.ticks_at_fault = run.tick_count
         self.injected_at = time.monotonic()
 
@@ -80,6 +82,15 @@ class Fault:
         run = fresh_run(self.run_id)
         missed = sum(1 for c in done if c == 0)
         twice = sum(1 for c in done if c > 1)
+        self.report(run, missed, twice)
+        assert run.status == "succeeded"
+        assert (missed, twice) == (0, 0)
+        assert run.tick_count == ITEMS == sum(done)
+        # Every status change left its event, in its transaction: the trail
+        # replays to the run's status whatever the fault did.
+        assert_trail_agrees(self.run_id)
+
+    def report(self, run: t.Any, missed: int, twice: int) -> None:
         report = os.environ.get("MTASKS_RELIABILITY_REPORT")
         if report:
             with open(report, "a") as out:
@@ -96,12 +107,6 @@ class Fault:
                     )
                     + "\n"
                 )
-        assert run.status == "succeeded"
-        assert (missed, twice) == (0, 0)
-        assert run.tick_count == ITEMS == sum(done)
-        # Every status change left its event, in its transaction: the trail
-        # replays to the run's status whatever the fault did.
-        assert_trail_agrees(self.run_id)
 
 
 def _database(url: str) -> str:
@@ -299,6 +304,115 @@ def test_a_frozen_work_horse_is_fenced_off_after_the_stuck_limit(fault_run, work
     fault.check()
     assert "stops without writing" in workers.log(worker), workers.log(worker)
     assert rescuer.poll() is None
+
+
+# -- the skip policy: the failure ledger under faults -------------------------
+
+#: Rows of a skip-policy run, every :data:`BAD_EVERY`-th of them bad.
+SKIP_ITEMS = 2000
+BAD_EVERY = 7
+#: Seconds each item sleeps after its write is flushed, so that a tick is in flight.
+SKIP_SLEEP = 0.001
+
+
+@dataclasses.dataclass
+class SkipFault(Fault):
+    """A fault of a skip-policy run whose bad rows fail after writing."""
+
+    items: int = SKIP_ITEMS
+    bad: tuple[int, ...] = ()
+
+    def check(self) -> None:
+        """The ledger holds each bad row once, and agrees with the run and the rows.
+
+        Good rows were changed exactly once; bad rows not at all, their flushed
+        writes undone by their savepoints, those of a killed tick by its rollback.
+        """
+        from flask_maintenance_tasks.models import Failure
+        from tests.testapp import db
+
+        done = counters()
+        bad = set(self.bad)
+        good = [c for n, c in enumerate(done, 1) if n not in bad]
+        missed = sum(1 for c in good if c == 0)
+        twice = sum(1 for c in done if c > 1)
+        run = fresh_run(self.run_id)
+        self.report(run, missed, twice)
+        ledger = sa.select(Failure.item_key).where(Failure.run_id == self.run_id)
+        keys = list(db.session.scalars(ledger.order_by(Failure.id)))
+        assert run.status == "succeeded", run.error_message
+        assert (missed, twice) == (0, 0)
+        assert [done[n - 1] for n in self.bad] == [0] * len(self.bad)
+        assert sorted(keys) == list(self.bad), "a bad row missing from the ledger, or twice in it"
+        assert run.failure_count == len(keys) == len(self.bad)
+        assert run.tick_count == self.items == len(good) + len(self.bad)
+        assert_trail_agrees(self.run_id)
+
+
+@pytest.fixture
+def skip_fault_run(app, workers, app_env):
+    """Seed the rows (every seventh bad), start a skip-policy run, and maybe a worker."""
+
+    def start(name: str, *, worker: bool = True) -> tuple[SkipFault, t.Any]:
+        from tests.testapp import Item, db, mtasks
+
+        seed_items(SKIP_ITEMS)
+        bad = tuple(range(BAD_EVERY, SKIP_ITEMS + 1, BAD_EVERY))
+        db.session.execute(sa.update(Item).where(Item.id.in_(bad)).values(title="bad"))
+        db.session.commit()
+        process = workers.start() if worker else None
+        run = mtasks.run("SlowSkipBadItemsTask", arguments={"sleep": SKIP_SLEEP})
+        database = _database(app_env["MTASKS_TEST_DATABASE_URL"])
+        fault = SkipFault(name, run.id, database, bad=bad)
+        if worker:
+            _under_way(fault)
+        return fault, process
+
+    return start
+
+
+def test_skip_policy_sigkill_of_the_work_horse(skip_fault_run, workers):
+    """The killed tick's failures vanish with its rollback; the recovered run records them again."""
+    fault, worker = skip_fault_run("SIGKILL of the work horse, skip policy, every 7th row failing")
+    horse = workers.horse_pid(worker)
+    fault.inject()
+    os.kill(horse, signal.SIGKILL)
+    fault.watch_recovery()
+    assert worker.poll() is None
+    fault.check()
+
+
+def test_skip_policy_sigterm_to_the_worker(skip_fault_run, workers):
+    """The last tick, failures included, is committed before the run is handed on."""
+    fault, worker = skip_fault_run("SIGTERM to the worker, skip policy, every 7th row failing")
+    fault.inject()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0, workers.log(worker)
+    run = fresh_run(fault.run_id)
+    assert (run.status, run.interruption_reason) == ("interrupted", "worker_shutdown")
+    workers.start()
+    fault.watch_recovery()
+    fault.check()
+
+
+def test_skip_policy_the_same_slice_delivered_twice(app, skip_fault_run, workers):
+    """Two workers take the same slice at once: one of them records the failures, once."""
+    from flask_maintenance_tasks.executors import JOB_FUNCTION
+
+    fault, _ = skip_fault_run(
+        "The same slice delivered to two workers at once, skip policy, every 7th row failing",
+        worker=False,
+    )
+    run = fresh_run(fault.run_id)
+    app.extensions["maintenance_tasks"].executor.queue().enqueue(JOB_FUNCTION, run.id, run.job_id)
+    for _ in range(2):
+        workers.start()
+    _under_way(fault)
+    fault.inject()
+    fault.watch_recovery()
+    fault.check()
+    logs = "".join(workers.log(p) for p in workers.processes)
+    assert "stops without writing" in logs or "no longer holds" in logs
 
 
 # -- operator races (in process: the race is between two requests) ----------

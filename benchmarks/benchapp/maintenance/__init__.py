@@ -49,6 +49,30 @@ class Touch1000Task(Touch100Task):
     batch_size = 1000
 
 
+class SkipNoOp100Task(NoOp100Task):
+    """Loads every row, does nothing with it, each item in a savepoint (``skip`` policy)."""
+
+    error_policy = "skip"
+
+
+class SkipTouch100Task(Touch100Task):
+    """Changes one ORM attribute of every row, each item in a savepoint (``skip`` policy).
+
+    With ``upto``, only the rows with ids up to it: a savepoint's statements make each row
+    slow enough that a cell walks a part of the table.
+    """
+
+    error_policy = "skip"
+
+    class Parameters(pydantic.BaseModel):
+        upto: int | None = None
+
+    def collection(self) -> t.Any:
+        if self.params.upto is None:
+            return sa.select(Row)
+        return sa.select(Row).where(Row.id <= self.params.upto)
+
+
 class UpdateInBatchesTask(Task):
     """One set-based UPDATE per batch of 1000 rows."""
 

@@ -222,3 +222,23 @@ class PreviewSlowTask(Task):
 
     def process(self, item: Item) -> None:
         pass
+
+
+class SlowSkipBadItemsTask(SkipBadItemsTask):
+    """:class:`SkipBadItemsTask` sleeping after each item's write, so that a tick is in flight.
+
+    For the fault tests: a worker killed meanwhile leaves a flushed, uncommitted
+    write in an open savepoint, and failed items in an uncommitted tick.
+    """
+
+    class Parameters(pydantic.BaseModel):
+        token: pydantic.SecretStr | None = None
+        sleep: float = 0.0
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+        db.session.flush()
+        if self.params.sleep:
+            time.sleep(self.params.sleep)
+        if item.title == "bad":
+            raise BadItem(f"item {item.id} is bad")
