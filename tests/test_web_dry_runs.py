@@ -306,6 +306,14 @@ def test_an_invalid_preview_lists_the_messages_of_each_field(web: Dashboard) -> 
         '<li data-field="limit_group"><a href="#param-limit_group"><code>limit_group</code>' in body
     )
     assert "greater than or equal to 0" in body
+    # ...and under the field itself, swapped in out of band; the valid fields' slots are emptied.
+    assert (
+        '<p class="field-error" id="param-limit_group-preview-error" hx-swap-oob="true">'
+        "Input should be greater than or equal to 0</p>" in body
+    )
+    assert (
+        '<p class="field-error" id="param-prefix-preview-error" hx-swap-oob="true" hidden>' in body
+    )
     assert garbage.status_code == 200
     assert "NUL character" in text(garbage) and 'data-field="limit_group"' in text(garbage)
 

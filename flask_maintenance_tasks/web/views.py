@@ -597,6 +597,7 @@ def task_preview(name: str) -> t.Any:
         f"maintenance_tasks/{template}",
         preview=found,
         preview_errors=errors,
+        fields=fields if _is_htmx() else [],
         name=name,
         title=f"Preview of {name}",
     )

@@ -39,8 +39,12 @@ def test_the_preview_follows_the_form_then_a_dry_run_then_run_for_real(
     expect(page.locator('.preview-errors li[data-field="limit_group"]')).to_contain_text(
         "greater than or equal to 0"
     )
+    under_field = page.locator("#param-limit_group-preview-error")
+    expect(under_field).to_be_visible()
+    expect(under_field).to_contain_text("greater than or equal to 0")
     page.get_by_label("limit_group").fill("3")
     expect(count).to_have_text("A run would walk 7 items.")
+    expect(under_field).to_be_hidden()
     page.get_by_label("token").fill("browser-dry-secret")
 
     page.get_by_role("button", name="Dry run", exact=True).click()
