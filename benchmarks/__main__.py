@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlalchemy
 
-from . import dashboard, iteration, reaction, services, statements
+from . import dashboard, dry_runs, iteration, reaction, services, statements
 from .harness import Bench, Table, Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,7 @@ SECTIONS: dict[str, t.Callable[[Bench], list[Table]]] = {
     "iteration": iteration.iteration,
     "set-based": iteration.set_based,
     "skip": iteration.skip_policy,
+    "dry-run": dry_runs.dry_run,
     "statements": statements.statements,
     "reaction": reaction.reaction,
     "dashboard": dashboard.dashboard,
