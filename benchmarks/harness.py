@@ -203,6 +203,8 @@ class Bench:
     repeat: int
     directory: Path
     log: t.Callable[[str], None]
+    #: Rows of the large table the preview section fills.
+    preview_rows: int = 5_000_000
 
 
 @dataclasses.dataclass
