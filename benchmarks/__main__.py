@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sqlalchemy
 
-from . import dashboard, iteration, reaction, services, statements
+from . import dashboard, dry_runs, iteration, previews, reaction, services, statements
 from .harness import Bench, Table, Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,8 @@ SECTIONS: dict[str, t.Callable[[Bench], list[Table]]] = {
     "iteration": iteration.iteration,
     "set-based": iteration.set_based,
     "skip": iteration.skip_policy,
+    "dry-run": dry_runs.dry_run,
+    "preview": previews.preview,
     "statements": statements.statements,
     "reaction": reaction.reaction,
     "dashboard": dashboard.dashboard,
@@ -56,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=200_000, help="rows in the table (200,000)")
     parser.add_argument("--repeat", type=int, default=5, help="runs of each side per cell (5)")
+    parser.add_argument(
+        "--preview-rows",
+        type=int,
+        default=previews.PREVIEW_ROWS,
+        help="rows of the table the preview section fills (5,000,000)",
+    )
     parser.add_argument(
         "--section",
         action="append",
@@ -90,7 +98,15 @@ def main(argv: list[str] | None = None) -> int:
                 for name, url in databases:
                     _log(f"seeding {args.rows:,} rows on {name}")
                     targets.append(Target(name, url, redis_url, args.rows))
-                bench = Bench(targets, redis_url, args.rows, args.repeat, directory, _log)
+                bench = Bench(
+                    targets,
+                    redis_url,
+                    args.rows,
+                    args.repeat,
+                    directory,
+                    _log,
+                    args.preview_rows,
+                )
                 for section in chosen:
                     _log(f"section {section}")
                     for table in SECTIONS[section](bench):

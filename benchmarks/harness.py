@@ -142,6 +142,8 @@ class Target:
         name: str,
         arguments: dict[str, t.Any] | None = None,
         statements: t.Callable[[str], None] | None = None,
+        *,
+        dry_run: bool = False,
     ) -> tuple[Timing, Run]:
         """Run task ``name`` to the end through RQ; how long it took, and the finished run.
 
@@ -167,7 +169,7 @@ class Target:
                 sa.event.listen(engine, "before_cursor_execute", executing)
             try:
                 start = Timing.now()
-                run = mtasks.run(name, arguments)
+                run = mtasks.run(name, arguments, dry_run=dry_run)
                 self.drain()
             finally:
                 signals.run_succeeded.disconnect(succeeded, self.app)
@@ -201,6 +203,8 @@ class Bench:
     repeat: int
     directory: Path
     log: t.Callable[[str], None]
+    #: Rows of the large table the preview section fills.
+    preview_rows: int = 5_000_000
 
 
 @dataclasses.dataclass

@@ -38,6 +38,21 @@ class Row(db.Model):  # type: ignore[name-defined,misc]
     counter: Mapped[int] = mapped_column(sa.Integer, default=0)
 
 
+class PreviewRow(db.Model):  # type: ignore[name-defined,misc]
+    """A row of the large table previews are measured on (``benchmarks.previews`` fills it).
+
+    ``bucket`` is ``id % 1000`` and indexed; ``amount`` is spread over 0 to 1,000,002 and
+    ``note`` is text, neither indexed.
+    """
+
+    __tablename__ = "bench_preview_rows"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bucket: Mapped[int] = mapped_column(sa.Integer, index=True)
+    amount: Mapped[int] = mapped_column(sa.Integer)
+    note: Mapped[str] = mapped_column(sa.String(40))
+
+
 def create_app(database_url: str | None = None, redis_url: str | None = None) -> Flask:
     """The benchmark app; URLs not given come from the environment."""
     app = Flask(__name__)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from flask_maintenance_tasks import Task, in_batches
 
-from .. import Row, db
+from .. import PreviewRow, Row, db
 
 
 class NoOp100Task(Task):
@@ -94,3 +94,39 @@ class SleepTask(Task):
 
     def process(self, row: Row) -> None:
         time.sleep(self.params.seconds)
+
+
+class PreviewAllTask(Task):
+    """Every row of the large preview table (measured by previews only, never run)."""
+
+    def collection(self) -> t.Any:
+        return sa.select(PreviewRow)
+
+    def process(self, row: PreviewRow) -> None:
+        pass
+
+
+class PreviewIndexedTask(PreviewAllTask):
+    """The rows of one bucket: a filter on an indexed column, one row in a thousand."""
+
+    def collection(self) -> t.Any:
+        return sa.select(PreviewRow).where(PreviewRow.bucket == 7)
+
+
+class PreviewUnindexedTask(PreviewAllTask):
+    """The rows whose note matches a pattern: a filter no index serves, read row by row."""
+
+    def collection(self) -> t.Any:
+        return sa.select(PreviewRow).where(PreviewRow.note.like("%7%7%"))
+
+
+class PreviewCostlyFilterTask(PreviewAllTask):
+    """An unindexed filter that costs each row sixteen ``replace`` calls: a slow count."""
+
+    def collection(self) -> t.Any:
+        note: t.Any = PreviewRow.note
+        digits = zip("12345678", "abcdefgh", strict=True)
+        letters = zip("abcdefgh", "ABCDEFGH", strict=True)
+        for old, new in [*digits, *letters]:
+            note = sa.func.replace(note, old, new)
+        return sa.select(PreviewRow).where(note.like("%A%B%C%"))
