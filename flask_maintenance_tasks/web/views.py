@@ -486,6 +486,20 @@ def retry_failures(run_id: int) -> t.Any:
     was read. A refusal (no unresolved failure, the run not stopped, the task
     already running) is a message, as a run button's is.
     """
+    return _start_from_card(
+        run_id,
+        runner.retry_failures,
+        "Run #{new} retries the failed items of run #{old}: it is enqueued.",
+    )
+
+
+def _start_from_card(run_id: int, start: t.Callable[..., Run], done: str) -> t.Any:
+    """Start a run from a card's button: ``start(state, run_id, metadata=, actor=)``.
+
+    A refusal (:class:`MaintenanceTasksError`) is a message, as a run button's
+    is; ``done`` is the message of a start, with ``{new}``, ``{old}`` and
+    ``{task}``.
+    """
     cursor = _cursor() if _is_htmx() else None
     state = get_state()
     run = _viewable_run(run_id)
@@ -493,12 +507,12 @@ def retry_failures(run_id: int) -> t.Any:
     metadata = state.settings.metadata() if state.settings.metadata is not None else None
     anchor = f"run-{run_id}"
     try:
-        retry = runner.retry_failures(state, run_id, metadata=metadata, actor=_actor(state))
+        started = start(state, run_id, metadata=metadata, actor=_actor(state))
     except MaintenanceTasksError as exc:  # CannotRetry, TaskAlreadyRunning, EnqueueError...
         message: Message = ("error", str(exc))
     else:
-        text = f"Run #{retry.id} retries the failed items of run #{run_id}: it is enqueued."
-        message, anchor = ("success", text), f"run-{retry.id}"
+        text = done.format(new=started.id, old=run_id, task=name)
+        message, anchor = ("success", text), f"run-{started.id}"
     return _card_answer(name, cursor, message, anchor)
 
 
@@ -526,20 +540,11 @@ def run_for_real(run_id: int) -> t.Any:
     A refusal (no dry run, not succeeded, the task gone or already running)
     is a message, as a run button's is.
     """
-    cursor = _cursor() if _is_htmx() else None
-    state = get_state()
-    run = _viewable_run(run_id)
-    name = run.task_name
-    metadata = state.settings.metadata() if state.settings.metadata is not None else None
-    anchor = f"run-{run_id}"
-    try:
-        real = runner.run_for_real(state, run_id, metadata=metadata, actor=_actor(state))
-    except MaintenanceTasksError as exc:  # not a succeeded dry run, TaskAlreadyRunning...
-        message: Message = ("error", str(exc))
-    else:
-        text = f"Run #{real.id} of {name} does for real what dry run #{run_id} did: it is enqueued."
-        message, anchor = ("success", text), f"run-{real.id}"
-    return _card_answer(name, cursor, message, anchor)
+    return _start_from_card(
+        run_id,
+        runner.run_for_real,
+        "Run #{new} of {task} does for real what dry run #{old} did: it is enqueued.",
+    )
 
 
 #: What a preview's arguments stand in for a required secret the page does not send.
