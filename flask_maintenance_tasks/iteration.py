@@ -274,6 +274,13 @@ class Iteration:
         capture = self.capture
         changes = None
         if capture is not None:
+            if not self.tick_savepoint.is_active:
+                # The task rolled the session back: what it wrote since would commit now.
+                raise DryRunCommit(
+                    "process() rolled the session back during a dry run, which would let its "
+                    "later writes be committed; nothing was written. Use a savepoint "
+                    "(db.session.begin_nested()) to undo part of an item's work."
+                )
             self.session.flush()  # what is still pending would be written by the commit
             self.changes.add(capture.tick())
             changes = self.changes.as_json()

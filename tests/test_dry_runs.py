@@ -174,3 +174,14 @@ def test_changes_left_pending_in_the_session_are_counted(app, policy):
         "items": {"inserted": 0, "updated": 50, "deleted": 0, "columns": ["counter"]}
     }
     assert checksum() == before
+
+
+def test_a_rollback_inside_a_dry_run_errors_it_before_anything_is_written(app, mtasks):
+    seed_items(6)
+    before = checksum()
+    run = mtasks.run("RollingBackTask", dry_run=True)
+    drain(app)
+    run = fresh_run(run.id)
+    assert (run.status, run.error_class) == ("errored", "DryRunCommit")
+    assert "rolled the session back" in run.error_message
+    assert checksum() == before

@@ -397,3 +397,20 @@ def test_a_large_item_is_described_in_at_most_two_thousand_characters(app, mtask
 
     described = Source(t.cast(t.Any, None)).describe({"text": "x" * 10_000})
     assert isinstance(described, str) and len(described) <= DESCRIPTION_LIMIT + 6
+
+
+def test_a_retry_finds_items_by_a_two_column_cursor(app, mtasks):
+    seed_items(40)
+    make_bad(4, 17, 30)
+    run = mtasks.run("SkipBadByGroupTask")
+    drain(app)
+    run = fresh_run(run.id)
+    assert (run.status, run.failure_count) == ("succeeded", 3)
+    # Items in (group, id) order: group is the id modulo 3.
+    assert [f.item_key for f in ledger(run.id)] == [[0, 30], [1, 4], [2, 17]]
+    fix_all()
+    retry = mtasks.retry_failures(run.id)
+    drain(app)
+    assert (fresh_run(retry.id).status, fresh_run(retry.id).tick_count) == ("succeeded", 3)
+    assert [f.status for f in ledger(run.id)] == ["resolved"] * 3
+    assert counters() == [1] * 40

@@ -242,3 +242,22 @@ class SlowSkipBadItemsTask(SkipBadItemsTask):
             time.sleep(self.params.sleep)
         if item.title == "bad":
             raise BadItem(f"item {item.id} is bad")
+
+
+class SkipBadByGroupTask(SkipBadItemsTask):
+    """Keyset over (group, id): a retry finds items by a two-column key."""
+
+    cursor_columns = ("group", "id")
+    batch_size = 7
+
+
+class RollingBackTask(Task):
+    """Rolls the session back itself in the middle of its items, then writes again."""
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        if item.id == 3:
+            db.session.rollback()
+        item.counter += 1
