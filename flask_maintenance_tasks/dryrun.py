@@ -39,9 +39,66 @@ OWN_PREFIX = "maintenance_tasks_"
 _KINDS = ("inserted", "updated", "deleted")
 #: The verb and table of DML written as SQL text.
 _TEXT_DML = re.compile(
-    r"^\s*(insert\s+(?:or\s+\w+\s+)?into|update|delete\s+from)\s+([\w.\"`\[\]]+)",
+    r"\b(insert\s+(?:or\s+\w+\s+)?into|update|delete\s+from)\s+([\w.\"`\[\]]+)",
     re.IGNORECASE,
 )
+#: SQL text that may write: what starts with a verb that writes, or with a CTE.
+_WRITES = re.compile(r"^\s*(with|insert|update|delete|replace|upsert)\b", re.IGNORECASE)
+#: Comments of SQL text, left out before looking for its verb (it may follow a CTE).
+_COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*", re.DOTALL)
+
+
+#: SQL text that ends the transaction: a dry run must never send it.
+_TEXT_COMMIT = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(commit|end)\b", re.IGNORECASE | re.DOTALL)
+
+COMMIT_REFUSED = (
+    "committed the session during a dry run; the commit was stopped and nothing was "
+    "written. A dry run needs every write in the tick's transaction: remove the commit "
+    "(the engine commits each tick)."
+)
+
+
+class NoCommit:
+    """Refuses, in this thread, every commit on ``engine``'s connections: a dry run's guard.
+
+    It listens at the connection's level, where a commit of the session, of its
+    connection, and ``COMMIT`` sent as SQL all pass, before the database sees
+    them; a savepoint's release is no commit and passes. ``allowed()`` lets the
+    engine's own commits (a tick's progress) through.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        allowed: t.Callable[[], bool] = lambda: False,
+        who: str = "process()",
+    ) -> None:
+        self.engine = engine
+        self.allowed = allowed
+        self.who = who
+        self.thread = threading.get_ident()
+
+    def __enter__(self) -> NoCommit:
+        sa.event.listen(self.engine, "commit", self._commit)
+        sa.event.listen(self.engine, "before_cursor_execute", self._statement)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self.engine, "commit", self._commit)
+        sa.event.remove(self.engine, "before_cursor_execute", self._statement)
+
+    def _ours(self) -> bool:
+        return threading.get_ident() != self.thread or self.allowed()
+
+    def _commit(self, connection: sa.Connection) -> None:
+        if not self._ours():
+            raise DryRunCommit(f"{self.who} " + COMMIT_REFUSED)
+
+    def _statement(
+        self, connection: sa.Connection, cursor: t.Any, statement: str, *_: t.Any
+    ) -> None:
+        if not self._ours() and _TEXT_COMMIT.match(statement):
+            raise DryRunCommit(f"{self.who} sent COMMIT as SQL: it " + COMMIT_REFUSED)
 
 
 class Changes:
@@ -124,7 +181,7 @@ class Capture:
 
     def __init__(self, session: Session, mask: t.Callable[[str, t.Any], t.Any]) -> None:
         self.session = session
-        self.engine = session.get_bind()
+        self.engine = t.cast(sa.Engine, session.get_bind())
         self.mask = mask
         self.thread = threading.get_ident()
         self.pending = Changes()
@@ -132,19 +189,20 @@ class Capture:
         self.sampled: list[dict[str, t.Any]] = []
         #: Our own commit of a tick's progress is let through, and not counted.
         self.committing = False
-        #: The release of an item's savepoint is let through, and counted.
+        #: The release of an item's savepoint (counted; no commit, so nothing to let through).
         self.releasing = False
 
     def __enter__(self) -> Capture:
         sa.event.listen(self.engine, "after_cursor_execute", self._executed)
         sa.event.listen(self.session, "before_flush", self._flushing)
-        sa.event.listen(self.session, "before_commit", self._committing)
+        self.guard = NoCommit(self.engine, lambda: self.committing)
+        self.guard.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         sa.event.remove(self.engine, "after_cursor_execute", self._executed)
         sa.event.remove(self.session, "before_flush", self._flushing)
-        sa.event.remove(self.session, "before_commit", self._committing)
+        self.guard.__exit__(*exc)
 
     # -- what the listeners see -------------------------------------------
 
@@ -163,6 +221,11 @@ class Capture:
         if kind is None or table is None or table.startswith(OWN_PREFIX):
             return
         rowcount = getattr(cursor, "rowcount", -1)
+        if (rowcount is None or rowcount < 0) and connection.dialect.name == "sqlite":
+            # pysqlite counts no rows for SQL text starting with WITH; SQLite itself does.
+            raw = connection.connection.dbapi_connection
+            if raw is not None:
+                rowcount = raw.execute("SELECT changes()").fetchone()[0]
         self.log.append((table, kind, max(int(rowcount or 0), 0), columns))
 
     def _flushing(self, session: Session, flush_context: t.Any, instances: t.Any) -> None:
@@ -174,8 +237,12 @@ class Capture:
             table = getattr(mapper.persist_selectable, "name", type(instance).__name__)
             if table.startswith(OWN_PREFIX):
                 continue
-            key = state.identity
-            shown_key = key[0] if key and len(key) == 1 else list(key or ())
+            # The key is masked as any value is: a key column may be named "token".
+            key = [
+                self.mask(column.name, value)
+                for column, value in zip(mapper.primary_key, state.identity or (), strict=False)
+            ]
+            shown_key = key[0] if len(key) == 1 else key
             for attribute in mapper.column_attrs:
                 history = state.attrs[attribute.key].history
                 if not history.has_changes():
@@ -194,16 +261,6 @@ class Capture:
                 )
                 if len(self.sampled) >= SAMPLE:
                     return
-
-    def _committing(self, session: Session) -> None:
-        if self.committing or self.releasing:
-            return
-        if threading.get_ident() == self.thread:
-            raise DryRunCommit(
-                "process() committed the session during a dry run; the commit was stopped "
-                "and nothing was written. A dry run needs every write in the tick's "
-                "transaction: remove the commit (the engine commits each tick)."
-            )
 
     # -- ticks and items --------------------------------------------------
 
@@ -258,9 +315,15 @@ def _dml(context: t.Any, statement: str) -> tuple[str | None, str | None, tuple[
             keys.update(getattr(k, "key", k) for k in values)
             columns = tuple(c.name for c in table.columns if c.key in keys)
         return kind, name, columns
-    match = _TEXT_DML.match(statement)
+    if construct is not None and not isinstance(construct, sa.TextClause):
+        return None, None, ()  # a SELECT built with SQLAlchemy
+    text = _COMMENTS.sub(" ", statement)
+    if not _WRITES.match(text):
+        return None, None, ()
+    match = _TEXT_DML.search(text)
     if match is None:
         return None, None, ()
     verb = match.group(1).split()[0].lower()
     kind = {"insert": "inserted", "update": "updated", "delete": "deleted"}[verb]
-    return kind, match.group(2).strip('"`[]'), ()
+    table = match.group(2).rsplit(".", 1)[-1]  # without its schema, as a Core table's name
+    return kind, table.strip('"`[]'), ()

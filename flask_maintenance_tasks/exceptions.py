@@ -14,6 +14,14 @@ class MaintenanceTasksError(Exception):
     """Base class of every error raised by flask-maintenance-tasks."""
 
 
+def message_of(error: BaseException) -> str:
+    """``str(error)``, or a stand-in when the exception cannot say what it is."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__} whose message could not be read>"
+
+
 class TaskNotFound(MaintenanceTasksError, LookupError):
     """No task of that name exists in the tasks package."""
 
@@ -139,6 +147,15 @@ class DryRunCommit(MaintenanceTasksError):
     """
 
 
+class SessionRolledBack(MaintenanceTasksError):
+    """A task rolled the session back while a tick was in progress.
+
+    The writes of the tick's earlier items were undone with it, so the run
+    errors at its last committed item instead of moving on without them;
+    resuming it processes those items again.
+    """
+
+
 class CannotRetry(MaintenanceTasksError):
     """A run's failed items cannot be retried: there are none, or its task cannot find them.
 
@@ -161,6 +178,7 @@ __all__: t.Final = [
     "InvalidArguments",
     "InvalidTransition",
     "MaintenanceTasksError",
+    "SessionRolledBack",
     "TaskAlreadyRunning",
     "TaskNotFound",
     "TooManyFailures",

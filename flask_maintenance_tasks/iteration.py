@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from . import ledger, store
 from .dryrun import Capture, Changes
-from .exceptions import DryRunCommit, TooManyFailures
+from .exceptions import DryRunCommit, SessionRolledBack, TooManyFailures
 from .models import RunStatus
 from .policy import ErrorPolicy
 from .sources import NO_ITEM
@@ -92,6 +92,8 @@ class Iteration:
         #: What the dry run would change, its earlier slices included.
         self.changes = changes if changes is not None else Changes()
         self.tick_savepoint: t.Any = None
+        #: The task rolled the session back while items were processed (see :meth:`_check`).
+        self.rolled_back = False
         # pysqlite opens no transaction before a SAVEPOINT, which then is the
         # transaction, and its RELEASE would commit the item on its own.
         self.begin_first = (self.policy.skips or capture is not None) and (
@@ -134,6 +136,7 @@ class Iteration:
         ticks = 0
         reason: str | None = self._throttled()
         items: t.Iterator[tuple[t.Any, t.Any]] | None = None
+        sa.event.listen(self.session, "after_soft_rollback", self._soft_rollback)
         try:
             if reason is not None:
                 return reason
@@ -181,6 +184,7 @@ class Iteration:
             self.session.rollback()
             raise
         finally:
+            sa.event.remove(self.session, "after_soft_rollback", self._soft_rollback)
             # Let the source release what it holds open (a CSV file) now.
             close = getattr(items, "close", None)
             if close is not None:
@@ -234,6 +238,32 @@ class Iteration:
         if self.capture is not None:
             self.tick_savepoint = self.session.begin_nested()
 
+    def _soft_rollback(self, session: Session, previous: t.Any) -> None:
+        if not previous.nested:  # the tick's own transaction, not an item's savepoint
+            self.rolled_back = True
+
+    def _check(self) -> None:
+        """Refuse to go on once the task rolled the tick's transaction back.
+
+        The writes of the tick's earlier items went with it: committing the
+        tick would move the cursor past items whose work is lost. The run
+        stops at its last committed item instead, and a resume does them again.
+        """
+        if not self.rolled_back:
+            return
+        if self.capture is not None:
+            raise DryRunCommit(
+                "process() rolled the session back during a dry run, which would let its "
+                "later writes be committed; nothing was written. Use a savepoint "
+                "(db.session.begin_nested()) to undo part of an item's work."
+            )
+        raise SessionRolledBack(
+            "process() rolled the session back, undoing the writes of the items before it in "
+            "this tick; the run stops at its last committed item, and resuming it processes "
+            "them again. Use a savepoint (db.session.begin_nested()) to undo part of an "
+            "item's work."
+        )
+
     def _named(self, error: DryRunCommit, item: t.Any) -> DryRunCommit:
         """The refused commit, naming the item whose ``process`` asked for it."""
         described = json.dumps(self.source.describe(item), default=str)[:500]
@@ -249,6 +279,9 @@ class Iteration:
         if isinstance(error, DryRunCommit):
             self.failed_item = item
             raise self._named(error, item) from None
+        if self.rolled_back:
+            self.failed_item = item
+            self._check()
         if isinstance(error, tuple(self.task.report_on)):
             self.report(error, item)
         if self.record is None:
@@ -270,17 +303,11 @@ class Iteration:
         A dry run's tick is rolled back to its savepoint first: only the
         progress, the failures and what the tick would have changed commit.
         """
+        self._check()
         pending = self.pending
         capture = self.capture
         changes = None
         if capture is not None:
-            if not self.tick_savepoint.is_active:
-                # The task rolled the session back: what it wrote since would commit now.
-                raise DryRunCommit(
-                    "process() rolled the session back during a dry run, which would let its "
-                    "later writes be committed; nothing was written. Use a savepoint "
-                    "(db.session.begin_nested()) to undo part of an item's work."
-                )
             self.session.flush()  # what is still pending would be written by the commit
             self.changes.add(capture.tick())
             changes = self.changes.as_json()

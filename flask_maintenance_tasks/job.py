@@ -22,7 +22,7 @@ from flask import Flask, has_app_context
 from flask.cli import ScriptInfo
 
 from . import audit, dryrun, ledger, lifecycle, masking, signals, store
-from .exceptions import MaintenanceTasksError
+from .exceptions import MaintenanceTasksError, message_of
 from .iteration import Iteration
 from .models import Run, RunStatus
 from .policy import ErrorPolicy
@@ -150,6 +150,13 @@ class _Slice:
                 self._errored(error)
         except Exception as error:
             self._errored(error)
+        except BaseException as error:
+            # An interpreter's exit stops the job as it is (recovery takes the run on);
+            # any other BaseException a task raises (a cancelled coroutine, a timeout of
+            # its own) is an error of the run, not a reason to leave it running.
+            if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
+            self._errored(error)
 
     # -- changes of the run ------------------------------------------------
 
@@ -275,10 +282,11 @@ class _Slice:
         return ledger.row(
             run_id=self.run_id,
             key=key,
+            kind=source.kind,
             position=position,
             item=self._masked(source.describe(item)),
             error=error,
-            message=masking.scrub(str(error), self.secrets),
+            message=masking.scrub(message_of(error), self.secrets),
             backtrace=clean_backtrace(self.state, error),
             attempt=attempt,
         )
@@ -391,8 +399,11 @@ class _Slice:
 
     def _errored(self, error: BaseException, *, fence: str | None = None) -> None:
         self.session.rollback()
+        # A task that replaced the app's session (db.session.remove()) left another
+        # one open, maybe holding SQLite's write lock: end its transaction too.
+        self.state.db.session.rollback()
         element = self.source.describe(self.element) if self.source is not None else None
-        message = masking.scrub(str(error), self.secrets)
+        message = masking.scrub(message_of(error), self.secrets)
         logger.error("Run #%s errored: %s: %s", self.run_id, type(error).__name__, message)
         changed = lifecycle.error(
             self.session,

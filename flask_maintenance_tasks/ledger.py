@@ -29,6 +29,7 @@ def row(
     *,
     run_id: int,
     key: t.Any,
+    kind: str,
     position: t.Any,
     item: t.Any,
     error: BaseException,
@@ -42,6 +43,7 @@ def row(
     return {
         "run_id": run_id,
         "item_key": key,
+        "kind": kind,
         "position": position,
         "item": item,
         "error_class": type(error).__name__[:255],
@@ -104,6 +106,17 @@ def unresolved_page(session: Session, run_id: int, after: int | None, limit: int
     if after is not None:
         statement = statement.where(columns.id > after)
     return list(session.execute(statement).all())
+
+
+def unresolved_kinds(session: Session, run_id: int) -> set[str]:
+    """The kinds of collection the unresolved failures of ``run_id`` were met in."""
+    columns = failures_table.c
+    statement = (
+        sa.select(columns.kind)
+        .where(columns.run_id == run_id, columns.status == FailureStatus.UNRESOLVED.value)
+        .distinct()
+    )
+    return {kind for kind in session.scalars(statement) if kind is not None}
 
 
 def count_unresolved(session: Session, run_id: int) -> int:

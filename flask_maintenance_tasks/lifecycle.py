@@ -16,7 +16,8 @@ import typing as t
 import uuid
 
 from . import audit, store
-from .exceptions import MaintenanceTasksError
+from .dryrun import NoCommit
+from .exceptions import MaintenanceTasksError, message_of
 from .masking import masked_arguments, masked_metadata
 from .models import Run, RunStatus, utcnow
 from .transitions import ERROR, OnCallbackError, Transition
@@ -154,7 +155,7 @@ def error(
         jitter=False,
         given={
             "error_class": type(failure).__name__,
-            "error_message": (str(failure) if message is None else message)[:10000],
+            "error_message": (message_of(failure) if message is None else message)[:10000],
             "backtrace": backtrace,
             "errored_element": element,
         },
@@ -189,6 +190,9 @@ def call_back(
     if callback is None or task is None:
         return
     task.run = run
+    if run.dry_run:
+        # A dry run's callbacks write nothing either: no commit, and their writes undone.
+        callback = _dry(callback, state)
     if transition.on_callback_error is OnCallbackError.FAIL:
         callback(task, error)
         return
@@ -199,6 +203,20 @@ def call_back(
         logger.exception("%s.%s failed for run #%s", run.task_name, name, run.id)
         if transition.on_callback_error is OnCallbackError.REPORT:
             report_error(state, failure, run, None)
+
+
+def _dry(
+    callback: t.Callable[[Task, BaseException | None], None], state: State
+) -> t.Callable[[Task, BaseException | None], None]:
+    def guarded(task: Task, error: BaseException | None) -> None:
+        session = state.db.session
+        try:
+            with NoCommit(state.db.engine, who=f"{callback.__name__.strip('_')}()"):
+                callback(task, error)
+        finally:
+            session.rollback()
+
+    return guarded
 
 
 def follow(

@@ -268,6 +268,9 @@ class Failure(Base):
     #: What finds the item again: the cursor columns' values of a record, the
     #: index in a sequence, a CSV row's number; ``{"first", "last"}`` for a batch.
     item_key: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+    #: The kind of collection the key belongs to (``records``, ``sequence``, ``csv_rows``...):
+    #: a retry refuses keys of another kind than the task's collection has now.
+    kind: Mapped[str | None] = mapped_column(sa.String(16))
     #: Where the walk stood just before the item (a retry of a CSV row seeks there).
     position: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
     #: A JSON description of the item, masked.

@@ -131,7 +131,7 @@ def parse_count(value: t.Any) -> int:
         raise ValueError("must be a whole number, 0 or more")
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise ValueError("must be a whole number, 0 or more")
         if len(value) > 18:
             raise ValueError("is too large")

@@ -17,6 +17,7 @@ import typing as t
 import sqlalchemy as sa
 
 from . import masking, sources
+from .dryrun import NoCommit
 from .exceptions import InvalidArguments
 from .sources import BatchesSource, OnceSource, RecordsSource, SequenceSource
 from .task import Task
@@ -41,6 +42,10 @@ UNKNOWN = "unknown"
 
 class TimedOut(Exception):
     """A statement of the preview ran past its timeout."""
+
+
+class Refused(Exception):
+    """The database refused a statement of the preview; its text is the preview's note."""
 
 
 @dataclasses.dataclass
@@ -118,14 +123,31 @@ def preview(
         result.errors = invalid.errors
         return result
     secrets = masking.secret_values(dict(arguments), task_class, masked_names)
-    session = t.cast("Session", state.db.session)
+    session = t.cast("Session", state.db.session())  # the scoped session's own
     limit = timeout if timeout is not None else state.settings.preview_timeout
+    # Everything happens in a savepoint of the caller's session, rolled back at the end:
+    # the caller's own work stays as it was, and so does the transaction's timeout.
+    callers = session.in_transaction()
+    connection = session.connection()
+    raw = connection.connection.dbapi_connection
+    if connection.dialect.name == "sqlite" and not getattr(raw, "in_transaction", True):
+        # pysqlite opens no transaction before a SAVEPOINT, whose RELEASE would then
+        # commit whatever the task wrote.
+        connection.exec_driver_sql("BEGIN")
+    outer = session.begin_nested()
     try:
-        with _Bounded(session, limit) as bounded:
-            _look(task, result, bounded)
-            result.statements = bounded.statements
+        with NoCommit(t.cast(sa.Engine, session.get_bind()), who="The preview's task"):
+            with _Bounded(session, limit) as bounded:
+                try:
+                    _look(task, result, bounded)
+                except Refused as refused:
+                    result.notes.append(str(refused))
+                result.statements = bounded.statements
     finally:
-        session.rollback()
+        if outer.is_active and callers:
+            outer.rollback()
+        else:  # nothing of the caller's to keep, or the task ended the transaction itself
+            session.rollback()
     result.items = [
         masking.scrub_tree(masking.mask(item, task_class, masked_names), secrets)
         for item in result.items
@@ -311,16 +333,16 @@ class _Bounded:
         savepoint = self.session.begin_nested()
         try:
             value = work()
-        except sa.exc.OperationalError as error:
-            savepoint.rollback()
-            if _timed_out(error):
-                raise TimedOut() from error
-            raise
         except sa.exc.DBAPIError as error:
-            savepoint.rollback()
+            if savepoint.is_active:
+                savepoint.rollback()
             if _timed_out(error):
                 raise TimedOut() from error
-            raise
+            # A value the database cannot take (a NUL byte on PostgreSQL, a pattern too
+            # long for SQLite): what the preview says, not an error of the page.
+            raise Refused(
+                f"The database refused a statement of the preview: {type(error.orig).__name__}."
+            ) from error
         savepoint.rollback()
         return value
 

@@ -305,6 +305,7 @@ def retry_failures(
         original = _load_or_raise(session, run_id)
         shared_file = store.csv_file_of(session, run_id)
         unresolved = ledger.count_unresolved(session, run_id)
+        kinds = ledger.unresolved_kinds(session, run_id)
         retrying = [run.id for run in ledger.retries_of(session, run_id) if run.status in ACTIVE]
     try:
         try:
@@ -324,7 +325,7 @@ def retry_failures(
             raise CannotRetry(run_id, "it has no unresolved failed items.")
         params = task_class.validate_arguments(original.arguments or {})
         try:
-            problem = sources.retry_problem(task_class(**(original.arguments or {})))
+            problem = sources.retry_problem(task_class(**(original.arguments or {})), kinds)
         except MaintenanceTasksError:
             raise
         except Exception as error:

@@ -414,3 +414,61 @@ def test_a_retry_finds_items_by_a_two_column_cursor(app, mtasks):
     assert (fresh_run(retry.id).status, fresh_run(retry.id).tick_count) == ("succeeded", 3)
     assert [f.status for f in ledger(run.id)] == ["resolved"] * 3
     assert counters() == [1] * 40
+
+
+def test_a_task_rolling_the_session_back_errors_the_run_before_losing_items(app, mtasks):
+    seed_items(12)
+    make_bad(5)
+    run = mtasks.run("RollbackThenRaiseTask")
+    drain(app)
+    run = fresh_run(run.id)
+    assert (run.status, run.error_class) == ("errored", "SessionRolledBack")
+    assert run.errored_element == {"class": "Item", "id": 5}
+    assert run.failure_count == 0 and ledger(run.id) == []
+    # Nothing of the tick was committed: the cursor stays before the items it lost.
+    done = counters()
+    assert run.cursor is None or done[: run.cursor] == [1] * run.cursor
+    assert done[run.cursor or 0 :] == [0] * (12 - (run.cursor or 0))
+
+
+def test_an_exception_that_cannot_say_what_it_is_is_still_recorded(app, mtasks):
+    seed_items(6)
+    make_bad(3)
+    skipped = mtasks.run("OddErrorsTask", error_policy="skip")
+    drain(app)
+    stopped = mtasks.run("OddErrorsTask", {"kind": "unprintable"}, error_policy="stop")
+    drain(app)
+    skipped, stopped = fresh_run(skipped.id), fresh_run(stopped.id)
+    assert (skipped.status, skipped.failure_count) == ("succeeded", 1)
+    assert ledger(skipped.id)[0].message == "<Unprintable whose message could not be read>"
+    assert (stopped.status, stopped.error_class) == ("errored", "Unprintable")
+
+
+def test_a_base_exception_of_a_task_errors_the_run(app, mtasks):
+    seed_items(6)
+    make_bad(3)
+    run = mtasks.run("OddErrorsTask", {"kind": "halt"}, error_policy="skip")
+    drain(app)
+    run = fresh_run(run.id)
+    assert (run.status, run.error_class, run.error_message) == ("errored", "Halt", "halt")
+
+
+def test_failures_of_another_kind_of_collection_cannot_be_retried(app, mtasks):
+    seed_items(6)
+    make_bad(2)
+    run = mtasks.run("SkipBadItemsTask")
+    drain(app)
+    assert ledger(run.id)[0].kind == "records"
+    db.session.execute(sa.update(Failure).where(Failure.run_id == run.id).values(kind="sequence"))
+    db.session.commit()
+    before = runs_count()
+    with pytest.raises(CannotRetry, match="of kind sequence, and SkipBadItemsTask's collection"):
+        mtasks.retry_failures(run.id)
+    assert runs_count() == before
+
+
+def test_counts_are_whole_ascii_numbers(app, mtasks):
+    for text in ("１２", "²"):
+        with pytest.raises(InvalidArguments) as refused:
+            mtasks.run("SkipBadItemsTask", max_failures=text)
+        assert refused.value.errors["max_failures"] == ["must be a whole number, 0 or more"]

@@ -137,3 +137,35 @@ def test_past_the_timeout_a_bounded_count_says_more_than(app, monkeypatch):
         assert (preview.count_kind, preview.count) == (AT_LEAST, 20)
         assert preview.count_text() == "more than 20 items"
     assert preview.statements <= previews.MAX_STATEMENTS
+
+
+def test_a_preview_keeps_the_callers_own_work(app, mtasks):
+    from tests.testapp import Flag
+
+    seed_items(3)
+    db.session.add(Flag(name="callers", value="x"))
+    db.session.flush()
+    assert mtasks.preview("PreviewItemsTask").count == 3
+    db.session.commit()
+    db.session.remove()
+    assert list(db.session.scalars(sa.select(Flag.name))) == ["callers"]
+
+
+def test_a_collection_that_commits_writes_nothing_in_a_preview(app, mtasks):
+    from tests.testapp import Flag
+
+    seed_items(3)
+    preview = mtasks.preview("WritingCollectionTask")
+    assert any("could not be built" in note for note in preview.notes), preview.notes
+    db.session.remove()
+    assert list(db.session.scalars(sa.select(Flag.name))) == []
+
+
+def test_values_the_database_refuses_become_a_note(app, mtasks):
+    seed_items(3)
+    preview = mtasks.preview("PreviewItemsTask", prefix="a\x00b")
+    assert preview.valid
+    if db.engine.dialect.name == "postgresql":
+        assert preview.notes == ["The database refused a statement of the preview: DataError."]
+    huge = mtasks.preview("PreviewItemsTask", prefix="x" * 200_000)
+    assert huge.valid

@@ -66,9 +66,21 @@ def resolve(task: Task) -> t.Any:
     return collection
 
 
-def retry_problem(task: Task) -> str | None:
-    """Why the failed items of a run of ``task`` cannot be retried, or ``None``."""
-    return _own_source(task).cannot_find()
+def retry_problem(task: Task, kinds: t.Collection[str] = ()) -> str | None:
+    """Why the failed items of a run of ``task`` cannot be retried, or ``None``.
+
+    ``kinds`` are the kinds of collection the failures were met in: keys of
+    another kind than the task's collection has now would find other items.
+    """
+    source = _own_source(task)
+    other = sorted(set(kinds) - {source.kind})
+    if other:
+        return (
+            f"its failed items were met in a collection of kind {', '.join(other)}, and "
+            f"{type(task).name}'s collection is now of kind {source.kind}: their keys would "
+            "find other items."
+        )
+    return source.cannot_find()
 
 
 def has_enumerator(task: Task | type[Task]) -> bool:

@@ -29,6 +29,8 @@ class Source:
 
     #: A run of the task must be given a CSV file.
     needs_file: t.ClassVar[bool] = False
+    #: What kind of collection it walks: the failure ledger stores it with each key.
+    kind: str = "collection"
 
     def __init__(self, task: Task) -> None:
         self.task = task

@@ -26,6 +26,7 @@ class CSVSource(Source):
     def __init__(self, task: Task, spec: CSVCollection) -> None:
         super().__init__(task)
         self.spec = spec
+        self.kind = "csv_batches" if spec.in_batches else "csv_rows"
 
     def iterate(self, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
         run = self.task.run

@@ -11,6 +11,8 @@ from .base import Cursor, Item, Source
 class EnumeratorSource(Source):
     """Items and cursors from ``task.enumerator(cursor)``; the count is the task's own."""
 
+    kind = "enumerator"
+
     def iterate(self, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
         return iter(self.task.enumerator(cursor))  # type: ignore[attr-defined]
 

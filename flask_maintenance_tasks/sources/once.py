@@ -35,6 +35,8 @@ def no_collection() -> NoCollection:
 class OnceSource(Source):
     """One tick: the absent item, at cursor 0."""
 
+    kind = "once"
+
     def iterate(self, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
         return iter([(NO_ITEM, 0)]) if cursor is None else iter(())
 

@@ -49,6 +49,8 @@ def in_batches(select: Select[t.Any], of: int = 1000) -> InBatches:
 class RecordsSource(Source):
     """A ``Select`` of one entity: ``process(record)``, ``batch_size`` records per query."""
 
+    kind = "records"
+
     def __init__(self, task: Task, select: Select[t.Any]) -> None:
         super().__init__(task)
         self.keyset = Keyset(task, select, "collection", rows=True)
@@ -72,6 +74,8 @@ class RecordsSource(Source):
 
 class BatchesSource(Source):
     """``in_batches(select, of=N)``: ``process(batch)`` with up to N primary keys."""
+
+    kind = "batches"
 
     def __init__(self, task: Task, spec: InBatches) -> None:
         super().__init__(task)

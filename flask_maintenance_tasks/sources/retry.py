@@ -33,6 +33,7 @@ class RetrySource(Source):
         super().__init__(task)
         self.inner = inner
         self.needs_file = inner.needs_file  # type: ignore[misc]
+        self.kind = inner.kind
         self.retried = retried
         self.retry = retry
         #: What the ledger said of the failures of the pages read so far, by id.

@@ -13,6 +13,8 @@ if t.TYPE_CHECKING:
 class SequenceSource(Source):
     """``process(item)`` for each element; the cursor is the element's index."""
 
+    kind = "sequence"
+
     def __init__(self, task: Task, items: t.Sequence[t.Any]) -> None:
         super().__init__(task)
         self.items = items

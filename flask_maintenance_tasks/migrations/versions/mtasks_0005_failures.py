@@ -43,6 +43,7 @@ def upgrade() -> None:
         sa.Column("id", big_id, autoincrement=True, nullable=False),
         sa.Column("run_id", big_id, nullable=False),
         sa.Column("item_key", sa.JSON(), nullable=True),
+        sa.Column("kind", sa.String(length=16), nullable=True),
         sa.Column("position", sa.JSON(), nullable=True),
         sa.Column("item", sa.JSON(), nullable=True),
         sa.Column("error_class", sa.String(length=255), nullable=False),

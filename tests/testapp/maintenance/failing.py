@@ -261,3 +261,89 @@ class RollingBackTask(Task):
         if item.id == 3:
             db.session.rollback()
         item.counter += 1
+
+
+class RollbackThenRaiseTask(SkipBadItemsTask):
+    """Recovers from an error by rolling the whole session back, then raises: loses the tick."""
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+        db.session.flush()
+        if item.title == "bad":
+            db.session.rollback()
+            raise BadItem(f"item {item.id} is bad")
+
+
+class Unprintable(ValueError):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+class Halt(BaseException):
+    """Not an Exception: a task's own way to stop everything."""
+
+
+class OddErrorsTask(Task):
+    """Raises what its ``kind`` says on the item titled ``bad``."""
+
+    class Parameters(pydantic.BaseModel):
+        kind: str = "unprintable"
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        if item.title == "bad":
+            raise Unprintable() if self.params.kind == "unprintable" else Halt("halt")
+        item.counter += 1
+
+
+class DryRunEdgesTask(Task):
+    """What a dry run must survive or refuse, chosen by ``how``."""
+
+    class Parameters(pydantic.BaseModel):
+        how: str = "nested"
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def after_start(self) -> None:
+        if self.params.how == "commit_in_after_start":
+            db.session.add(Flag(name="started", value="x"))
+            db.session.commit()
+
+    def process(self, item: Item) -> None:
+        how = self.params.how
+        if how == "nested":
+            with db.session.begin_nested():
+                item.counter += 1
+        elif how == "connection_commit" and item.id == 2:
+            item.counter += 1
+            db.session.flush()
+            db.session.connection().commit()
+        elif how == "text_commit" and item.id == 2:
+            db.session.execute(sa.text("COMMIT"))
+        elif how == "text_dml":
+            db.session.execute(
+                sa.text("/* a comment */ UPDATE items SET counter = counter + 1 WHERE id = :id"),
+                {"id": item.id},
+            )
+            db.session.execute(
+                sa.text(
+                    "WITH chosen AS (SELECT id FROM items WHERE id = :id) "
+                    "UPDATE items SET title = 'x' WHERE id IN (SELECT id FROM chosen)"
+                ),
+                {"id": item.id},
+            )
+
+
+class WritingCollectionTask(Task):
+    """A collection() that writes and commits: a preview must not let it."""
+
+    def collection(self) -> t.Any:
+        db.session.add(Flag(name="from-preview", value="x"))
+        db.session.commit()
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        pass
