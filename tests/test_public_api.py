@@ -27,6 +27,7 @@ PUBLIC = [
     "Preview",
     "Run",
     "RunStatus",
+    "SessionRolledBack",
     "Task",
     "TaskAlreadyRunning",
     "TaskNotFound",

@@ -84,6 +84,14 @@
     if (!liveRefreshOn() || document.hidden || inUse(elt)) event.preventDefault();
   });
 
+  /* A refresh already on its way when the operator took a control waits too:
+     its answer is dropped, and the next poll brings the region up to date. */
+  on(["htmx:beforeSwap", "htmx:before:swap"], function (event) {
+    var elt = event.detail && event.detail.elt;
+    if (!elt || !elt.hasAttribute || !elt.hasAttribute("data-poll")) return;
+    if (inUse(elt)) event.detail.shouldSwap = false;
+  });
+
   /* -- what a refresh keeps: open boxes, the filter ------------------------ */
 
   var openState = {};
