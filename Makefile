@@ -11,8 +11,9 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 SRC         := flask_maintenance_tasks tests sample_app
 PYTEST_ARGS ?=
-# pytest-xdist workers: one per core (PYTEST_JOBS=0 runs the suite in one process)
-PYTEST_JOBS ?= auto
+# pytest-xdist workers: two per core, as most tests wait on real workers, Redis and the
+# databases rather than compute (PYTEST_JOBS=0 runs the suite in one process)
+PYTEST_JOBS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 BENCH_ARGS  ?=
 # -E: read every page again, so no warning hides in a cached one; -W --keep-going:
 # every warning is reported, and any warning fails the build

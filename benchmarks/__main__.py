@@ -29,7 +29,18 @@ from pathlib import Path
 
 import sqlalchemy
 
-from . import dashboard, dry_runs, iteration, previews, reaction, services, statements
+from . import (
+    dashboard,
+    dry_runs,
+    iteration,
+    previews,
+    reaction,
+    retention,
+    scaling,
+    services,
+    speed,
+    statements,
+)
 from .harness import Bench, Table, Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: the dashboard and CSV measurements join this list as sections of their own.
 SECTIONS: dict[str, t.Callable[[Bench], list[Table]]] = {
     "iteration": iteration.iteration,
+    "rows": iteration.rows,
     "set-based": iteration.set_based,
     "skip": iteration.skip_policy,
     "dry-run": dry_runs.dry_run,
@@ -45,7 +57,22 @@ SECTIONS: dict[str, t.Callable[[Bench], list[Table]]] = {
     "statements": statements.statements,
     "reaction": reaction.reaction,
     "dashboard": dashboard.dashboard,
+    "scaling": scaling.scaling,
+    "retention": retention.retention,
+    "speed": speed.speed,
 }
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` as ``(1, 2, 4)``: worker counts, each at least 1."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        message = f"not a comma-separated list of numbers: {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be at least 1: {text!r}")
+    return counts
 
 
 def _log(message: str) -> None:
@@ -63,6 +90,56 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=previews.PREVIEW_ROWS,
         help="rows of the table the preview section fills (5,000,000)",
+    )
+    parser.add_argument(
+        "--scaling-items",
+        type=int,
+        default=scaling.ITEMS,
+        help="items of the scaling section's 2 ms task (20,000; at most --rows)",
+    )
+    parser.add_argument(
+        "--scaling-workers",
+        type=_counts,
+        default=scaling.WORKERS,
+        help="worker counts of the scaling section's 2 ms task (1,2,4,8)",
+    )
+    parser.add_argument(
+        "--scaling-update-rows",
+        type=int,
+        default=scaling.UPDATE_ROWS,
+        help="rows of the scaling section's UPDATE task (40,000; at most --rows)",
+    )
+    parser.add_argument(
+        "--scaling-update-workers",
+        type=_counts,
+        default=scaling.UPDATE_WORKERS,
+        help="worker counts of the scaling section's UPDATE task (1,2,4)",
+    )
+    parser.add_argument(
+        "--retention-runs",
+        type=int,
+        default=retention.RUNS,
+        help="old runs the retention section prunes on PostgreSQL (100,000; the issue asks "
+        "for 1,000,000)",
+    )
+    parser.add_argument(
+        "--speed-rate",
+        type=float,
+        default=speed.RATE,
+        help="the rate cap of the speed section, items per second (200)",
+    )
+    parser.add_argument(
+        "--speed-seconds",
+        type=float,
+        default=speed.SECONDS,
+        help="how long the speed section measures the cap, seconds (30)",
+    )
+    parser.add_argument(
+        "--speed-window",
+        type=float,
+        default=speed.WINDOW,
+        help="the windows the speed section's rates are taken over, seconds (10, as the issue "
+        "asks; shorter only for a quick look)",
     )
     parser.add_argument(
         "--section",
@@ -106,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                     directory,
                     _log,
                     args.preview_rows,
+                    args.scaling_items,
+                    args.scaling_workers,
+                    args.scaling_update_rows,
+                    args.scaling_update_workers,
+                    retention_runs=args.retention_runs,
+                    speed_rate=args.speed_rate,
+                    speed_seconds=args.speed_seconds,
+                    speed_window=args.speed_window,
                 )
                 for section in chosen:
                     _log(f"section {section}")

@@ -50,6 +50,29 @@ def each_row(session: Session, batch_size: int, work: t.Callable[[Row], None]) -
         session.expire_on_commit = expire
 
 
+def each_column_row(session: Session, batch_size: int) -> int:
+    """Read ``id`` and ``title`` of every row as Core rows, ``batch_size`` per query, and do
+    nothing with them; returns the rows seen."""
+    done = 0
+    last: int | None = None
+    commit_at = time.monotonic() + COMMIT_EVERY
+    columns = sa.select(Row.id, Row.title).order_by(Row.id).limit(batch_size)
+    while True:
+        query = columns if last is None else columns.where(Row.id > last)
+        page = session.execute(query).all()
+        for row in page:
+            nothing(row)
+        done += len(page)
+        if time.monotonic() >= commit_at:
+            session.commit()
+            commit_at = time.monotonic() + COMMIT_EVERY
+        if len(page) < batch_size:
+            break
+        last = page[-1].id
+    session.commit()
+    return done
+
+
 def each_row_savepointed(
     session: Session, batch_size: int, work: t.Callable[[Row], None], upto: int | None = None
 ) -> int:

@@ -205,6 +205,18 @@ class Bench:
     log: t.Callable[[str], None]
     #: Rows of the large table the preview section fills.
     preview_rows: int = 5_000_000
+    #: Items of the scaling section's I/O-bound task, and its worker counts.
+    scaling_items: int = 20_000
+    scaling_workers: tuple[int, ...] = (1, 2, 4, 8)
+    #: Rows of the scaling section's database-bound task, and its worker counts.
+    scaling_update_rows: int = 40_000
+    scaling_update_workers: tuple[int, ...] = (1, 2, 4)
+    #: Old runs the retention section prunes.
+    retention_runs: int = 100_000
+    #: The speed section's rate cap (items per second) and how long it measures it.
+    speed_rate: float = 200.0
+    speed_seconds: float = 30.0
+    speed_window: float = 10.0
 
 
 @dataclasses.dataclass

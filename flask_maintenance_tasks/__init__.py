@@ -15,6 +15,8 @@ from .exceptions import (
     InvalidArguments,
     InvalidTransition,
     MaintenanceTasksError,
+    PartitionErrored,
+    RunNotFound,
     SessionRolledBack,
     TaskAlreadyRunning,
     TaskNotFound,
@@ -23,7 +25,9 @@ from .exceptions import (
 from .extension import MaintenanceTasks
 from .models import Event, Failure, FailureStatus, Run, RunStatus
 from .preview import Preview
+from .retention import Pruned
 from .sources import Batch, in_batches, no_collection
+from .sources.partitioned import Partition
 from .task import Task, throttle_on
 
 __all__ = [
@@ -42,8 +46,12 @@ __all__ = [
     "InvalidTransition",
     "MaintenanceTasks",
     "MaintenanceTasksError",
+    "Partition",
+    "PartitionErrored",
     "Preview",
+    "Pruned",
     "Run",
+    "RunNotFound",
     "RunStatus",
     "SessionRolledBack",
     "Task",

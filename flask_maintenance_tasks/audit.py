@@ -35,6 +35,8 @@ REFUSED = "refused"
 
 #: Where an action came from.
 DASHBOARD = "dashboard"
+#: The JSON API under ``<prefix>/api/``.
+API = "api"
 CLI = "cli"
 PYTHON = "python"
 ENGINE = "engine"
@@ -45,6 +47,8 @@ CSV_UPLOADED = "csv_uploaded"
 CSV_DOWNLOADED = "csv_downloaded"
 #: A retry of the run's failed items was started (the detail names its run).
 FAILURES_RETRIED = "failures_retried"
+#: An operator changed a run's speed (the detail lists the new values).
+SPEED_CHANGED = "speed_changed"
 
 #: Longest actor, address and detail kept (the columns' sizes; details are cut).
 _SHORT = 255
@@ -57,7 +61,7 @@ class Actor:
 
     #: The operator (``None`` when the app cannot tell), ``worker`` or ``recovery``.
     who: str | None
-    #: ``dashboard``, ``cli``, ``python`` or ``engine``.
+    #: ``dashboard``, ``api``, ``cli``, ``python`` or ``engine``.
     origin: str
     #: The client's address for the dashboard; the machine's name otherwise.
     address: str | None = None
@@ -192,6 +196,7 @@ def timeline(session: Session, run_id: int, limit: int) -> Timeline:
 
 
 __all__ = [
+    "API",
     "CLI",
     "CSV_DOWNLOADED",
     "CSV_UPLOADED",

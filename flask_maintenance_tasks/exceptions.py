@@ -33,6 +33,17 @@ class TaskNotFound(MaintenanceTasksError, LookupError):
         super().__init__(message)
 
 
+class RunNotFound(MaintenanceTasksError, LookupError):
+    """No run has that id (it never existed, or was deleted, by a prune say).
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        super().__init__(f"Run #{run_id} not found.")
+
+
 class InvalidArguments(MaintenanceTasksError, ValueError):
     """The arguments given to a task do not satisfy its ``Parameters``.
 
@@ -178,8 +189,26 @@ __all__: t.Final = [
     "InvalidArguments",
     "InvalidTransition",
     "MaintenanceTasksError",
+    "RunNotFound",
     "SessionRolledBack",
     "TaskAlreadyRunning",
     "TaskNotFound",
     "TooManyFailures",
 ]
+
+
+class PartitionErrored(MaintenanceTasksError):
+    """A partition of a run errored: the run's error, naming the partition.
+
+    ``after_error`` of a partitioned run receives it; the run's ``error_class``
+    and backtrace are the partition's own error's.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, message: str, *, partition: int, run_id: int) -> None:
+        super().__init__(message)
+        #: The partition's place among the run's partitions, from 0.
+        self.partition = partition
+        #: The id of the partition's own run.
+        self.run_id = run_id

@@ -11,7 +11,7 @@ import threading
 import time
 import typing as t
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -33,8 +33,13 @@ JOB_FUNCTION = "flask_maintenance_tasks.job.run_job"
 
 
 class Executor(t.Protocol):
-    def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
-        """Have ``run_job(run_id, job_id)`` called, after ``delay`` seconds."""
+    #: Whether a job due later survives a restart of this process (see :meth:`enqueue`'s ``at``).
+    keeps_schedules: bool
+
+    def enqueue(
+        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+    ) -> None:
+        """Have ``run_job(run_id, job_id)`` called, after ``delay`` seconds or at ``at``."""
 
     def is_waiting(self, job_id: str) -> bool:
         """Whether a job with this id waits its turn: queued or scheduled, not started.
@@ -51,9 +56,26 @@ class Executor(t.Protocol):
         when the executor cannot tell.
         """
 
+    def overdue_since(self, job_id: str) -> datetime | None:
+        """When the job with this id is due, while it still waits for its time.
+
+        ``None`` once it left the schedule (queued, started, gone) or when the
+        executor cannot tell. Recovery hands on a run whose job is still
+        waiting well after that time: nothing moved it.
+        """
+
+    def unschedule(self, job_id: str) -> None:
+        """Take the job with this id out of the schedule, if it still waits there.
+
+        Best effort: the run's new job id is what keeps a superseded job from writing.
+        """
+
 
 class RQExecutor:
     """Enqueues slices on an RQ queue; delayed slices go through RQ's scheduler."""
+
+    #: A job due later waits in RQ's scheduled registry, in Redis: no worker holds it.
+    keeps_schedules = True
 
     def __init__(self, redis_url: str, queue_name: str, max_job_runtime: float) -> None:
         self.redis_url = redis_url
@@ -74,7 +96,9 @@ class RQExecutor:
     def queue(self, name: str | None = None) -> Queue:
         return Queue(name or self.queue_name, connection=self.connection)
 
-    def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
+    def enqueue(
+        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+    ) -> None:
         queue = self.queue()
         options: dict[str, t.Any] = {
             "job_id": job_id,
@@ -83,7 +107,9 @@ class RQExecutor:
             "failure_ttl": 7 * 24 * 3600,
             "description": f"maintenance task run #{run_id}",
         }
-        if delay > 0:
+        if at is not None:
+            queue.enqueue_at(at, JOB_FUNCTION, run_id, job_id, **options)
+        elif delay > 0:
             queue.enqueue_in(timedelta(seconds=delay), JOB_FUNCTION, run_id, job_id, **options)
         else:
             queue.enqueue(JOB_FUNCTION, run_id, job_id, **options)
@@ -107,6 +133,44 @@ class RQExecutor:
             return True
         return status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
+    def overdue_since(self, job_id: str) -> datetime | None:
+        """The job's score in RQ's scheduled registry, while it is there (whole seconds)."""
+        registry = self.queue().scheduled_job_registry
+        score = self.connection.zscore(registry.key, job_id)
+        return None if score is None else datetime.fromtimestamp(score, timezone.utc)
+
+    def unschedule(self, job_id: str) -> None:
+        """Delete the job if it still waits in RQ's scheduled registry.
+
+        A scheduler moving it at the same moment may still queue it: it then
+        finds its run handed to another job and stops without writing.
+        """
+        registry = self.queue().scheduled_job_registry
+        if self.connection.zrem(registry.key, job_id):
+            try:
+                Job.fetch(job_id, connection=self.connection).delete()
+            except NoSuchJobError:
+                pass
+
+    def worker_heartbeats(self, timeout: float = 2.0) -> dict[str, datetime | None] | None:
+        """The last heartbeat of each RQ worker on our queue, by worker name.
+
+        ``None`` when Redis cannot say within ``timeout`` seconds: a connection
+        of its own, with timeouts, so that an unreachable Redis slows a metrics
+        scrape by at most that much.
+        """
+        connection = Redis.from_url(
+            self.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
+        )
+        try:
+            queue = Queue(self.queue_name, connection=connection)
+            workers = Worker.all(connection=connection, queue=queue)
+            return {worker.name: worker.last_heartbeat for worker in workers}
+        except (RedisError, OSError):
+            return None
+        finally:
+            connection.close()
+
     def worker_count(self) -> int | None:
         """How many RQ workers listen on our queue; ``None`` while Redis cannot say."""
         try:
@@ -117,6 +181,9 @@ class RQExecutor:
 
 class InProcessExecutor:
     """Runs slices on threads of this process: zero set-up, nothing survives a restart."""
+
+    #: A timer of this process: it dies with it (so runs at a set time are refused).
+    keeps_schedules = False
 
     def __init__(self, app: Flask, perform: Perform, max_workers: int = 4) -> None:
         self.app = app
@@ -145,7 +212,11 @@ class InProcessExecutor:
         with self._lock:
             self._pending.discard(item)
 
-    def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
+    def enqueue(
+        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+    ) -> None:
+        if at is not None:
+            delay = max(delay, (at - datetime.now(timezone.utc)).total_seconds())
         with self._lock:
             self._waiting.add(job_id)
         if delay <= 0:
@@ -169,6 +240,13 @@ class InProcessExecutor:
     def is_dead(self, job_id: str) -> bool:
         # A job of another process (a web server, a command) cannot be seen from here.
         return False
+
+    def overdue_since(self, job_id: str) -> datetime | None:
+        # A timer of this process fires on time or dies with the process.
+        return None
+
+    def unschedule(self, job_id: str) -> None:
+        pass
 
     def join(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is queued or running; ``False`` on timeout (for tests and the CLI)."""

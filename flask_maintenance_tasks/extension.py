@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import logging
 import typing as t
+from datetime import datetime
 
 import click
 from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from . import audit, models, preview, runner
+from . import audit, models, preview, retention, runner
 from .cli import mtasks_cli
-from .config import Settings
+from .config import CONFIG_PREFIX, Settings, short_retention_warning
 from .csv.storage import build_storage
 from .executors import make_executor
 from .job import perform_run
 from .models import Failure, Run
 from .preview import Preview
 from .registry import Registry
+from .retention import Pruned
 from .state import EXTENSION_KEY, Authorize, State, get_state
 from .web import register_dashboard
 
@@ -110,12 +112,16 @@ class MaintenanceTasks:
                     "flask-maintenance-tasks needs Flask-SQLAlchemy: call db.init_app(app) "
                     "before mtasks.init_app(app), or pass db=."
                 )
-        settings = Settings.resolve(
-            app.config, {**self._options, **options}, import_name=app.import_name
-        )
+        overrides = {**self._options, **options}
+        settings = Settings.resolve(app.config, overrides, import_name=app.import_name)
         for key, closest in Settings.unknown_keys(app.config):
             hint = f"; did you mean {closest}?" if closest else "."
             logger.warning("app.config[%r] is not a flask-maintenance-tasks option%s", key, hint)
+        # Said by every command too: workers and `flask mtasks prune` are the ones that delete.
+        given = overrides.get("retention", app.config.get(CONFIG_PREFIX + "RETENTION"))
+        short = short_retention_warning(settings.retention, given)
+        if short is not None:
+            logger.warning(short)
 
         # Our tables join the app's metadata: db.create_all() creates them and
         # Alembic's autogenerate sees them as already managed.
@@ -159,8 +165,11 @@ class MaintenanceTasks:
         max_failures: int | None = None,
         max_failure_rate: float | None = None,
         dry_run: bool = False,
+        partitions: int | None = None,
+        at: datetime | None = None,
     ) -> Run:
-        """Start a run of the task ``name`` and return it (status ``enqueued``).
+        """Start a run of the task ``name`` and return it (status ``enqueued``,
+        or ``scheduled`` with ``at``).
 
         :param csv_file: the file of a CSV task: a path, a binary file object or
             ``(file name, binary file object)``. It is checked, then stored
@@ -174,8 +183,18 @@ class MaintenanceTasks:
         :param dry_run: process every item, roll every tick back, and record
             what the run would change (``Run.changes``); a dry run does not
             count as the task's active run.
+        :param partitions: cut the collection into this many ranges, each walked
+            by its own jobs at the same time, instead of the task's
+            ``partitions`` (see :doc:`/partitions`).
+        :param at: start the run at this moment instead of now: a timezone-aware
+            :class:`~datetime.datetime` (or ISO 8601 text with an offset), in the
+            future and at most a year ahead. The run is ``scheduled`` until
+            then, counts as the task's active run and can be cancelled; its job
+            waits in RQ's scheduler, so RQ is required (see :doc:`/scheduled-runs`).
         :raises TaskNotFound: no such task.
-        :raises InvalidArguments: the arguments fail the task's ``Parameters``.
+        :raises InvalidArguments: the arguments fail the task's ``Parameters``,
+            ``partitions`` is out of range or the collection cannot be cut, or
+            ``at`` is refused (no time zone, past, too far, or no Redis).
         :raises CSVFileError: a CSV task without a file, a file for another task,
             or a file whose start shows it cannot be read; nothing is written.
         :raises CSVFileTooLarge: beyond ``MAINTENANCE_TASKS_MAX_CSV_BYTES``.
@@ -193,6 +212,8 @@ class MaintenanceTasks:
             max_failures=max_failures,
             max_failure_rate=max_failure_rate,
             dry_run=dry_run,
+            partitions=partitions,
+            at=at,
         )
 
     def retry_failures(
@@ -227,14 +248,25 @@ class MaintenanceTasks:
             max_failure_rate=max_failure_rate,
         )
 
-    def run_for_real(self, run_id: int, *, metadata: t.Any = None, actor: str | None = None) -> Run:
-        """Start a normal run with the arguments, error policy and file of a succeeded dry run.
+    def run_for_real(
+        self,
+        run_id: int,
+        *,
+        metadata: t.Any = None,
+        actor: str | None = None,
+        partitions: int | None = None,
+    ) -> Run:
+        """Start a normal run with the arguments, error policy, file and partitions of a
+        succeeded dry run.
+
+        ``partitions`` cuts it into another number of partitions than the dry run's.
 
         :raises MaintenanceTasksError: no such run, not a succeeded dry run, or its task is gone.
+        :raises InvalidArguments: ``partitions`` is not a number the task may be cut into.
         :raises TaskAlreadyRunning: the task has an active run and forbids concurrent ones.
         """
         return runner.run_for_real(
-            get_state(), run_id, metadata=metadata, actor=audit.python(actor)
+            get_state(), run_id, metadata=metadata, actor=audit.python(actor), partitions=partitions
         )
 
     def preview(
@@ -282,6 +314,62 @@ class MaintenanceTasks:
     def cancel(self, run_id: int, *, actor: str | None = None) -> Run:
         """Ask a run to cancel (immediately if paused or stuck)."""
         return runner.cancel(get_state(), run_id, actor=audit.python(actor))
+
+    def set_speed(
+        self,
+        run_id: int,
+        *,
+        rate: float | None = None,
+        batch_size: int | None = None,
+        ticker_delay: float | None = None,
+        reset: t.Iterable[str] = (),
+        actor: str | None = None,
+    ) -> Run:
+        """Cap an active run's speed, or change its batch size or ticker delay, live.
+
+        :param rate: the most items per second the run processes (greater than 0),
+            shared equally by its partitions.
+        :param batch_size: records fetched per query (from 1 to 100,000), from
+            the job's next slice.
+        :param ticker_delay: seconds between two progress commits (greater than 0, at
+            most half of ``MAINTENANCE_TASKS_STUCK_AFTER``).
+        :param reset: the fields (``"rate"``, ``"batch_size"``, ``"ticker_delay"``)
+            that go back to the task's own; ``None`` leaves a field as it is.
+        :raises InvalidArguments: a value is out of range; nothing was changed.
+        :raises InvalidTransition: the run has ended.
+
+        The job takes the new values at its next status reload, without
+        pausing; the change is a ``speed_changed`` event. See :doc:`/speed-control`.
+
+        .. versionadded:: 0.2
+        """
+        return runner.set_speed(
+            get_state(),
+            run_id,
+            rate=rate,
+            batch_size=batch_size,
+            ticker_delay=ticker_delay,
+            reset=reset,
+            actor=audit.python(actor),
+        )
+
+    def prune(self, older_than: t.Any = None, *, dry_run: bool = False) -> Pruned:
+        """Delete the ended runs older than ``older_than``, with all that belongs to them.
+
+        The latest run of each task, active runs and runs an active retry
+        reads are kept; see :doc:`/retention`. The runs go in batches, each
+        its own short transaction.
+
+        :param older_than: a :class:`~datetime.timedelta`, a number of
+            seconds, or text such as ``"90d"``, ``"12h"`` or ``"30m"``;
+            default ``MAINTENANCE_TASKS_RETENTION`` (when that is ``None``,
+            nothing is deleted).
+        :param dry_run: count what would be deleted, deleting nothing.
+        :raises ValueError: ``older_than`` is not a positive duration.
+
+        .. versionadded:: 0.1
+        """
+        return retention.prune(get_state(), older_than, dry_run=dry_run)
 
     def get_run(self, run_id: int) -> Run | None:
         """The run with this id, freshly read, or ``None``."""

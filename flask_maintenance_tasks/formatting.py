@@ -70,13 +70,24 @@ def throughput(run: Run) -> float | None:
     return run.tick_count / run.time_running
 
 
+def speed_text(run: Run) -> str:
+    """``rate cap 200/s, batch size task's own, ticker delay task's own``: the overrides."""
+    rate = f"{run.max_rate:g}/s" if run.max_rate else "none"
+    size = f"{run.batch_size_override}" if run.batch_size_override else "task's own"
+    delay = f"{run.ticker_delay_override:g}s" if run.ticker_delay_override else "task's own"
+    return f"rate cap {rate}, batch size {size}, ticker delay {delay}"
+
+
 def eta_seconds(run: Run) -> float | None:
-    """Seconds left at the run's average rate, or ``None`` when it cannot be told."""
+    """Seconds left at the run's average rate, or at its speed cap when that is slower;
+    ``None`` when it cannot be told."""
     if run.status in {s.value for s in COMPLETED}:
         return None
     rate = throughput(run)
     if rate is None or not run.tick_total or run.tick_count >= run.tick_total:
         return None
+    if run.max_rate:
+        rate = min(rate, run.max_rate)
     return (run.tick_total - run.tick_count) / rate
 
 
@@ -92,6 +103,15 @@ def status_text(run: Run, now: datetime | None = None) -> str:
     status = run.status
     ran = duration(run.time_running)
     eta = eta_seconds(run)
+    if status == RunStatus.SCHEDULED:
+        due_at = run.scheduled_at
+        now = now or datetime.now(timezone.utc)
+        if due_at is not None and due_at > now:
+            return (
+                f"Scheduled for {timestamp(due_at)} "
+                f"(in {duration((due_at - now).total_seconds())})."
+            )
+        return f"Scheduled for {timestamp(due_at)}; starting shortly."
     if status == RunStatus.ENQUEUED:
         return "Waiting to start."
     if status == RunStatus.RUNNING:
@@ -131,6 +151,7 @@ ACTION_TEXT: t.Final[dict[str, str]] = {
     "csv_uploaded": "CSV file uploaded",
     "csv_downloaded": "CSV file downloaded",
     "failures_retried": "Failed items retried",
+    "due": "Its time came",
     "began": "Began",
     "carried_on": "Carried on",
     "pause_requested": "Pause asked",
@@ -207,6 +228,12 @@ def run_as_dict(
         "job_id": run.job_id,
         "created_at": iso(run.created_at),
         "updated_at": iso(run.updated_at),
+        "scheduled_at": iso(run.scheduled_at),
+        "speed": {
+            "rate": run.max_rate,
+            "batch_size": run.batch_size_override,
+            "ticker_delay": run.ticker_delay_override,
+        },
         "started_at": iso(run.started_at),
         "ended_at": iso(run.ended_at),
         "error": None
@@ -335,3 +362,43 @@ def failure_csv_row(failure: Failure) -> list[str]:
         _iso(failure.created_at),
     ]
     return [csv_cell(value) for value in values]
+
+
+def partition_detail(child: Run) -> dict[str, t.Any]:
+    """What a partition of a run shows of itself, in the JSON, the CLI and signal payloads."""
+    return {
+        "index": child.partition,
+        "run_id": child.id,
+        "status": child.status,
+        "tick_count": child.tick_count,
+        "tick_total": child.tick_total,
+        "failure_count": child.failure_count,
+        "time_running": child.time_running,
+        "cursor": child.cursor,
+        "error_class": child.error_class,
+        "updated_at": child.updated_at.isoformat() if child.updated_at else None,
+    }
+
+
+def partitions_as_dict(run: Run, children: t.Sequence[Run]) -> dict[str, t.Any]:
+    """What the JSON of a run says of its partitions, or of the run a partition belongs to.
+
+    The dashboard's ``/runs/<id>.json`` and ``flask mtasks status --json``
+    both use it. A run: ``partition_count`` (what it was asked to be cut
+    into, 1 when it is not partitioned) and ``partitions``, each one's
+    :func:`partition_detail` (``children``: its partitions once it is cut).
+    A partition: its ``partition`` index, ``partition_count`` (as its range
+    says), no ``partitions`` of its own, and its run's id as ``parent_id``.
+    """
+    if run.parent_id is not None:
+        of = run.bounds.get("of") if isinstance(run.bounds, dict) else None
+        return {
+            "partition": run.partition,
+            "partition_count": of if isinstance(of, int) and not isinstance(of, bool) else None,
+            "partitions": [],
+            "parent_id": run.parent_id,
+        }
+    return {
+        "partition_count": int(run.partitions or 1),
+        "partitions": [partition_detail(child) for child in children],
+    }

@@ -37,9 +37,21 @@ if t.TYPE_CHECKING:
 #: Builds the ledger row of a failed item: ``(item, cursor before it, its cursor, error)``.
 Recorder = t.Callable[[t.Any, t.Any, t.Any, BaseException], dict[str, t.Any]]
 
+#: Longest sleep of a run under a rate cap between two looks at the shutdown flag.
+_PACE_STEP = 0.05
+#: Seconds of work a capped run may catch up after a stall (a slow item, a slow tick):
+#: beyond that, the time lost is lost, so no 10-second window gets a burst.
+_PACE_SLACK = 0.2
+
 #: Set when this process was asked to shut down (the worker's SIGTERM); the
 #: loop reads it between items and hands the run on.
 shutdown_requested = threading.Event()
+
+
+#: Seconds a partition on SQLite lets go of the write lock between two ticks: longer
+#: than the longest pause (100 ms) of SQLite's own wait for a busy lock. At most a
+#: quarter of the ticker's delay, so that a short tick is not mostly a wait.
+LOCK_TURN = 0.12
 
 
 class Iteration:
@@ -61,8 +73,13 @@ class Iteration:
         done: tuple[int, int] = (0, 0),
         capture: Capture | None = None,
         changes: Changes | None = None,
+        parent_id: int | None = None,
+        time_running: float = 0.0,
+        speed: store.Status | None = None,
     ) -> None:
         self.session = session
+        #: A partition's run: its totals count towards the error policy's limits.
+        self.parent_id = parent_id
         self.run_id = run_id
         self.job_id = job_id
         self.task = task
@@ -70,7 +87,19 @@ class Iteration:
         self.report = report
         self.reload_every = task.status_reload_frequency or settings.status_reload_frequency
         self.max_runtime = settings.max_job_runtime
-        self.ticker = Ticker(session, run_id, job_id, settings.ticker_delay)
+        self.ticker = Ticker(
+            session,
+            run_id,
+            job_id,
+            settings.ticker_delay,
+            parent_id=parent_id,
+            time_running=time_running,
+        )
+        #: The operator's cap in items per second (``None``: none), see :meth:`_apply`.
+        self.rate: float | None = None
+        self.default_delay = settings.ticker_delay
+        if speed is not None:
+            self._apply(speed)
         #: Seconds to wait before the next slice, set when a throttle fires.
         self.backoff = 0.0
         #: The item whose ``process`` raised, when one did.
@@ -81,6 +110,11 @@ class Iteration:
         self.failed = failed
         #: Ticks and failures of the run before this slice, then committed by it.
         self.ticks_done, self.failures_done = done
+        #: A partition under a limit on failures shares the count with the others:
+        #: each failure commits its tick at once and reads the run's totals again,
+        #: so that K partitions together pass the limit by at most K - 1 failures.
+        limited = self.policy.max_failures is not None or self.policy.max_failure_rate is not None
+        self.shares_failures = parent_id is not None and limited
         #: The failures of the tick in progress: their rows, errors and cursors.
         self.pending: list[tuple[dict[str, t.Any], BaseException, t.Any]] = []
         #: A retry's walk tells the ledger what became of the failures it passed.
@@ -96,9 +130,15 @@ class Iteration:
         self.rolled_back = False
         # pysqlite opens no transaction before a SAVEPOINT, which then is the
         # transaction, and its RELEASE would commit the item on its own.
-        self.begin_first = (self.policy.skips or capture is not None) and (
-            session.get_bind().dialect.name == "sqlite"
+        sqlite = session.get_bind().dialect.name == "sqlite"
+        self.begin_first = (self.policy.skips or capture is not None or parent_id is not None) and (
+            sqlite
         )
+        # Partitions write side by side from several processes. On SQLite a
+        # transaction that reads, then writes after another one committed, fails
+        # at once ("database is locked") instead of waiting: each tick of a
+        # partition takes the write lock first, and waits its turn for it.
+        self.begin_statement = "BEGIN IMMEDIATE" if parent_id is not None else "BEGIN"
 
     def run(self, cursor: t.Any) -> str | None:
         """Process items after ``cursor``; return why the slice stopped, ``None`` when done.
@@ -131,6 +171,11 @@ class Iteration:
         stopping = shutdown_requested.is_set
         clock = time.monotonic
         next_check = min(ticker.due_at, next_reload, slice_end)
+        sleep = time.sleep
+        # The earliest the next item may start under the cap.
+        rate, pace_due = self.rate, start
+        if rate is not None:
+            next_check = 0.0
         # The loop below runs once per item: it keeps its counts in locals and
         # hands them to the ticker only when a tick is due.
         ticks = 0
@@ -148,22 +193,40 @@ class Iteration:
                     break
                 now = clock()
                 if now >= next_check:
-                    if now >= ticker.due_at:
-                        flush(ticks, position)
-                        ticks = 0
-                        if throttles:
-                            reason = self._throttled()
+                    # Under a rate cap this runs before every item, and waits for its
+                    # turn in short sleeps that still tick, reload and notice a stop.
+                    while True:
+                        if now >= ticker.due_at:
+                            flush(ticks, position)
+                            ticks = 0
+                            if throttles:
+                                reason = self._throttled()
+                                if reason is not None:
+                                    break
+                        if now >= next_reload:
+                            reason = self._reload()
                             if reason is not None:
                                 break
-                    if now >= next_reload:
-                        reason = self._reload()
-                        if reason is not None:
+                            next_reload = now + reload_every
+                            if self.rate != rate:
+                                rate, pace_due = self.rate, now
+                        if now >= slice_end:
+                            reason = "time_slice"
                             break
-                        next_reload = now + reload_every
-                    if now >= slice_end:
-                        reason = "time_slice"
+                        if rate is None or now >= pace_due:
+                            break
+                        sleep(max(0.0, min(pace_due - now, ticker.due_at - now, _PACE_STEP)))
+                        if stopping():
+                            reason = "worker_shutdown"
+                            break
+                        now = clock()
+                    if reason is not None:
                         break
-                    next_check = min(ticker.due_at, next_reload, slice_end)
+                    if rate is None:
+                        next_check = min(ticker.due_at, next_reload, slice_end)
+                    else:
+                        pace_due = max(pace_due, now - _PACE_SLACK) + 1.0 / rate
+                        next_check = 0.0
                 try:
                     if item is no_item:
                         process()
@@ -171,6 +234,9 @@ class Iteration:
                         process(item)
                 except caught as error:
                     self._failed(error, item, position, item_cursor, ticks)
+                    if self.shares_failures and self.pending:
+                        # Commit this tick with its failure before the next item.
+                        next_check = ticker.due_at = 0.0
                 except BaseException as error:
                     # Only an error of process() names an item; one between items
                     # (a page, a CSV row that does not parse, a tick) names none.
@@ -234,7 +300,7 @@ class Iteration:
         if self.begin_first:
             connection = self.session.connection()
             if not getattr(connection.connection.dbapi_connection, "in_transaction", True):
-                connection.exec_driver_sql("BEGIN")
+                connection.exec_driver_sql(self.begin_statement)
         if self.capture is not None:
             self.tick_savepoint = self.session.begin_nested()
 
@@ -287,6 +353,21 @@ class Iteration:
         if self.record is None:
             return
         self.pending.append((self.record(item, before, cursor, error), error, cursor))
+        if self.shares_failures:
+            # The other partitions' failures so far (each commits its own at once).
+            self.ticks_done, self.failures_done = store.family_totals(
+                self.session, t.cast(int, self.parent_id)
+            )
+            passed = self.policy.passed(self.failures_done, self.ticks_done + ticks)
+            if passed is not None:
+                # Others took the run past its limit: stop before this item, which
+                # a resume tries again, rather than add a failure past the limit.
+                self.pending.pop()
+                self._flush(ticks, before)
+                self.failed_item = item
+                raise TooManyFailures(
+                    passed, failures=self.failures_done, processed=self.ticks_done
+                ) from error
         failures = self.failures_done + len(self.pending)
         processed = self.ticks_done + ticks + 1
         message = self.policy.passed(failures, processed)
@@ -328,7 +409,17 @@ class Iteration:
         if ticks:
             self.committed_cursor = cursor
         self.pending = []
+        if self.begin_statement == "BEGIN IMMEDIATE":
+            # SQLite's lock goes to whoever asks at the right moment, and a
+            # partition asks again at once: leave the others (an operator's
+            # pause, another partition) a turn at it before taking it again.
+            time.sleep(min(LOCK_TURN, self.ticker.delay / 4))
         self._begin()
+        if pending and self.shares_failures:
+            # What the other partitions failed meanwhile counts too.
+            self.ticks_done, self.failures_done = store.family_totals(
+                self.session, t.cast(int, self.parent_id)
+            )
         if pending and self.failed is not None:
             self.failed([(values, error) for values, error, _ in pending])
 
@@ -339,12 +430,31 @@ class Iteration:
                 return "throttle"
         return None
 
+    def _apply(self, speed: store.Status) -> None:
+        """Take the operator's speed overrides: the cap, and the ticker's delay at once.
+
+        The page size is the source's, read when a slice starts its walk: it
+        changes from the next slice.
+        """
+        self.rate = speed.max_rate if speed.max_rate else None
+        delay = speed.ticker_delay or self.default_delay
+        if delay != self.ticker.delay:
+            self.ticker.set_delay(delay)
+
     def _reload(self) -> str | None:
-        """Re-read the run's status: ``"pause"`` or ``"cancel"`` when asked to stop."""
+        """Re-read the run's status: ``"pause"`` or ``"cancel"`` when asked to stop.
+
+        The same SELECT reads the operator's speed overrides, applied at once.
+        """
         found = store.read_status(self.session, self.run_id)
-        if found is None or found[1] != self.job_id:
+        if found is None or found.job_id != self.job_id:
             raise Fenced()
-        status = found[0]
+        status = found.status
+        self._apply(found)
+        if self.shares_failures:
+            # The limits on failures count the whole run's items, its other partitions' too.
+            ticks, failures = store.family_totals(self.session, t.cast(int, self.parent_id))
+            self.ticks_done, self.failures_done = ticks, failures
         if status in STOP_REQUESTED:
             return "pause" if status == RunStatus.PAUSING else "cancel"
         if status != RunStatus.RUNNING:

@@ -16,24 +16,28 @@ import logging
 import os
 import traceback
 import typing as t
+from datetime import datetime
 
 import sqlalchemy as sa
 from flask import Flask, has_app_context
 from flask.cli import ScriptInfo
 
-from . import audit, dryrun, ledger, lifecycle, masking, signals, store
-from .exceptions import MaintenanceTasksError, message_of
+from . import audit, dryrun, ledger, lifecycle, masking, partitions, signals, store
+from .exceptions import message_of
 from .iteration import Iteration
-from .models import Run, RunStatus
+from .models import Run, RunStatus, utcnow
 from .policy import ErrorPolicy
-from .sources import Source, source_of
+from .sources import RecordsSource, Source, partitioned, source_of
 from .state import State, get_state
 from .store import Fenced
 from .transitions import (
     CARRY_ON,
     DELAYED_REASONS,
+    DUE,
     INTERRUPT,
     OPERATOR_STOPS,
+    REQUEUE,
+    REQUEUED_REASONS,
     START,
     STARTABLE,
     STOP_REQUESTED,
@@ -95,6 +99,15 @@ def perform_run(run_id: int, job_id: str) -> None:
         state.db.session.remove()
 
 
+def _if_still(transition: Transition, waiting: Transition) -> t.Callable[[Run], Transition | None]:
+    """Choose ``transition`` while the run is still in a status ``waiting`` leaves from."""
+
+    def choose(current: Run) -> Transition | None:
+        return transition if waiting.leaves_from(current.status) else None
+
+    return choose
+
+
 def clean_backtrace(state: State, error: BaseException) -> list[str]:
     """The error's frames outside this package, through ``MAINTENANCE_TASKS_BACKTRACE_CLEANER``."""
     frames = [
@@ -146,6 +159,8 @@ class _Slice:
         except sa.exc.DBAPIError as error:
             if error.connection_invalidated:
                 self._connection_lost(error)
+            elif store.lock_timed_out(error):
+                self._connection_lost(error, reason="database_locked")
             else:
                 self._errored(error)
         except Exception as error:
@@ -177,6 +192,19 @@ class _Slice:
         )
 
     def _perform(self, run: Run) -> None:
+        if DUE.leaves_from(run.status):
+            due = self._due(run)
+            if due is None:
+                return
+            run = due
+        if partitions.waits_for_its_job(run):
+            self._restart(run)
+            return
+        if partitions.is_split(run):
+            # A late or repeated job of a run that is already cut: its partitions' jobs do
+            # the work; all it can usefully do is settle the run.
+            partitions.settle(self.state, self.run_id)
+            return
         if run.status in STOP_REQUESTED:
             self._settle_stop()
             return
@@ -184,12 +212,23 @@ class _Slice:
             logger.info("Run #%s is %s; job %s does nothing.", self.run_id, run.status, self.job_id)
             return
 
-        task = self.state.registry.get(run.task_name)(**(run.arguments or {}))
-        task.metadata = run.metadata_
-        task.dry_run = bool(run.dry_run)
-        task.run = run  # a CSV source counts and reads the run's file
-        self.task = task
+        task = self._task_of(run)
+        if run.parent_id is not None:
+            # Before the collection is built: a task cut by its own
+            # partition_ranges() reads its range there.
+            bounds = run.bounds or {}
+            task.partition = partitioned.Partition(
+                index=run.partition or 0,
+                count=int(bounds.get("of") or 1),
+                range=bounds.get("range", bounds),
+            )
         self.source = source = source_of(task)
+        splitting = run.parent_id is None and (run.partitions or 1) > 1
+        parts: list[partitioned.Part] = []
+        if run.parent_id is not None:
+            self.source = source = partitioned.within(task, source, run.bounds or {})
+        elif splitting:
+            parts = partitions.split(task, source, run, self.session)
         # Count once, when the run first starts: a resumed run keeps its total,
         # which a collection filtered on "still to do" would otherwise shrink
         # under the items already counted in tick_count. Only a CSV task whose
@@ -197,7 +236,11 @@ class _Slice:
         first_start = (
             run.status == RunStatus.ENQUEUED and run.tick_count == 0 and run.cursor is None
         )
-        if not first_start:
+        if run.parent_id is not None:
+            first_start, total = False, None  # counted when its run was cut
+        elif splitting and all(part.total is not None for part in parts):
+            total = sum(t.cast(int, part.total) for part in parts)
+        elif not first_start:
             total = source.recount(run)
         elif run.retry_of_id is not None:
             total = source.count()  # the failures retried, whatever the task counts
@@ -210,30 +253,100 @@ class _Slice:
         if first_start or total is not None:
             given["tick_total"] = total
 
-        def claim_it(current: Run) -> Transition:
-            # Claim the run with a token of this execution: a duplicate
-            # delivery of the same job then finds the run claimed, and stops.
-            stop = settling(current.status)
-            if stop is not None:
-                return stop
-            for transition in (START, CARRY_ON):
-                if transition.leaves_from(current.status):
-                    return transition
-            raise Fenced()
-
-        changed = self._change(claim_it, given)
+        changed = self._change(_claim, given)
         if changed.transition not in (START, CARRY_ON):
             self._after_stop(changed)
             return
         self.job_id = claim
         run = changed.run
         task.run = run
-        lifecycle.follow(self.state, changed, task)
+        partitions.follow(self.state, changed, task)
         if run.dry_run:
             self.session.rollback()  # after_start's writes would not happen either
+        if splitting:
+            self._split(parts)
+            return
         self._iterate(task, source, run)
 
+    def _due(self, run: Run) -> Run | None:
+        """The job of a scheduled run: make the run ``enqueued`` once its time has come.
+
+        The job then takes it as any first job would. A job early by this
+        worker's clock (another host's scheduler ran ahead) hands the run to
+        a new job due at the run's time instead; ``None`` then.
+        """
+        due_at = t.cast(datetime, run.scheduled_at)
+        if due_at > utcnow():
+            next_job = lifecycle.new_job_id()
+            changed = self._change(_if_still(REQUEUE, DUE), {"job_id": next_job})
+            if changed.applied:
+                logger.info("Run #%s is due at %s: its job waits until then.", run.id, due_at)
+                self.state.executor.enqueue(self.run_id, next_job, at=due_at)
+            return None
+        changed = self._change(_if_still(DUE, DUE))
+        if not changed.applied:
+            return None
+        partitions.follow(self.state, changed)
+        return changed.run
+
+    def _task_of(self, run: Run) -> Task:
+        """The run's task, built with its arguments, for this slice."""
+        task = self.state.registry.get(run.task_name)(**(run.arguments or {}))
+        task.metadata = run.metadata_
+        task.dry_run = bool(run.dry_run)
+        task.run = run  # a CSV source counts and reads the run's file
+        self.task = task
+        return task
+
+    def _restart(self, run: Run) -> None:
+        """Start a resumed cut run again (``after_start``), then resume its partitions.
+
+        As for any run, ``after_start`` comes before any item: if it raises,
+        the run errors and its partitions stay as they were.
+        """
+        task = self._task_of(run)
+        claim = lifecycle.new_job_id()
+
+        # Started again after a resume; carried on when a restart was cut short
+        # after its start (its after_start already ran).
+        changed = self._change(_claim, {"job_id": claim})
+        if changed.transition not in (START, CARRY_ON):
+            self._after_stop(changed)
+            return
+        self.job_id = claim
+        task.run = changed.run
+        partitions.follow(self.state, changed, task)
+        if changed.run.dry_run:
+            self.session.rollback()  # after_start's writes would not happen either
+        else:
+            self.session.commit()
+
+        def release(current: Run) -> store.Decision:
+            # No job holds a cut run: its partitions' jobs carry it.
+            if current.job_id != claim:
+                raise Fenced()
+            return {"job_id": None} if current.status == RunStatus.RUNNING else None
+
+        released = store.change(self.session, self.run_id, release, jitter=False)
+        if released.job_id is not None:
+            self._settle_stop()  # paused or cancelled meanwhile
+            return
+        # Resuming the partitions is safe to repeat: each stopped one is resumed once.
+        store.retried_on_lock(lambda: partitions.resume(self.state, self.run_id, self.actor))
+
+    def _split(self, parts: list[partitioned.Part]) -> None:
+        """Write the run's partitions and enqueue a job for each: they take it from here."""
+        self.session.commit()
+        children = partitions.create(self.state, self.session, self.run_id, self.job_id, parts)
+        logger.info("Run #%s is cut into %s partitions.", self.run_id, len(children))
+        partitions.enqueue(self.state, children)
+        # An operator may have paused or cancelled the run while it was being cut.
+        partitions.settle(self.state, self.run_id)
+
     def _iterate(self, task: Task, source: Source, run: Run) -> None:
+        if run.batch_size_override and isinstance(source, RecordsSource):
+            # A walk's pages keep their size: an operator's change starts with a slice.
+            source.page_size = run.batch_size_override
         iteration = Iteration(
             self.session,
             self.state.settings,
@@ -247,9 +360,22 @@ class _Slice:
             policy=ErrorPolicy(run.error_policy, run.max_failures, run.max_failure_rate),
             record=functools.partial(self._failure, run, source),
             failed=functools.partial(self._announce_failures, run),
-            done=(run.tick_count or 0, run.failure_count or 0),
+            done=(
+                store.family_totals(self.session, run.parent_id)
+                if run.parent_id is not None
+                else (run.tick_count or 0, run.failure_count or 0)
+            ),
             capture=dryrun.Capture(self.session, self._mask_value) if run.dry_run else None,
             changes=dryrun.Changes(run.changes) if run.dry_run else None,
+            parent_id=run.parent_id,
+            time_running=run.time_running or 0.0,
+            speed=store.Status(
+                run.status,
+                run.job_id,
+                run.max_rate,
+                run.batch_size_override,
+                run.ticker_delay_override,
+            ),
         )
         try:
             if iteration.capture is not None:
@@ -328,7 +454,9 @@ class _Slice:
         task = self.task
         if task is None and changed.applied:
             task = lifecycle.task_for(self.state, changed.run)
-        lifecycle.follow(self.state, changed, task)
+        partitions.follow(self.state, changed, task)
+        if changed.applied and partitions.is_split(changed.run):
+            partitions.settle(self.state, self.run_id)  # its partitions stop too
 
     def _stopped(self, reason: str) -> None:
         """Settle an operator's stop, or hand the run on to a next slice."""
@@ -337,24 +465,48 @@ class _Slice:
         def stop(current: Run) -> Transition | None:
             if INTERRUPT.leaves_from(current.status) and reason not in OPERATOR_STOPS:
                 return INTERRUPT
+            if reason in REQUEUED_REASONS and REQUEUE.leaves_from(current.status):
+                return REQUEUE  # it failed before taking the run
             return settling(current.status)
 
         changed = self._change(stop, {"job_id": next_job, "interruption_reason": reason})
-        if changed.transition is not INTERRUPT:
+        if changed.transition not in (INTERRUPT, REQUEUE):
             self._after_stop(changed)
             return
+        delay = self.backoff if reason in DELAYED_REASONS else 0.0
+        if changed.run.parent_id is not None:
+            # A partition: its next slice first. Settling its run may fail or
+            # wait (SQLite's lock, a crash), which must neither leave the
+            # partition without a job nor error it; the run's next settle
+            # (any partition's next change, recovery) brings it up to date.
+            self._enqueue_next(next_job, delay)
+            self._settle_run(changed)
+            return
         try:
-            lifecycle.follow(self.state, changed, self.task)
+            partitions.follow(self.state, changed, self.task)
         except Exception as error:
             self._errored(error, fence=next_job)
             return
-        delay = self.backoff if reason in DELAYED_REASONS else 0.0
+        self._enqueue_next(next_job, delay)
+
+    def _enqueue_next(self, next_job: str, delay: float) -> None:
         try:
             self.state.executor.enqueue(self.run_id, next_job, delay=delay)
         except Exception:
             # The run is safely interrupted at its cursor; recovery enqueues
             # the next slice once the queue is reachable again.
             logger.exception("Could not enqueue the next slice of run #%s", self.run_id)
+
+    def _settle_run(self, changed: lifecycle.Changed) -> None:
+        """Settle the run of a partition that changed, leaving a failure to the next settle."""
+        try:
+            partitions.follow(self.state, changed, self.task)
+        except Exception:
+            logger.exception(
+                "Run #%s could not follow its partition #%s yet; its next settle will",
+                changed.run.parent_id,
+                self.run_id,
+            )
 
     def _completed(self, task: Task) -> None:
         run = t.cast(Run, task.run)
@@ -369,30 +521,53 @@ class _Slice:
                 raise Fenced()
             return SUCCEED
 
-        lifecycle.follow(self.state, self._change(succeed), task)
+        # after_complete ran: a lock timeout now must not hand the run on, whose
+        # next slice would find nothing left and call after_complete again.
+        changed = store.retried_on_lock(
+            lambda: self._change(succeed), rollback=self.session.rollback
+        )
+        if changed.run.parent_id is not None:
+            # The partition is done, whatever becomes of this settle: should it
+            # fail, recovery settles the run once its heartbeat is old.
+            self._settle_run(changed)
+            return
+        partitions.follow(self.state, changed, task)
 
-    def _connection_lost(self, error: BaseException) -> None:
-        """The database connection died: hand the run on instead of failing it.
+    def _connection_lost(self, error: BaseException, reason: str = "connection_lost") -> None:
+        """The database connection died, or SQLite's lock was not had in time: hand the run on.
 
-        The tick in progress died with the connection, so nothing of it was
-        applied; the next slice retries it from the saved cursor. If the
-        database cannot be reached at all, the run stays as it is and
+        The tick in progress was rolled back, so nothing of it was applied;
+        the next slice retries it from the saved cursor a second later. If
+        the database cannot be reached at all, the run stays as it is and
         recovery carries it on later.
         """
-        logger.warning("Run #%s lost its database connection: %s", self.run_id, error)
+        logger.warning("Run #%s: %s (%s); handed on", self.run_id, error, reason)
         self.session.rollback()
         self.backoff = CONNECTION_RETRY_DELAY
-        try:
-            self._stopped("connection_lost")
-        except Fenced:
-            pass
-        except Exception:
-            logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
+        # Handing on writes too: on a busy SQLite file it may wait in vain
+        # for the lock as the tick did. Try a few times before leaving the
+        # run to recovery, which only comes after stuck_after.
+        attempts = 3 if reason == "database_locked" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._stopped(reason)
+            except Fenced:
+                return
+            except sa.exc.DBAPIError as again:
+                self.session.rollback()
+                if attempt < attempts and store.lock_timed_out(again):
+                    continue
+                logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
+            except Exception:
+                logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
+            return
 
     def _secrets(self, run: Run) -> list[str]:
         try:
             task_class: type[Task] | None = self.state.registry.get(run.task_name)
-        except MaintenanceTasksError:
+        except Exception:
+            # (A tasks package that fails to import: the slice errors the run
+            # with that error when it looks the task up again.)
             task_class = None
         masked = self.state.settings.masked_parameters
         return masking.secret_values(run.arguments, task_class, masked)
@@ -418,7 +593,27 @@ class _Slice:
         transition, run = changed.transition, changed.run
         if transition is None:
             return
+        if run.parent_id is not None:
+            # A partition's error is its run's: reported once here, then the run
+            # stops its other partitions and errors when they have stopped.
+            lifecycle.report_error(self.state, error, run, element)
+            partitions.settle(self.state, run.parent_id)
+            return
         lifecycle.call_back(self.state, transition, run, self.task, error)
         lifecycle.report_error(self.state, error, run, element)
         if transition.signal is not None:
             lifecycle.announce(transition.signal, self.state.app, run)
+
+
+def _claim(current: Run) -> Transition:
+    """How a job takes a run with a token of its own: started, carried on, or a stop settled.
+
+    A duplicate delivery of the same job then finds the run claimed, and stops.
+    """
+    stop = settling(current.status)
+    if stop is not None:
+        return stop
+    for transition in (START, CARRY_ON):
+        if transition.leaves_from(current.status):
+            return transition
+    raise Fenced()

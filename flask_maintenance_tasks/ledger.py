@@ -61,6 +61,14 @@ def insert(session: Session, rows: list[dict[str, t.Any]]) -> None:
         session.execute(failures_table.insert(), rows)
 
 
+def _of(run_id: int) -> sa.ColumnElement[bool]:
+    """The failures of run ``run_id``: its own and, for a partitioned run, its partitions'."""
+    family = sa.select(runs_table.c.id).where(
+        sa.or_(runs_table.c.id == run_id, runs_table.c.parent_id == run_id)
+    )
+    return failures_table.c.run_id.in_(family)
+
+
 def mark(session: Session, ids: t.Sequence[int], status: FailureStatus, retried_by: int) -> None:
     """Set the status of the failures ``ids``, as seen by the retry run ``retried_by``."""
     if ids:
@@ -81,7 +89,7 @@ def resolve_between(
     without error.
     """
     condition = [
-        failures_table.c.run_id == run_id,
+        _of(run_id),
         failures_table.c.status == FailureStatus.UNRESOLVED.value,
         failures_table.c.id <= upto,
     ]
@@ -99,7 +107,7 @@ def unresolved_page(session: Session, run_id: int, after: int | None, limit: int
     columns = failures_table.c
     statement = (
         sa.select(columns.id, columns.item_key, columns.position, columns.attempt)
-        .where(columns.run_id == run_id, columns.status == FailureStatus.UNRESOLVED.value)
+        .where(_of(run_id), columns.status == FailureStatus.UNRESOLVED.value)
         .order_by(columns.id)
         .limit(limit)
     )
@@ -113,7 +121,7 @@ def unresolved_kinds(session: Session, run_id: int) -> set[str]:
     columns = failures_table.c
     statement = (
         sa.select(columns.kind)
-        .where(columns.run_id == run_id, columns.status == FailureStatus.UNRESOLVED.value)
+        .where(_of(run_id), columns.status == FailureStatus.UNRESOLVED.value)
         .distinct()
     )
     return {kind for kind in session.scalars(statement) if kind is not None}
@@ -124,7 +132,7 @@ def count_unresolved(session: Session, run_id: int) -> int:
     return int(
         session.execute(
             sa.select(sa.func.count()).where(
-                columns.run_id == run_id, columns.status == FailureStatus.UNRESOLVED.value
+                _of(run_id), columns.status == FailureStatus.UNRESOLVED.value
             )
         ).scalar_one()
     )
@@ -140,7 +148,7 @@ def page(
     limit: int = PAGE_SIZE,
 ) -> list[Failure]:
     """Failures of ``run_id`` after id ``after``, oldest first (the order of the items)."""
-    statement = sa.select(Failure).where(Failure.run_id == run_id)
+    statement = sa.select(Failure).where(_of(run_id))
     if after is not None:
         statement = statement.where(Failure.id > after)
     if error_class is not None:
@@ -158,7 +166,7 @@ def count_by_class(session: Session, run_id: int) -> list[tuple[str, int, int]]:
     )
     statement = (
         sa.select(columns.error_class, sa.func.count(), unresolved)
-        .where(columns.run_id == run_id)
+        .where(_of(run_id))
         .group_by(columns.error_class)
         .order_by(sa.func.count().desc(), columns.error_class)
     )
@@ -172,25 +180,27 @@ def latest(
     """The ``limit`` newest failures of each run in ``run_ids``: one query for them all."""
     if not run_ids:
         return {}
+    # A partition's failures are its run's.
+    owner = sa.func.coalesce(runs_table.c.parent_id, runs_table.c.id)
+    ids = list(run_ids)
     number = (
-        sa.func.row_number()
-        .over(partition_by=Failure.run_id, order_by=Failure.id.desc())
-        .label("number")
+        sa.func.row_number().over(partition_by=owner, order_by=Failure.id.desc()).label("number")
     )
     ranked = (
-        sa.select(Failure.id.label("failure_id"), number)
-        .where(Failure.run_id.in_(list(run_ids)))
+        sa.select(Failure.id.label("failure_id"), owner.label("owner"), number)
+        .join(runs_table, runs_table.c.id == Failure.run_id)
+        .where(sa.or_(runs_table.c.id.in_(ids), runs_table.c.parent_id.in_(ids)))
         .subquery()
     )
     statement = (
-        sa.select(Failure)
+        sa.select(Failure, ranked.c.owner)
         .join(ranked, ranked.c.failure_id == Failure.id)
         .where(ranked.c.number <= limit)
-        .order_by(Failure.run_id, Failure.id.desc())
+        .order_by(ranked.c.owner, Failure.id.desc())
     )
     found: dict[int, list[Failure]] = {}
-    for failure in session.scalars(statement):
-        found.setdefault(failure.run_id, []).append(failure)
+    for failure, owner_id in session.execute(statement):
+        found.setdefault(int(owner_id), []).append(failure)
     return found
 
 

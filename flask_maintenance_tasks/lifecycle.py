@@ -18,8 +18,10 @@ import uuid
 from . import audit, store
 from .dryrun import NoCommit
 from .exceptions import MaintenanceTasksError, message_of
+from .formatting import partition_detail
 from .masking import masked_arguments, masked_metadata
 from .models import Run, RunStatus, utcnow
+from .state import get_state
 from .transitions import ERROR, OnCallbackError, Transition
 
 if t.TYPE_CHECKING:
@@ -68,7 +70,7 @@ def change(
     transition takes the ones it declares. The change's event, done by
     ``actor``, is written in the same transaction.
 
-    :raises store.RunNotFound: no such run.
+    :raises RunNotFound: no such run.
     """
     decider = _Decider(choose, fence, given or {})
 
@@ -187,8 +189,8 @@ def call_back(
     the caller, whose job it is to error the run.
     """
     callback = transition.callback
-    if callback is None or task is None:
-        return
+    if callback is None or task is None or run.parent_id is not None:
+        return  # a partition's callbacks are its run's, called once for the run
     task.run = run
     if run.dry_run:
         # A dry run's callbacks write nothing either: no commit, and their writes undone.
@@ -248,6 +250,8 @@ def payload(app: Flask, run: Run) -> dict[str, t.Any]:
         "started_at": run.started_at,
         "ended_at": run.ended_at,
     }
+    if (run.partitions or 1) > 1:
+        data["partitions"] = _partitions(run)
     if run.status == RunStatus.ERRORED:
         data["error"] = {
             "class": run.error_class,
@@ -255,6 +259,14 @@ def payload(app: Flask, run: Run) -> dict[str, t.Any]:
             "backtrace": run.backtrace,
         }
     return data
+
+
+def _partitions(run: Run) -> list[dict[str, t.Any]]:
+    """Each partition of a partitioned run, as the JSON shows it (``[]`` before the cut)."""
+    state = get_state()
+    with store.open_session(state.db) as session:
+        children = store.partitions_of(session, [run.id]).get(run.id, [])
+    return [partition_detail(child) for child in children]
 
 
 def announce(signal: NamedSignal, app: Flask, run: Run) -> None:

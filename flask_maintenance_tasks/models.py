@@ -17,6 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 class RunStatus(str, enum.Enum):
     """The status of a run; values are the lower-case names stored in the table."""
 
+    SCHEDULED = "scheduled"
     ENQUEUED = "enqueued"
     RUNNING = "running"
     PAUSING = "pausing"
@@ -97,6 +98,8 @@ class Run(Base):
         sa.Index("ix_maintenance_tasks_runs_status_id", "status", "id"),
         # The runs page filters by who started a run, newest first.
         sa.Index("ix_maintenance_tasks_runs_started_by_id", "started_by", "id"),
+        # A partitioned run reads its partitions by parent, in their order.
+        sa.Index("ix_maintenance_tasks_runs_parent_id_partition", "parent_id", "partition"),
     )
 
     id: Mapped[int] = mapped_column(_BigIntPK, primary_key=True, autoincrement=True)
@@ -122,6 +125,8 @@ class Run(Base):
     #: Equals ``task_name`` while the run is active and the task forbids
     #: concurrent runs; a unique index then makes a second active run impossible.
     exclusive_key: Mapped[str | None] = mapped_column(sa.String(255), unique=True)
+    #: When a run started with ``at=`` is due; ``None`` for a run started at once.
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -147,6 +152,36 @@ class Run(Base):
     retry_of_id: Mapped[int | None] = mapped_column(
         _BigIntPK, sa.ForeignKey("maintenance_tasks_runs.id", ondelete="SET NULL"), index=True
     )
+
+    #: Partitions the run is cut into (1: one walk, as always); on a partition, 1.
+    partitions: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+    #: A partition's run: the run it is a part of; ``None`` on every run an operator sees.
+    parent_id: Mapped[int | None] = mapped_column(
+        _BigIntPK,
+        sa.ForeignKey(
+            "maintenance_tasks_runs.id",
+            ondelete="CASCADE",
+            name="fk_maintenance_tasks_runs_parent_id",
+        ),
+        nullable=True,
+    )
+    #: A partition's place among its run's partitions, from 0.
+    partition: Mapped[int | None] = mapped_column(sa.Integer)
+    #: A partition's range (JSON, see :mod:`.partitions`); on a split run, its boundaries.
+    bounds: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+
+    #: An operator's speed overrides (see :doc:`/speed-control`), read at each status
+    #: reload; ``None``: the task's own. The cap in items per second,
+    max_rate: Mapped[float | None] = mapped_column(sa.Float)
+    #: the records fetched per query,
+    batch_size_override: Mapped[int | None] = mapped_column(sa.Integer)
+    #: and the seconds between two ticks.
+    ticker_delay_override: Mapped[float | None] = mapped_column(sa.Float)
+
+    @property
+    def is_partition(self) -> bool:
+        """This run is one partition of another run."""
+        return self.parent_id is not None
 
     @property
     def run_status(self) -> RunStatus:
@@ -191,6 +226,10 @@ class CSVFile(Base):
 
     def __repr__(self) -> str:
         return f"<CSVFile {self.filename} of run #{self.run_id}>"
+
+
+#: The CSV files table, for Core statements that delete runs (see :mod:`.retention`).
+csv_files_table: sa.Table = t.cast(sa.Table, CSVFile.__table__)
 
 
 class Event(Base):
@@ -261,6 +300,8 @@ class Failure(Base):
         sa.Index("ix_maintenance_tasks_failures_run_id_id", "run_id", "id"),
         sa.Index("ix_maintenance_tasks_failures_run_id_error_class", "run_id", "error_class"),
         sa.Index("ix_maintenance_tasks_failures_run_id_status", "run_id", "status"),
+        # Deleting a run (see :mod:`.retention`) clears the failures it retried.
+        sa.Index("ix_maintenance_tasks_failures_retried_by_id", "retried_by_id"),
     )
 
     id: Mapped[int] = mapped_column(_BigIntPK, primary_key=True, autoincrement=True)
@@ -268,7 +309,8 @@ class Failure(Base):
     #: What finds the item again: the cursor columns' values of a record, the
     #: index in a sequence, a CSV row's number; ``{"first", "last"}`` for a batch.
     item_key: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
-    #: The kind of collection the key belongs to (``records``, ``sequence``, ``csv_rows``...):
+    #: The kind of collection the key belongs to (``records``, ``rows``, ``sequence``,
+    #: ``csv_rows``...):
     #: a retry refuses keys of another kind than the task's collection has now.
     kind: Mapped[str | None] = mapped_column(sa.String(16))
     #: Where the walk stood just before the item (a retry of a CSV row seeks there).

@@ -37,6 +37,11 @@ the dashboard's run form (``web/forms.py``).
 No value may nest lists and dicts deeper than :data:`MAX_DEPTH` levels
 (:func:`check_depth`): deeper ones exhaust the parser's recursion or the
 serializer's depth limit on the way to the run's row.
+
+No text in a value, nor any key of a dict in it, may hold a lone surrogate
+(:func:`unencodable`): it cannot be encoded as UTF-8, so no database, URL nor
+page could hold it. Python's own strings may (``"\\ud800"``), and so may a
+JSON ``"\\ud800"`` escape and command-line bytes that are not UTF-8.
 """
 
 from __future__ import annotations
@@ -182,6 +187,27 @@ def depth_within(value: t.Any, limit: int) -> bool:
             return False
         pending.extend((child, depth + 1) for child in children)
     return True
+
+
+def unencodable(value: t.Any) -> bool:
+    """Whether some text in ``value`` (a dict's keys too) cannot be encoded as UTF-8.
+
+    Such text holds a lone surrogate. Walked without recursion, like :func:`depth_within`.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
+    return False
 
 
 def spell(value: t.Any) -> str:

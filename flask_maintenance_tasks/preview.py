@@ -193,8 +193,12 @@ def _look_at_select(
         result.notes.append(f"Counted in batches of {of:,} rows ({rows:,} rows).")
     try:
         first = keyset.order(select).limit(FIRST_ITEMS)
-        records = bounded.run(lambda: bounded.session.scalars(first).all())
-        result.items = [RecordsSource.describe(source, record) for record in records]
+        if keyset.of_rows:  # rows of a Select of columns, described as the source does
+            rows = bounded.run(lambda: bounded.session.execute(first).all())
+            result.items = [source.describe(row) for row in rows]
+        else:  # records, also of in_batches: the first rows, not the first batch
+            records = bounded.run(lambda: bounded.session.scalars(first).all())
+            result.items = [RecordsSource.describe(source, record) for record in records]
     except TimedOut:
         result.notes.append("The first items took longer than the preview's timeout.")
 

@@ -11,10 +11,33 @@ old is settled to ``paused`` or ``cancelled``, as an operator forcing it would.
 A run that waits for its job (``enqueued``, ``interrupted``, ``pausing``,
 ``cancelling``) has no heartbeat to tell that the job is dead. Recovery asks
 the executor instead: when RQ says the run's job failed, was stopped or
-canceled, or forgets it, the run is recovered at once, however fresh its
-heartbeat (a job that failed outside our runner, in an ``rq worker`` without
-``FLASK_APP`` say, would otherwise hold the task for the whole stuck limit).
-A ``running`` run proves it is alive by its heartbeat alone.
+canceled, or forgets it, the run is recovered without waiting for the stuck
+limit (a job that failed outside our runner, in an ``rq worker`` without
+``FLASK_APP`` say, would otherwise hold the task for the whole of it). Only
+after a short grace, though: a job hands its run on by committing the next
+job's id and then enqueuing that job, and in between RQ does not know the job
+yet. A ``running`` run proves it is alive by its heartbeat alone.
+
+A ``scheduled`` run has neither heartbeat nor deadline until its time: its job
+waits in RQ's scheduled registry, in Redis, which outlives any worker. When
+RQ forgets that job (Redis flushed or restarted without persistence) or says
+it failed, recovery gives the run a new job: due at the run's time when that
+is still to come, at once when it has passed. So it does when the run is
+still ``scheduled`` ``MAINTENANCE_TASKS_STUCK_AFTER`` after its time (and
+after its last hand-over): no scheduler moved its job (a killed worker's
+scheduler holds RQ's lock for a minute, and the survivors take it over only
+every ten). The run stays ``scheduled`` until a job takes it, and each
+hand-over changes its job id, so it is never started twice.
+
+A job due later (a slice delayed by a throttle or a backoff, a scheduled
+run's start) waits in RQ's scheduled registry until RQ's scheduler, in some
+worker, moves it to the queue. That scheduler can be gone for long: a Redis
+outage kills it and the worker does not start it again, a killed worker's lock
+lasts a minute. So a run whose job is still in the schedule more than one
+recovery interval (plus :data:`OVERDUE_SLACK`) after its due time is handed to
+a new job at once, and the old one is taken out of the schedule: a delayed
+slice starts within its delay plus one recovery interval whatever happened to
+RQ's scheduler.
 
 Every hand-over is fenced: it applies only if the run still has the job id
 and heartbeat that were seen, under optimistic locking. Two recoverers at
@@ -29,7 +52,7 @@ import logging
 import typing as t
 from datetime import datetime, timedelta
 
-from . import audit, lifecycle, store
+from . import audit, lifecycle, partitions, store
 from .models import Run, RunStatus, utcnow
 from .transitions import (
     FORCE_CANCEL,
@@ -37,9 +60,11 @@ from .transitions import (
     HELD,
     RECOVER,
     RECOVER_RUNNING,
+    RECOVER_SCHEDULED,
     RUNNING,
     STOP_REQUESTED,
     STOPPED,
+    WAITING_FOR_TIME,
     Transition,
 )
 
@@ -69,6 +94,19 @@ class Recovery:
 #: The statuses of a run that waits for its job rather than proving by ticks that it runs.
 WAITING_FOR_JOB: t.Final = HELD - {RUNNING}
 
+#: Seconds, beyond one recovery interval, a job may stay in RQ's schedule after its
+#: due time: its scheduler moves due jobs every second, to the whole second.
+OVERDUE_SLACK: t.Final = 2.0
+
+#: Seconds a run's job may be unknown to the executor after the run last changed:
+#: the time between committing a new job id and enqueuing that job.
+HAND_OVER_GRACE: t.Final = 3.0
+
+
+def _hand_over_limit(state: State, now: datetime) -> datetime:
+    """Runs changed after this may still be between committing a job id and enqueuing it."""
+    return now - timedelta(seconds=min(HAND_OVER_GRACE, state.settings.stuck_after))
+
 
 def orphan_candidates(state: State) -> list[Run]:
     """Runs that should be held by a job but have not been heard of for too long."""
@@ -77,15 +115,61 @@ def orphan_candidates(state: State) -> list[Run]:
         return store.orphans(session, HELD, limit)
 
 
-def dead_job_candidates(state: State, besides: t.Collection[int] = ()) -> list[Run]:
-    """Runs waiting for a job the executor knows is dead, however fresh their heartbeat."""
+def _waiting_for_job(state: State, besides: t.Collection[int]) -> list[Run]:
+    """Runs with a job id that wait for that job, past the hand-over grace."""
     with store.open_session(state.db) as session:
-        waiting = store.orphans(session, WAITING_FOR_JOB, utcnow())
-    return [
-        run
-        for run in waiting
-        if run.id not in besides and run.job_id and state.executor.is_dead(run.job_id)
-    ]
+        waiting = store.orphans(session, WAITING_FOR_JOB, _hand_over_limit(state, utcnow()))
+    return [run for run in waiting if run.id not in besides and run.job_id]
+
+
+def dead_job_candidates(
+    state: State, besides: t.Collection[int] = (), waiting: list[Run] | None = None
+) -> list[Run]:
+    """Runs waiting for a job the executor knows is dead, however fresh their heartbeat
+    (among ``waiting``, when the caller read them already)."""
+    if waiting is None:
+        waiting = _waiting_for_job(state, besides)
+    return [run for run in waiting if state.executor.is_dead(t.cast(str, run.job_id))]
+
+
+def _is_overdue(state: State, job_id: str) -> bool:
+    """Whether the job still waits in the schedule a recovery interval (and the slack)
+    after its due time: no scheduler moves it."""
+    due = state.executor.overdue_since(job_id)
+    slack = timedelta(seconds=state.settings.recovery_interval + OVERDUE_SLACK)
+    return due is not None and due + slack <= utcnow()
+
+
+def overdue_candidates(
+    state: State, besides: t.Collection[int] = (), waiting: list[Run] | None = None
+) -> list[Run]:
+    """Runs waiting for a delayed job that nothing moved to the queue in time."""
+    if waiting is None:
+        waiting = _waiting_for_job(state, besides)
+    return [run for run in waiting if _is_overdue(state, t.cast(str, run.job_id))]
+
+
+def lost_schedule_candidates(state: State) -> list[Run]:
+    """Scheduled runs whose job the executor knows is dead (gone from Redis, or failed),
+    or is overdue in the schedule, or that no job took for the stuck limit after their
+    time and their last hand-over."""
+    now = utcnow()
+    limit = now - timedelta(seconds=state.settings.stuck_after)
+    with store.open_session(state.db) as session:
+        scheduled = store.orphans(session, WAITING_FOR_TIME, now)
+
+    handed_over = _hand_over_limit(state, now)
+
+    def overdue(run: Run) -> bool:
+        return run.scheduled_at is not None and max(run.scheduled_at, run.updated_at) <= limit
+
+    def dead(run: Run) -> bool:
+        return run.updated_at <= handed_over and state.executor.is_dead(t.cast(str, run.job_id))
+
+    def late(run: Run) -> bool:
+        return _is_overdue(state, t.cast(str, run.job_id))
+
+    return [run for run in scheduled if run.job_id and (overdue(run) or dead(run) or late(run))]
 
 
 def recover(state: State, *, log: bool = True) -> list[Recovery]:
@@ -94,11 +178,27 @@ def recover(state: State, *, log: bool = True) -> list[Recovery]:
     Each recovery is logged as a warning, unless ``log`` is false (the
     ``recover`` command prints them itself).
     """
-    done = []
+    done: list[Recovery] = []
     stuck = orphan_candidates(state)
-    dead = dead_job_candidates(state, besides={run.id for run in stuck})
-    candidates = [(run, False) for run in stuck] + [(run, True) for run in dead]
+    # One read of the runs waiting for their job serves both checks.
+    waiting = _waiting_for_job(state, ())
+    stuck_ids = {run.id for run in stuck}
+    dead = dead_job_candidates(state, waiting=[r for r in waiting if r.id not in stuck_ids])
+    dead_ids = {run.id for run in dead}
+    # A stuck run whose delayed job is overdue is no less stuck: its job only looks waiting.
+    late = overdue_candidates(state, waiting=[r for r in waiting if r.id not in dead_ids])
+    late_ids = {run.id for run in late}
+    candidates = [(run, False) for run in stuck if run.id not in late_ids]
+    candidates += [(run, True) for run in dead + late]
     for run, job_dead in candidates:
+        if partitions.is_split(run) and not partitions.waits_for_its_job(run):
+            # No job holds a cut run: its partitions are recovered one by one, and
+            # the run itself only needs to follow them.
+            try:
+                partitions.settle(state, run.id, audit.recovery())
+            except Exception:
+                logger.exception("Could not settle the partitioned run #%s", run.id)
+            continue
         if not job_dead and run.status not in STOP_REQUESTED and run.job_id:
             if state.executor.is_waiting(run.job_id):
                 continue
@@ -107,11 +207,58 @@ def recover(state: State, *, log: bool = True) -> list[Recovery]:
         except Exception:
             logger.exception("Could not recover run #%s", run.id)
             continue
-        if outcome is not None:
-            if log:
-                logger.warning("%s", outcome)
-            done.append(outcome)
+        _handed_on(state, run, outcome, done, log)
+    for run in lost_schedule_candidates(state):
+        try:
+            outcome = _reschedule(state, run)
+        except Exception:
+            logger.exception("Could not recover the scheduled run #%s", run.id)
+            continue
+        _handed_on(state, run, outcome, done, log)
     return done
+
+
+def _handed_on(
+    state: State, seen: Run, outcome: Recovery | None, done: list[Recovery], log: bool
+) -> None:
+    """Note a hand-over, and take the job it superseded out of the schedule."""
+    if outcome is None:
+        return
+    if log:
+        logger.warning("%s", outcome)
+    done.append(outcome)
+    if not seen.job_id:
+        return
+    try:
+        state.executor.unschedule(seen.job_id)
+    except Exception:
+        # Best effort: the run's new job id already keeps the old job from writing.
+        logger.warning(
+            "Could not unschedule job %s of run #%s", seen.job_id, seen.id, exc_info=True
+        )
+
+
+def _reschedule(state: State, seen: Run) -> Recovery | None:
+    """Give a scheduled run whose job was lost a new one, due at the run's time."""
+    job_id = lifecycle.new_job_id()
+
+    def unchanged(current: Run) -> Transition | None:
+        same = current.status == seen.status and current.job_id == seen.job_id
+        return RECOVER_SCHEDULED if same else None
+
+    with store.open_session(state.db) as session:
+        changed = lifecycle.change(
+            session, seen.id, unchanged, actor=audit.recovery(), given={"job_id": job_id}
+        )
+    if not changed.applied:
+        return None
+    due_at = seen.scheduled_at
+    try:
+        state.executor.enqueue(seen.id, job_id, at=due_at if due_at and due_at > utcnow() else None)
+    except Exception:
+        # The new job id marks the job as gone again: the next pass retries.
+        logger.exception("Could not enqueue the recovered scheduled run #%s; will retry", seen.id)
+    return Recovery(seen.id, seen.task_name, seen.status, changed.run.status)
 
 
 def _if_unchanged(
@@ -148,7 +295,9 @@ def _recover_one(state: State, seen: Run, heard_until: datetime | None = None) -
         changed = _if_unchanged(state, seen, forced, heard_until=heard_until)
         if not changed.applied:
             return None
-        lifecycle.follow(state, changed, lifecycle.task_for(state, changed.run))
+        partitions.follow(state, changed, lifecycle.task_for(state, changed.run))
+        if partitions.is_split(changed.run):
+            partitions.settle(state, seen.id, audit.recovery())  # its partitions stop too
         return Recovery(seen.id, seen.task_name, seen.status, changed.run.status)
 
     job_id = lifecycle.new_job_id()
@@ -156,12 +305,30 @@ def _recover_one(state: State, seen: Run, heard_until: datetime | None = None) -
     changed = _if_unchanged(state, seen, handover, {"job_id": job_id}, heard_until)
     if not changed.applied:
         return None
-    lifecycle.follow(state, changed)
     run = changed.run
+    if run.parent_id is None:
+        partitions.follow(state, changed)
+        _enqueue(state, run, job_id)
+    else:
+        # A partition: its new job first. Settling its run may fail (SQLite's
+        # lock, a crash) and is mended by the next settle; the partition must
+        # not wait for another recovery pass meanwhile.
+        _enqueue(state, run, job_id)
+        try:
+            partitions.follow(state, changed)
+        except Exception:
+            logger.exception(
+                "Run #%s could not follow its recovered partition #%s yet; its next settle will",
+                run.parent_id,
+                run.id,
+            )
+    return Recovery(run.id, run.task_name, seen.status, run.status)
+
+
+def _enqueue(state: State, run: Run, job_id: str) -> None:
     try:
         state.executor.enqueue(run.id, job_id)
     except Exception:
         # The run keeps its new job id and a fresh heartbeat: the next
         # recovery pass tries again once the queue is back.
         logger.exception("Could not enqueue the recovered run #%s; will retry", run.id)
-    return Recovery(run.id, run.task_name, seen.status, run.status)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
 import pkgutil
 import threading
 import typing as t
 
 from .exceptions import ConfigurationError, TaskNotFound
 from .task import Task
+
+logger = logging.getLogger("flask_maintenance_tasks")
 
 
 class Registry:
@@ -37,6 +40,10 @@ class Registry:
     def get(self, name: str) -> type[Task]:
         """The task named ``name``; :class:`TaskNotFound` if there is none."""
         tasks = self.tasks()
+        if name not in tasks:
+            # A task added since the tasks were imported (a worker imports
+            # them before it starts): look once more.
+            tasks = self._rediscovered(tasks)
         try:
             return tasks[name]
         except KeyError:
@@ -46,6 +53,23 @@ class Registry:
                 name,
                 f"{hint}Known tasks are listed by `flask mtasks list` (package {self.package}).",
             ) from None
+
+    def _rediscovered(self, known: dict[str, type[Task]]) -> dict[str, type[Task]]:
+        """The tasks found again, or ``known`` when the package no longer imports.
+
+        A module added since, that fails to import, is the developer's bug:
+        it is logged, and the tasks known so far stay known, so that neither
+        the dashboard nor the other tasks' jobs fail for it.
+        """
+        importlib.invalidate_caches()  # files added within the same second too
+        try:
+            found = self._discover()
+        except Exception:
+            logger.exception("The tasks package %s could not be imported again", self.package)
+            return known
+        with self._lock:
+            self._tasks = found
+        return found
 
     def reload(self) -> None:
         """Forget what was discovered; the next lookup imports the package again."""

@@ -8,22 +8,26 @@ written nothing (except :class:`EnqueueError`, see there).
 from __future__ import annotations
 
 import logging
+import math
 import typing as t
+from datetime import datetime
 
 import sqlalchemy as sa
 
-from . import audit, ledger, lifecycle, signals, sources, store
+from . import audit, ledger, lifecycle, partitions, scheduling, signals, sources, store
 from .csv import uploads
 from .exceptions import (
     CannotRetry,
     CSVFileError,
     EnqueueError,
     InvalidArguments,
+    InvalidTransition,
     MaintenanceTasksError,
+    RunNotFound,
     TaskAlreadyRunning,
     TaskNotFound,
 )
-from .models import CSVFile, Failure, FailureStatus, Run, RunStatus, utcnow
+from .models import CSVFile, Failure, FailureStatus, Run, RunStatus, runs_table, utcnow
 from .policy import ErrorPolicy
 from .transitions import (
     ACTIVE,
@@ -57,6 +61,8 @@ def run(
     max_failures: t.Any = None,
     max_failure_rate: t.Any = None,
     dry_run: bool = False,
+    partitions: t.Any = None,
+    at: t.Any = None,
 ) -> Run:
     """Create a run of task ``name`` and enqueue its first job.
 
@@ -65,11 +71,15 @@ def run(
     ``refused`` event with the reason. ``error_policy``, ``max_failures`` and
     ``max_failure_rate`` override the task's (``None`` keeps it). A
     ``dry_run`` rolls back every tick and records what it would change; it
-    does not hold the task's exclusive key.
+    does not hold the task's exclusive key. ``partitions`` overrides the
+    task's number of partitions (from 1 to ``MAINTENANCE_TASKS_MAX_PARTITIONS``).
+    With ``at`` (see :mod:`.scheduling`) the run is created ``scheduled`` and
+    its job waits in RQ's scheduler until then.
     """
     actor = actor or audit.python()
     task_class = state.registry.get(name)
     try:
+        due = _due_time(state, task_class, at)
         params = task_class.validate_arguments(arguments)
         policy = ErrorPolicy.resolve(
             task_class,
@@ -77,13 +87,23 @@ def run(
             max_failures=max_failures,
             max_failure_rate=max_failure_rate,
         )
+        count = _partitions(state, task_class, arguments, partitions)
         upload = _csv_upload(state, task_class, arguments, csv_file)
     except MaintenanceTasksError as refusal:
         _refused(state, None, name, audit.STARTED, actor, refusal)
         raise
     try:
         return _create(
-            state, task_class, params, metadata, upload, actor, policy, dry_run=bool(dry_run)
+            state,
+            task_class,
+            params,
+            metadata,
+            upload,
+            actor,
+            policy,
+            dry_run=bool(dry_run),
+            partitions=count,
+            at=due,
         )
     except EnqueueError:
         raise  # the run was saved with its file, and can be resumed
@@ -95,6 +115,41 @@ def run(
         raise
 
 
+def _due_time(state: State, task_class: type[Task], at: t.Any) -> datetime | None:
+    """The checked time of a run started ``at`` a set time; refused without a durable queue."""
+    due = scheduling.due_time(task_class.name, at, utcnow())
+    if due is not None and not state.executor.keeps_schedules:
+        raise InvalidArguments(
+            task_class.name,
+            {
+                "at": [
+                    "a run at a set time needs RQ (set MAINTENANCE_TASKS_REDIS_URL): the "
+                    "in-process executor would lose it on the next restart"
+                ]
+            },
+        )
+    return due
+
+
+def _partitions(
+    state: State, task_class: type[Task], arguments: t.Mapping[str, t.Any], requested: t.Any
+) -> int:
+    """The run's partitions, checked: a number in range, of a collection that can be cut."""
+    count = partitions.resolve(task_class, requested, state.settings.max_partitions)
+    if count > 1:
+        try:
+            partitions.check_splittable(task_class, arguments, count)
+        except MaintenanceTasksError:
+            raise
+        except Exception as error:
+            # The collection could not even be built: the run would error at once.
+            raise InvalidArguments(
+                task_class.name,
+                {"partitions": [f"its collection could not be built to be cut ({error})"]},
+            ) from None
+    return count
+
+
 def _refused(
     state: State,
     run_id: int | None,
@@ -104,8 +159,10 @@ def _refused(
     refusal: MaintenanceTasksError,
 ) -> None:
     """Leave a ``refused`` event saying why; the trail never fails the action's answer."""
-    if isinstance(refusal, TaskNotFound):
-        return  # no name that exists nowhere gets into the trail
+    if isinstance(refusal, (TaskNotFound, RunNotFound)):
+        # No name that exists nowhere gets into the trail; and a run deleted
+        # meanwhile (a prune) can have no event.
+        return
     if isinstance(refusal, InvalidArguments):
         # Field names only: a message may quote the value, and the value may be secret.
         detail = "Invalid arguments: " + ", ".join(sorted(refusal.errors))
@@ -170,11 +227,14 @@ def _create(
     retry_of: Run | None = None,
     shared_file: CSVFile | None = None,
     dry_run: bool = False,
+    partitions: int = 1,
+    at: datetime | None = None,
 ) -> Run:
     job_id = lifecycle.new_job_id()
     now = utcnow()
     exclusive = not (task_class.allow_concurrent_runs or dry_run)
     run = Run(
+        partitions=partitions,
         dry_run=dry_run,
         error_policy=policy.name,
         max_failures=policy.max_failures,
@@ -182,7 +242,8 @@ def _create(
         failure_count=0,
         retry_of_id=retry_of.id if retry_of is not None else None,
         task_name=task_class.name,
-        status=RunStatus.ENQUEUED,
+        status=RunStatus.ENQUEUED if at is None else RunStatus.SCHEDULED,
+        scheduled_at=at,
         arguments=task_class.dump_arguments(params),
         metadata_=metadata,
         started_by=actor.who,
@@ -209,7 +270,7 @@ def _create(
             task_name=run.task_name,
             action=audit.STARTED,
             actor=actor,
-            detail=_start_detail(retry_of, dry_run),
+            detail=_start_detail(retry_of, dry_run, partitions, at),
         )
         if retry_of is not None:
             audit.record(
@@ -250,8 +311,14 @@ def _create(
         return run
 
 
-def _start_detail(retry_of: Run | None, dry_run: bool) -> str | None:
+def _start_detail(
+    retry_of: Run | None, dry_run: bool, partitions: int = 1, at: datetime | None = None
+) -> str | None:
     parts = ["dry run"] if dry_run else []
+    if at is not None:
+        parts.append(f"scheduled for {at.isoformat(timespec='seconds')}")
+    if partitions > 1:
+        parts.append(f"{partitions} partitions")
     if retry_of is not None:
         parts.append(f"retry of the failures of run #{retry_of.id}")
     return "; ".join(parts) or None
@@ -269,15 +336,21 @@ def _raise_if_already_running(session: sa.orm.Session, task_class: type[Task]) -
 def _enqueue(
     state: State, session: sa.orm.Session, run: Run, job_id: str, actor: audit.Actor
 ) -> None:
-    """Hand the committed run to the executor; on failure the run is ``errored``."""
+    """Hand the committed run to the executor; on failure the run is ``errored``.
+
+    A scheduled run's job waits for the run's time; ``run_enqueued`` is sent
+    when that time comes (see ``DUE``).
+    """
+    scheduled = run.status == RunStatus.SCHEDULED
     try:
-        state.executor.enqueue(run.id, job_id)
+        state.executor.enqueue(run.id, job_id, at=run.scheduled_at if scheduled else None)
     except Exception as exc:
         logger.exception("Could not enqueue run #%s", run.id)
         errored = lifecycle.error(session, run.id, exc, actor=actor, fence=job_id)
         lifecycle.follow(state, errored, error=exc)
         raise EnqueueError(run.id, exc) from exc
-    lifecycle.announce(signals.run_enqueued, state.app, run)
+    if not scheduled:
+        lifecycle.announce(signals.run_enqueued, state.app, run)
 
 
 def retry_failures(
@@ -390,9 +463,17 @@ def failures(
 
 
 def run_for_real(
-    state: State, run_id: int, *, metadata: t.Any = None, actor: audit.Actor | None = None
+    state: State,
+    run_id: int,
+    *,
+    metadata: t.Any = None,
+    actor: audit.Actor | None = None,
+    partitions: t.Any = None,
 ) -> Run:
-    """Start a normal run with the arguments, error policy and CSV file of a succeeded dry run.
+    """Start a normal run with the arguments, error policy, partitions and CSV file of a
+    succeeded dry run.
+
+    ``partitions`` overrides the dry run's number of partitions (``None`` keeps it).
 
     :raises MaintenanceTasksError: no such run, it is no dry run or has not
         succeeded, or its task is gone; nothing is written.
@@ -424,12 +505,22 @@ def run_for_real(
             max_failures=dry.max_failures,
             max_failure_rate=dry.max_failure_rate,
         )
+        requested = dry.partitions if partitions is None else partitions
+        count = _partitions(state, task_class, dry.arguments or {}, requested)
     except MaintenanceTasksError as refusal:
         _refused(state, run_id, dry.task_name, audit.STARTED, actor, refusal)
         raise
     try:
         return _create(
-            state, task_class, params, metadata, None, actor, policy, shared_file=shared_file
+            state,
+            task_class,
+            params,
+            metadata,
+            None,
+            actor,
+            policy,
+            shared_file=shared_file,
+            partitions=count,
         )
     except EnqueueError:
         raise
@@ -445,10 +536,14 @@ def get_run(state: State, run_id: int) -> Run | None:
 
 
 def _load_or_raise(session: sa.orm.Session, run_id: int) -> Run:
-    try:
-        return store.load(session, run_id)
-    except store.RunNotFound:
-        raise MaintenanceTasksError(f"Run #{run_id} not found.") from None
+    """The run an operator acts on; a partition is refused: its run is acted on instead."""
+    run = store.load(session, run_id)
+    if run.parent_id is not None:
+        raise MaintenanceTasksError(
+            f"Run #{run_id} is partition {(run.partition or 0) + 1} of run #{run.parent_id}: "
+            f"act on run #{run.parent_id}, which pauses, resumes or cancels all its partitions."
+        )
+    return run
 
 
 def _forced_or(request: Transition, state: State) -> lifecycle.Choice:
@@ -476,13 +571,24 @@ def _stop(state: State, run_id: int, request: Transition, actor: audit.Actor | N
     actor = actor or audit.python()
     with store.open_session(state.db) as session:
         current = _load_or_raise(session, run_id)
+        task_name = current.task_name  # (the row may be gone after a rollback)
         try:
             changed = lifecycle.change(session, run_id, _forced_or(request, state), actor=actor)
         except MaintenanceTasksError as refusal:
-            _refused(state, run_id, current.task_name, t.cast(str, request.event), actor, refusal)
+            _refused(state, run_id, task_name, t.cast(str, request.event), actor, refusal)
             raise
     if changed.transition is not request:
         lifecycle.follow(state, changed, lifecycle.task_for(state, changed.run))
+    if partitions.is_split(changed.run):
+        try:
+            partitions.settle(state, run_id, actor)
+        except sa.exc.DBAPIError as error:
+            if not store.lock_timed_out(error):
+                raise
+            # The run's own change is made; its partitions follow at the next
+            # settle (any partition's next change, or recovery).
+            logger.warning("Run #%s: its partitions follow later (%s)", run_id, error)
+        return get_run(state, run_id) or changed.run
     return changed.run
 
 
@@ -496,16 +602,17 @@ def cancel(state: State, run_id: int, *, actor: audit.Actor | None = None) -> Ru
 
 def resume(state: State, run_id: int, *, actor: audit.Actor | None = None) -> Run:
     actor = actor or audit.python()
-    job_id = lifecycle.new_job_id()
+    job_id: str | None = lifecycle.new_job_id()
 
     with store.open_session(state.db) as session:
         current = _load_or_raise(session, run_id)
+        task_name = current.task_name  # (the row may be gone after a rollback)
         try:
-            task_class = state.registry.get(current.task_name)
+            task_class = state.registry.get(task_name)
         except TaskNotFound as missing:
             # The run exists, so its task's name may be told.
             refusal = MaintenanceTasksError(f"Cannot resume: {missing}")
-            _refused(state, run_id, current.task_name, "resumed", actor, refusal)
+            _refused(state, run_id, task_name, "resumed", actor, refusal)
             raise
         exclusive = not (task_class.allow_concurrent_runs or current.dry_run)
         exclusive_key = task_class.name if exclusive else None
@@ -527,11 +634,152 @@ def resume(state: State, run_id: int, *, actor: audit.Actor | None = None) -> Ru
             try:
                 _raise_if_already_running(session, task_class)
             except TaskAlreadyRunning as refusal:
-                _refused(state, run_id, current.task_name, "resumed", actor, refusal)
+                _refused(state, run_id, task_name, "resumed", actor, refusal)
                 raise
             raise
         except MaintenanceTasksError as refusal:
-            _refused(state, run_id, current.task_name, "resumed", actor, refusal)
+            _refused(state, run_id, task_name, "resumed", actor, refusal)
             raise
-        _enqueue(state, session, changed.run, job_id, actor)
+        # A cut run too: its job starts it again, then resumes its partitions.
+        _enqueue(state, session, changed.run, t.cast(str, job_id), actor)
         return changed.run
+
+
+#: The fields of :func:`set_speed`: the argument, the run's column, and its bounds.
+SPEED_FIELDS: t.Final = ("rate", "batch_size", "ticker_delay")
+_SPEED_COLUMNS: t.Final = {
+    "rate": "max_rate",
+    "batch_size": "batch_size_override",
+    "ticker_delay": "ticker_delay_override",
+}
+#: Largest page size an operator may set.
+MAX_BATCH_SIZE: t.Final = 100_000
+
+
+def _speed_value(field: str, value: t.Any, longest_delay: float) -> float | int:
+    """``value`` of a speed field, checked; raises :class:`ValueError` with the message."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if field == "batch_size":
+        try:
+            number = int(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise ValueError("must be a whole number") from None
+        if isinstance(value, float) and value != number:
+            raise ValueError("must be a whole number")
+        if not 1 <= number <= MAX_BATCH_SIZE:
+            raise ValueError(f"must be from 1 to {MAX_BATCH_SIZE}")
+        return number
+    try:
+        real = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number") from None
+    if not math.isfinite(real) or real <= 0:
+        raise ValueError("must be a number greater than 0")
+    if field == "ticker_delay" and real > longest_delay:
+        # A run whose ticks are further apart would look stuck, and be handed on.
+        raise ValueError(
+            f"must be at most {longest_delay:g} seconds (half of MAINTENANCE_TASKS_STUCK_AFTER)"
+        )
+    return real
+
+
+def _speed_changes(
+    values: t.Mapping[str, t.Any], reset: t.Iterable[str], longest_delay: float
+) -> tuple[dict[str, t.Any], dict[str, list[str]]]:
+    """The columns to write and the errors by field (names only in the trail)."""
+    changes: dict[str, t.Any] = {}
+    errors: dict[str, list[str]] = {}
+    reset = set(reset)
+    for name in sorted(reset - set(SPEED_FIELDS)):
+        errors.setdefault("reset", []).append(f"unknown field {name!r}")
+    for field in SPEED_FIELDS:
+        value = values.get(field)
+        if field in reset:
+            if value is not None:
+                errors.setdefault(field, []).append("cannot be both set and reset")
+            changes[_SPEED_COLUMNS[field]] = None
+        elif value is not None:
+            try:
+                changes[_SPEED_COLUMNS[field]] = _speed_value(field, value, longest_delay)
+            except ValueError as error:
+                errors.setdefault(field, []).append(str(error))
+    if not changes and not errors:
+        errors["__root__"] = ["give a rate, a batch size or a ticker delay to set (or reset)"]
+    return changes, errors
+
+
+def set_speed(
+    state: State,
+    run_id: int,
+    *,
+    rate: t.Any = None,
+    batch_size: t.Any = None,
+    ticker_delay: t.Any = None,
+    reset: t.Iterable[str] = (),
+    actor: audit.Actor | None = None,
+) -> Run:
+    """Change an active run's speed without pausing it; see :doc:`/speed-control`.
+
+    ``None`` leaves a value as it is; ``reset`` names the fields that go back
+    to the task's own (no cap for ``"rate"``). The run and its partitions are
+    written in one transaction with a ``speed_changed`` event; their jobs take
+    the values at their next status reload.
+    """
+    actor = actor or audit.python()
+    with store.open_session(state.db) as session:
+        current = _load_or_raise(session, run_id)
+        task_name = current.task_name  # (the row may be gone after a rollback)
+        changes, errors = _speed_changes(
+            {"rate": rate, "batch_size": batch_size, "ticker_delay": ticker_delay},
+            reset,
+            state.settings.stuck_after / 2,
+        )
+        try:
+            if errors:
+                raise InvalidArguments(f"the speed of run #{run_id}", errors)
+            written = session.execute(
+                sa.update(runs_table)
+                .where(
+                    runs_table.c.id == run_id, runs_table.c.status.in_([s.value for s in ACTIVE])
+                )
+                .values(**changes)
+            ).rowcount  # type: ignore[attr-defined]
+            if not written:
+                session.rollback()
+                status = store.read_status(session, run_id)
+                if status is None:
+                    raise RunNotFound(run_id)  # deleted meanwhile (a prune)
+                raise InvalidTransition("set the speed of", str(status.status), run_id)
+        except MaintenanceTasksError as refusal:
+            _refused(state, run_id, task_name, audit.SPEED_CHANGED, actor, refusal)
+            raise
+        session.execute(
+            sa.update(runs_table).where(runs_table.c.parent_id == run_id).values(**changes)
+        )
+        if "max_rate" in changes:
+            store.share_rate(session, run_id)
+        audit.record(
+            session,
+            run_id=run_id,
+            task_name=task_name,
+            action=audit.SPEED_CHANGED,
+            actor=actor,
+            detail=_speed_detail(changes),
+        )
+        session.commit()
+    return get_run(state, run_id) or current
+
+
+def _speed_detail(changes: t.Mapping[str, t.Any]) -> str:
+    """``rate=200/s, batch_size=task's own``: what the event says was set."""
+    units = {"rate": "/s", "batch_size": "", "ticker_delay": "s"}
+    parts = []
+    for field in SPEED_FIELDS:
+        column = _SPEED_COLUMNS[field]
+        if column in changes:
+            value = changes[column]
+            parts.append(
+                f"{field}={value:g}{units[field]}" if value is not None else f"{field}=task's own"
+            )
+    return ", ".join(parts)

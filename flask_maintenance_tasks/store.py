@@ -16,8 +16,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .exceptions import MaintenanceTasksError
-from .models import CSVFile, Run, runs_table, utcnow
+from .exceptions import MaintenanceTasksError, RunNotFound
+from .models import CSVFile, Run, RunStatus, runs_table, utcnow
 from .transitions import ACTIVE, COMPLETED
 
 if t.TYPE_CHECKING:
@@ -28,12 +28,6 @@ Decision: t.TypeAlias = "t.Mapping[str, t.Any] | None"
 #: Attempts, and the base of the exponential backoff between them (seconds).
 ATTEMPTS = 6
 BACKOFF = 0.05
-
-
-class RunNotFound(LookupError):
-    def __init__(self, run_id: int) -> None:
-        self.run_id = run_id
-        super().__init__(f"Run #{run_id} not found.")
 
 
 class Fenced(Exception):
@@ -165,12 +159,30 @@ def write_progress(
     move_cursor: bool,
     failures: int = 0,
     changes: t.Any = None,
+    parent_id: int | None = None,
+    time_running: float | None = None,
 ) -> bool:
     """Add ticks and time, and move the cursor, if ``job_id`` still holds the run.
 
     Runs in the caller's transaction (the task's changes commit with it) and
     returns ``False``, writing nothing, when the run was handed to another job.
+    A partition (``parent_id``) adds its ticks and failures to its run's in the
+    same transaction, and raises the run's time to its own ``time_running``
+    when that is longer: the run's row is written first, so every writer
+    locks a run before its partitions.
     """
+    if parent_id is not None and (ticks or failures or time_running is not None):
+        parent: dict[str, t.Any] = {"updated_at": utcnow()}
+        if ticks:
+            parent["tick_count"] = runs_table.c.tick_count + ticks
+        if failures:
+            parent["failure_count"] = runs_table.c.failure_count + failures
+        if time_running is not None:
+            parent["time_running"] = sa.case(
+                (runs_table.c.time_running < time_running, time_running),
+                else_=runs_table.c.time_running,
+            )
+        session.execute(runs_table.update().where(runs_table.c.id == parent_id).values(**parent))
     values: dict[str, t.Any] = {
         "tick_count": runs_table.c.tick_count + ticks,
         "time_running": runs_table.c.time_running + seconds,
@@ -190,12 +202,76 @@ def write_progress(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def read_status(session: Session, run_id: int) -> tuple[str, str | None] | None:
-    """The run's ``(status, job_id)``: the one SELECT of a status reload."""
+def partitions_of(session: Session, run_ids: t.Iterable[int]) -> dict[int, list[Run]]:
+    """The partitions of each run of ``run_ids`` that has some, in order: one query."""
+    ids = list(run_ids)
+    found: dict[int, list[Run]] = {}
+    if not ids:
+        return found
+    query = sa.select(Run).where(Run.parent_id.in_(ids)).order_by(Run.parent_id, Run.partition)
+    for run in session.scalars(query):
+        found.setdefault(t.cast(int, run.parent_id), []).append(run)
+    return found
+
+
+def family_totals(session: Session, parent_id: int) -> tuple[int, int]:
+    """A partitioned run's ``(tick_count, failure_count)``, for its partitions' limits."""
     row = session.execute(
-        sa.select(runs_table.c.status, runs_table.c.job_id).where(runs_table.c.id == run_id)
+        sa.select(runs_table.c.tick_count, runs_table.c.failure_count).where(
+            runs_table.c.id == parent_id
+        )
     ).first()
-    return None if row is None else (row[0], row[1])
+    return (0, 0) if row is None else (int(row[0] or 0), int(row[1] or 0))
+
+
+def share_rate(session: Session, parent_id: int) -> bool:
+    """Split a partitioned run's rate cap evenly over its partitions that have not succeeded.
+
+    Each partition's job keeps its own pace, so together they keep the run's;
+    once a partition is done, the others take its share. Writes only the
+    partitions whose share changed; ``True`` when it wrote any (the caller
+    commits). The run's cap is read in the same statement's transaction, so a
+    cap changed meanwhile is not overwritten by an older one.
+    """
+    c = runs_table.c
+    cap = session.scalar(sa.select(c.max_rate).where(c.id == parent_id))
+    unfinished = sa.and_(c.parent_id == parent_id, c.status != RunStatus.SUCCEEDED.value)
+    count = session.scalar(sa.select(sa.func.count()).where(unfinished)) or 0
+    share = cap / count if cap and count else None
+    differs = (
+        c.max_rate.is_not(None)
+        if share is None
+        else sa.or_(c.max_rate.is_(None), c.max_rate != share)
+    )
+    written = session.execute(
+        sa.update(runs_table)
+        .where(unfinished, differs)
+        .values(max_rate=share)
+        .execution_options(synchronize_session=False)
+    ).rowcount  # type: ignore[attr-defined]
+    return bool(written)
+
+
+class Status(t.NamedTuple):
+    """What a status reload reads of a run: its status, its job and its speed overrides."""
+
+    status: str
+    job_id: str | None
+    #: The operator's cap in items per second, page size and ticker delay (``None``: unset).
+    max_rate: float | None = None
+    batch_size: int | None = None
+    ticker_delay: float | None = None
+
+
+def read_status(session: Session, run_id: int) -> Status | None:
+    """The run's :class:`Status`: the one SELECT of a status reload."""
+    c = runs_table.c
+    row = session.execute(
+        sa.select(
+            c.status, c.job_id, c.max_rate, c.batch_size_override, c.ticker_delay_override
+        ).where(c.id == run_id)
+    ).first()
+    return None if row is None else Status(*row)
 
 
 # -- what the dashboard and the command line read ---------------------------
@@ -233,10 +309,33 @@ def runs_table_exists(engine: sa.Engine) -> bool:
 
 def active_runs(session: Session, task_name: str | None = None) -> list[Run]:
     """The active runs, of every task or of ``task_name``, newest first."""
-    query = sa.select(Run).where(Run.status.in_(sorted(ACTIVE)))
+    query = sa.select(Run).where(Run.status.in_(sorted(ACTIVE)), Run.parent_id.is_(None))
     if task_name is not None:
         query = query.where(Run.task_name == task_name)
     return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc())))
+
+
+def run_counts(session: Session) -> list[tuple[str, str, int, int]]:
+    """``(task_name, status, runs, failed items)`` for each task and status that has runs.
+
+    One GROUP BY over every run, partitions left out (a partitioned run's
+    failures already add up those of its partitions).
+    """
+    query = (
+        sa.select(
+            runs_table.c.task_name,
+            runs_table.c.status,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(runs_table.c.failure_count), 0),
+        )
+        .where(runs_table.c.parent_id.is_(None))
+        .group_by(runs_table.c.task_name, runs_table.c.status)
+        .order_by(runs_table.c.task_name, runs_table.c.status)
+    )
+    return [
+        (name, status, int(runs), int(failed))
+        for name, status, runs, failed in session.execute(query)
+    ]
 
 
 def history_page(
@@ -252,7 +351,7 @@ def history_page(
     last run of the page before (ids grow with creation time). Ask for one run
     more than a page to learn whether another page follows.
     """
-    query = sa.select(Run).where(Run.status.in_(sorted(COMPLETED)))
+    query = sa.select(Run).where(Run.status.in_(sorted(COMPLETED)), Run.parent_id.is_(None))
     if task_name is not None:
         query = query.where(Run.task_name == task_name)
     if before_id is not None:
@@ -264,7 +363,7 @@ def latest_run_per_task(session: Session, names: t.Iterable[str]) -> dict[str, R
     """The newest run of each task of ``names`` that has one, whatever its status, by name."""
     newest = (
         sa.select(Run.task_name, sa.func.max(Run.id).label("id"))
-        .where(Run.task_name.in_(list(names)))
+        .where(Run.task_name.in_(list(names)), Run.parent_id.is_(None))
         .group_by(Run.task_name)
         .subquery()
     )
@@ -291,7 +390,11 @@ def latest_completed_run_per_task(session: Session) -> list[Run]:
     names = names.union_all(sa.select(following).where(names.c.name.is_not(None)))
     latest = (
         sa.select(other.c.id)
-        .where(other.c.task_name == names.c.name, other.c.status.in_(sorted(COMPLETED)))
+        .where(
+            other.c.task_name == names.c.name,
+            other.c.status.in_(sorted(COMPLETED)),
+            other.c.parent_id.is_(None),
+        )
         .order_by(other.c.id.desc())
         .limit(1)
         .scalar_subquery()
@@ -315,7 +418,7 @@ def runs_page(
     that starts with its column and continues with the id (the status index
     is on the status alone, and the few statuses keep its scans short).
     """
-    query = sa.select(Run)
+    query = sa.select(Run).where(Run.parent_id.is_(None))
     if task_name is not None:
         query = query.where(Run.task_name == task_name)
     if status is not None:
@@ -325,3 +428,30 @@ def runs_page(
     if before_id is not None:
         query = query.where(Run.id < before_id)
     return list(session.scalars(query.order_by(Run.id.desc()).limit(limit)))
+
+
+def lock_timed_out(error: BaseException) -> bool:
+    """SQLite waited its busy timeout for another connection's write lock, in vain.
+
+    Nothing of the statement was applied; trying again later may succeed
+    (partitions on SQLite hold the lock in turn, one tick each).
+    """
+    return isinstance(error, sa.exc.OperationalError) and "database is locked" in str(error.orig)
+
+
+_T = t.TypeVar("_T")
+
+
+def retried_on_lock(
+    step: t.Callable[[], _T], *, attempts: int = 3, rollback: t.Callable[[], None] | None = None
+) -> _T:
+    """``step()``, tried again while SQLite's lock stays with others past its busy timeout."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return step()
+        except sa.exc.DBAPIError as error:
+            if attempt == attempts or not lock_timed_out(error):
+                raise
+            if rollback is not None:
+                rollback()
+    raise AssertionError("unreachable")  # pragma: no cover

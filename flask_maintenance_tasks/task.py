@@ -13,11 +13,12 @@ import pydantic
 
 from . import policy
 from .exceptions import ConfigurationError, InvalidArguments
-from .parameters import MAX_DEPTH, depth_within
+from .parameters import MAX_DEPTH, depth_within, unencodable
 from .sources import source_of
 
 if t.TYPE_CHECKING:
     from .models import Run
+    from .sources.partitioned import Partition
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 Backoff = float | int | timedelta | t.Callable[[], float | int | timedelta]
@@ -111,6 +112,11 @@ def _finite(value: t.Any) -> bool:
     return True
 
 
+def _field(key: t.Any) -> str:
+    """An argument's name as an error's field: a lone surrogate written as its escape."""
+    return str(key).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 _SECRET_TYPES = (pydantic.SecretStr, pydantic.SecretBytes)
 
 
@@ -173,6 +179,9 @@ class Task:
     max_failures: t.ClassVar[int | None] = None
     #: More failed items than this share (0 to 1) of the items processed errors the run.
     max_failure_rate: t.ClassVar[float | None] = None
+    #: Partitions a run is cut into, each walked by its own chain of jobs (see
+    #: :doc:`/partitions`); a run may ask for another number.
+    partitions: t.ClassVar[int] = 1
     #: Seconds between re-reads of the run's status; default: the app's setting.
     status_reload_frequency: t.ClassVar[float | None] = None
     #: Allow more than one active run of this task at a time.
@@ -204,6 +213,11 @@ class Task:
         problem = policy.check_declaration(cls)
         if problem is not None:
             raise ConfigurationError(f"{cls.name}: {problem}.")
+        partitions = cls.partitions
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ConfigurationError(
+                f"{cls.name}: partitions must be a whole number of at least 1, not {partitions!r}."
+            )
 
     def __init__(self, **arguments: t.Any) -> None:
         self.params: t.Any = self.validate_arguments(arguments)
@@ -214,6 +228,8 @@ class Task:
         #: True in a dry run: the database rolls back every tick, but effects
         #: outside it (mail, HTTP calls) are the task's to skip.
         self.dry_run: bool = False
+        #: The part of the collection this job walks, in a partitioned run; ``None`` otherwise.
+        self.partition: Partition | None = None
 
     # -- parameters -------------------------------------------------------
 
@@ -221,6 +237,11 @@ class Task:
     def validate_arguments(cls, arguments: t.Mapping[str, t.Any]) -> pydantic.BaseModel | None:
         """Validate ``arguments`` against ``Parameters``; raise :class:`InvalidArguments`."""
         model = cls.Parameters
+        # First, so that no message quotes text that no page nor terminal can show.
+        garbled = [_field(k) for k, v in arguments.items() if unencodable(k) or unencodable(v)]
+        if garbled:
+            message = "must be text without lone surrogates (it is not valid UTF-8)"
+            raise InvalidArguments(cls.name, {name: [message] for name in garbled})
         if model is None:
             if arguments:
                 names = ", ".join(sorted(map(str, arguments)))

@@ -35,6 +35,8 @@ from .job import perform_run
 from .state import State, get_state
 
 if t.TYPE_CHECKING:
+    from datetime import datetime
+
     from flask import Flask
 
     from .models import Run
@@ -50,10 +52,15 @@ MAX_SLICES = 100_000
 class _SynchronousExecutor:
     """Collects the jobs a run asks for, so the test can perform them in turn."""
 
+    #: The test performs every job at once: a run at a set time is refused here.
+    keeps_schedules = False
+
     def __init__(self) -> None:
         self.jobs: collections.deque[tuple[int, str]] = collections.deque()
 
-    def enqueue(self, run_id: int, job_id: str, *, delay: float = 0.0) -> None:
+    def enqueue(
+        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+    ) -> None:
         # Delays (throttle backoffs) are not waited for in a test.
         self.jobs.append((run_id, job_id))
 
@@ -62,6 +69,12 @@ class _SynchronousExecutor:
 
     def is_dead(self, job_id: str) -> bool:
         return False
+
+    def overdue_since(self, job_id: str) -> datetime | None:
+        return None
+
+    def unschedule(self, job_id: str) -> None:
+        pass
 
 
 @contextlib.contextmanager
@@ -127,6 +140,7 @@ def run_task(
     max_failures: int | None = None,
     max_failure_rate: float | None = None,
     dry_run: bool = False,
+    partitions: int | None = None,
 ) -> Run:
     """Start a run of task ``name`` in the current app and perform it to its end.
 
@@ -136,7 +150,8 @@ def run_task(
     its file as ``mtasks.run`` does: ``csv_file=`` a path, a binary file
     object or ``(file name, file object)``. ``error_policy``,
     ``max_failures`` and ``max_failure_rate`` override the task's, and
-    ``dry_run=True`` makes it a dry run, as for ``mtasks.run``.
+    ``dry_run=True`` makes it a dry run, and ``partitions=`` cuts it, as for
+    ``mtasks.run`` (the partitions' jobs then run one after the other).
 
     :raises TaskNotFound, InvalidArguments, TaskAlreadyRunning, CSVFileError:
         as ``mtasks.run``.
@@ -153,6 +168,7 @@ def run_task(
             max_failures=max_failures,
             max_failure_rate=max_failure_rate,
             dry_run=dry_run,
+            partitions=partitions,
         )
         return _perform_all(state, executor, run.id)
 

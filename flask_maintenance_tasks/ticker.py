@@ -21,8 +21,21 @@ class Ticker:
     rolled back with it.
     """
 
-    def __init__(self, session: Session, run_id: int, job_id: str, delay: float) -> None:
+    def __init__(
+        self,
+        session: Session,
+        run_id: int,
+        job_id: str,
+        delay: float,
+        *,
+        parent_id: int | None = None,
+        time_running: float = 0.0,
+    ) -> None:
         self.session = session
+        #: A partition's run, which each flush also counts in.
+        self.parent_id = parent_id
+        #: The run's seconds of work, its earlier slices included.
+        self.time_running = time_running
         self.run_id = run_id
         self.job_id = job_id
         self.delay = delay
@@ -40,20 +53,29 @@ class Ticker:
         what a dry run would have changed so far. Raises :class:`Fenced`.
         """
         now = time.monotonic()
+        seconds = now - self._last
         written = store.write_progress(
             self.session,
             self.run_id,
             self.job_id,
             ticks=ticks,
-            seconds=now - self._last,
+            seconds=seconds,
             cursor=cursor,
             move_cursor=ticks > 0,
             failures=failures,
             changes=changes,
+            parent_id=self.parent_id,
+            time_running=self.time_running + seconds if self.parent_id is not None else None,
         )
         if not written:
             self.session.rollback()
             raise Fenced()
         self.session.commit()
+        self.time_running += seconds
         self._last = now
         self.due_at = now + self.delay
+
+    def set_delay(self, delay: float) -> None:
+        """Wait ``delay`` seconds between flushes from the last one on (an operator's change)."""
+        self.delay = delay
+        self.due_at = self._last + delay

@@ -29,6 +29,7 @@ if t.TYPE_CHECKING:
     from .models import Run
     from .task import Task
 
+SCHEDULED = RunStatus.SCHEDULED
 ENQUEUED = RunStatus.ENQUEUED
 RUNNING = RunStatus.RUNNING
 PAUSING = RunStatus.PAUSING
@@ -144,6 +145,15 @@ class Transition:
 
 # -- the transitions -------------------------------------------------------
 
+#: The job of a scheduled run finds its time come: the run waits its turn as any
+#: run just started (its job goes on to take it at once, see ``job``).
+DUE = Transition(
+    "start",
+    frozenset({SCHEDULED}),
+    ENQUEUED,
+    signal=signals.run_enqueued,
+    event="due",
+)
 #: A job takes an enqueued run for the first time.
 START = Transition(
     "start",
@@ -156,10 +166,11 @@ START = Transition(
     signal=signals.run_started,
     event="began",
 )
-#: A job takes on a run that an earlier slice handed on.
+#: A job takes on a run that an earlier slice handed on (or, for a partitioned
+#: run, resumed: the first of its partitions to take a job carries it on).
 CARRY_ON = Transition(
     "carry on",
-    frozenset({INTERRUPTED, RUNNING}),
+    frozenset({ENQUEUED, INTERRUPTED, RUNNING}),
     RUNNING,
     writes={"interruption_reason": None},
     given=frozenset({"job_id", "tick_total"}),
@@ -241,7 +252,7 @@ SUCCEED = Transition(
 #: The run failed (in its job, or when it could not be enqueued).
 ERROR = Transition(
     "error",
-    frozenset({ENQUEUED, RUNNING, PAUSING, CANCELLING, INTERRUPTED}),
+    frozenset({SCHEDULED, ENQUEUED, RUNNING, PAUSING, CANCELLING, INTERRUPTED}),
     ERRORED,
     writes={
         "ended_at": NOW,
@@ -264,10 +275,11 @@ FORCE_PAUSE = Transition(
     signal=signals.run_paused,
     event="force_paused",
 )
-#: An operator cancels a paused or stuck run at once; its job, if alive, is fenced off.
+#: An operator cancels a paused, scheduled or stuck run at once; its job, if
+#: alive (a scheduled run's job waits in RQ's scheduler), is fenced off.
 FORCE_CANCEL = Transition(
     "cancel",
-    frozenset({PAUSED, PAUSING, CANCELLING, RUNNING}),
+    frozenset({SCHEDULED, PAUSED, PAUSING, CANCELLING, RUNNING}),
     CANCELLED,
     writes={
         "ended_at": NOW,
@@ -288,6 +300,15 @@ RECOVER = Transition(
     given=frozenset({"job_id"}),
     event="recovered",
 )
+#: Recovery gives a scheduled run whose job was lost (Redis flushed) a new job,
+#: due at the run's time; the run stays scheduled until that job takes it.
+RECOVER_SCHEDULED = Transition(
+    "recover",
+    frozenset({SCHEDULED}),
+    None,
+    given=frozenset({"job_id"}),
+    event="recovered",
+)
 #: Recovery hands a running run whose job died to a new job.
 RECOVER_RUNNING = Transition(
     "recover",
@@ -299,8 +320,19 @@ RECOVER_RUNNING = Transition(
     event="recovered",
 )
 
-#: Every transition but the creation of a run (always ``enqueued``, see ``runner``).
+#: A job that could not take its waiting run (the database was gone, or SQLite's
+#: lock busy) hands it to a new job, a moment later.
+REQUEUE = Transition(
+    "requeue",
+    frozenset({SCHEDULED, ENQUEUED, INTERRUPTED}),
+    None,
+    given=frozenset({"job_id", "interruption_reason"}),
+)
+
+#: Every transition but the creation of a run (``enqueued``, or ``scheduled`` when
+#: started with a time; see ``runner``).
 TRANSITIONS: t.Final[tuple[Transition, ...]] = (
+    DUE,
     START,
     CARRY_ON,
     PROGRESS,
@@ -315,7 +347,9 @@ TRANSITIONS: t.Final[tuple[Transition, ...]] = (
     FORCE_PAUSE,
     FORCE_CANCEL,
     RECOVER,
+    RECOVER_SCHEDULED,
     RECOVER_RUNNING,
+    REQUEUE,
 )
 
 #: Allowed changes of status, derived from :data:`TRANSITIONS`.
@@ -349,10 +383,14 @@ STOPPED: t.Final = frozenset({PAUSED}) | COMPLETED
 STUCKABLE: t.Final = frozenset({PAUSING, CANCELLING, RUNNING})
 #: Some job should be holding the run; recovery looks after these.
 HELD: t.Final = frozenset({ENQUEUED, RUNNING, INTERRUPTED, PAUSING, CANCELLING})
+#: The run waits for its time; its job sits in RQ's scheduler (recovery checks it is there).
+WAITING_FOR_TIME: t.Final = frozenset({SCHEDULED})
 #: Interruption reasons that mean "an operator stopped it", not "hand it on".
 OPERATOR_STOPS: t.Final = frozenset({"pause", "cancel"})
 #: Interruption reasons after which the next slice waits (the throttle's backoff, a retry).
-DELAYED_REASONS: t.Final = frozenset({"throttle", "connection_lost"})
+DELAYED_REASONS: t.Final = frozenset({"throttle", "connection_lost", "database_locked"})
+#: Reasons a job may hand on a run it could not even take (see ``REQUEUE``).
+REQUEUED_REASONS: t.Final = frozenset({"connection_lost", "database_locked"})
 
 
 def settling(status: RunStatus | str) -> Transition | None:

@@ -7,7 +7,8 @@ between items: the tick is committed, the run becomes ``interrupted``, the
 next slice is enqueued, and the worker exits 0. A SIGTERM sent to the whole
 process group (or cgroup) reaches the horse directly, to the same effect.
 
-An idle worker also recovers orphaned runs, every ``recovery_interval`` seconds.
+An idle worker also recovers orphaned runs, every ``recovery_interval`` seconds,
+and prunes old runs (see :mod:`.retention`) every ``prune_interval`` seconds.
 
 What this takes from RQ beyond its documented API (hooks into its signal
 handling, its horse and its maintenance, a prompt stop of its scheduler) lives
@@ -26,6 +27,7 @@ from rq import SimpleWorker, Worker
 from . import _rq
 from .iteration import shutdown_requested
 from .recovery import recover
+from .retention import prune
 from .state import get_state
 
 if t.TYPE_CHECKING:
@@ -36,29 +38,55 @@ if t.TYPE_CHECKING:
 
 logger = logging.getLogger("flask_maintenance_tasks")
 
+#: Batches of old runs a worker prunes in one maintenance pass (see :mod:`.retention`).
+PRUNE_BATCHES = 20
+
 
 def _request_shutdown(signum: int, frame: FrameType | None) -> None:
     shutdown_requested.set()
 
 
 class _Recovering(_rq.MaintenanceHook):
-    """Runs :func:`~flask_maintenance_tasks.recovery.recover` every ``recovery_interval`` s.
+    """Runs :func:`~flask_maintenance_tasks.recovery.recover` every ``recovery_interval`` s,
+    and :func:`~flask_maintenance_tasks.retention.prune` every ``prune_interval`` s.
 
     It rides on RQ's maintenance hook, which an idle worker reaches at least
     once per dequeue timeout; ``recovering_worker`` sets that timeout to the
-    interval.
+    recovery interval. A prune takes at most :data:`PRUNE_BATCHES` batches at
+    a time, so that a worker facing a large backlog (retention just turned
+    on) keeps taking jobs in between: it prunes again at its next pass.
     """
 
     app: Flask | None = None
     recovery_interval: float = 60.0
+    prune_interval: float = 3600.0
     _next_recovery: float = 0.0
+    _next_prune: float = 0.0
 
     def extra_maintenance_due(self) -> bool:
-        return time.monotonic() >= self._next_recovery
+        now = time.monotonic()
+        return now >= self._next_recovery or now >= self._next_prune
 
     def run_extra_maintenance(self) -> None:
-        self._next_recovery = time.monotonic() + self.recovery_interval
-        self.recover()
+        if time.monotonic() >= self._next_recovery:
+            self._next_recovery = time.monotonic() + self.recovery_interval
+            self.recover()
+        if time.monotonic() >= self._next_prune:
+            more = self.prune()
+            self._next_prune = time.monotonic() + (0.0 if more else self.prune_interval)
+
+    def prune(self) -> bool:
+        """Prune up to :data:`PRUNE_BATCHES` batches; whether runs were left for the next pass."""
+        if self.app is None:
+            return False
+        try:
+            with self.app.app_context():
+                return prune(get_state(self.app), max_batches=PRUNE_BATCHES).more
+        except Exception as error:
+            if _rq.is_stop_request(error):
+                raise
+            logger.exception("Pruning old runs failed; trying again later")
+            return False
 
     def recover(self) -> None:
         if self.app is None:
@@ -90,8 +118,25 @@ def recovering_worker(
     """
     worker = worker_class(queues, worker_ttl=max(int(recovery_interval) + 15, 16), **kwargs)
     worker.app = app
+    _discover_tasks(app)
     worker.recovery_interval = recovery_interval
+    worker.prune_interval = get_state(app).settings.prune_interval
     return worker
+
+
+def _discover_tasks(app: Flask) -> None:
+    """Import the app's tasks once, in the worker, before it forks any horse.
+
+    Each horse is a fork of the worker: it finds the tasks already imported
+    instead of walking and importing the tasks package for every job, which
+    costs more than a short slice itself. A package that fails to import is
+    left for the jobs, which error their runs with its message.
+    """
+    try:
+        with app.app_context():
+            get_state(app).registry.tasks()
+    except Exception:
+        logger.warning("The tasks could not be imported; each job will try again", exc_info=True)
 
 
 class MaintenanceWorker(_rq.StopsPromptly, _rq.HorseHooks, _Recovering, Worker):

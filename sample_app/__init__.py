@@ -40,6 +40,10 @@ def create_app(test_config: dict[str, object] | None = None) -> Flask:
     app.config["MAINTENANCE_TASKS_METADATA"] = _who_started_it
     if test_config:
         app.config.from_mapping(test_config)
+    if str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("sqlite"):
+        # The partitions of a run write in turn on SQLite: let each wait for
+        # the others' ticks (a minute) rather than fail after the default 5 s.
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 60}})
     db.init_app(app)
     # The tasks live in sample_app.maintenance, the default package for this app.
     mtasks.init_app(app, db=db)
@@ -53,10 +57,14 @@ def _who_started_it() -> dict[str, str | None]:
 
 @click.command("seed")
 @click.option("--posts", default=5000, show_default=True, help="How many posts to create.")
-def seed_command(posts: int) -> None:
+@click.option("--reset", is_flag=True, help="Drop every table first (runs included): a fresh demo.")
+def seed_command(posts: int, reset: bool) -> None:
     """Create the tables and (re)fill them with sample posts."""
     from .models import seed
 
+    if reset:
+        # A database left by an older version lacks the newer columns: start afresh.
+        db.drop_all()
     db.create_all()
     seed(posts)
     click.echo(f"Created {posts:,} posts.")

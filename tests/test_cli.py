@@ -10,7 +10,6 @@ import typing as t
 import pydantic
 import pytest
 import sqlalchemy as sa
-from click.testing import Result
 from flask import Flask
 
 from flask_maintenance_tasks import Run, Task
@@ -19,7 +18,7 @@ from flask_maintenance_tasks.cli.terminal import visible
 from flask_maintenance_tasks.executors import RQExecutor
 from flask_maintenance_tasks.models import runs_table
 from tests.support import ROOT
-from tests.support.commands import Invoke
+from tests.support.commands import Invoke, error_line, started
 from tests.support.dashboard import add_run
 from tests.support.processes import FlaskProcess
 from tests.support.records import counters, fresh_run, seed_items
@@ -30,21 +29,6 @@ from tests.support.workers import APP, drain
 def runs(db: t.Any) -> list[Run]:
     db.session.remove()
     return list(db.session.scalars(sa.select(Run).order_by(Run.id)))
-
-
-def started(result: Result) -> int:
-    """The run id ``flask mtasks run`` printed."""
-    assert result.exit_code == 0, result.output
-    return int(result.stdout.strip())
-
-
-def error_line(result: Result) -> str:
-    """The one ``Error: ...`` line of a failed command; fails on a traceback."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 # -- list -------------------------------------------------------------------
@@ -444,6 +428,22 @@ def test_run_with_json_nested_too_deep_fails_and_writes_no_run(cli: Invoke, db: 
     assert "options: nested deeper than 64 levels." in error_line(given_json)
     assert "ids: nested deeper than 64 levels." in error_line(given_list)
     assert (given_json.exit_code, given_list.exit_code) == (2, 2)
+    assert runs(db) == []
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize("pair", ["note=\udced\udca0\udc80", 'tags=["\udcff"]'])
+def test_run_with_bytes_that_are_not_utf8_fails_and_writes_no_run(
+    cli: Invoke, db: t.Any, pair: str
+) -> None:
+    # Python hands undecodable bytes of argv over as lone surrogates.
+    given = ["--arg", "note=x"] if pair.startswith("tags") else []
+
+    result = cli("run", "WebFormKindsTask", *given, "--arg", pair)
+
+    assert result.exit_code == 1
+    field = pair.partition("=")[0]
+    assert f"{field}: must be text without lone surrogates" in error_line(result)
     assert runs(db) == []
 
 

@@ -8,11 +8,10 @@ import typing as t
 
 import pytest
 import sqlalchemy as sa
-from click.testing import Result
 from flask import Flask
 
 from flask_maintenance_tasks import Run
-from tests.support.commands import Invoke
+from tests.support.commands import Invoke, error_line, started
 from tests.support.dashboard import add_run
 from tests.support.records import counters, fresh_run, seed_items, trail
 from tests.support.workers import drain
@@ -26,20 +25,6 @@ SECRET = "hunter22x"
 def run_count() -> int:
     db.session.remove()
     return int(db.session.scalar(sa.select(sa.func.count()).select_from(Run)) or 0)
-
-
-def started(result: Result) -> int:
-    assert result.exit_code == 0, result.output
-    return int(result.stdout.strip().splitlines()[0])
-
-
-def error_line(result: Result) -> str:
-    """The one ``Error: ...`` line of a failed command; fails on a traceback."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def assert_no_control_characters(text: str) -> None:

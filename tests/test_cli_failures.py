@@ -12,7 +12,7 @@ from click.testing import Result
 from flask import Flask
 
 from flask_maintenance_tasks import Failure, Run
-from tests.support.commands import Invoke
+from tests.support.commands import Invoke, error_line
 from tests.support.records import counters, fresh_run, seed_items, trail
 from tests.support.workers import drain
 from tests.testapp import Item, db
@@ -41,15 +41,6 @@ def make_bad(*ids: int) -> None:
 def fix_all() -> None:
     db.session.execute(sa.update(Item).where(Item.title == "bad").values(title="fixed"))
     db.session.commit()
-
-
-def error_line(result: Result) -> str:
-    """The one ``Error: ...`` line of a failed command; fails on a traceback."""
-    assert result.exit_code != 0, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def skipped_run(app: Flask, cli: Invoke, items: int, bad: t.Iterable[int], *args: str) -> int:

@@ -23,6 +23,7 @@ from flask_maintenance_tasks.sources import (
     EnumeratorSource,
     OnceSource,
     RecordsSource,
+    RowsSource,
     SequenceSource,
     needs_file,
     source_of,
@@ -117,6 +118,9 @@ def test_select_in_batches_and_no_collection_have_their_sources(app: t.Any) -> N
         def collection(self) -> t.Any:
             return sa.select(Item)
 
+    class Rows(Task):
+        collection = sa.select(Item.id, Item.title)
+
     class Batches(Task):
         def collection(self) -> t.Any:
             return in_batches(sa.select(Item), of=10)
@@ -125,6 +129,7 @@ def test_select_in_batches_and_no_collection_have_their_sources(app: t.Any) -> N
         collection = no_collection()
 
     assert type(source_of(Records())) is RecordsSource
+    assert type(source_of(Rows())) is RowsSource
     assert type(source_of(Batches())) is BatchesSource
     assert type(source_of(Once())) is OnceSource
     # A task with an enumerator needs no file, whatever its collection says.

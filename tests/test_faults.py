@@ -14,19 +14,21 @@ measured (a JSON line) for ``benchmarks/reliability.py``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import threading
 import time
 import typing as t
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from flask_maintenance_tasks import InvalidTransition
+from flask_maintenance_tasks.models import Event
 from tests.support.apps import FAST
-from tests.support.records import assert_trail_agrees, counters, fresh_run, seed_items
+from tests.support.faults import Fault, database_of
+from tests.support.records import assert_trail_agrees, counters, fresh_run, seed_items, trail
 from tests.support.services import RedisServer
 from tests.support.waiting import wait_until
 from tests.support.workers import drain
@@ -46,79 +48,12 @@ def settings() -> dict[str, t.Any]:
     return {**FAST, "stuck_after": STUCK_AFTER, "recovery_interval": 0.5}
 
 
-@dataclasses.dataclass
-class Fault:
-    """A run under way, the fault, and the measure of what followed."""
-
-    name: str
-    run_id: int
-    database: str
-    items: int = ITEMS
-    ticks_at_fault: int = 0
-    injected_at: float = 0.0
-    recovered_after: float | None = None
-
-    def inject(self) -> None:
-        run = fresh_run(self.run_id)
-        assert run.tick_count < self.items, "the run ended before the fault"
-        assert run.ended_at is None, "the run ended before the fault"
-        self.ticks_at_fault = run.tick_count
-        self.injected_at = time.monotonic()
-
-    def watch_recovery(self, timeout: float = 60.0) -> None:
-        """Wait until the run commits progress again (or ends), then until it ends."""
-
-        def progressed() -> bool:
-            run = fresh_run(self.run_id)
-            return run.tick_count > self.ticks_at_fault or run.status == "succeeded"
-
-        wait_until(progressed, timeout, f"the run to progress after {self.name}")
-        self.recovered_after = time.monotonic() - self.injected_at
-        wait_until(lambda: fresh_run(self.run_id).status == "succeeded", timeout, "the run to end")
-
-    def check(self) -> None:
-        """The promises; and a line for the reliability report."""
-        done = counters()
-        run = fresh_run(self.run_id)
-        missed = sum(1 for c in done if c == 0)
-        twice = sum(1 for c in done if c > 1)
-        self.report(run, missed, twice)
-        assert run.status == "succeeded"
-        assert (missed, twice) == (0, 0)
-        assert run.tick_count == ITEMS == sum(done)
-        # Every status change left its event, in its transaction: the trail
-        # replays to the run's status whatever the fault did.
-        assert_trail_agrees(self.run_id)
-
-    def report(self, run: t.Any, missed: int, twice: int) -> None:
-        report = os.environ.get("MTASKS_RELIABILITY_REPORT")
-        if report:
-            with open(report, "a") as out:
-                out.write(
-                    json.dumps(
-                        {
-                            "fault": self.name,
-                            "database": self.database,
-                            "status": run.status,
-                            "missed": missed,
-                            "twice": twice,
-                            "recovered_after": self.recovered_after,
-                        }
-                    )
-                    + "\n"
-                )
-
-
-def _database(url: str) -> str:
-    return "postgresql" if url.startswith("postgresql") else "sqlite"
-
-
 def _start_run(app_env: dict[str, str], name: str, *, sleep: float = SLEEP) -> Fault:
     """Start the run as the dashboard would, in this process: the workers take it from Redis."""
     from tests.testapp import mtasks
 
     run = mtasks.run("CountItemsTask", arguments={"sleep": sleep})
-    return Fault(name, run.id, _database(app_env["MTASKS_TEST_DATABASE_URL"]))
+    return Fault(name, run.id, database_of(app_env), items=ITEMS)
 
 
 def _under_way(fault: Fault) -> None:
@@ -203,6 +138,33 @@ def test_sigkill_of_the_worker_alone(fault_run, workers):
     fault.check()
 
 
+def test_a_scheduled_start_racing_a_worker_restart(app, workers, app_env):
+    """SIGTERM reaches the worker as the run's time comes: whether its scheduler had
+    moved the job, its work horse had taken it, or neither, the run starts once."""
+    from tests.testapp import mtasks
+
+    seed_items(ITEMS)
+    first = workers.start()
+    executor = app.extensions["maintenance_tasks"].executor
+    wait_until(lambda: (executor.worker_count() or 0) > 0, 30, "the worker to listen")
+    due = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    run = mtasks.run("CountItemsTask", arguments={"sleep": SLEEP}, at=due)
+    fault = Fault("a scheduled start racing a worker restart", run.id, database_of(app_env))
+    time.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
+    fault.inject()
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0, workers.log(first)
+    assert fresh_run(run.id).status in ("scheduled", "enqueued", "interrupted")
+
+    workers.start()
+    fault.watch_recovery()
+    fault.check()
+    done = fresh_run(run.id)
+    assert done.started_at >= done.scheduled_at
+    actions = [action for action, _, _ in trail(run.id)]
+    assert (actions.count("due"), actions.count("began")) == (1, 1)
+
+
 def test_redis_flushed_while_running(fault_run, redis_url):
     from redis import Redis
 
@@ -281,6 +243,51 @@ def test_the_same_slice_delivered_twice_to_two_workers(app, workers, app_env):
     fault.check()
     logs = "".join(workers.log(p) for p in workers.processes)
     assert "stops without writing" in logs or "no longer holds" in logs
+
+
+def test_a_rate_cap_racing_a_worker_restart(app, fault_run, workers):
+    """The cap is set while the worker shuts down: its last tick, its hand-over and the
+    cap are all kept, and the new worker walks the rest at the capped speed."""
+    from tests.testapp import mtasks
+
+    cap = 60.0
+    fault, worker = fault_run("a rate cap racing a worker restart")
+    fault.inject()
+    barrier = threading.Barrier(2)
+    outcome: list[t.Any] = []
+
+    def cap_it() -> None:
+        with app.app_context():
+            barrier.wait()
+            outcome.append(mtasks.set_speed(fault.run_id, rate=cap, actor="ops"))
+
+    thread = threading.Thread(target=cap_it)
+    thread.start()
+    barrier.wait()
+    worker.send_signal(signal.SIGTERM)
+    thread.join(30)
+    assert worker.wait(30) == 0, workers.log(worker)
+    assert [run.max_rate for run in outcome] == [cap]
+    stopped = fresh_run(fault.run_id)
+    assert (stopped.status, stopped.max_rate) == ("interrupted", cap)
+
+    workers.start()
+    wait_until(
+        lambda: fresh_run(fault.run_id).tick_count > stopped.tick_count, 30, "the new worker"
+    )
+    first, first_at = fresh_run(fault.run_id).tick_count, time.monotonic()
+    fault.watch_recovery()
+    elapsed = time.monotonic() - first_at
+    fault.check()
+    left = fault.items - first
+    assert left > 100, "the run was nearly done before the new worker took it"
+    # The new worker honours the cap from its first slice (one tick of slack).
+    assert left / elapsed <= cap * 1.05 + 15 / elapsed
+    from tests.testapp import db
+
+    db.session.remove()
+    actions = db.session.scalars(sa.select(Event.action).where(Event.run_id == fault.run_id))
+    assert list(actions).count("speed_changed") == 1
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -362,7 +369,7 @@ def skip_fault_run(app, workers, app_env):
         db.session.commit()
         process = workers.start() if worker else None
         run = mtasks.run("SlowSkipBadItemsTask", arguments={"sleep": SKIP_SLEEP})
-        database = _database(app_env["MTASKS_TEST_DATABASE_URL"])
+        database = database_of(app_env)
         fault = SkipFault(name, run.id, database, bad=bad)
         if worker:
             _under_way(fault)
@@ -496,3 +503,37 @@ def test_two_resume_requests_at_once_enqueue_one_job(app, mtasks):
     assert app.extensions["maintenance_tasks"].executor.queue().count == 1
     drain(app)
     assert counters() == [1] * 5
+
+
+def _scheduler_pid(worker: t.Any) -> int | None:
+    """The worker's RQ scheduler: its child that stays in the worker's process group."""
+    from tests.support.workers import _children
+
+    for pid in _children(worker.pid):
+        if os.getpgid(pid) == os.getpgid(worker.pid):
+            return pid
+    return None
+
+
+def test_a_delayed_slice_starts_without_rq_scheduler_by_recovery(app, mtasks, workers, db) -> None:
+    """RQ's scheduler died (killed here; a Redis outage does it too) and the worker
+    does not start it again: its periodic recovery moves the throttled slice."""
+    from tests.testapp import Flag
+
+    seed_items(20)
+    worker = workers.start()
+    scheduler = wait_until(lambda: _scheduler_pid(worker), 30, "RQ's scheduler to start")
+    os.kill(scheduler, signal.SIGKILL)
+    db.session.add(Flag(name="busy", value="yes"))
+    db.session.commit()
+    run = mtasks.run("ThrottledCountTask")
+    wait_until(lambda: fresh_run(run.id).status == "interrupted", 30, "the run to back off")
+    db.session.execute(sa.delete(Flag).where(Flag.name == "busy"))
+    db.session.commit()
+    delayed = time.monotonic()
+
+    # Its backoff (1 s, to the whole second in RQ), a recovery interval, the slack, a margin.
+    wait_until(lambda: fresh_run(run.id).status == "succeeded", 6, "recovery to move the slice")
+    assert time.monotonic() - delayed < 6
+    assert counters() == [1] * 20, workers.log(worker)
+    assert_trail_agrees(run.id)

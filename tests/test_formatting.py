@@ -135,6 +135,14 @@ def test_eta_is_what_is_left_at_the_average_rate() -> None:
     assert eta_seconds(run) == 30.0
 
 
+def test_eta_of_a_capped_run_is_at_the_cap_when_that_is_slower() -> None:
+    slower = make_run(tick_count=40, tick_total=100, time_running=20.0, max_rate=0.5)
+    faster = make_run(tick_count=40, tick_total=100, time_running=20.0, max_rate=50.0)
+
+    assert eta_seconds(slower) == 120.0
+    assert eta_seconds(faster) == 30.0
+
+
 @pytest.mark.parametrize(
     "fields",
     [

@@ -14,7 +14,7 @@ from rq.job import Job, JobStatus
 
 from flask_maintenance_tasks.exceptions import TaskAlreadyRunning
 from flask_maintenance_tasks.models import runs_table, utcnow
-from flask_maintenance_tasks.recovery import recover
+from flask_maintenance_tasks.recovery import HAND_OVER_GRACE, OVERDUE_SLACK, recover
 from flask_maintenance_tasks.state import get_state
 from tests.support import ROOT
 from tests.support.records import counters, fresh_run, seed_items
@@ -187,6 +187,11 @@ def _fail_in_a_plain_rq_worker(app) -> None:
     assert "A maintenance task job ran outside an app" in result.stdout + result.stderr
 
 
+def _past_the_hand_over(db, run_id: int) -> None:
+    """The run last changed longer ago than a job takes to enqueue the job it committed."""
+    _age(db, run_id, seconds=HAND_OVER_GRACE + 0.5)
+
+
 def _job(app, job_id: str) -> Job:
     return Job.fetch(job_id, connection=app.extensions["maintenance_tasks"].executor.connection)
 
@@ -199,6 +204,7 @@ def test_an_enqueued_run_whose_job_failed_outside_the_runner_is_enqueued_again_a
     _fail_in_a_plain_rq_worker(app)
     assert _job(app, run.job_id).get_status() == JobStatus.FAILED
     assert fresh_run(run.id).status == "enqueued"  # the heartbeat is fresh
+    _past_the_hand_over(db, run.id)
 
     recovered = recover(get_state())
 
@@ -215,6 +221,7 @@ def test_a_cancelled_run_whose_job_failed_is_settled_and_frees_the_task_at_once(
     assert mtasks.cancel(run.id).status == "cancelling"
     with pytest.raises(TaskAlreadyRunning):
         mtasks.run("CountItemsTask")
+    _past_the_hand_over(db, run.id)
 
     assert [r.status for r in recover(get_state())] == ["cancelled"]
 
@@ -226,6 +233,7 @@ def test_a_pausing_run_whose_job_failed_is_settled_to_paused(app, mtasks, db):
     run = mtasks.run("CountItemsTask")
     _fail_in_a_plain_rq_worker(app)
     mtasks.pause(run.id)
+    _past_the_hand_over(db, run.id)
     assert [r.status for r in recover(get_state())] == ["paused"]
     assert fresh_run(run.id).status == "paused"
 
@@ -240,6 +248,7 @@ def test_an_interrupted_run_whose_job_was_canceled_stopped_or_deleted_carries_on
         runs_table.update().where(runs_table.c.id == run.id).values(status="interrupted", cursor=2)
     )
     db.session.commit()
+    _past_the_hand_over(db, run.id)
     job = _job(app, run.job_id)
     if end == "canceled":
         job.cancel()
@@ -250,6 +259,24 @@ def test_an_interrupted_run_whose_job_was_canceled_stopped_or_deleted_carries_on
 
     assert [r.status for r in recover(get_state())] == ["interrupted"]
 
+    drain(app)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [0, 0, 1, 1, 1]
+
+
+def test_a_run_just_handed_to_a_job_not_yet_enqueued_is_left_alone_for_the_grace(app, mtasks, db):
+    """A job commits its run's next job id, then enqueues that job: in between, RQ
+    does not know the job. Recovery must not take that moment for a lost job."""
+    seed_items(5)
+    run = mtasks.run("CountItemsTask")
+    app.extensions["maintenance_tasks"].executor.connection.flushall()
+    _age(db, run.id, seconds=0, status="interrupted", cursor=2)  # handed over just now
+
+    assert recover(get_state()) == []
+    assert fresh_run(run.id).job_id == run.job_id
+
+    _past_the_hand_over(db, run.id)  # the enqueue never came: the job was lost
+    assert [r.status for r in recover(get_state())] == ["interrupted"]
     drain(app)
     assert fresh_run(run.id).status == "succeeded"
     assert counters() == [0, 0, 1, 1, 1]
@@ -287,7 +314,91 @@ def test_a_dead_job_run_that_moved_on_meanwhile_is_left_alone(app, mtasks, db):
 
     run = mtasks.run("CountItemsTask")
     _job(app, run.job_id).set_status(JobStatus.FAILED)
+    _past_the_hand_over(db, run.id)
     [seen] = recovery.dead_job_candidates(get_state())
     _age(db, run.id, seconds=-5)  # heard of since: a newer heartbeat
     assert recovery._recover_one(get_state(), seen, heard_until=seen.updated_at) is None
     assert fresh_run(run.id).job_id == run.job_id
+
+
+def test_a_resumed_partitioned_run_whose_job_vanished_is_enqueued_again(app, mtasks, db):
+    """A cut run waiting for its own job after a resume is handed on as any run."""
+    from flask_maintenance_tasks.testing import run_task
+    from tests.testapp import Item
+
+    seed_items(12)
+    run = run_task("PartitionedCountTask", {"fail_on": "item-11"})
+    assert run.status == "errored"
+    db.session.execute(sa.update(Item).where(Item.id == 11).values(title="fixed"))
+    db.session.commit()
+    mtasks.resume(run.id)
+    app.extensions["maintenance_tasks"].executor.connection.flushall()
+    _age(db, run.id)
+    lost = fresh_run(run.id)
+    assert [(r.run_id, r.was, r.status) for r in recover(get_state())] == [
+        (run.id, "enqueued", "enqueued")
+    ]
+    assert fresh_run(run.id).job_id not in (None, lost.job_id)
+    drain(app)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [1] * 12
+
+
+# -- delayed jobs that no scheduler moves to the queue --
+
+
+def _delayed_slice(app, mtasks, db):
+    """An interrupted run whose next slice waits in RQ's schedule, as a throttle leaves it."""
+    seed_items(5)
+    run = mtasks.run("CountItemsTask")
+    executor = app.extensions["maintenance_tasks"].executor
+    executor.connection.flushall()
+    _past_the_hand_over(db, run.id)
+    db.session.execute(
+        runs_table.update().where(runs_table.c.id == run.id).values(status="interrupted")
+    )
+    db.session.commit()
+    executor.enqueue(run.id, run.job_id, delay=600)
+    return fresh_run(run.id)
+
+
+def _due(app, job_id: str, seconds_ago: float) -> None:
+    """Move the job's due time in RQ's schedule into the past, as if its delay had passed."""
+    registry = app.extensions["maintenance_tasks"].executor.queue().scheduled_job_registry
+    registry.schedule(_job(app, job_id), utcnow() - timedelta(seconds=seconds_ago))
+
+
+def test_a_delayed_slice_overdue_by_a_recovery_interval_is_handed_to_a_job_queued_at_once(
+    app, mtasks, db
+):
+    """RQ's scheduler is gone (a Redis outage killed it, say): recovery moves the slice."""
+    from flask_maintenance_tasks.job import perform_run
+
+    run = _delayed_slice(app, mtasks, db)
+    executor = app.extensions["maintenance_tasks"].executor
+    interval = get_state().settings.recovery_interval
+    _due(app, run.job_id, seconds_ago=interval + OVERDUE_SLACK + 1)
+
+    assert [(r.run_id, r.was, r.status) for r in recover(get_state())] == [
+        (run.id, "interrupted", "interrupted")
+    ]
+
+    handed = fresh_run(run.id)
+    assert handed.job_id != run.job_id
+    assert executor.queue().job_ids == [handed.job_id]
+    assert executor.queue().scheduled_job_registry.get_job_ids() == []
+    assert executor.overdue_since(run.job_id) is None
+    perform_run(run.id, run.job_id)  # the old job, had a scheduler moved it after all
+    assert counters() == [0] * 5
+    drain(app)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [1] * 5
+    assert recover(get_state()) == []
+
+
+def test_a_delayed_slice_due_less_than_a_recovery_interval_ago_is_left_alone(app, mtasks, db):
+    run = _delayed_slice(app, mtasks, db)
+    _due(app, run.job_id, seconds_ago=get_state().settings.recovery_interval / 2)
+    assert recover(get_state()) == []
+    assert fresh_run(run.id).job_id == run.job_id
+    assert app.extensions["maintenance_tasks"].executor.is_waiting(run.job_id)

@@ -270,3 +270,37 @@ def test_package_paths_are_the_directories_of_the_tasks_package(
 
     assert Registry(package).package_paths() == list(importlib.import_module(package).__path__)
     assert Registry(f"{package}.maintenance").package_paths() == []
+
+
+def test_a_task_added_later_is_found_and_a_broken_module_added_later_breaks_nothing(
+    make_package, tmp_path: Path
+) -> None:
+    package = make_package({"first.py": TASK.format(name="FirstTask")})
+    registry = Registry(package)
+    assert list(registry.tasks()) == ["FirstTask"]
+    (tmp_path / package / "second.py").write_text(TASK.format(name="SecondTask"))
+    assert registry.get("SecondTask").__name__ == "SecondTask"  # looked for again
+    (tmp_path / package / "third.py").write_text(TASK.format(name="ThirdTask"))
+    (tmp_path / package / "broken.py").write_text("raise RuntimeError('a bug')\n")
+    with pytest.raises(TaskNotFound):
+        registry.get("ThirdTask")
+    # The tasks known before the broken module came stay known.
+    assert list(registry.tasks()) == ["FirstTask", "SecondTask"]
+    assert registry.get("FirstTask").__name__ == "FirstTask"
+
+
+def test_a_job_whose_tasks_package_fails_to_import_errors_its_run(
+    app: t.Any, mtasks: t.Any, make_package, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a job failing again and again through recovery: the run errors, saying why."""
+    from flask_maintenance_tasks.job import perform_run
+    from flask_maintenance_tasks.state import get_state
+    from tests.support.records import fresh_run
+
+    run = mtasks.run("CountItemsTask")
+    broken = make_package({"tasks.py": "raise RuntimeError('the tasks do not import')\n"})
+    monkeypatch.setattr(get_state(), "registry", Registry(broken))
+    perform_run(run.id, run.job_id)
+    errored = fresh_run(run.id)
+    assert errored.status == "errored"
+    assert "the tasks do not import" in errored.error_message

@@ -278,3 +278,24 @@ def test_a_number_that_json_cannot_hold_is_invalid_and_writes_nothing(app, mtask
         mtasks.run("WebFormKindsTask", {"note": "x", "ratio": value})
     assert set(caught.value.errors) == {"ratio"}
     assert _runs(db) == []
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"note": "\ud800"}, "note"),
+        ({"note": "x", "tags": ["fine", "a\udcffb"]}, "tags"),
+        ({"note": "x", "limits": {"\udced\udca0": 1}}, "limits"),
+        ({"note": "x", "credentials": {"user": "u", "key": "\ud800"}}, "credentials"),
+        ({"note": "x", "\ud800": 1}, "\\ud800"),
+    ],
+)
+def test_text_that_is_not_utf8_is_invalid_and_writes_no_run(app, mtasks, db, arguments, field):
+    with pytest.raises(InvalidArguments, match="lone surrogates") as caught:
+        mtasks.run("WebFormKindsTask", arguments)
+    assert caught.value.errors == {
+        field: ["must be text without lone surrogates (it is not valid UTF-8)"]
+    }
+    str(caught.value).encode("utf-8")  # the message itself can be shown anywhere
+    assert _runs(db) == []

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from flask_maintenance_tasks import InvalidArguments
+from flask_maintenance_tasks import InvalidArguments, Run
 from flask_maintenance_tasks.testing import resume_task, retry_task_failures, run_task
 from sample_app import create_app
 from sample_app.models import Post, SiteSetting, db, seed
@@ -48,6 +48,16 @@ def test_the_backfill_survives_an_interruption_after_every_seven_posts(mtasks_ru
     assert run.tick_count == POSTS
     assert db.session.scalar(sa.select(sa.func.count()).where(Post.word_count.is_(None))) == 0
     assert _touched() == [1] * POSTS
+
+
+def test_the_link_check_walks_its_four_partitions_once_each(mtasks_run_interrupted):
+    run = mtasks_run_interrupted("CheckLinksTask", every=7)
+    assert (run.status, run.partitions, run.tick_count) == ("succeeded", 4, POSTS)
+    assert _touched() == [1] * POSTS
+    parts = db.session.scalars(
+        sa.select(Run).where(Run.parent_id == run.id).order_by(Run.partition)
+    ).all()
+    assert [(part.status, part.tick_count) for part in parts] == [("succeeded", POSTS // 4)] * 4
 
 
 def test_archiving_touches_only_old_posts_once(mtasks_run):

@@ -46,10 +46,13 @@ PEER = {
 }
 #: Ours on top: an operator forcing a stuck run to stop (our stuck rule covers running too).
 FORCED = {(S.RUNNING, S.PAUSED), (S.RUNNING, S.CANCELLED), (S.PAUSING, S.CANCELLED)}
+#: Ours on top: a run started at a set time (the peer has none) becomes enqueued when
+#: due, is cancelled at once (no job holds it), or errors when it cannot be queued.
+SCHEDULED = {(S.SCHEDULED, S.ENQUEUED), (S.SCHEDULED, S.CANCELLED), (S.SCHEDULED, S.ERRORED)}
 
 PEER_PAIRS = {(old, new) for old, targets in PEER.items() for new in targets}
 ALL_CHANGES = [(old, new) for old, new in itertools.product(S, S) if old != new]
-REFUSED = [pair for pair in ALL_CHANGES if pair not in PEER_PAIRS | FORCED]
+REFUSED = [pair for pair in ALL_CHANGES if pair not in PEER_PAIRS | FORCED | SCHEDULED]
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -63,10 +66,10 @@ def test_every_change_the_peer_allows_is_allowed(old: RunStatus, new: RunStatus)
     assert can_transition(old, new)
 
 
-def test_changes_beyond_the_peer_are_only_forced_stops_of_stuck_runs() -> None:
+def test_changes_beyond_the_peer_are_only_forced_stops_and_scheduled_starts() -> None:
     ours = {(old, new) for old, targets in ALLOWED.items() for new in targets}
 
-    assert ours - PEER_PAIRS == FORCED
+    assert ours - PEER_PAIRS == FORCED | SCHEDULED
 
 
 @pytest.mark.parametrize(("old", "new"), REFUSED)

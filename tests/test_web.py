@@ -503,6 +503,7 @@ def test_run_json_says_what_the_page_and_the_cli_say(
     assert data.pop("failures_url") == f"/maintenance_tasks/runs/{run.id}/failures"
     assert data.pop("failures_csv_url") == f"/maintenance_tasks/runs/{run.id}/failures.csv"
     assert data.pop("retries") == []
+    assert data.pop("partitions") == [] and data.pop("partition_count") == 1
     assert data == formatting.run_as_dict(app, fresh_run(run.id))
     assert [event["action"] for event in events] == ["started", "began", "succeeded"]
     assert data["status"] == "succeeded" and data["progress"] == "Processed 1 out of 1 item (100%)."

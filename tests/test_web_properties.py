@@ -526,10 +526,23 @@ def form_fields(draw: st.DrawFn, task: str) -> list[tuple[str, Text]]:
     for name, (valid, worse) in FIELD_VALUES.get(task, {}).items():
         if name == "note" or draw(st.integers(0, 9)) < 4:
             fields.append((name, draw(valid if clean else st.one_of(valid, valid, worse))))
+    if draw(st.integers(0, 3)) == 0:
+        fields.append(("_partitions", draw(partitions_text if clean else any_partitions)))
     if not clean and draw(st.booleans()):
         name = draw(st.sampled_from([*FIELDS[FORM], "csrf_token"]) | st.text(max_size=10))
         fields.append((name, draw(hostile)))
     return fields
+
+
+#: The run form's "Partitions" field (not a parameter): numbers in and out of range...
+partitions_text = st.integers(-2, 18).map(str) | st.sampled_from(["", " 2 ", "01", "+3"])
+#: ...and anything: huge or unicode digits, fractions, hostile text.
+any_partitions = st.one_of(
+    partitions_text,
+    big_integer.map(str),
+    st.sampled_from([LONG_NUMBER, "-" + LONG_NUMBER, "１２", "٣", "2.0", "1e1", "0x2", "²"]),
+    hostile,
+)
 
 
 #: Names of real tasks, the form task most often.
@@ -590,7 +603,7 @@ csv_contents = st.one_of(
 ROUTES = ("index", "task", "task", "task", "start", "start", "start", "start", "start")
 ROUTES += ("control", "control", "control", "json", "csv", "runs", "static", "stray")
 ROUTES += ("failures", "failures", "failures_csv", "retry", "retry")
-ROUTES += ("preview", "preview", "dry", "for_real", "for_real")
+ROUTES += ("preview", "preview", "dry", "for_real", "for_real", "run_page")
 #: The routes of a run's failed items (see ``_run_ledger_task``), and the POST among them.
 FAILURE_VIEWS = ("run_failures", "run_failures_csv", "retry_failures")
 #: The views that change runs (with this session's token, when authorized).
@@ -672,6 +685,8 @@ def probes(draw: st.DrawFn, routes: tuple[str, ...] = ROUTES) -> Probe:
         query = draw(cursor_query())
     elif route == "json":
         path = ("runs", draw(run_ids), ".json")
+    elif route == "run_page":
+        path = ("runs", draw(run_ids))
     elif route == "csv":
         path = ("runs", draw(run_ids), "csv")
     elif route in ("failures", "failures_csv"):
@@ -943,7 +958,7 @@ def _asks(world: World, sent: Sent) -> tuple[str, str | None] | None:
         return "run", args["name"]
     if sent.view == "control":
         return args["action"], args["name"]
-    if sent.view in ("run_json", "run_csv", "run_failures", "run_failures_csv"):
+    if sent.view in ("run_page", "run_json", "run_csv", "run_failures", "run_failures_csv"):
         return "view", dict(world.runs).get(args["run_id"])
     if sent.view == "retry_failures":
         return "retry_failures", dict(world.runs).get(args["run_id"])
@@ -976,7 +991,7 @@ def answer_problems(world: World, sent: Sent) -> Problems:
         problems.append((NotRefused, "the way is closed to the caller, yet no refusal"))
     elif asks and asks[0] == "view" and sent.method in ("GET", "HEAD") and not refused:
         # A run known by its id alone that one may not view answers as a missing one.
-        by_id = ("run_json", "run_csv", "run_failures", "run_failures_csv")
+        by_id = ("run_page", "run_json", "run_csv", "run_failures", "run_failures_csv")
         hidden_run = sent.status == 404 and sent.view in by_id
         if not way.may(caller, "view", asks[1]) and not hidden_run:
             what = asks[1] or "the dashboard"

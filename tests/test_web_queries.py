@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import typing as t
+from datetime import datetime, timezone
 
 import pytest
 from flask import Flask
 
-from flask_maintenance_tasks.models import failures_table
+from flask_maintenance_tasks.models import failures_table, runs_table
 from tests.support.apps import make_app
 from tests.support.dashboard import Dashboard, add_run, count_queries, insert_runs, text
 from tests.testapp.many_tasks import COUNT, NAMES
@@ -136,3 +137,74 @@ def test_dry_runs_cost_no_query_more_and_the_preview_is_its_own_request(app: Fla
     assert 'id="preview-region"' in text(web.get(f"/tasks/{name}"))
     # The count and the first items, each in a savepoint (see preview.MAX_STATEMENTS).
     assert len(preview) <= 16, preview
+
+
+def partitioned_runs(engine: t.Any, name: str, runs: int, partitions: int, status: str) -> int:
+    """``runs`` runs of ``name``, cut into ``partitions`` each as workers leave them; last id."""
+    run_id = 0
+    for _ in range(runs):
+        run_id = add_run(
+            engine,
+            name,
+            status,
+            partitions=partitions,
+            bounds=[{"until": n} for n in range(partitions)],
+            tick_count=partitions * 3,
+            tick_total=partitions * 5,
+        )
+        insert_children(engine, name, run_id, partitions, status)
+    return run_id
+
+
+def insert_children(engine: t.Any, name: str, run_id: int, count: int, status: str) -> None:
+    now = datetime.now(timezone.utc)
+    rows = [
+        {
+            "task_name": name,
+            "status": status,
+            "parent_id": run_id,
+            "partition": index,
+            "partitions": 1,
+            "bounds": {"until": index, "of": count},
+            "tick_count": 3,
+            "tick_total": 5,
+            "time_running": 1.0,
+            "lock_version": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for index in range(count)
+    ]
+    with engine.begin() as connection:
+        connection.execute(runs_table.insert(), rows)
+
+
+def test_partitions_on_cards_cost_one_query_for_the_whole_page(app: Flask) -> None:
+    """The partitions of every card on a page: one query (``store.partitions_of``), made only
+    when some card's run has been cut, whatever the number of runs and partitions."""
+    web = Dashboard(app)
+    engine = app.extensions["sqlalchemy"].engine
+    name = "PartitionedCountTask"
+    web.get("/")
+    paths = ("/", f"/tasks/{name}", f"/tasks/{name}?cursor=999999", "/runs")
+    insert_runs(engine, 3, [name])
+    plain = {path: len(queries(web, path)) for path in paths}
+    add_run(engine, name, "enqueued", partitions=4)  # not cut yet: nothing to read
+    uncut = {path: len(queries(web, path)) for path in paths}
+    partitioned_runs(engine, name, 1, 2, "succeeded")
+    partitioned_runs(engine, name, 1, 2, "running")
+    few = {path: len(queries(web, path)) for path in paths}
+    partitioned_runs(engine, name, 20, 16, "succeeded")
+    last = partitioned_runs(engine, name, 3, 16, "paused")
+    many = {path: len(queries(web, path)) for path in paths}
+    page = text(web.get(f"/tasks/{name}"))
+    json_queries = len(queries(web, f"/runs/{last}.json"))
+
+    assert uncut == plain, (plain, uncut)
+    assert few == many, (few, many)
+    # The task's own collection() reads a flag, once per page (whether it takes a CSV file).
+    assert many[f"/tasks/{name}"] == plain[f"/tasks/{name}"] + 1 <= 5
+    assert many["/"] == plain["/"] + 1 <= 5
+    assert many["/runs"] == plain["/runs"]  # a list of runs: no cards, no partitions
+    assert page.count('class="partition partition-') >= 16 * 4
+    assert json_queries == 3  # the run, its events, its partitions

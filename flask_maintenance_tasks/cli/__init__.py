@@ -1,9 +1,10 @@
 """The ``flask mtasks`` command group (API.md section 5).
 
 One module per concern: :mod:`.runs` (list, run, status, pause, resume,
-cancel), :mod:`.dryruns` (preview, run-for-real; :mod:`.changes` shows what a
+cancel, set), :mod:`.dryruns` (preview, run-for-real; :mod:`.changes` shows what a
 dry run would change), :mod:`.failures` (failures, retry-failures), :mod:`.worker` (worker,
-recover), :mod:`.scaffold` (new) and :mod:`.migrations` (migrations install).
+recover), :mod:`.retention` (prune), :mod:`.scaffold` (new) and :mod:`.migrations`
+(migrations install).
 Every command that reaches the extension's state is wrapped in
 :func:`.errors.catch_errors`, so that a user's mistake ends with one
 ``Error: ...`` line and exit status 1. Every string a command did not write
@@ -17,12 +18,14 @@ from flask.cli import AppGroup
 from .dryruns import preview_command, run_for_real_command
 from .failures import failures_command, retry_failures_command
 from .migrations import migrations_cli
+from .retention import prune_command
 from .runs import (
     cancel_command,
     list_command,
     pause_command,
     resume_command,
     run_command,
+    set_command,
     status_command,
 )
 from .scaffold import new_command
@@ -39,10 +42,12 @@ for _command in (
     pause_command,
     resume_command,
     cancel_command,
+    set_command,
     failures_command,
     retry_failures_command,
     worker_command,
     recover_command,
+    prune_command,
     new_command,
     migrations_cli,
 ):

@@ -16,7 +16,14 @@ from .. import audit, masking, runner
 from .. import preview as previews
 from ..state import State, get_state
 from .errors import catch_errors
-from .runs import _after_enqueue, _parse_arguments, acting_as, waiting
+from .runs import (
+    _after_enqueue,
+    _parse_arguments,
+    acting_as,
+    partition_count,
+    partitions_option,
+    waiting,
+)
 from .terminal import visible
 
 if t.TYPE_CHECKING:
@@ -31,17 +38,26 @@ class InvalidArgumentsUsage(click.ClickException):
 
 @click.command("run-for-real")
 @click.argument("run_id", type=int)
+@partitions_option
 @waiting
 @acting_as
 @with_appcontext
 @catch_errors
-def run_for_real_command(run_id: int, wait: bool, acting_as: str | None) -> None:
+def run_for_real_command(
+    run_id: int, partitions_asked: str | None, wait: bool, acting_as: str | None
+) -> None:
     """Start a normal run with the arguments of dry run RUN_ID, which must have succeeded.
 
-    The new run keeps the dry run's error policy and CSV file.
+    The new run keeps the dry run's error policy, partitions and CSV file;
+    --partitions K cuts it into K partitions instead.
     """
     state = get_state()
-    run = runner.run_for_real(state, run_id, actor=audit.command_line(acting_as))
+    run = runner.run_for_real(
+        state,
+        run_id,
+        actor=audit.command_line(acting_as),
+        partitions=partition_count(partitions_asked),
+    )
     click.echo(
         f"Started run #{run.id} of {visible(run.task_name)} for real, "
         f"with the arguments of dry run #{run_id}."

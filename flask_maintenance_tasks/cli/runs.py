@@ -1,4 +1,4 @@
-"""The commands about runs: list, run (and follow), status, pause, resume, cancel."""
+"""The commands about runs: list, run (and follow), status, pause, resume, cancel, set."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from .. import audit, formatting, ledger, masking, parameters, runner, store
+from .. import audit, formatting, ledger, masking, parameters, partitions, runner, store
 from ..csv.uploads import csv_file_of
 from ..executors import InProcessExecutor, RQExecutor
 from ..models import Run, RunStatus
@@ -23,6 +23,8 @@ from .policy import policy_options
 from .terminal import visible
 
 if t.TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from ..task import Task
 
 #: How many completed runs ``status`` lists after the active ones.
@@ -48,6 +50,37 @@ def waiting(command: F) -> F:
     return click.option(
         "--wait", is_flag=True, help="Follow the run until it ends; fail unless it succeeds."
     )(command)
+
+
+def partitions_option(command: F) -> F:
+    """``--partitions K``: cut the run into K partitions instead of the task's number.
+
+    The value reaches the runner as typed (a whole number read as one), so
+    that every mistake, a word as much as a number out of range, gets the
+    engine's message and fails as the task's invalid arguments do.
+    """
+    return click.option(
+        "--partitions",
+        "partitions_asked",
+        metavar="K",
+        help="Cut the run into K partitions, walked side by side by several workers "
+        "(default: the task's partitions).",
+    )(command)
+
+
+def partition_count(text: str | None) -> int | str | None:
+    """``--partitions`` as given: a whole number as an ``int``, anything else as typed."""
+    if text is None:
+        return None
+    digits = text.strip().removeprefix("-")
+    if digits.isascii() and digits.isdigit() and len(digits.lstrip("0")) <= _PARTITION_DIGITS:
+        number = int(digits.lstrip("0") or "0")  # (int() refuses more than 4,300 digits)
+        return -number if text.strip().startswith("-") else number
+    return text
+
+
+#: Digits past which ``--partitions`` is not read as a number: no maximum is that large.
+_PARTITION_DIGITS = 6
 
 
 def acting_as(command: F) -> F:
@@ -102,6 +135,14 @@ def list_command() -> None:
     is_flag=True,
     help="Process every item and roll each tick back: count what the run would change.",
 )
+@partitions_option
+@click.option(
+    "--at",
+    "at",
+    metavar="WHEN",
+    help="Start the run at this time instead of now: ISO 8601 with its time zone, "
+    "such as 2026-12-01T02:00+00:00 (needs RQ).",
+)
 @waiting
 @acting_as
 @with_appcontext
@@ -114,6 +155,8 @@ def run_command(
     max_failures: int | None,
     max_failure_rate: float | None,
     dry_run: bool,
+    partitions_asked: str | None,
+    at: str | None,
     wait: bool,
     acting_as: str | None,
 ) -> None:
@@ -122,7 +165,11 @@ def run_command(
     --error-policy, --max-failures and --max-failure-rate override the task's
     error policy for this run. --dry-run starts a dry run: the database rolls
     back what it writes, and `flask mtasks status RUN_ID` says what it would
-    have changed.
+    have changed. --partitions K cuts the run into K partitions, from 1 to
+    MAINTENANCE_TASKS_MAX_PARTITIONS, instead of the task's own number.
+    --at WHEN schedules the run: it is `scheduled` (and holds the task) until
+    then, when a worker's RQ scheduler starts it; `flask mtasks cancel RUN_ID`
+    calls it off.
     """
     state = get_state()
     arguments = _parse_arguments(state.registry.get(name), pairs, state.settings.masked_parameters)
@@ -141,8 +188,16 @@ def run_command(
         max_failures=max_failures,
         max_failure_rate=max_failure_rate,
         dry_run=dry_run,
+        partitions=partition_count(partitions_asked),
+        at=at,
     )
     click.echo(run.id)
+    if run.status == RunStatus.SCHEDULED:
+        click.echo(
+            f"Run #{run.id} is scheduled for {formatting.timestamp(run.scheduled_at)}; "
+            f"`flask mtasks cancel {run.id}` calls it off.",
+            err=True,
+        )
     if run.dry_run:
         click.echo(
             f"Run #{run.id} is a dry run: every tick is rolled back, nothing is written; "
@@ -311,15 +366,75 @@ def _show_run(state: State, run_id: int, as_json: bool) -> None:
     with store.open_session(state.db) as session:
         timeline = audit.timeline(session, run.id, TIMELINE_EVENTS)
         retried_in = [retry.id for retry in ledger.retries_of(session, run.id)]
+        children = _partitions_of(session, run)
     if as_json:
         data = formatting.run_as_dict(state.app, run, timeline=timeline)
         data["retried_in"] = retried_in
+        data.update(formatting.partitions_as_dict(run, children))
         click.echo(json.dumps(data, indent=2))
     else:
-        _print_run(state, run)
+        _print_run(state, run, children)
         print_changes(run)
         _print_failures(run, retried_in)
         _print_timeline(timeline)
+
+
+def _partitions_of(session: Session, run: Run) -> list[Run]:
+    """The partitions of a run that was cut, in order; none for any other run (no query)."""
+    if not partitions.is_split(run):
+        return []
+    return store.partitions_of(session, [run.id]).get(run.id, [])
+
+
+def _print_parent(run: Run) -> None:
+    """Which run a partition is part of, and that the operator acts on that run."""
+    if run.parent_id is None:
+        return
+    number = (run.partition or 0) + 1
+    of = formatting.partitions_as_dict(run, [])["partition_count"] or "?"
+    click.echo(
+        f"  Partition {number} of {of} of run #{run.parent_id}: "
+        f"`flask mtasks status {run.parent_id}` shows the whole run, "
+        "and pause, resume and cancel act on it."
+    )
+
+
+def _print_partitions(run: Run, children: list[Run]) -> None:
+    """Where a partitioned run's partitions stand, one line each, or that it will be cut."""
+    count = int(run.partitions or 1)
+    if run.parent_id is not None or count <= 1:
+        return
+    if not children:
+        if run.status in STOPPED:
+            click.echo(f"  Asked for {count} partitions; it stopped before it was cut.")
+        else:
+            click.echo(f"  Will be cut into {count} partitions when it starts.")
+        return
+    click.echo(f"  Partitions ({len(children)}):")
+    width = len(str(max(child.id for child in children)))
+    for child in children:
+        detail = formatting.partition_detail(child)
+        click.echo(f"    {_partition_line(detail, len(children), width)}")
+
+
+def _partition_line(detail: dict[str, t.Any], count: int, width: int) -> str:
+    """``1/4  #13  running     120 / 250 (48%)  2 failed  ValueError``."""
+    number = f"{(detail['index'] or 0) + 1}/{count}"
+    ticks, total = detail["tick_count"] or 0, detail["tick_total"]
+    if total:
+        progress = f"{ticks:,} / {total:,} ({min(100, 100 * ticks // total)}%)"
+    else:
+        progress = f"{ticks:,}"
+    line = (
+        f"{number:>{len(str(count)) * 2 + 1}}  #{detail['run_id']:<{width}}  "
+        f"{visible(detail['status']):<11} {progress}"
+    )
+    failures = detail["failure_count"] or 0
+    if failures:
+        line += f"  {failures:,} failed"
+    if detail["error_class"]:
+        line += f"  {visible(detail['error_class'])}"
+    return line
 
 
 def _print_failures(run: Run, retried_in: list[int]) -> None:
@@ -370,17 +485,23 @@ def _show_runs(state: State, as_json: bool) -> None:
 
 
 def _summary(run: Run) -> str:
+    count = int(run.partitions or 1)
+    cut = f"  ({count} partitions)" if count > 1 else ""
+    if run.status == RunStatus.SCHEDULED:
+        cut += f"  (for {formatting.timestamp(run.scheduled_at)})"
     return (
         f"#{run.id:<6} {visible(run.task_name)}  {status_of(run)}  "
-        f"{formatting.progress_text(run.tick_count, run.tick_total)}"
+        f"{formatting.progress_text(run.tick_count, run.tick_total)}{cut}"
     )
 
 
-def _print_run(state: State, run: Run) -> None:
+def _print_run(state: State, run: Run, children: list[Run]) -> None:
     data = formatting.run_as_dict(state.app, run)
     click.echo(f"Run #{run.id}  {visible(run.task_name)}  {status_of(run)}")
+    _print_parent(run)
     click.echo(f"  {data['progress']}")
     click.echo(f"  {visible(data['status_text'])}")
+    _print_partitions(run, children)
     if data["arguments"]:
         click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
     if data["metadata"] is not None:
@@ -390,7 +511,8 @@ def _print_run(state: State, run: Run) -> None:
         original = csv_file.original_filename
         given = f", given as {visible(original)}" if original else ""
         click.echo(f"  CSV file: {visible(csv_file.filename)} ({csv_file.size:,} bytes{given})")
-    click.echo(f"  Cursor: {json.dumps(run.cursor)}")
+    if not children:  # each partition of a cut run has a cursor of its own
+        click.echo(f"  Cursor: {json.dumps(run.cursor)}")
     if run.interruption_reason:
         click.echo(f"  Last interruption: {visible(run.interruption_reason.replace('_', ' '))}")
     if run.error_class:
@@ -439,3 +561,45 @@ def resume_command(run_id: int, wait: bool, acting_as: str | None) -> None:
 def cancel_command(run_id: int, acting_as: str | None) -> None:
     """Cancel run RUN_ID (at once if paused or stuck)."""
     _control(runner.cancel, run_id, acting_as)
+
+
+@click.command("set")
+@click.argument("run_id", type=int)
+@click.option("--rate", metavar="N", help="Cap the run at N items per second (N > 0).")
+@click.option("--batch-size", metavar="N", help="Fetch N records per query, from the next slice.")
+@click.option("--ticker-delay", metavar="S", help="Commit progress every S seconds (S > 0).")
+@click.option(
+    "--reset",
+    multiple=True,
+    type=click.Choice(runner.SPEED_FIELDS),
+    help="Give a field back to the task (rate: no cap). Repeat for several.",
+)
+@acting_as
+@with_appcontext
+@catch_errors
+def set_command(
+    run_id: int,
+    rate: str | None,
+    batch_size: str | None,
+    ticker_delay: str | None,
+    reset: tuple[str, ...],
+    acting_as: str | None,
+) -> None:
+    """Change the speed of active run RUN_ID without pausing it.
+
+    Its job takes the new values at its next status reload.
+    """
+    if rate is None and batch_size is None and ticker_delay is None and not reset:
+        raise click.UsageError(
+            "Give at least one of --rate, --batch-size, --ticker-delay or --reset."
+        )
+    run = runner.set_speed(
+        get_state(),
+        run_id,
+        rate=rate,
+        batch_size=batch_size,
+        ticker_delay=ticker_delay,
+        reset=reset,
+        actor=audit.command_line(acting_as),
+    )
+    click.echo(f"Run #{run.id}: {visible(formatting.speed_text(run))}.")

@@ -354,23 +354,34 @@ def _check_position(cursor: t.Any) -> Position:
 
 
 def rows(
-    stream: t.BinaryIO, spec: CSVCollection, cursor: t.Any = None
+    stream: t.BinaryIO, spec: CSVCollection, cursor: t.Any = None, end: int | None = None
 ) -> t.Iterator[tuple[CSVRow, Position]]:
     """``(row, position of the next row)`` pairs, starting at ``cursor`` (a position).
 
     ``stream`` must be seekable and at its start: the header is read there,
-    then the stream seeks to the cursor's offset.
+    then the stream seeks to the cursor's offset. With ``end``, the
+    ``offset`` of a position (from :func:`split_positions`, say), the walk
+    stops before the first record starting at or after that byte: the rows
+    of one part of the file.
     """
     header, start = read_header(stream, spec)
     if cursor is not None:
         start = _check_position(cursor)
         stream.seek(start["offset"])
     records = _Records(stream, spec, start["offset"], start["line"])
+    next_record: t.Callable[[int | None], list[str] | None] = records.next_record
+    if end is not None:
+        # A bounded walk pays one call per row; the whole file's walk does not.
+        def next_record(row: int | None, limit: int = end) -> list[str] | None:
+            if records.offset >= limit:
+                return None
+            return records.next_record(row)
+
     width = len(header)
     strip = spec.strip
     number = start["row"]
     while True:
-        fields = records.next_record(number)
+        fields = next_record(number)
         if fields is None:
             return
         if len(fields) != width:
@@ -389,12 +400,21 @@ def rows(
 
 
 def batches(
-    stream: t.BinaryIO, spec: CSVCollection, size: int, cursor: t.Any = None
+    stream: t.BinaryIO,
+    spec: CSVCollection,
+    size: int,
+    cursor: t.Any = None,
+    end: int | None = None,
 ) -> t.Iterator[tuple[list[CSVRow], Position]]:
-    """Lists of up to ``size`` rows, each with the position after its last row."""
+    """Lists of up to ``size`` rows, each with the position after its last row.
+
+    With ``end`` (see :func:`rows`), the last batch of the part may be short:
+    a batch never reaches past ``end``, and the next part's batches start at
+    its first row.
+    """
     batch: list[CSVRow] = []
     position: Position | None = None
-    for row, position in rows(stream, spec, cursor):
+    for row, position in rows(stream, spec, cursor, end):
         batch.append(row)
         if len(batch) == size:
             yield batch, {**position, "of": size}
@@ -404,18 +424,116 @@ def batches(
 
 
 def iterate(
-    stream: t.BinaryIO, spec: CSVCollection, cursor: t.Any
+    stream: t.BinaryIO, spec: CSVCollection, cursor: t.Any, end: int | None = None
 ) -> t.Iterator[tuple[t.Any, t.Any]]:
-    """The items of a CSV collection over ``stream``: rows, or batches with ``in_batches``."""
+    """The items of a CSV collection over ``stream``: rows, or batches with ``in_batches``.
+
+    ``end`` bounds the walk to one part of the file; see :func:`rows`.
+    """
     if spec.in_batches:
-        return batches(stream, spec, spec.in_batches, cursor)
-    return rows(stream, spec, cursor)
+        return batches(stream, spec, spec.in_batches, cursor, end)
+    return rows(stream, spec, cursor, end)
 
 
 def remaining(spec: CSVCollection, cursor: t.Any, line_count: int) -> int:
     """Rows (or batches) expected after ``cursor`` in a file of ``line_count`` lines."""
     lines_left = max(line_count - _check_position(cursor)["line"] + 1, 0)
     return math.ceil(lines_left / spec.in_batches) if spec.in_batches else lines_left
+
+
+# -- parts of a file -------------------------------------------------------
+
+
+def split_positions(
+    stream: t.BinaryIO, spec: CSVCollection, targets: t.Sequence[int]
+) -> list[Position]:
+    """The positions of the first records starting at or after some byte offsets.
+
+    For each of ``targets`` (byte offsets from the start of the file), the
+    position of the first record whose start is at or after it, numbered as
+    :func:`rows` numbers it: ``rows(stream, spec, position)`` starts there,
+    and ``rows(..., end=position["offset"])`` stops just before it. A record
+    starts where the previous one ends (the header's end for row 1): blank
+    and skipped lines belong to the record after them, and a target within
+    the header gives row 1's position. A target past the last record gives
+    the end of the file, ``{"offset": size, "row": rows + 1, "line": last
+    line + 1}``, before which every row is; targeting the file's size thus
+    gives its exact number of rows, ``row - 1``.
+
+    The file is read once, from its start to the last target's record,
+    without holding more than one record; ``stream`` must be seekable and at
+    its start. The positions come in the order of ``targets``.
+
+    :raises CSVFileError: a bad header, or a record that cannot be read
+        before the last target (a row of the wrong width is left to the walk
+        of its part, which names it).
+    """
+    if not targets:
+        return []
+    _, start = read_header(stream, spec)
+    stream.seek(start["offset"])
+    records = _Records(stream, spec, start["offset"], start["line"])
+    position = start
+    at_end = False
+    found: dict[int, Position] = {}
+    for target in sorted(set(targets)):
+        while not at_end and position["offset"] < target:
+            row = position["row"]
+            if records.next_record(row) is None:
+                at_end = True
+            else:
+                row += 1
+            position = {"offset": records.offset, "row": row, "line": records.line}
+        found[target] = position
+    return [dict(found[target]) for target in targets]
+
+
+def split(stream: t.BinaryIO, spec: CSVCollection, parts: int, size: int) -> list[Position]:
+    """The ``parts - 1`` positions cutting a file of ``size`` bytes into parts of equal bytes.
+
+    They are :func:`split_positions` of ``size * i // parts`` for ``i`` from
+    1 to ``parts - 1``, ascending. Part 1 runs from the first row (cursor
+    ``None``) to the first position, part ``i`` from position ``i - 1`` to
+    position ``i`` and the last part to the end of the file. A part is
+    empty when its two ends are the same position, as when the file has
+    fewer rows than parts or one row is larger than a part.
+    """
+    if isinstance(parts, bool) or not isinstance(parts, int) or parts < 1:
+        raise ValueError(f"A CSV file is split into at least 1 part, not {parts!r}.")
+    return split_positions(stream, spec, [size * i // parts for i in range(1, parts)])
+
+
+def count_between(
+    start: Position | None,
+    end: Position | None,
+    spec: CSVCollection,
+    *,
+    line_count: int | None = None,
+) -> int:
+    """Rows (or batches with ``in_batches``) from position ``start`` to position ``end``.
+
+    ``None`` for ``start`` is the first row. The count is the difference of
+    the two row numbers, exact; batches start again at each part's first
+    row, so a part of ``n`` rows has ``ceil(n / in_batches)`` of them. Without
+    an ``end`` (the last part, up to the end of the file), the count is
+    estimated from the file's ``line_count`` as :func:`remaining` does, unless
+    ``end`` is the end-of-file position of :func:`split_positions`, which is
+    exact.
+
+    :raises ValueError: ``end`` and ``line_count`` both missing.
+    """
+    first = 1 if start is None else _check_position(start)["row"]
+    if end is None:
+        if line_count is None:
+            raise ValueError(
+                "count_between(end=None) needs the file's line_count, or give the end-of-file "
+                "position of split_positions(..., [size])."
+            )
+        if start is None:
+            return spec.rows_count(line_count)
+        return remaining(spec, start, line_count)
+    count = max(_check_position(end)["row"] - first, 0)
+    return math.ceil(count / spec.in_batches) if spec.in_batches else count
 
 
 # -- the check at upload -----------------------------------------------------

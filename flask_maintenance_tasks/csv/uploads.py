@@ -204,7 +204,8 @@ def discard(state: State, upload: StoredUpload) -> None:
 
 def csv_file_of(state: State, run: Run | int) -> CSVFile | None:
     """The :class:`~.models.CSVFile` of a run, or ``None`` for a run without one."""
-    run_id = run if isinstance(run, int) else run.id
+    # A partition reads the file of its run.
+    run_id = run if isinstance(run, int) else (run.parent_id or run.id)
     with store.open_session(state.db) as session:
         return store.csv_file_of(session, run_id)
 

@@ -20,9 +20,9 @@ from ..exceptions import ConfigurationError, InvalidArguments
 from .base import Cursor, Item, Source
 from .csv_file import CSVSource
 from .custom import EnumeratorSource
-from .keyset import Batch
+from .keyset import Batch, selects_columns
 from .once import NO_ITEM, NoCollection, OnceSource, no_collection
-from .records import BatchesSource, InBatches, RecordsSource, in_batches
+from .records import BatchesSource, InBatches, RecordsSource, RowsSource, in_batches
 from .retry import RetrySource
 from .sequence import SequenceSource
 
@@ -42,6 +42,7 @@ __all__ = [
     "OnceSource",
     "RecordsSource",
     "RetrySource",
+    "RowsSource",
     "SequenceSource",
     "Source",
     "csv_spec",
@@ -114,6 +115,8 @@ def _own_source(task: Task) -> Source:
     if isinstance(collection, InBatches):
         return BatchesSource(task, collection)
     if isinstance(collection, Select):
+        if selects_columns(collection):
+            return RowsSource(task, collection)
         return RecordsSource(task, collection)
     raise ConfigurationError(
         f"{type(task).name}#collection must be an SQLAlchemy Select, in_batches(...), a list or "

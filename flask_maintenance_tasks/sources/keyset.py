@@ -1,12 +1,15 @@
-"""Keyset pagination over a ``Select`` of one ORM entity, and the cursor values it stores.
+"""Keyset pagination over a ``Select``, and the cursor values it stores.
 
-A page is one query ordered by the cursor columns, with a row-value comparison
-on the last position seen; a cursor is the JSON form of those columns' values
-(a single value, or a list for several columns).
+The ``Select`` is of one ORM entity (its pages are records) or of columns (its
+pages are rows, :class:`sqlalchemy.Row`). A page is one query ordered by the
+cursor columns, with a row-value comparison on the last position seen; a
+cursor is the JSON form of those columns' values (a single value, or a list
+for several columns).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import decimal
@@ -18,6 +21,7 @@ import uuid
 
 import sqlalchemy as sa
 from sqlalchemy.orm import ColumnProperty, InstrumentedAttribute, Mapper
+from sqlalchemy.orm.util import AliasedInsp
 from sqlalchemy.sql import Select
 
 from ..exceptions import ConfigurationError
@@ -104,11 +108,26 @@ class _Key:
     python_type: type[t.Any] | None
     #: The column cannot hold NULL (a primary key, or declared ``nullable=False``).
     not_null: bool = False
+    #: Where the column is in the rows of a ``Select`` of columns (``None``: records).
+    position: int | None = None
 
     @property
     def stored_as_is(self) -> bool:
         """Its values go into a cursor unchanged, and are never NULL: no per-row check needed."""
         return self.not_null and self.python_type in _JSON_NATIVE
+
+
+def selects_columns(select: t.Any) -> bool:
+    """Whether ``select`` is a ``Select`` of columns (rows), not of ORM entities (records)."""
+    if not isinstance(select, Select):
+        return False
+    return not any(_is_entity(d.get("expr")) for d in select.column_descriptions)
+
+
+def _is_entity(expression: t.Any) -> bool:
+    if isinstance(expression, type):
+        return True
+    return isinstance(sa.inspect(expression, raiseerr=False), (Mapper, AliasedInsp))
 
 
 def _python_type(column: t.Any) -> type[t.Any] | None:
@@ -136,19 +155,24 @@ class Keyset:
                 "by keyset."
             )
         descriptions = select.column_descriptions
+        #: Pages are rows of columns, not records: a ``Select`` of columns, item by item.
+        self.of_rows = rows and selects_columns(select)
+        if self.of_rows:
+            self.select = select
+            first = descriptions[0].get("entity") if descriptions else None
+            #: The entity of the first column, if any (pages are rows all the same).
+            self.entity: t.Any = first if isinstance(first, type) else None
+            self.primary_key = []
+            self.keys = self._row_keys(name, select, type(task).cursor_columns)
+            return
         entity = descriptions[0].get("entity") if len(descriptions) == 1 else None
         if not isinstance(entity, type):
             raise ConfigurationError(
-                f"{name}#collection must select exactly one ORM entity, e.g. sa.select(Post)."
-            )
-        if rows and descriptions[0].get("expr") is not entity:
-            # process() is handed records: a Select of columns would hand it bare values.
-            raise ConfigurationError(
-                f"{name}#collection must select the whole entity, sa.select({entity.__name__}), "
-                "not some of its columns; wrap it in in_batches() to work on primary keys."
+                f"{name}#collection must select exactly one ORM entity, e.g. sa.select(Post), "
+                "or columns, e.g. sa.select(Post.id, Post.title)."
             )
         self.select = select
-        self.entity: type[t.Any] = entity
+        self.entity = entity
         mapper: Mapper[t.Any] = sa.inspect(self.entity)
         self.primary_key = list(mapper.primary_key)
         self.keys = self._keys(name, mapper, type(task).cursor_columns)
@@ -189,8 +213,61 @@ class Keyset:
             keys.append(_Key(expression, column.key, _python_type(prop_column), not_null))
         return keys
 
+    def _row_keys(
+        self, name: str, select: Select[t.Any], columns: t.Sequence[t.Any] | None
+    ) -> list[_Key]:
+        """The keys of a ``Select`` of columns, each found among the selected columns.
+
+        The default is the primary key of the one table the select reads from; a select
+        reading from several tables (a join) must name its cursor columns, unique together.
+        """
+        selected = list(select.selected_columns)
+        if not columns:
+            froms = select.get_final_froms()
+            if not froms:
+                raise ConfigurationError(
+                    f"{name}#collection must select exactly one ORM entity, e.g. "
+                    "sa.select(Post), or columns of a table, e.g. sa.select(Post.id, Post.title)."
+                )
+            if len(froms) != 1 or isinstance(froms[0], sa.Join):
+                raise ConfigurationError(
+                    f"{name}#collection selects from several tables: set {name}.cursor_columns "
+                    "to selected columns that are unique together in its rows, e.g. the "
+                    "primary key of the table with one row per result row."
+                )
+            wanted: list[t.Any] = list(froms[0].primary_key)
+            if not wanted:
+                raise ConfigurationError(
+                    f"{name}#collection reads from {froms[0]} which has no primary key: "
+                    f"set {name}.cursor_columns."
+                )
+        else:
+            wanted = list(columns)
+        keys, missing = [], []
+        for column in wanted:
+            position = _position(name, selected, column)
+            if position is None:
+                missing.append(_column_name(column))
+                continue
+            found = selected[position]
+            expression = found.element if isinstance(found, sa.Label) else found
+            not_null = getattr(expression, "nullable", True) is False
+            keys.append(
+                _Key(expression, str(found.key), _python_type(expression), not_null, position)
+            )
+        if missing:
+            given = "cursor_columns" if columns else "cursor_columns (default: the primary key)"
+            raise ConfigurationError(
+                f"{name}#collection must select its {given}; missing: {', '.join(missing)}. "
+                "Add them to the select."
+            )
+        return keys
+
     def cursor_of(self, row: t.Any) -> Cursor:
-        values = [_encode(getattr(row, key.attribute)) for key in self.keys]
+        if self.of_rows:
+            values = [_encode(row[key.position]) for key in self.keys]
+        else:
+            values = [_encode(getattr(row, key.attribute)) for key in self.keys]
         return values[0] if len(values) == 1 else values
 
     def _page_cursors(self) -> t.Callable[[t.Sequence[t.Any]], list[Cursor]]:
@@ -201,6 +278,8 @@ class Keyset:
         a non-null int, str, float or bool, the values need neither encoding nor a NULL check,
         and one C-level pass reads them.
         """
+        if self.of_rows:
+            return self._row_page_cursors()
         if len(self.keys) == 1 and self.keys[0].stored_as_is:
             name = self.keys[0].attribute
 
@@ -217,6 +296,34 @@ class Keyset:
             return lambda page: list(map(read, page))
         cursor_of = self.cursor_of
         return lambda page: [cursor_of(record) for record in page]
+
+    def _row_page_cursors(self) -> t.Callable[[t.Sequence[t.Any]], list[Cursor]]:
+        """:meth:`_page_cursors` for rows: the key values taken by position from each row."""
+        if all(key.stored_as_is for key in self.keys):
+            # One C-level pass; several keys give tuples, stored as JSON lists.
+            read = operator.itemgetter(*(t.cast(int, key.position) for key in self.keys))
+            return lambda page: list(map(read, page))
+        cursor_of = self.cursor_of
+        return lambda page: [cursor_of(row) for row in page]
+
+    def _row_fetcher(self, session: Session) -> t.Callable[[Select[t.Any]], t.Any]:
+        """Run a page of rows on the session's connection, as Core: ``Session.execute`` would
+        hand each row through the ORM's loading, a Python call per row for nothing, since
+        rows of columns carry no ORM objects.
+
+        What ``Session.execute`` does first is kept: the autoflush of pending changes, and
+        the engine the session would choose for the select (its entity, its tables).
+        """
+        bind: dict[str, t.Any] = {"clause": self.select}
+        if self.entity is not None:
+            bind["mapper"] = sa.inspect(self.entity)
+
+        def fetch(statement: Select[t.Any]) -> t.Any:
+            if session.autoflush:
+                session.flush()
+            return session.connection(bind_arguments=bind).execute(statement)
+
+        return fetch
 
     def after(self, statement: Select[t.Any], cursor: Cursor) -> Select[t.Any]:
         if cursor is None:
@@ -249,8 +356,11 @@ class Keyset:
         self, session: Session, cursor: Cursor, size: int
     ) -> t.Iterator[t.Iterator[tuple[Item, Cursor]]]:
         page_cursors = self._page_cursors()
+        fetch = self._row_fetcher(session) if self.of_rows else session.scalars
+        # Ordered and limited once: a page adds only its WHERE (half the statement building).
+        first_page = self.order(self.select).limit(size)
         while True:
-            page = session.scalars(self.order(self.after(self.select, cursor)).limit(size)).all()
+            page = fetch(self.after(first_page, cursor)).all()
             if not page:
                 return
             cursors = page_cursors(page)
@@ -333,7 +443,8 @@ class Keyset:
             condition = self.keys[0].expression.in_([v[0] for v in values])
         else:
             condition = self._key_expression().in_([sa.tuple_(*v) for v in values])
-        records = session.scalars(self.order(self.select.where(condition))).all()
+        fetch = session.execute if self.of_rows else session.scalars
+        records = fetch(self.order(self.select.where(condition))).all()
         return {cursor_text(self.cursor_of(record)): record for record in records}
 
     def batch_between(self, session: Session, first: Cursor, last: Cursor) -> Batch | None:
@@ -364,10 +475,98 @@ class Keyset:
         batch.first, batch.last = first, last
         return batch
 
+    # -- partitions ----------------------------------------------------------
+
+    def keys_at(self, session: Session, rows: int, places: t.Sequence[int]) -> dict[int, Cursor]:
+        """The cursors of the rows at ``places`` in key order (from 1), by place.
+
+        One statement whatever the size: ``percentile_disc`` on PostgreSQL for
+        a one-column key, a window over the key order elsewhere (an index walk
+        where an index covers the key). ``rows`` is the collection's count.
+        """
+        wanted = sorted({place for place in places if 1 <= place <= rows})
+        if not wanted:
+            return {}
+        columns = [key.expression for key in self.keys]
+        inner = self.select.with_only_columns(*columns, maintain_column_froms=True).subquery()
+        keyed = list(inner.c)
+        dialect = session.get_bind().dialect.name
+        if dialect == "postgresql" and len(keyed) == 1:
+            # The value at place p: the first whose cumulative share reaches (p - 1/2) / rows.
+            shares = [(place - 0.5) / rows for place in wanted]
+            quantiles = sa.func.percentile_disc(
+                sa.literal(shares, sa.ARRAY(sa.Float))
+            ).within_group(keyed[0])
+            values = session.execute(sa.select(quantiles)).scalar_one()
+            found = [[value] for value in values]
+            places = list(wanted)
+        else:
+            place = sa.func.row_number().over(order_by=keyed).label("place")
+            numbered = sa.select(*keyed, place).subquery()
+            rows_found = session.execute(
+                sa.select(*numbered.c)
+                .where(numbered.c.place.in_(wanted))
+                .order_by(numbered.c.place)
+            ).all()
+            # Rows deleted since the count leave some places out: the caller does without them.
+            found = [list(row)[: len(keyed)] for row in rows_found]
+            places = [int(row[-1]) for row in rows_found]
+        cursors = [
+            _encode(values[0]) if len(values) == 1 else [_encode(v) for v in values]
+            for values in found
+        ]
+        return dict(zip(places, cursors, strict=True))
+
+    def within(self, until: Cursor) -> Keyset:
+        """This keyset, its rows ending at key ``until`` (included); ``None``: no end."""
+        if until is None:
+            return self
+        values = self._decoded(until)
+        if values is None:
+            raise ValueError(
+                f"The partition's end {until!r} does not match cursor_columns "
+                f"({len(self.keys)} column(s)); was cursor_columns changed during the run?"
+            )
+        bounded = copy.copy(self)
+        if len(self.keys) == 1:
+            condition = self.keys[0].expression <= values[0]
+        else:
+            condition = self._key_expression() <= sa.tuple_(*values)
+        bounded.select = self.select.where(condition)
+        return bounded
+
 
 def cursor_text(cursor: Cursor) -> str:
     """A cursor as text, to compare the JSON stored in the ledger with a record's."""
     return json.dumps(cursor, default=str)
+
+
+def _position(name: str, selected: list[t.Any], column: t.Any) -> int | None:
+    """Where ``column`` (a name, a mapped attribute, a column) is among ``selected``."""
+    if isinstance(column, str):
+        for position, candidate in enumerate(selected):
+            if candidate.key == column:
+                return position
+        return None
+    element = column.__clause_element__() if hasattr(column, "__clause_element__") else column
+    if not isinstance(element, sa.ColumnElement):
+        raise ConfigurationError(
+            f"{name}.cursor_columns must hold column names or columns of the collection's "
+            f"select, not {column!r}."
+        )
+    for position, candidate in enumerate(selected):
+        if candidate is element or candidate.shares_lineage(element):
+            return position
+    return None
+
+
+def _column_name(column: t.Any) -> str:
+    if isinstance(column, str):
+        return repr(column)
+    table = getattr(_column_of(column), "table", None)
+    key = getattr(column, "key", None) or str(column)
+    table_name = getattr(table, "name", None)
+    return f"{table_name}.{key}" if table_name else str(key)
 
 
 def _column_of(expression: t.Any) -> t.Any:

@@ -1,16 +1,20 @@
-"""Sources over a ``Select``: records one at a time, or batches of primary keys."""
+"""Sources over a ``Select``: records or rows one at a time, or batches of primary keys."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
+import json
 import math
 import typing as t
+import uuid
 
 from sqlalchemy.sql import Select
 
 from ..exceptions import ConfigurationError
 from ..state import get_state
-from .base import Cursor, Item, Source
+from .base import DESCRIPTION_LIMIT, Cursor, Item, Source
 from .keyset import Batch, Keyset, cursor_text
 
 if t.TYPE_CHECKING:
@@ -50,13 +54,15 @@ class RecordsSource(Source):
     """A ``Select`` of one entity: ``process(record)``, ``batch_size`` records per query."""
 
     kind = "records"
+    #: The operator's page size (see :doc:`/speed-control`), else the task's ``batch_size``.
+    page_size: int | None = None
 
     def __init__(self, task: Task, select: Select[t.Any]) -> None:
         super().__init__(task)
         self.keyset = Keyset(task, select, "collection", rows=True)
 
     def iterate(self, cursor: Cursor) -> t.Iterator[tuple[Item, Cursor]]:
-        size = max(int(type(self.task).batch_size), 1)
+        size = max(int(self.page_size or type(self.task).batch_size), 1)
         return self.keyset.records(_session(), cursor, size)
 
     def count(self) -> int | None:
@@ -70,6 +76,49 @@ class RecordsSource(Source):
             for failure in failures
             if (text := cursor_text(failure.item_key)) in found
         ]
+
+
+class RowsSource(RecordsSource):
+    """A ``Select`` of columns: ``process(row)`` with :class:`sqlalchemy.Row` tuples.
+
+    Paginated like records, without loading ORM objects: a row's cursor columns
+    must be among its selected columns.
+    """
+
+    kind = "rows"
+
+    def describe(self, item: Item) -> t.Any:
+        """The row as a dict of its columns, values made JSON-safe and long ones cut."""
+        mapping = getattr(item, "_mapping", None)
+        if mapping is None:
+            return super().describe(item)
+        described = {str(key): _json_safe(value) for key, value in mapping.items()}
+        if len(json.dumps(described)) <= DESCRIPTION_LIMIT:
+            return described
+        # Too long: cut the values, never the names (masking goes by the names).
+        share = max(DESCRIPTION_LIMIT // max(len(described), 1) - 20, 8)
+        return {
+            key: value[:share] + " [...]"
+            if isinstance(value, str) and len(value) > share
+            else value
+            for key, value in described.items()
+        }
+
+
+def _json_safe(value: t.Any) -> t.Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID, dt.timedelta)):
+        return str(value)
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)[:DESCRIPTION_LIMIT]
+    return value
 
 
 class BatchesSource(Source):

@@ -2,8 +2,10 @@
 
 The blueprint is thin: its views (:mod:`.views`) read runs, ask the runner to
 act, and render what :mod:`flask_maintenance_tasks.formatting` says about a
-run; :mod:`.pages` builds what a page shows; :mod:`.guards` holds the
-blueprint and what every request passes through. This module mounts it.
+run; :mod:`.pages` builds what a page shows; :mod:`.metrics` is the
+Prometheus endpoint; :mod:`.api` the JSON API (its routes described in
+:mod:`.openapi`); :mod:`.guards` holds the blueprint and what every
+request passes through. This module mounts it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import typing as t
 import weakref
 
-from . import views
+from . import api, metrics, views
 from .guards import CONTENT_SECURITY_POLICY, blueprint, log_access_at_start_up
 
 if t.TYPE_CHECKING:
@@ -62,4 +64,11 @@ def _mount(app: Flask, state: State) -> None:
     _nested[parent] = prefix or ""
 
 
-__all__ = ["CONTENT_SECURITY_POLICY", "blueprint", "register_dashboard", "views"]
+__all__ = [
+    "CONTENT_SECURITY_POLICY",
+    "api",
+    "blueprint",
+    "metrics",
+    "register_dashboard",
+    "views",
+]

@@ -21,7 +21,7 @@ import typing as t
 import pydantic
 from pydantic_core import PydanticSerializationError, PydanticUndefined
 
-from .. import masking, parameters
+from .. import masking, parameters, partitions, scheduling
 from ..exceptions import InvalidArguments
 from ..parameters import Parameter, Shape
 from ..policy import ErrorPolicy
@@ -324,3 +324,87 @@ def policy_values(form: t.Mapping[str, str] | None) -> dict[str, str]:
     if form is None:
         return {}
     return {name: form.get(name, "")[:100] for name in POLICY_FIELDS.values()}
+
+
+#: The "Partitions" field of the run form (see :func:`partitions_from`).
+PARTITIONS_FIELD = "_partitions"
+
+#: Digits past which a number is refused without being read: no maximum is that large.
+_PARTITION_DIGITS = 6
+
+
+def partitions_from(
+    task: type[Task], form: t.Mapping[str, str], maximum: int
+) -> tuple[int | None, dict[str, list[str]]]:
+    """The number of partitions a submitted form asks for, and the errors found in it.
+
+    An empty field keeps the task's own (``None``). Only ASCII digits, with a
+    minus sign at most, are read as a number, and only a few of them (so a
+    number of a thousand digits costs nothing); the range is checked by
+    :func:`.partitions.resolve`, as for ``mtasks.run``, so that the messages
+    are the engine's. Errors are keyed by :data:`PARTITIONS_FIELD`.
+    """
+    text = form.get(PARTITIONS_FIELD, "").strip()
+    if not text:
+        return None, {}
+    digits = text[1:] if text.startswith("-") else text
+    whole = f"Enter a whole number from 1 to {maximum}."
+    if not (digits.isascii() and digits.isdigit()):
+        return None, {PARTITIONS_FIELD: [whole]}
+    if len(digits.lstrip("0")) > _PARTITION_DIGITS:
+        if text.startswith("-"):
+            return None, {PARTITIONS_FIELD: [whole]}
+        too_many = f"More than MAINTENANCE_TASKS_MAX_PARTITIONS allows ({maximum}): ask for fewer."
+        return None, {PARTITIONS_FIELD: [too_many]}
+    number = int(digits.lstrip("0") or "0")  # (int() refuses more than 4,300 digits)
+    try:
+        count = partitions.resolve(task, -number if text.startswith("-") else number, maximum)
+    except InvalidArguments as exc:
+        return None, {PARTITIONS_FIELD: [sentence(m) for m in exc.errors.get("partitions", [])]}
+    return count, {}
+
+
+def sentence(message: str) -> str:
+    """An engine's message (lower case, no full stop) as the form shows it."""
+    message = message.strip()
+    if not message:
+        return message
+    return f"{message[0].upper()}{message[1:]}{'' if message.endswith('.') else '.'}"
+
+
+def partitions_value(form: t.Mapping[str, str] | None, task: type[Task] | None) -> str:
+    """What the "Partitions" field shows: what was sent (cut short), else the task's own."""
+    if form is not None and PARTITIONS_FIELD in form:
+        return form.get(PARTITIONS_FIELD, "")[:100]
+    return str(task.partitions) if task is not None else "1"
+
+
+#: The "Start at" field of the run form (see :func:`at_from`).
+AT_FIELD = "_at"
+
+
+def at_from(
+    task: type[Task], form: t.Mapping[str, str], now: dt.datetime
+) -> tuple[str | None, dict[str, list[str]]]:
+    """The time a submitted form starts the run at, and the errors found in it.
+
+    An empty field starts it now (``None``). The text is checked by
+    :func:`.scheduling.due_time`, as for ``mtasks.run``, so that the messages
+    are the engine's, and handed to the runner as sent (it checks it again).
+    Errors are keyed by :data:`AT_FIELD`.
+    """
+    text = form.get(AT_FIELD, "").strip()
+    if not text:
+        return None, {}
+    try:
+        scheduling.due_time(task.name, text, now)
+    except InvalidArguments as exc:
+        return None, {AT_FIELD: [sentence(m) for m in exc.errors.get("at", [])]}
+    return text, {}
+
+
+def at_value(form: t.Mapping[str, str] | None) -> str:
+    """What the "Start at" field shows: what was sent (cut short), else nothing."""
+    if form is None:
+        return ""
+    return form.get(AT_FIELD, "")[:100]

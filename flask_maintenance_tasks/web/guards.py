@@ -4,8 +4,14 @@ In order: the parent blueprint's own hooks (Flask runs them first), "closed by
 default", the secret key CSRF needs, ``authorize`` for what the URL asks
 (:func:`requested`), the size of the body, and only then the CSRF token of a
 POST, the first thing that reads the body. So a request nobody may make, or
-one too large, is refused before a byte of its body is read. Every response
-gets a strict Content-Security-Policy. :func:`require` is what a view calls to
+one too large, is refused before a byte of its body is read. The Prometheus
+endpoint is guarded alike (:func:`_guard_metrics`), and is also opened by the
+metrics bearer token (:func:`bearer_token_accepted`), checked before any hook. The
+JSON API (:mod:`.api`) passes the same checks, answered as JSON
+(:func:`_guard_api`), with the CSRF token in a header; or it is opened by the
+API bearer token, checked before any hook too, which needs no CSRF token but
+still asks ``authorize`` (:func:`check_api_request`). Every response gets a
+strict Content-Security-Policy. :func:`require` is what a view calls to
 ask the app's ``authorize`` callable about more than the URL says.
 
 Who opens a dashboard that is closed by default is decided in the request
@@ -18,6 +24,7 @@ come through a proxy.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import typing as t
@@ -32,6 +39,7 @@ from wtforms import ValidationError
 from .. import runner, sources
 from ..exceptions import TaskNotFound
 from ..state import get_state
+from .api_errors import Refusal
 
 if t.TYPE_CHECKING:
     from ..state import State
@@ -71,6 +79,8 @@ CLOSED = (
 
 #: Twice the chunk werkzeug reads a multipart body in (see :func:`_limit_body`).
 _MULTIPART_CHUNKS = 2 * 64 * 1024
+#: The bodies werkzeug parses as a form (it leaves any other in the stream).
+_FORM_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
 
 #: Headers a reverse proxy adds. A request carrying one came through a proxy, and
 #: a proxy on the same host makes every client look like it is on this machine.
@@ -185,20 +195,24 @@ def requested() -> tuple[str, str | None]:
 
     Starting a run, a dry run included, is ``"run"``, and so is running a dry
     run for real; a run's button is its action (``"pause"``, ``"resume"``,
-    ``"cancel"``), retrying its failed items is ``"retry_failures"``, and
+    ``"cancel"``), retrying its failed items is ``"retry_failures"``, changing
+    its speed is ``"set_speed"``, and
     every other route reads (the preview of a run included): ``"view"``. The
     task is the ``<name>`` of the URL, which routes by run id do not have (see
-    :func:`_require_on_run`).
+    :func:`_require_on_run`). The JSON API's routes ask what the dashboard's
+    alike do.
     """
     args = request.view_args or {}
-    endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
-    if endpoint == "start_run":
+    endpoint = endpoint_name()
+    if endpoint in ("start_run", API_START_ENDPOINT):
         action = "run"
-    elif endpoint == "control":
+    elif endpoint in ("control", API_CONTROL_ENDPOINT):
         action = str(args["action"])
-    elif endpoint == RETRY_ENDPOINT:
+    elif endpoint in (RETRY_ENDPOINT, API_RETRY_ENDPOINT):
         action = RETRY_FAILURES
-    elif endpoint == RUN_FOR_REAL_ENDPOINT:
+    elif endpoint in (SPEED_ENDPOINT, API_SPEED_ENDPOINT):
+        action = SET_SPEED
+    elif endpoint in (RUN_FOR_REAL_ENDPOINT, API_RUN_FOR_REAL_ENDPOINT):
         action = "run"
     else:
         action = "view"
@@ -209,11 +223,97 @@ def requested() -> tuple[str, str | None]:
 #: The action, and the view, of the "Retry failed items" button (a POST by run id).
 RETRY_FAILURES = "retry_failures"
 RETRY_ENDPOINT = "retry_failures"
+#: The action, and the view, of a run card's speed form (a POST by run id).
+SET_SPEED = "set_speed"
+SPEED_ENDPOINT = "set_speed"
 #: The view of the "Run for real" button of a succeeded dry run (a POST by run id), which
 #: asks ``authorize`` for ``"run"``, as starting the run from the form does.
 RUN_FOR_REAL_ENDPOINT = "run_for_real"
+#: The view of the Prometheus endpoint (:mod:`.metrics`), which a bearer token opens too.
+METRICS_ENDPOINT = "metrics"
+#: The views of the JSON API (:mod:`.api`) are named with this prefix.
+API_PREFIX = "api_"
+#: The API's views that act, as :func:`requested` reads them.
+API_START_ENDPOINT = "api_start_run"
+API_CONTROL_ENDPOINT = "api_control"
+API_RETRY_ENDPOINT = "api_retry_failures"
+API_RUN_FOR_REAL_ENDPOINT = "api_run_for_real"
+API_SPEED_ENDPOINT = "api_set_speed"
+#: The methods that change nothing, so need no CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def is_api() -> bool:
+    """Whether the request is one of the JSON API's."""
+    return endpoint_name().startswith(API_PREFIX)
+
+
+def endpoint_name() -> str:
+    """The request's view, without the names of the blueprints around it."""
+    return (request.endpoint or "").rsplit(".", 1)[-1]
+
+
+def _bearer_token() -> str | None:
+    """The bearer token of the request's ``Authorization`` header, if it has one."""
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    return given if scheme.lower() == "bearer" else None
+
+
+def bearer_token_accepted(expected: str | None) -> bool:
+    """Whether the request carries ``expected`` (``MAINTENANCE_TASKS_METRICS_TOKEN``,
+    ``MAINTENANCE_TASKS_API_TOKEN``) as its bearer token; never when it is ``None``.
+
+    Compared in constant time, so that how long a refusal takes says nothing
+    of how much of a guess was right.
+    """
+    if not expected:
+        return False
+    given = _bearer_token()
+    if given is None:
+        return False
+    return hmac.compare_digest(
+        given.strip().encode("utf-8", "replace"), expected.encode("utf-8", "replace")
+    )
+
+
+def _refuse_metrics(state: State, reason: str) -> Response:
+    """A short plain-text refusal of a scrape; a 401 asking for the token when one is configured."""
+    if state.settings.metrics_token:
+        # Whatever was sent, the answer is the same: nothing about the token is told.
+        response = Response(
+            "A valid bearer token (MAINTENANCE_TASKS_METRICS_TOKEN) is needed.\n",
+            401,
+            mimetype="text/plain",
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="maintenance tasks metrics"'
+        return response
+    return Response(reason + "\n", 403, mimetype="text/plain")
+
+
+def _guard_metrics(state: State, app: Flask) -> Response | None:
+    """The dashboard's own guard, for a scrape that came without the right token.
+
+    (A scrape with it was answered before any hook ran: see :mod:`.metrics`.)
+    A GET changes nothing, so neither the secret key nor a CSRF token is needed.
+    """
+    if is_closed(state, app):
+        return _refuse_metrics(state, CLOSED)
+    if not is_allowed("view"):
+        return _refuse_metrics(state, "You are not allowed to view the metrics.")
+    _limit_body(state, None)
+    return None
+
+
 #: The POST routes by run id: their run is looked up and checked before the body is read.
-_BY_RUN_ID = (RETRY_ENDPOINT, RUN_FOR_REAL_ENDPOINT)
+_BY_RUN_ID = (
+    RETRY_ENDPOINT,
+    RUN_FOR_REAL_ENDPOINT,
+    SPEED_ENDPOINT,
+    API_CONTROL_ENDPOINT,
+    API_SPEED_ENDPOINT,
+    API_RETRY_ENDPOINT,
+    API_RUN_FOR_REAL_ENDPOINT,
+)
 
 
 def _require_on_run(action: str) -> None:
@@ -236,7 +336,7 @@ def _body_limit(state: State, task_name: str | None) -> int:
     for the start of a CSV task; never more than the app's ``MAX_CONTENT_LENGTH``.
     """
     limit = state.settings.max_form_bytes
-    if request.endpoint is not None and request.endpoint.endswith(".start_run") and task_name:
+    if endpoint_name() in ("start_run", API_START_ENDPOINT) and task_name:
         try:
             task = state.registry.get(task_name)
         except TaskNotFound:
@@ -276,12 +376,16 @@ def _read_form(state: State, limit: int) -> None:
     except RequestEntityTooLarge:
         _too_large(min(limit, state.settings.max_form_bytes))  # a field above it
     # A body sent without Content-Length is cut at the limit without a word by
-    # werkzeug: one that reached it may have been longer, and is refused.
+    # werkzeug: one that reached it may have been longer, and is refused. A
+    # body that is not a form (JSON) is read now for that too, and kept.
     stream = request.stream
     if request.content_length is None and isinstance(stream, LimitedStream):
+        if request.mimetype not in _FORM_TYPES:
+            request.get_data(cache=True)
         if stream.is_exhausted:
             _too_large(limit)
-    fields = sum(len(key) + len(value) for key, value in form.items(multi=True))
+    # A part whose name werkzeug cannot read has the name None.
+    fields = sum(len(key or "") + len(value) for key, value in form.items(multi=True))
     if fields > state.settings.max_form_bytes:
         _too_large(state.settings.max_form_bytes)
 
@@ -295,12 +399,70 @@ def _check_csrf() -> None:
         abort(400, f"{reason} Reload the page and try again.")
 
 
+def check_api_request(state: State, *, csrf: bool) -> None:
+    """What every request of the JSON API passes once it may use the dashboard (a session
+    the app's hooks let through, or the API token): ``authorize`` for what the URL asks, the
+    run of a route by id, the size of the body, and, with ``csrf``, the token of a POST."""
+    action, task_name = requested()
+    require(action, task_name)
+    if endpoint_name() in _BY_RUN_ID:
+        _require_on_run(action)
+    limit = _limit_body(state, task_name)
+    if request.method not in SAFE_METHODS:
+        _read_form(state, limit)
+        if csrf:
+            _check_api_csrf()
+
+
+def _check_api_csrf() -> None:
+    """403 ``csrf_failed`` unless the request carries the session's CSRF token."""
+    if not current_app.secret_key:
+        raise Refusal(
+            403,
+            "csrf_failed",
+            "This app has no SECRET_KEY, so no CSRF token can be checked: send the API token "
+            "(MAINTENANCE_TASKS_API_TOKEN) as a bearer token instead. Nothing was changed.",
+        )
+    token = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
+    try:
+        validate_csrf(token)
+    except ValidationError as exc:
+        reason = exc.args[0] if exc.args else "The CSRF token is invalid."
+        raise Refusal(
+            403,
+            "csrf_failed",
+            f"{reason} Send the page's CSRF token in the {CSRF_HEADER} header, or the API "
+            "token as a bearer token. Nothing was changed.",
+        ) from None
+
+
+def _guard_api(state: State, app: Flask) -> None:
+    """The dashboard's guard for a request of the JSON API without the API token.
+
+    (One with it was answered before any hook ran: see :mod:`.api`.)
+    """
+    if _bearer_token() is not None:
+        raise Refusal(
+            401,
+            "unauthorized",
+            "The bearer token is not the API token (MAINTENANCE_TASKS_API_TOKEN).",
+        )
+    if is_closed(state, app):
+        raise Refusal(403, "forbidden", CLOSED)
+    check_api_request(state, csrf=True)
+
+
 @blueprint.before_request
 def _guard() -> t.Any:
     if _is_static():
         return None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
+    if endpoint_name() == METRICS_ENDPOINT:
+        return _guard_metrics(state, app)
+    if is_api():
+        _guard_api(state, app)
+        return None
     if is_closed(state, app):
         if request.path.endswith(".json"):
             return {"error": "Forbidden", "detail": CLOSED}, 403
@@ -315,7 +477,7 @@ def _guard() -> t.Any:
     # Before the task or the run is looked up, and before the body is read.
     action, task_name = requested()
     require(action, task_name)
-    if (request.endpoint or "").rsplit(".", 1)[-1] in _BY_RUN_ID:
+    if endpoint_name() in _BY_RUN_ID:
         _require_on_run(action)
     limit = _limit_body(state, task_name)
     if request.method == "POST":

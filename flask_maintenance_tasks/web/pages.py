@@ -22,10 +22,12 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import url_for
 
-from .. import audit, formatting, ledger, masking, sources, store
+from .. import audit, dryrun, formatting, ledger, masking, partitions, sources, store
 from ..exceptions import MaintenanceTasksError
 from ..models import Failure, FailureStatus, Run, RunStatus, runs_table, utcnow
 from ..policy import ErrorPolicy
+from ..sources import NoCollection
+from ..sources.partitioned import has_own_ranges
 from ..transitions import ACTIVE, PAUSE_REQUEST, STOPPED, is_stuck
 from . import forms
 from .guards import RETRY_FAILURES, is_allowed
@@ -76,20 +78,35 @@ class RunCard:
     retry_url: str | None = None
     #: Where the "Run for real" button of a succeeded dry run posts, when the card shows it.
     run_for_real_url: str | None = None
+    #: The partitions of a partitioned run, in order (see :func:`with_partitions`).
+    partitions: list[PartitionBar] = dataclasses.field(default_factory=list)
+
+    @property
+    def changes(self) -> t.Any:
+        """What a dry run would change: its partitions' together, fresher than the run's own
+        (which is brought up to date only as they settle), else the run's."""
+        if not self.run.dry_run:
+            return None
+        if self.partitions:
+            merged = partitions.merged_changes(bar.run for bar in self.partitions)
+            if merged is not None:
+                return merged
+        return self.run.changes
 
     @property
     def changes_lines(self) -> list[str]:
         """What a dry run would change, one line per table and kind (none for a real run)."""
         if not self.run.dry_run:
             return []
-        if not self.run.changes and self.is_active:
+        changes = self.changes
+        if not changes and self.is_active:
             return []  # nothing counted yet: the card says so
-        return formatting.changes_summary(self.run)
+        return dryrun.summary(changes)
 
     @property
     def changes_sample(self) -> list[dict[str, t.Any]]:
         """The first changes a dry run would make (table, key, column, before, after)."""
-        changes = self.run.changes if self.run.dry_run else None
+        changes = self.changes
         sample = changes.get("sample") if isinstance(changes, dict) else None
         return [s for s in sample if isinstance(s, dict)] if isinstance(sample, list) else []
 
@@ -130,6 +147,63 @@ class RunCard:
     def is_active(self) -> bool:
         return self.run.status in ACTIVE
 
+    @property
+    def partition_count(self) -> int:
+        """The partitions the run is cut into (or will be, when it starts); 1 when it is not."""
+        return int(self.run.partitions or 1) if self.run.parent_id is None else 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionBar:
+    """One partition of a run, as the small bar under its run's progress shows it."""
+
+    run: Run
+
+    @property
+    def index(self) -> int:
+        return int(self.run.partition or 0)
+
+    @property
+    def number(self) -> int:
+        """Its place as people count: 1 for the first."""
+        return self.index + 1
+
+    @property
+    def status(self) -> str:
+        return str(self.run.status)
+
+    @property
+    def progress(self) -> tuple[int | None, int]:
+        return formatting.progress_bar(self.run)
+
+    @property
+    def progress_text(self) -> str:
+        """Short, for a small bar: "120 / 400", or "120" while the total is unknown."""
+        count, total = self.run.tick_count or 0, self.run.tick_total
+        return f"{count:,}" if total is None else f"{count:,} / {total:,}"
+
+    @property
+    def failure_count(self) -> int:
+        return self.run.failure_count or 0
+
+
+def partition_problem(task: type[Task] | None) -> str | None:
+    """Why the run form offers no "Partitions" field for ``task``, or ``None`` when it does.
+
+    Read from the class alone: a custom enumerator without ``partition_ranges``,
+    or no collection, can never be cut. A ``collection()`` method is only known
+    once called with a run's arguments; the runner checks it when the form is
+    sent, and its refusal shows under the field.
+    """
+    if task is None or has_own_ranges(task):
+        return None
+    if sources.has_enumerator(task):
+        return "Its runs walk its own enumerator(cursor), which cannot be cut into partitions."
+    collection = getattr(task, "collection", None)
+    if collection is None or isinstance(collection, NoCollection):
+        return "It has no collection to cut into partitions."
+    return None
+
 
 def actions_for(run: Run, *, task_exists: bool, stuck: bool) -> list[Action]:
     """The buttons a run's status allows (see the transitions table and the stuck rule)."""
@@ -138,6 +212,9 @@ def actions_for(run: Run, *, task_exists: bool, stuck: bool) -> list[Action]:
     if status in PAUSE_REQUEST.sources:
         pause = Action("pause", "Force pause" if stuck else "Pause", enabled=task_exists)
         return [pause, cancel]
+    if status == RunStatus.SCHEDULED:
+        # Nothing to pause before it starts: it is called off, or left to start.
+        return [Action("cancel", "Cancel", variant="danger")]
     if status == RunStatus.PAUSING:
         actions = [Action(None, "Pausing…", enabled=False)]
         if stuck:
@@ -161,9 +238,18 @@ class Cards:
         self._tasks = state.registry.tasks()
         self._fields: dict[str, list[forms.FormField]] = {}
         self._allowed: dict[tuple[str, str | None, int | None], bool] = {}
+        self._csv: dict[str, bool] = {}
 
     def task(self, name: str) -> type[Task] | None:
         return self._tasks.get(name)
+
+    def is_csv(self, task: type[Task] | None) -> bool:
+        """:func:`is_csv_task`, asked once per task: a task's ``collection()`` may query."""
+        if task is None:
+            return False
+        if task.name not in self._csv:
+            self._csv[task.name] = is_csv_task(task)
+        return self._csv[task.name]
 
     def fields(self, task: type[Task]) -> list[forms.FormField]:
         if task.name not in self._fields:
@@ -191,6 +277,8 @@ class Cards:
             masked = self.state.settings.masked_parameters
             withheld = masking.secret_arguments(run.arguments, task, masked)
             query = forms.run_again_query(self.fields(task), run.arguments, withheld)
+            if run.partitions and run.partitions != task.partitions and not run.retry_of_id:
+                query[forms.PARTITIONS_FIELD] = str(run.partitions)
             again = url_for(".task", name=task.name, **query) + "#new-run"
         retry = None
         if with_actions and self.can_retry(run, task):
@@ -207,7 +295,7 @@ class Cards:
             actions=actions,
             run_again_url=again,
             open=open,
-            csv_url=url_for(".run_csv", run_id=run.id) if is_csv_task(task) else None,
+            csv_url=url_for(".run_csv", run_id=run.id) if self.is_csv(task) else None,
             policy=policy_text(run),
             retry_url=retry,
             run_for_real_url=for_real,
@@ -255,6 +343,19 @@ def with_timelines(session: Session, cards: t.Iterable[RunCard]) -> None:
         card.timeline = found.get(card.run.id, audit.Timeline([]))
 
 
+def with_partitions(session: Session, cards: t.Iterable[RunCard]) -> None:
+    """Give each card of a partitioned run its partitions: one query for all the cards.
+
+    None when no card's run has been cut yet.
+    """
+    split = {card.run.id: card for card in cards if partitions.is_split(card.run)}
+    if not split:
+        return
+    found = store.partitions_of(session, list(split))
+    for run_id, card in split.items():
+        card.partitions = [PartitionBar(child) for child in found.get(run_id, [])]
+
+
 def with_failures(session: Session, cards: t.Iterable[RunCard]) -> None:
     """Give each card with failed items its newest failures and the runs that retried it.
 
@@ -300,7 +401,9 @@ class IndexPage:
         return bool(self.active)
 
 
-def _matches(name: str, query: str) -> bool:
+def matches_query(name: str, query: str) -> bool:
+    """Whether a task named ``name`` answers the search ``query``: a substring of the name,
+    case aside; an empty query matches every task."""
     return not query or query.casefold() in name.casefold()
 
 
@@ -311,7 +414,7 @@ def index_page(state: State, query: str = "") -> IndexPage:
         latest = store.latest_completed_run_per_task(session)
 
     def visible(name: str) -> bool:
-        return _matches(name, query) and cards.allowed("view", name)
+        return matches_query(name, query) and cards.allowed("view", name)
 
     tasks = state.registry.tasks()
     busy = {run.task_name for run in active}
@@ -336,6 +439,7 @@ def index_page(state: State, query: str = "") -> IndexPage:
     with store.open_session(state.db) as session:
         with_timelines(session, shown)
         with_failures(session, shown)
+        with_partitions(session, shown)
     return page
 
 
@@ -369,6 +473,13 @@ class TaskPage:
     source: tuple[str, Markup] | None = None
     #: The task reads a CSV file: its form has a file field.
     csv: bool = False
+    #: The most partitions a run may ask for (``MAINTENANCE_TASKS_MAX_PARTITIONS``).
+    max_partitions: int = 1
+
+    @property
+    def partition_problem(self) -> str | None:
+        """Why the form has no "Partitions" field (see :func:`partition_problem`)."""
+        return partition_problem(self.task)
 
     @property
     def deleted(self) -> bool:
@@ -414,10 +525,12 @@ def task_page(state: State, name: str, cursor: int | None = None) -> TaskPage:
             cursor=cursor,
             next_cursor=next_cursor,
             can_run=task is not None and cards.allowed("run", name),
-            csv=is_csv_task(task),
+            csv=cards.is_csv(task),
+            max_partitions=state.settings.max_partitions,
         )
         with_timelines(session, [*page.active, *page.history])
         with_failures(session, [*page.active, *page.history])
+        with_partitions(session, [*page.active, *page.history])
     return page
 
 

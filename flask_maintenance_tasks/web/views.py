@@ -15,6 +15,7 @@ then, once the run is found, the action on that run.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import typing as t
@@ -27,6 +28,7 @@ from flask import (
     flash,
     get_flashed_messages,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
@@ -36,8 +38,9 @@ from flask_wtf.csrf import generate_csrf
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .. import audit, formatting, ledger, runner, store
+from .. import audit, formatting, ledger, partitions, runner, store
 from .. import preview as previews
 from ..csv.uploads import csv_download
 from ..exceptions import (
@@ -49,11 +52,15 @@ from ..exceptions import (
     TaskAlreadyRunning,
     TaskNotFound,
 )
-from ..models import FailureStatus, Run, RunStatus
+from ..models import FailureStatus, Run, RunStatus, utcnow
 from ..state import State, get_state
 from . import forms, pages
-from .guards import CSRF_FIELD, blueprint, is_allowed, require
+from .api_errors import refusal_response
+from .guards import CSRF_FIELD, blueprint, is_allowed, is_api, require
 from .source import task_source
+
+if t.TYPE_CHECKING:
+    from ..task import Task
 
 #: The file field of a CSV task's run form.
 CSV_FIELD = "csv_file"
@@ -94,11 +101,11 @@ _ACTION_DONE: dict[tuple[str, str], str] = {
 JSON_EVENTS = 200
 
 
-def _actor(state: State) -> audit.Actor:
+def request_actor(state: State, origin: str = audit.DASHBOARD) -> audit.Actor:
     """Who acts in this request, for the audit trail: ``MAINTENANCE_TASKS_METADATA``'s answer."""
     metadata = state.settings.metadata
     who = audit.who_of(metadata(), state.settings.masked_parameters) if metadata else None
-    return audit.Actor(who, audit.DASHBOARD, request.remote_addr)
+    return audit.Actor(who, origin, request.remote_addr)
 
 
 def _is_htmx() -> bool:
@@ -133,6 +140,8 @@ def _template_globals() -> dict[str, t.Any]:
 @blueprint.errorhandler(HTTPException)
 def _error_page(error: HTTPException) -> t.Any:
     code = error.code or 500
+    if is_api():
+        return refusal_response(error)
     if request.path.endswith(".json"):
         return jsonify({"error": error.name, "detail": error.description}), code
     return (
@@ -145,15 +154,33 @@ def _error_page(error: HTTPException) -> t.Any:
 
 @blueprint.errorhandler(sa.exc.DBAPIError)
 def _database_error(error: sa.exc.DBAPIError) -> t.Any:
-    """The first-time mistake, the tables not created, explained; any other error is a 500."""
-    message = store.missing_tables_message(get_state().db.engine)
-    if message is None:
-        raise error
-    title = "The tables are missing"
-    if request.path.endswith(".json"):
-        return jsonify({"error": title, "detail": message}), 500
-    page = render_template("maintenance_tasks/error.html", code=500, title=title, detail=message)
-    return page, 500
+    """The first-time mistake, the tables not created, explained; a busy SQLite file is a 503
+    to try again; any other error is a 500."""
+    if store.lock_timed_out(error):
+        # Partitions on SQLite hold its one write lock in turn: nothing was written.
+        title, code = "The database is busy", 503
+        message = (
+            "Another connection held the database's write lock for longer than its busy "
+            "timeout, so nothing was changed. Try again in a moment."
+        )
+    else:
+        found = store.missing_tables_message(get_state().db.engine)
+        if found is None:
+            raise error
+        title, code, message = "The tables are missing", 500, found
+    if is_api():
+        api_code = "database_busy" if code == 503 else "tables_missing"
+        response = jsonify({"code": api_code, "message": message})
+    elif request.path.endswith(".json"):
+        response = jsonify({"error": title, "detail": message})
+    else:
+        response = make_response(
+            render_template("maintenance_tasks/error.html", code=code, title=title, detail=message)
+        )
+    response.status_code = code
+    if code == 503:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 @blueprint.get("/")
@@ -191,7 +218,7 @@ def task(name: str) -> str:
     given = {k: v for k, v in request.args.items() if k not in ("cursor", forms.WITHHELD_QUERY)}
     withheld = _withheld(page, given, request.args.getlist(forms.WITHHELD_QUERY))
     values = forms.prefill(page.fields, given or None, withheld=withheld)
-    return _render_task(page, values, withheld=withheld)
+    return _render_task(page, values, withheld=withheld, form=request.args)
 
 
 def _withheld(
@@ -212,7 +239,10 @@ def _render_task(
     message: str | None = None,
     withheld: frozenset[str] = frozenset(),
     policy: dict[str, str] | None = None,
+    form: t.Mapping[str, str] | None = None,
 ) -> str:
+    """The task page; ``form`` is what was sent (the query string of a "Run again" link, or
+    the form), for the fields that are not the task's parameters."""
     if page.task is not None:
         page.source = task_source(page.task)
     return render_template(
@@ -224,6 +254,10 @@ def _render_task(
         withheld=withheld,
         policy=policy or {},
         policy_fields=forms.POLICY_FIELDS,
+        partitions_field=forms.PARTITIONS_FIELD,
+        partitions_value=forms.partitions_value(form, page.task),
+        at_field=forms.AT_FIELD,
+        at_value=forms.at_value(form),
         title=page.name,
     )
 
@@ -239,6 +273,12 @@ def start_run(name: str) -> t.Any:
     fields = forms.fields_for(task_class, state.settings.masked_parameters)
     arguments, errors = forms.arguments_from(fields, request.form)
     overrides, policy_errors = forms.policy_from(task_class, request.form)
+    count, partition_errors = forms.partitions_from(
+        task_class, request.form, state.settings.max_partitions
+    )
+    policy_errors.update(partition_errors)
+    at, at_errors = forms.at_from(task_class, request.form, utcnow())
+    policy_errors.update(at_errors)
     message = None
     status = 422
     upload = request.files.get(CSV_FIELD)
@@ -253,8 +293,10 @@ def start_run(name: str) -> t.Any:
                 arguments,
                 csv_file=csv_file,
                 metadata=metadata,
-                actor=_actor(state),
+                actor=request_actor(state),
                 dry_run=dry_run,
+                partitions=count,
+                at=at,
                 **overrides,
             )
         except CSVFileTooLarge as exc:
@@ -264,7 +306,7 @@ def start_run(name: str) -> t.Any:
             errors = {CSV_FIELD: [str(exc)]}
             message = "The run was not started: the CSV file was refused."
         except InvalidArguments as exc:
-            errors = forms.field_errors(exc.errors)
+            errors = _start_errors(task_class, arguments, exc)
             message = "The run was not started: correct the fields below."
         except TaskAlreadyRunning as exc:
             message, status = str(exc), 409
@@ -275,7 +317,11 @@ def start_run(name: str) -> t.Any:
             message = str(exc)
         else:
             what = "Dry run" if dry_run else "Run"
-            flash(f"{what} #{run.id} of {name} is enqueued.", "success")
+            if run.scheduled_at is not None:
+                when = formatting.timestamp(run.scheduled_at)
+                flash(f"{what} #{run.id} of {name} is scheduled for {when}.", "success")
+            else:
+                flash(f"{what} #{run.id} of {name} is enqueued.", "success")
             return redirect(url_for(".task", name=name, _anchor=f"run-{run.id}"), 303)
     else:
         # Tell every mistake at once: what the model says of the other fields too.
@@ -290,7 +336,34 @@ def start_run(name: str) -> t.Any:
     withheld = _withheld(page, request.form)
     values = forms.prefill(fields, request.form, submitted=True, withheld=withheld)
     policy = forms.policy_values(request.form)
-    return _render_task(page, values, errors, message, withheld, policy), status
+    return _render_task(page, values, errors, message, withheld, policy, request.form), status
+
+
+def _start_errors(
+    task_class: type[Task], arguments: t.Mapping[str, t.Any], refusal: InvalidArguments
+) -> dict[str, list[str]]:
+    """The errors of a start the runner refused, by form field.
+
+    The runner's ``partitions`` and ``at`` keys belong to the "Partitions"
+    and "Start at" fields, unless they are the errors of a parameter of that
+    name: they are the fields' when the parameters are valid.
+    """
+    found = dict(refusal.errors)
+    model = task_class.Parameters
+    ours: dict[str, list[str]] = {}
+    for key, field in (("partitions", forms.PARTITIONS_FIELD), ("at", forms.AT_FIELD)):
+        texts = found.pop(key, None)
+        if texts is not None and model is not None and key in model.model_fields:
+            try:
+                task_class.validate_arguments(arguments)
+            except InvalidArguments:
+                found[key] = texts  # the parameter's
+                continue
+        if texts is not None:
+            ours[field] = [forms.sentence(text) for text in texts]
+    errors = forms.field_errors(found)
+    errors.update(ours)
+    return errors
 
 
 @blueprint.post("/tasks/<name>/runs/<int:run_id>/<any(pause, resume, cancel):action>")
@@ -303,7 +376,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
         abort(404, f"There is no run #{run_id} of {name}.")
     require(action, name, run)
     try:
-        result = _ACTIONS[action](state, run_id, actor=_actor(state))
+        result = _ACTIONS[action](state, run_id, actor=request_actor(state))
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
     else:
@@ -328,21 +401,33 @@ def _viewable_run(run_id: int) -> Run:
 def run_csv(run_id: int) -> Response:
     """The run's CSV file, streamed as a download."""
     run = _viewable_run(run_id)
+    found = csv_file_response(run)
+    if found is None:
+        abort(404, f"Run #{run_id} has no CSV file.")
+    return found
+
+
+def csv_file_response(run: Run, origin: str = audit.DASHBOARD) -> Response | None:
+    """The CSV file of ``run`` (viewable) as a streamed download, or ``None`` when it has none.
+
+    A GET is recorded as a ``csv_downloaded`` event of the request's actor, from
+    ``origin``; a HEAD downloads nothing, so records nothing.
+    """
     try:
         found = csv_download(run)
     except FileNotFoundError:
         found = None
     if found is None:
-        abort(404, f"Run #{run_id} has no CSV file.")
+        return None
     state = get_state()
-    if request.method == "GET":  # a HEAD request downloads nothing
+    if request.method == "GET":
         with store.open_session(state.db) as session:
             audit.record(
                 session,
                 run_id=run.id,
                 task_name=run.task_name,
                 action=audit.CSV_DOWNLOADED,
-                actor=_actor(state),
+                actor=request_actor(state, origin),
             )
             session.commit()
     return Response(
@@ -357,7 +442,32 @@ def run_csv(run_id: int) -> Response:
 
 @blueprint.get("/runs/<int:run_id>.json")
 def run_json(run_id: int) -> Response:
-    run = _viewable_run(run_id)
+    return jsonify(run_data(_viewable_run(run_id)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLinks:
+    """The endpoints a run's JSON links to: the dashboard's, or the API's."""
+
+    failures: str
+    failures_csv: str
+    run_for_real: str
+    #: The JSON of a run (a partition's ``parent_url``).
+    run: str
+
+
+#: The links of ``/runs/<id>.json``.
+DASHBOARD_LINKS = RunLinks(
+    failures=".run_failures",
+    failures_csv=".run_failures_csv",
+    run_for_real=".run_for_real",
+    run=".run_json",
+)
+
+
+def run_data(run: Run, links: RunLinks = DASHBOARD_LINKS) -> dict[str, t.Any]:
+    """What ``/runs/<id>.json`` and the API's ``/api/runs/<id>`` say of a run (viewable),
+    linking to the endpoints of ``links``."""
     retries: list[int] = []
     with store.open_session(get_state().db) as session:
         timeline = audit.timeline(session, run.id, JSON_EVENTS)
@@ -365,12 +475,43 @@ def run_json(run_id: int) -> Response:
             retries = [retry.id for retry in ledger.retries_of(session, run.id)]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     data = formatting.run_as_dict(app, run, timeline=timeline)
-    data["failures_url"] = url_for(".run_failures", run_id=run.id)
-    data["failures_csv_url"] = url_for(".run_failures_csv", run_id=run.id)
+    data["failures_url"] = url_for(links.failures, run_id=run.id)
+    data["failures_csv_url"] = url_for(links.failures_csv, run_id=run.id)
     data["retries"] = retries
     if run.dry_run and run.status == RunStatus.SUCCEEDED:
-        data["run_for_real_url"] = url_for(".run_for_real", run_id=run.id)
-    return jsonify(data)
+        data["run_for_real_url"] = url_for(links.run_for_real, run_id=run.id)
+    data.update(_partitions_json(run, links))
+    return data
+
+
+def _partitions_json(run: Run, links: RunLinks) -> dict[str, t.Any]:
+    """:func:`.formatting.partitions_as_dict`, the partitions read only once the run is cut.
+
+    A partition's JSON also links its run's, as ``parent_url``.
+    """
+    children: list[Run] = []
+    if partitions.is_split(run):
+        with store.open_session(get_state().db) as session:
+            children = store.partitions_of(session, [run.id]).get(run.id, [])
+    data = formatting.partitions_as_dict(run, children)
+    if run.parent_id is not None:
+        data["parent_url"] = url_for(links.run, run_id=run.parent_id)
+    return data
+
+
+@blueprint.get("/runs/<int:run_id>")
+def run_page(run_id: int) -> WerkzeugResponse:
+    """A run by its id: a redirect to its card on its task's page.
+
+    A partition has no card of its own: its id leads to the card of its run,
+    at the partition's bar. Its JSON (``/runs/<id>.json``) shows the partition
+    itself.
+    """
+    run = _viewable_run(run_id)
+    if run.parent_id is None:
+        return redirect(url_for(".task", name=run.task_name, _anchor=f"run-{run.id}"))
+    anchor = f"run-{run.parent_id}-partition-{run.partition or 0}"
+    return redirect(url_for(".task", name=run.task_name, _anchor=anchor))
 
 
 #: The most a filter of the runs page may hold (the columns' size).
@@ -441,7 +582,12 @@ CSV_FAILURES_CHUNK = 500
 def run_failures_csv(run_id: int) -> Response:
     """Every failed item of a run (or of one error class) as CSV, streamed a page at a time."""
     filters = _failure_filters()
-    run = _viewable_run(run_id)
+    return failures_csv_response(_viewable_run(run_id), filters)
+
+
+def failures_csv_response(run: Run, filters: pages.FailureFilters) -> Response:
+    """The failed items of ``run`` (viewable) that ``filters`` keep, as a CSV download
+    streamed a page at a time; a HEAD reads nothing."""
     # The rows are read as the body streams, after the request's context is gone.
     engine = store.quiet(get_state().db.engine)
 
@@ -493,6 +639,35 @@ def retry_failures(run_id: int) -> t.Any:
     )
 
 
+@blueprint.post("/runs/<int:run_id>/speed")
+def set_speed(run_id: int) -> t.Any:
+    """Change an active run's speed from its card's form, without pausing it.
+
+    The guard has found the run and asked ``authorize("set_speed", task,
+    run)``. Each field holds the value to set; an empty one gives it back to
+    the task (no cap for the rate). A refusal (a value out of range, the run
+    ended meanwhile) is a message, as a run button's is, and changes nothing.
+    """
+    cursor = _cursor() if _is_htmx() else None
+    state = get_state()
+    run = _viewable_run(run_id)
+    given = {field: request.form.get(field, "").strip() for field in runner.SPEED_FIELDS}
+    try:
+        changed = runner.set_speed(
+            state,
+            run_id,
+            **{field: value for field, value in given.items() if value},
+            reset=[field for field, value in given.items() if not value],
+            actor=request_actor(state),
+        )
+    except MaintenanceTasksError as exc:
+        message: Message = ("error", str(exc))
+    else:
+        summary = formatting.speed_text(changed)
+        message = ("success", f"Run #{run_id}: {summary}; its job takes it at its next reload.")
+    return _card_answer(run.task_name, cursor, message, f"run-{run_id}")
+
+
 def _start_from_card(run_id: int, start: t.Callable[..., Run], done: str) -> t.Any:
     """Start a run from a card's button: ``start(state, run_id, metadata=, actor=)``.
 
@@ -507,7 +682,7 @@ def _start_from_card(run_id: int, start: t.Callable[..., Run], done: str) -> t.A
     metadata = state.settings.metadata() if state.settings.metadata is not None else None
     anchor = f"run-{run_id}"
     try:
-        started = start(state, run_id, metadata=metadata, actor=_actor(state))
+        started = start(state, run_id, metadata=metadata, actor=request_actor(state))
     except MaintenanceTasksError as exc:  # CannotRetry, TaskAlreadyRunning, EnqueueError...
         message: Message = ("error", str(exc))
     else:

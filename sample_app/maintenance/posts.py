@@ -29,6 +29,25 @@ class BackfillWordCountTask(Task):
         time.sleep(0.001)
 
 
+class CheckLinksTask(Task):
+    """Asks an outside service about every post's links: partitions at work.
+
+    Each post waits on the service (10 ms here), so one worker would take a
+    while; ``partitions = 4`` cuts the posts into four ranges of ids that four
+    workers walk side by side, one bar each on the run's card.
+    """
+
+    partitions = 4
+    batch_size = 200
+
+    def collection(self) -> t.Any:
+        return sa.select(Post)
+
+    def process(self, post: Post) -> None:
+        time.sleep(0.01)  # the outside call
+        post.touched += 1
+
+
 class ArchiveOldPostsTask(Task):
     """Archives posts published before a date, one UPDATE per batch of 1,000."""
 

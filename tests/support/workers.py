@@ -41,6 +41,13 @@ def drain(app: Flask, burst: bool = True) -> None:
     worker.work(burst=burst, with_scheduler=False)
 
 
+def run_one_job(app: Flask) -> None:
+    """Run the first queued job in this process with a real RQ SimpleWorker, and only it."""
+    executor = app.extensions["maintenance_tasks"].executor
+    worker = _quiet_worker_class()([executor.queue()], connection=executor.connection)
+    worker.work(burst=True, max_jobs=1, with_scheduler=False)
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     try:

@@ -49,6 +49,16 @@ class Touch1000Task(Touch100Task):
     batch_size = 1000
 
 
+class RowsNoOp1000Task(Task):
+    """Reads two columns of every row as rows (no ORM objects), does nothing; pages of 1000."""
+
+    batch_size = 1000
+    collection = sa.select(Row.id, Row.title)
+
+    def process(self, row: sa.Row[t.Any]) -> None:
+        pass
+
+
 class SkipNoOp100Task(NoOp100Task):
     """Loads every row, does nothing with it, each item in a savepoint (``skip`` policy)."""
 
@@ -96,6 +106,26 @@ class SleepTask(Task):
         time.sleep(self.params.seconds)
 
 
+class TickTimesTask(Task):
+    """Sleeps a fixed time per row and appends the time of each item to a file.
+
+    Measured by ``benchmarks.retention``: the gaps between two items show how
+    long the run's tick commits waited while runs were pruned.
+    """
+
+    class Parameters(pydantic.BaseModel):
+        path: str
+        seconds: float = 0.005
+
+    def collection(self) -> t.Any:
+        return sa.select(Row)
+
+    def process(self, row: Row) -> None:
+        with open(self.params.path, "a") as times:
+            times.write(f"{time.time()}\n")
+        time.sleep(self.params.seconds)
+
+
 class PreviewAllTask(Task):
     """Every row of the large preview table (measured by previews only, never run)."""
 
@@ -130,3 +160,40 @@ class PreviewCostlyFilterTask(PreviewAllTask):
         for old, new in [*digits, *letters]:
             note = sa.func.replace(note, old, new)
         return sa.select(PreviewRow).where(note.like("%A%B%C%"))
+
+
+class ScalingSleepTask(Task):
+    """Waits a fixed time on each of the first ``upto`` rows, as for an external call.
+
+    Measured by ``benchmarks.scaling`` with ``partitions`` equal to the number of workers.
+    """
+
+    class Parameters(pydantic.BaseModel):
+        upto: int
+        seconds: float = 0.002
+
+    def collection(self) -> t.Any:
+        return sa.select(Row).where(Row.id <= self.params.upto)
+
+    def process(self, row: Row) -> None:
+        time.sleep(self.params.seconds)
+
+
+class ScalingUpdateTask(Task):
+    """One UPDATE statement per row of the first ``upto`` rows: a task the database bounds.
+
+    The collection hands ids only (rows, not records), so that each item costs what its
+    statement costs.
+    """
+
+    class Parameters(pydantic.BaseModel):
+        upto: int
+
+    def collection(self) -> t.Any:
+        return sa.select(Row.id).where(Row.id <= self.params.upto)
+
+    def process(self, row: sa.Row[t.Any]) -> None:
+        db.session.execute(
+            sa.update(Row).where(Row.id == row.id).values(counter=Row.counter + 1),
+            execution_options={"synchronize_session": False},
+        )
