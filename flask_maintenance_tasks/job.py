@@ -321,18 +321,21 @@ class _Slice:
         else:
             self.session.commit()
 
+        # The partitions are resumed while this job still holds the run, so that no
+        # settle (a late job of a partition, recovery) can take the run for one whose
+        # resume came to nothing and pause it again. Safe to repeat: each stopped
+        # partition is resumed once.
+        store.retried_on_lock(lambda: partitions.resume(self.state, self.run_id, self.actor))
+
         def release(current: Run) -> store.Decision:
-            # No job holds a cut run: its partitions' jobs carry it.
+            # No job holds a cut run: its partitions' jobs carry it, and a pause or
+            # cancel asked meanwhile reaches them through the settle below.
             if current.job_id != claim:
                 raise Fenced()
-            return {"job_id": None} if current.status == RunStatus.RUNNING else None
+            return {"job_id": None} if partitions.waits_for_its_job(current) else None
 
-        released = store.change(self.session, self.run_id, release, jitter=False)
-        if released.job_id is not None:
-            self._settle_stop()  # paused or cancelled meanwhile
-            return
-        # Resuming the partitions is safe to repeat: each stopped one is resumed once.
-        store.retried_on_lock(lambda: partitions.resume(self.state, self.run_id, self.actor))
+        store.change(self.session, self.run_id, release, jitter=False)
+        store.retried_on_lock(lambda: partitions.settle(self.state, self.run_id, self.actor))
 
     def _split(self, parts: list[partitioned.Part]) -> None:
         """Write the run's partitions and enqueue a job for each: they take it from here."""

@@ -300,10 +300,10 @@ def _wanted(parent: RunStatus, child: RunStatus, sibling_errored: bool) -> Trans
 def resume(state: State, run_id: int, actor: audit.Actor) -> None:
     """Resume every paused or errored partition of a resumed run, each from its own cursor.
 
-    Called once per resume, right after the run itself was resumed. Should
-    the process die half-way, the partitions already resumed carry on, and
-    the run pauses again once they are done: resuming it again resumes the
-    rest.
+    Called by the run's own job, once per resume, while that job still holds
+    the run: until it lets go, no settle moves the run on the strength of
+    partitions not resumed yet. Should the process die half-way, recovery
+    hands the run to another job, which resumes the rest.
     """
     resumed: list[Run] = []
     with store.open_session(state.db) as session:
@@ -318,7 +318,6 @@ def resume(state: State, run_id: int, actor: audit.Actor) -> None:
             if changed.applied:
                 resumed.append(changed.run)
     enqueue(state, resumed)
-    settle(state, run_id, actor)
 
 
 def settle(state: State, run_id: int, actor: audit.Actor | None = None) -> None:
@@ -338,7 +337,7 @@ def settle(state: State, run_id: int, actor: audit.Actor | None = None) -> None:
             wanted = _wanted(RunStatus(parent.status), RunStatus(child.status), errored)
             if wanted is None:
                 continue
-            lifecycle.change(session, child.id, _choose(parent.status, errored), actor=actor)
+            lifecycle.change(session, child.id, _choose(session, run_id, errored), actor=actor)
         children = store.partitions_of(session, [run_id]).get(run_id, [])
         _keep_read(session, *children)
         if parent.max_rate and any(c.status == RunStatus.SUCCEEDED for c in children):
@@ -399,9 +398,21 @@ def _keep_read(session: Session, *runs: Run) -> None:
     session.rollback()
 
 
-def _choose(parent_status: str, errored: bool) -> lifecycle.Choice:
+def _choose(session: Session, run_id: int, errored: bool) -> lifecycle.Choice:
+    """The change of a partition, decided on its run as it stands now.
+
+    The run is read again for each attempt: a resume may have committed since
+    :func:`settle` first read it, and a partition the resume has just started
+    again must not be stopped on the strength of the old status (the write
+    of a decision made before the resume changed the partition is refused,
+    and the decision made again).
+    """
+
     def choose(current: Run) -> Transition | None:
-        return _wanted(RunStatus(parent_status), RunStatus(current.status), errored)
+        now = store.read_status(session, run_id)
+        if now is None or (now.job_id is not None and now.status in _HELD_BY_ITS_JOB):
+            return None
+        return _wanted(RunStatus(now.status), RunStatus(current.status), errored)
 
     return choose
 
@@ -430,6 +441,8 @@ def _derive(
         return
 
     def stop(run: Run) -> Transition | None:
+        if waits_for_its_job(run):
+            return None  # resumed since the partitions were read: its job has it
         status = RunStatus(run.status)
         if RunStatus.CANCELLED in statuses or status == RunStatus.CANCELLING:
             if status == RunStatus.CANCELLING:
@@ -461,6 +474,8 @@ def _carry_on(state: State, session: Session, run_id: int, actor: audit.Actor) -
     """
 
     def carry_on(run: Run) -> Transition | None:
+        if waits_for_its_job(run):
+            return None
         return CARRY_ON if run.status == RunStatus.INTERRUPTED else None
 
     changed = lifecycle.change(session, run_id, carry_on, actor=actor)
@@ -483,10 +498,16 @@ def _error(
     number = (first.partition or 0) + 1
     message = f"Partition {number} of {of} errored: {first.error_message or first.error_class}"
     error = PartitionErrored(message, partition=first.partition or 0, run_id=first.id)
+
+    def fail(current: Run) -> Transition | None:
+        if waits_for_its_job(current):
+            return None  # resumed since the partitions were read
+        return ERROR if ERROR.leaves_from(current.status) else None
+
     changed = lifecycle.change(
         session,
         run_id,
-        ERROR,
+        fail,
         actor=actor,
         given={
             "error_class": first.error_class or type(error).__name__,

@@ -461,3 +461,37 @@ def test_a_lock_past_its_timeout_after_after_complete_does_not_call_it_again(
         run = run_task("LockOnCompleteTask", partitions=partitions)
         assert (run.status, run.tick_count) == ("succeeded", 4), run.error_message
         assert [event[0] for event in EVENTS] == ["completed"]
+
+
+def test_a_settle_that_read_the_run_before_its_resume_leaves_the_resume_alone(app, mtasks):
+    """A partition's settle may read the paused run just before the operator resumes it.
+
+    It must not then take the resumed run, waiting for its own job, for a run whose
+    partitions will not come, and pause it again: the resume would be lost.
+    """
+    from flask_maintenance_tasks import audit, partitions
+    from flask_maintenance_tasks.state import get_state
+    from flask_maintenance_tasks.store import open_session
+    from tests.support.workers import drain
+
+    seed_items(40)
+    run = run_task("PartitionedCountTask", {"fail_on": "item-25"})
+    assert run.status == "errored"
+    db.session.execute(sa.update(Item).where(Item.id == 25).values(title="fixed"))
+    db.session.commit()
+    state = get_state()
+    stale_children = partitions_of(run.id)  # read before the resume, as a late settle does
+
+    resumed = mtasks.resume(run.id)
+    assert resumed.status == "enqueued" and resumed.job_id is not None
+    with open_session(state.db) as session:
+        partitions._derive(state, session, run.id, stale_children, audit.worker())
+    # Each stopped partition is asked again, against the run as it now stands.
+    partitions.settle(state, run.id)
+    after = fresh_run(run.id)
+    assert (after.status, after.job_id) == ("enqueued", resumed.job_id)
+    assert [child.status for child in partitions_of(run.id)][2] == "errored"
+
+    drain(app)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [1] * 40
