@@ -196,6 +196,10 @@ class Settings:
     prune_interval: float = 3600.0
     #: A bearer token that opens ``<prefix>/api/`` to a program (never shown in a repr).
     api_token: str | None = dataclasses.field(default=None, repr=False)
+    #: Seconds an operator's action or recovery waits for a run's row locked by another
+    #: transaction before answering that the run is busy; ``None``: 2 s on PostgreSQL,
+    #: 5 s on SQLite (whose ticks take the one write lock in turn).
+    lock_timeout: float | None = None
 
     _DURATIONS: t.ClassVar[tuple[str, ...]] = (
         "ticker_delay",
@@ -259,6 +263,14 @@ class Settings:
             values["stale_after"] = None
         if "retention" in values:
             values["retention"] = _retention(values["retention"])
+        if values.get("lock_timeout") is not None:
+            values["lock_timeout"] = _seconds(values["lock_timeout"], "lock_timeout")
+            if not 0.001 <= values["lock_timeout"] <= 600:
+                # (0 would mean "wait for ever" to PostgreSQL.)
+                raise ConfigurationError(
+                    f"{CONFIG_PREFIX}LOCK_TIMEOUT must be between 0.001 and 600 seconds, "
+                    f"not {values['lock_timeout']!r}."
+                )
         if "masked_parameters" in values:
             values["masked_parameters"] = _names(values["masked_parameters"])
         if values.get("tasks_package") is None:

@@ -44,6 +44,29 @@ class RunNotFound(MaintenanceTasksError, LookupError):
         super().__init__(f"Run #{run_id} not found.")
 
 
+class RunBusy(MaintenanceTasksError):
+    """The run's row stayed locked by another transaction past the lock timeout.
+
+    A worker is writing the run at that moment (a work horse frozen between
+    its progress and its commit holds it for as long as it is frozen). The
+    action gave up after ``MAINTENANCE_TASKS_LOCK_TIMEOUT`` seconds instead
+    of waiting, and changed nothing: asking again later is safe. For a start
+    refused so, :attr:`run_id` is ``None`` and :attr:`task_name` says which
+    task's active run held the way.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, run_id: int | None, task_name: str | None = None) -> None:
+        self.run_id = run_id
+        self.task_name = task_name
+        if run_id is not None:
+            what = f"Run #{run_id} is busy: a worker is writing it right now."
+        else:
+            what = f"{task_name} is busy: a worker is writing its active run right now."
+        super().__init__(f"{what} Nothing was changed; try again in a moment.")
+
+
 class InvalidArguments(MaintenanceTasksError, ValueError):
     """The arguments given to a task do not satisfy its ``Parameters``.
 

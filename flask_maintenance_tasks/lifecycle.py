@@ -50,6 +50,17 @@ class Changed:
         return self.transition is not None
 
 
+def bounded_session(state: State) -> Session:
+    """A session of our own whose statements wait for a locked row only so long.
+
+    For operators' actions and recovery: past ``MAINTENANCE_TASKS_LOCK_TIMEOUT``
+    a statement fails with an error for which :func:`.store.busy` is true,
+    instead of waiting for as long as another transaction holds the run.
+    """
+    timeout = store.lock_timeout_of(state.settings.lock_timeout, state.db.engine)
+    return store.open_session(state.db, lock_timeout=timeout)
+
+
 def change(
     session: Session,
     run_id: int,

@@ -320,13 +320,19 @@ def resume(state: State, run_id: int, actor: audit.Actor) -> None:
     enqueue(state, resumed)
 
 
-def settle(state: State, run_id: int, actor: audit.Actor | None = None) -> None:
+def settle(
+    state: State, run_id: int, actor: audit.Actor | None = None, *, bounded: bool = False
+) -> None:
     """Carry the run's status to its partitions, then move the run as its partitions stand.
 
-    Safe to call at any time and from any process, as often as wanted.
+    Safe to call at any time and from any process, as often as wanted. With
+    ``bounded`` (an operator's action, recovery), a row locked past the lock
+    timeout fails the settle with an error for which :func:`.store.busy` is
+    true, instead of waiting: the next settle does what is left.
     """
     actor = actor or audit.worker()
-    with store.open_session(state.db) as session:
+    opened = lifecycle.bounded_session(state) if bounded else store.open_session(state.db)
+    with opened as session:
         parent = store.find(session, run_id)
         if parent is None or not is_split(parent) or waits_for_its_job(parent):
             return

@@ -52,6 +52,8 @@ import logging
 import typing as t
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
+
 from . import audit, lifecycle, partitions, store
 from .models import Run, RunStatus, utcnow
 from .transitions import (
@@ -195,27 +197,41 @@ def recover(state: State, *, log: bool = True) -> list[Recovery]:
             # No job holds a cut run: its partitions are recovered one by one, and
             # the run itself only needs to follow them.
             try:
-                partitions.settle(state, run.id, audit.recovery())
-            except Exception:
-                logger.exception("Could not settle the partitioned run #%s", run.id)
+                partitions.settle(state, run.id, audit.recovery(), bounded=True)
+            except Exception as error:
+                _could_not(error, "Could not settle the partitioned run #%s", run.id)
             continue
         if not job_dead and run.status not in STOP_REQUESTED and run.job_id:
             if state.executor.is_waiting(run.job_id):
                 continue
         try:
             outcome = _recover_one(state, run, heard_until=run.updated_at if job_dead else None)
-        except Exception:
-            logger.exception("Could not recover run #%s", run.id)
+        except Exception as error:
+            _could_not(error, "Could not recover run #%s", run.id)
             continue
         _handed_on(state, run, outcome, done, log)
     for run in lost_schedule_candidates(state):
         try:
             outcome = _reschedule(state, run)
-        except Exception:
-            logger.exception("Could not recover the scheduled run #%s", run.id)
+        except Exception as error:
+            _could_not(error, "Could not recover the scheduled run #%s", run.id)
             continue
         _handed_on(state, run, outcome, done, log)
     return done
+
+
+def _could_not(error: Exception, message: str, run_id: int) -> None:
+    """Log why a run was not recovered in this pass; the next pass tries again."""
+    if isinstance(error, sa.exc.DBAPIError) and store.busy(error):
+        # Another transaction holds the run's row (a work horse frozen before its
+        # commit, say): waiting for it would hold up every other run's recovery.
+        logger.warning(
+            "Run #%s is busy: another transaction holds its row past the lock timeout; "
+            "recovery comes back to it at its next pass.",
+            run_id,
+        )
+        return
+    logger.exception(message, run_id)
 
 
 def _handed_on(
@@ -246,7 +262,7 @@ def _reschedule(state: State, seen: Run) -> Recovery | None:
         same = current.status == seen.status and current.job_id == seen.job_id
         return RECOVER_SCHEDULED if same else None
 
-    with store.open_session(state.db) as session:
+    with lifecycle.bounded_session(state) as session:
         changed = lifecycle.change(
             session, seen.id, unchanged, actor=audit.recovery(), given={"job_id": job_id}
         )
@@ -284,7 +300,7 @@ def _if_unchanged(
         )
         return transition if same else None
 
-    with store.open_session(state.db) as session:
+    with lifecycle.bounded_session(state) as session:
         return lifecycle.change(session, seen.id, unchanged, actor=audit.recovery(), given=given)
 
 
@@ -297,7 +313,7 @@ def _recover_one(state: State, seen: Run, heard_until: datetime | None = None) -
             return None
         partitions.follow(state, changed, lifecycle.task_for(state, changed.run))
         if partitions.is_split(changed.run):
-            partitions.settle(state, seen.id, audit.recovery())  # its partitions stop too
+            partitions.settle(state, seen.id, audit.recovery(), bounded=True)  # they stop too
         return Recovery(seen.id, seen.task_name, seen.status, changed.run.status)
 
     job_id = lifecycle.new_job_id()

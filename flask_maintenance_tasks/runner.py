@@ -7,6 +7,7 @@ written nothing (except :class:`EnqueueError`, see there).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import typing as t
@@ -23,6 +24,7 @@ from .exceptions import (
     InvalidArguments,
     InvalidTransition,
     MaintenanceTasksError,
+    RunBusy,
     RunNotFound,
     TaskAlreadyRunning,
     TaskNotFound,
@@ -159,9 +161,11 @@ def _refused(
     refusal: MaintenanceTasksError,
 ) -> None:
     """Leave a ``refused`` event saying why; the trail never fails the action's answer."""
-    if isinstance(refusal, (TaskNotFound, RunNotFound)):
-        # No name that exists nowhere gets into the trail; and a run deleted
-        # meanwhile (a prune) can have no event.
+    if isinstance(refusal, (TaskNotFound, RunNotFound, RunBusy)):
+        # No name that exists nowhere gets into the trail; a run deleted
+        # meanwhile (a prune) can have no event; and a busy run's row is the
+        # very thing an event would have to wait for (nothing was asked of it
+        # that its status refused: asked again, the action may well be done).
         return
     if isinstance(refusal, InvalidArguments):
         # Field names only: a message may quote the value, and the value may be secret.
@@ -182,6 +186,21 @@ def _refused(
             session.commit()
     except Exception:
         logger.exception("Could not record the refused %s of %s", action, task_name)
+
+
+@contextlib.contextmanager
+def _busy_is_refused(run_id: int | None, task_name: str | None = None) -> t.Iterator[None]:
+    """Turn a wait for a locked row cut short by the lock timeout into :class:`RunBusy`.
+
+    The statement that gave up was not applied, and the transaction is
+    rolled back as the error leaves the session: nothing was changed.
+    """
+    try:
+        yield
+    except sa.exc.DBAPIError as error:
+        if store.busy(error):
+            raise RunBusy(run_id, task_name) from error
+        raise
 
 
 def _discard(state: State, upload: uploads.StoredUpload) -> None:
@@ -255,7 +274,7 @@ def _create(
         created_at=now,
         updated_at=now,
     )
-    with store.open_session(state.db) as session:
+    with lifecycle.bounded_session(state) as session, _busy_is_refused(None, task_class.name):
         session.add(run)
         try:
             session.flush()
@@ -569,7 +588,7 @@ def _forced_or(request: Transition, state: State) -> lifecycle.Choice:
 
 def _stop(state: State, run_id: int, request: Transition, actor: audit.Actor | None) -> Run:
     actor = actor or audit.python()
-    with store.open_session(state.db) as session:
+    with lifecycle.bounded_session(state) as session, _busy_is_refused(run_id):
         current = _load_or_raise(session, run_id)
         task_name = current.task_name  # (the row may be gone after a rollback)
         try:
@@ -581,13 +600,13 @@ def _stop(state: State, run_id: int, request: Transition, actor: audit.Actor | N
         lifecycle.follow(state, changed, lifecycle.task_for(state, changed.run))
     if partitions.is_split(changed.run):
         try:
-            partitions.settle(state, run_id, actor)
+            partitions.settle(state, run_id, actor, bounded=True)
         except sa.exc.DBAPIError as error:
-            if not store.lock_timed_out(error):
+            if not store.busy(error):
                 raise
             # The run's own change is made; its partitions follow at the next
             # settle (any partition's next change, or recovery).
-            logger.warning("Run #%s: its partitions follow later (%s)", run_id, error)
+            logger.warning("Run #%s: its partitions follow later (%s)", run_id, error.orig)
         return get_run(state, run_id) or changed.run
     return changed.run
 
@@ -604,7 +623,7 @@ def resume(state: State, run_id: int, *, actor: audit.Actor | None = None) -> Ru
     actor = actor or audit.python()
     job_id: str | None = lifecycle.new_job_id()
 
-    with store.open_session(state.db) as session:
+    with lifecycle.bounded_session(state) as session, _busy_is_refused(run_id):
         current = _load_or_raise(session, run_id)
         task_name = current.task_name  # (the row may be gone after a rollback)
         try:
@@ -727,7 +746,7 @@ def set_speed(
     the values at their next status reload.
     """
     actor = actor or audit.python()
-    with store.open_session(state.db) as session:
+    with lifecycle.bounded_session(state) as session, _busy_is_refused(run_id):
         current = _load_or_raise(session, run_id)
         task_name = current.task_name  # (the row may be gone after a rollback)
         changes, errors = _speed_changes(

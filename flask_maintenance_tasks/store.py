@@ -38,14 +38,84 @@ class LostRace(MaintenanceTasksError, RuntimeError):
     """Every attempt found the row changed by someone else in between; try again."""
 
 
-def open_session(db: SQLAlchemy) -> Session:
+def open_session(db: SQLAlchemy, *, lock_timeout: float | None = None) -> Session:
     """A short-lived session of our own, so actions never commit the caller's work.
 
     Its statements hide their parameters from the errors they raise (and
     from the engine's log): a failed write of a run would otherwise carry the
     run's arguments, secrets included, into logs and tracebacks.
+
+    With ``lock_timeout`` (seconds), no statement of the session waits longer
+    than that for a lock another transaction holds: PostgreSQL's
+    ``lock_timeout`` is set for each of its transactions, SQLite's busy
+    timeout for as long as it holds its connection. The statement then fails
+    with an error for which :func:`busy` is true. Operators' actions and
+    recovery use it; workers wait, as their turn always comes.
     """
-    return Session(bind=quiet(db.engine), expire_on_commit=False)
+    session = Session(bind=quiet(db.engine), expire_on_commit=False)
+    if lock_timeout is not None:
+        milliseconds = max(1, round(lock_timeout * 1000))
+        sa.event.listen(session, "after_begin", _bounded(milliseconds))
+    return session
+
+
+#: Where a connection lent to a bounded session keeps the busy timeout it had.
+_OWN_BUSY_TIMEOUT = "flask_maintenance_tasks.busy_timeout"
+
+
+def _bounded(milliseconds: int) -> t.Callable[..., None]:
+    def bound(session: Session, transaction: t.Any, connection: sa.Connection) -> None:
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            # Ends with the transaction: nothing to undo.
+            connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
+        elif dialect == "sqlite":
+            own = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            connection.info.setdefault(_OWN_BUSY_TIMEOUT, own)
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {milliseconds}")
+            _restore_on_checkin(connection.engine)
+
+    return bound
+
+
+def _restore_on_checkin(engine: sa.Engine) -> None:
+    """Give a connection of ``engine``'s pool its own busy timeout back when it is returned."""
+    pool = engine.pool
+    if not sa.event.contains(pool, "checkin", _give_busy_timeout_back):
+        sa.event.listen(pool, "checkin", _give_busy_timeout_back)
+
+
+def _give_busy_timeout_back(dbapi_connection: t.Any, record: t.Any) -> None:
+    own = record.info.pop(_OWN_BUSY_TIMEOUT, None) if record is not None else None
+    if own is not None and dbapi_connection is not None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(own)}")
+        finally:
+            cursor.close()
+
+
+def lock_timeout_of(setting: float | None, engine: sa.Engine) -> float:
+    """``MAINTENANCE_TASKS_LOCK_TIMEOUT``, or its default on ``engine``'s database."""
+    if setting is not None:
+        return setting
+    return 5.0 if engine.dialect.name == "sqlite" else 2.0
+
+
+#: PostgreSQL's SQLSTATE for a lock not obtained within ``lock_timeout``.
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def busy(error: BaseException) -> bool:
+    """The statement gave up waiting for a lock another transaction holds.
+
+    PostgreSQL's ``lock_timeout`` ran out, or SQLite's busy timeout: nothing
+    of the statement was applied, and trying again later may succeed.
+    """
+    if not isinstance(error, sa.exc.OperationalError):
+        return False
+    code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    return code == _LOCK_NOT_AVAILABLE or lock_timed_out(error)
 
 
 def quiet(engine: sa.Engine) -> sa.Engine:

@@ -133,7 +133,10 @@ def test_partitions_that_wait_in_vain_for_sqlites_lock_retry_their_tick(app, mta
     seed_items(ITEMS)
     started = [workers.start() for _ in range(3)]
     run = mtasks.run("PartitionedCountTask", {"sleep": 0.005})
-    wait_until(lambda: fresh_run(run.id).status == "succeeded", 120, "the run to succeed")
+    try:
+        wait_until(lambda: fresh_run(run.id).status == "succeeded", 120, "the run to succeed")
+    except AssertionError as error:
+        raise AssertionError(_where_it_stands(run.id, workers)) from error
     assert counters() == [1] * ITEMS
     assert fresh_run(run.id).tick_count == ITEMS
     assert "(database_locked); handed on" in "".join(workers.log(w) for w in started)

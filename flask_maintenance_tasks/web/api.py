@@ -35,6 +35,7 @@ from ..exceptions import (
     InvalidArguments,
     InvalidTransition,
     MaintenanceTasksError,
+    RunBusy,
     RunNotFound,
     TaskAlreadyRunning,
     TaskNotFound,
@@ -111,6 +112,8 @@ def _refusal(error: MaintenanceTasksError) -> Refusal:
         return Refusal(409, "invalid_transition", str(error))
     if isinstance(error, TaskAlreadyRunning):
         return Refusal(409, "task_already_running", str(error))
+    if isinstance(error, RunBusy):
+        return Refusal(409, "run_busy", str(error))
     if isinstance(error, CannotRetry):
         return Refusal(409, "cannot_retry", str(error))
     if isinstance(error, EnqueueError):

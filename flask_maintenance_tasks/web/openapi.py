@@ -32,7 +32,9 @@ ERROR_STATUSES: dict[int, str] = {
     404: "No such task (``task_not_found``), run (``run_not_found``) or route (``not_found``); "
     "for a run's CSV file, a run that has none (``csv_not_found``).",
     409: "The run's status does not allow it (``invalid_transition``), the task already has "
-    "an active run (``task_already_running``), or the action was refused (``refused``).",
+    "an active run (``task_already_running``), a worker held the run's row past the lock "
+    "timeout (``run_busy``: nothing was changed, ask again in a moment), or the action was "
+    "refused (``refused``).",
     413: "The body, or the CSV file, is too large (``payload_too_large``, ``csv_too_large``).",
     415: "The body is neither JSON nor a multipart form (``unsupported_media_type``).",
     422: "The arguments, error policy or partitions are invalid (``invalid_arguments``, with "

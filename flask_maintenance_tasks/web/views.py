@@ -49,6 +49,7 @@ from ..exceptions import (
     EnqueueError,
     InvalidArguments,
     MaintenanceTasksError,
+    RunBusy,
     TaskAlreadyRunning,
     TaskNotFound,
 )
@@ -72,6 +73,14 @@ Message = tuple[str, str]
 #: htmx settings: no eval (the CSP forbids it), no injected styles, no page
 #: snapshots (with their CSRF tokens) kept in localStorage.
 HTMX_CONFIG = {
+    # htmx's own rules, except that a 409 (a busy run) is shown as any answer is: its
+    # body says what happened, and the region it brings is up to date.
+    "responseHandling": [
+        {"code": "204", "swap": False},
+        {"code": "409", "swap": True},
+        {"code": "[23]..", "swap": True},
+        {"code": "[45]..", "swap": False, "error": True},
+    ],
     "allowEval": False,
     "allowScriptTags": False,
     "includeIndicatorStyles": False,
@@ -308,7 +317,7 @@ def start_run(name: str) -> t.Any:
         except InvalidArguments as exc:
             errors = _start_errors(task_class, arguments, exc)
             message = "The run was not started: correct the fields below."
-        except TaskAlreadyRunning as exc:
+        except (TaskAlreadyRunning, RunBusy) as exc:
             message, status = str(exc), 409
         except EnqueueError as exc:
             flash(str(exc), "error")
@@ -375,14 +384,16 @@ def control(name: str, run_id: int, action: str) -> t.Any:
     if run is None or run.task_name != name:
         abort(404, f"There is no run #{run_id} of {name}.")
     require(action, name, run)
+    status = 200
     try:
         result = _ACTIONS[action](state, run_id, actor=request_actor(state))
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
+        status = _refusal_status(exc)
     else:
         text = _ACTION_DONE.get((action, result.status), "Run #{id} is {status}.")
         message = ("success", text.format(id=run_id, status=result.status))
-    return _card_answer(name, cursor, message, f"run-{run_id}")
+    return _card_answer(name, cursor, message, f"run-{run_id}", status)
 
 
 def _viewable_run(run_id: int) -> Run:
@@ -662,10 +673,12 @@ def set_speed(run_id: int) -> t.Any:
         )
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
+        status = _refusal_status(exc)
     else:
         summary = formatting.speed_text(changed)
         message = ("success", f"Run #{run_id}: {summary}; its job takes it at its next reload.")
-    return _card_answer(run.task_name, cursor, message, f"run-{run_id}")
+        status = 200
+    return _card_answer(run.task_name, cursor, message, f"run-{run_id}", status)
 
 
 def _start_from_card(run_id: int, start: t.Callable[..., Run], done: str) -> t.Any:
@@ -681,25 +694,41 @@ def _start_from_card(run_id: int, start: t.Callable[..., Run], done: str) -> t.A
     name = run.task_name
     metadata = state.settings.metadata() if state.settings.metadata is not None else None
     anchor = f"run-{run_id}"
+    status = 200
     try:
         started = start(state, run_id, metadata=metadata, actor=request_actor(state))
     except MaintenanceTasksError as exc:  # CannotRetry, TaskAlreadyRunning, EnqueueError...
         message: Message = ("error", str(exc))
+        status = _refusal_status(exc)
     else:
         text = done.format(new=started.id, old=run_id, task=name)
         message, anchor = ("success", text), f"run-{started.id}"
-    return _card_answer(name, cursor, message, anchor)
+    return _card_answer(name, cursor, message, anchor, status)
 
 
-def _card_answer(name: str, cursor: int | None, message: Message, anchor: str) -> t.Any:
+def _refusal_status(error: MaintenanceTasksError) -> int:
+    """The status of a run button's refusal: 409 for a busy run, else the page as usual."""
+    return 409 if isinstance(error, RunBusy) else 200
+
+
+def _card_answer(
+    name: str, cursor: int | None, message: Message, anchor: str, status: int = 200
+) -> t.Any:
     """What a button of a run card found by its id answers: the task's runs region and the
-    message through htmx, else the message flashed and a redirect to the task page."""
+    message through htmx, else the message flashed and a redirect to the task page.
+
+    A busy run (``status`` 409) is answered with the task page itself, not a
+    redirect: the status tells a script that nothing was done.
+    """
     if _is_htmx():
         page = _task_page(name, cursor)
         region = render_template("maintenance_tasks/_task_region.html", page=page)
         messages = render_template("maintenance_tasks/_messages.html", messages=[message], oob=True)
-        return Markup(region) + Markup(messages)
+        return Markup(region) + Markup(messages), status
     flash(message[1], message[0])
+    if status != 200:
+        page = _task_page(name, None)
+        return _render_task(page, forms.prefill(page.fields, None)), status
     return redirect(url_for(".task", name=name, _anchor=anchor), 303)
 
 

@@ -93,3 +93,44 @@ class ConcurrentCountTask(Task):
 
     def process(self, item: Item) -> None:
         item.counter += 1
+
+
+#: The Redis key :class:`FreezesBeforeCommitTask` sets while its commit is held.
+FROZEN_KEY = "mtasks-tests:frozen-before-commit"
+
+
+class FreezesBeforeCommitTask(Task):
+    """Adds one to each item's counter; its first tick's commit waits ``freeze`` seconds.
+
+    The wait comes after the tick's progress was written, in the same
+    transaction: the run's row stays locked (on SQLite, the database's write
+    lock stays taken) as by a work horse frozen between its UPDATE and its
+    COMMIT. While it waits, :data:`FROZEN_KEY` is set in the executor's Redis.
+    """
+
+    class Parameters(pydantic.BaseModel):
+        freeze: float = 4.0
+        sleep: float = 0.0
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+        time.sleep(self.params.sleep)
+        if getattr(self, "_frozen", False):
+            return
+        self._frozen = True
+        freeze = self.params.freeze
+
+        def hold(session: t.Any) -> None:
+            from flask_maintenance_tasks.state import get_state
+
+            redis = get_state().executor.connection  # type: ignore[attr-defined]
+            redis.set(FROZEN_KEY, "1", ex=max(1, int(freeze) + 5))
+            try:
+                time.sleep(freeze)
+            finally:
+                redis.delete(FROZEN_KEY)
+
+        sa.event.listen(db.session, "before_commit", hold, once=True)
