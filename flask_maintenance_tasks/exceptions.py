@@ -58,7 +58,9 @@ class RunBusy(MaintenanceTasksError):
     """
 
     def __init__(self, run_id: int | None, task_name: str | None = None) -> None:
+        #: The id of the busy run; ``None`` for a start that met its task's active run.
         self.run_id = run_id
+        #: The task of a start refused so; ``None`` for an action on a run.
         self.task_name = task_name
         if run_id is not None:
             what = f"Run #{run_id} is busy: a worker is writing it right now."

@@ -29,6 +29,7 @@ PUBLIC = [
     "Preview",
     "Pruned",
     "Run",
+    "RunBusy",
     "RunNotFound",
     "RunStatus",
     "SessionRolledBack",
