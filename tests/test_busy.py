@@ -9,10 +9,8 @@ line), and change nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
 import time
 import typing as t
 
@@ -27,7 +25,7 @@ from flask_maintenance_tasks.recovery import recover
 from flask_maintenance_tasks.state import get_state
 from tests.support.apps import make_app
 from tests.support.dashboard import Dashboard, add_run, text
-from tests.support.records import age, counters, fresh_run, seed_items
+from tests.support.records import age, counters, fresh_run, row_held, seed_items
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.both_databases
@@ -42,36 +40,6 @@ TOKEN = "busy-tests-api-token-0123456789abcdef"
 def app(app_env: dict[str, str]) -> t.Iterator[Flask]:
     with make_app(lock_timeout=BOUND, api_token=TOKEN) as app:
         yield app
-
-
-@contextlib.contextmanager
-def row_held(engine: sa.Engine, run_id: int, longest: float = 10.0) -> t.Iterator[None]:
-    """Hold the run's row lock (SQLite: the write lock) in another transaction.
-
-    A thread holds it until the block ends, or for ``longest`` seconds: an
-    action that waited for it would then fail its time bound, not hang.
-    """
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with engine.connect() as connection:
-            connection.execute(
-                runs_table.update()
-                .where(runs_table.c.id == run_id)
-                .values(lock_version=runs_table.c.lock_version)
-            )
-            held.set()
-            release.wait(longest)
-            connection.rollback()
-
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    assert held.wait(10), "the row could not be locked"
-    try:
-        yield
-    finally:
-        release.set()
-        holder.join(10)
 
 
 def snapshot(engine: sa.Engine, run_id: int) -> tuple[t.Any, ...]:

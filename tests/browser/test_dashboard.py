@@ -10,7 +10,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.support.browser import POLL_INTERVAL, LiveServer, screenshot
 from tests.support.dashboard import add_run
-from tests.support.records import fresh_run, seed_items
+from tests.support.records import fresh_run, row_held, seed_items
 from tests.support.waiting import wait_until
 from tests.testapp.maintenance.web_tasks import HOSTILE
 
@@ -293,3 +293,25 @@ def test_a_csv_file_uploaded_in_the_browser_is_imported(
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Item)) == 40
     assert fresh_run(run_id).tick_count == 40
     assert console == []
+
+
+def test_a_busy_run_says_so_and_a_second_click_is_done(
+    live: LiveServer, page: Page, console: list[str], db: t.Any
+) -> None:
+    run_id = add_run(db.engine, "ListTask", "running", job_id="job-of-a-frozen-horse")
+    page.goto(f"{live.url}/tasks/ListTask")
+    card = page.locator(f"#run-{run_id}")
+
+    with row_held(db.engine, run_id):
+        card.get_by_role("button", name="Pause").click()
+        # The 409 is swapped in as any answer: the message says why, the card is as it was.
+        expect(page.get_by_role("alert").first).to_contain_text(
+            f"Run #{run_id} is busy", timeout=TIMEOUT
+        )
+        expect(card).to_have_attribute("data-status", "running")
+    assert fresh_run(run_id).status == "running"
+
+    card.get_by_role("button", name="Pause").click()
+    expect(card).to_have_attribute("data-status", "pausing", timeout=TIMEOUT)
+    # Chromium reports the 409 itself on the console; nothing else may be there.
+    assert [c for c in console if "409" not in c] == []

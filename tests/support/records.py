@@ -3,6 +3,8 @@ and snapshots of the extension's tables to compare and restore."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import typing as t
 
 import sqlalchemy as sa
@@ -116,3 +118,35 @@ def restore(engine: sa.Engine, saved: Snapshot) -> None:
         for table in tables:
             if saved[table.name]:
                 connection.execute(table.insert(), saved[table.name])
+
+
+@contextlib.contextmanager
+def row_held(engine: sa.Engine, run_id: int, longest: float = 10.0) -> t.Iterator[None]:
+    """Hold the run's row lock (SQLite: the write lock) in another transaction.
+
+    A thread holds it until the block ends, or for ``longest`` seconds: an
+    action that waited for it would then fail its time bound, not hang.
+    """
+    from flask_maintenance_tasks.models import runs_table
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine.connect() as connection:
+            connection.execute(
+                sa.update(runs_table)
+                .where(runs_table.c.id == run_id)
+                .values(lock_version=runs_table.c.lock_version)
+            )
+            held.set()
+            release.wait(longest)
+            connection.rollback()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(10), "the row could not be locked"
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(10)
