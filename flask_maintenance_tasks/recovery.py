@@ -151,6 +151,15 @@ def overdue_candidates(
     return [run for run in waiting if _is_overdue(state, t.cast(str, run.job_id))]
 
 
+def unsettled_candidates(state: State) -> list[Run]:
+    """Cut runs whose partitions have all stopped (or ended) a while ago, and which did
+    not follow them: the last partition's settle failed. Recovery settles them at its
+    next pass rather than when they would count as stuck."""
+    limit = _hand_over_limit(state, utcnow())
+    with store.open_session(state.db) as session:
+        return store.unsettled_runs(session, HELD, STOPPED, limit)
+
+
 def lost_schedule_candidates(state: State) -> list[Run]:
     """Scheduled runs whose job the executor knows is dead (gone from Redis, or failed),
     or is overdue in the schedule, or that no job took for the stuck limit after their
@@ -210,6 +219,14 @@ def recover(state: State, *, log: bool = True) -> list[Recovery]:
             _could_not(error, "Could not recover run #%s", run.id)
             continue
         _handed_on(state, run, outcome, done, log)
+    settled = {run.id for run, _ in candidates}
+    for run in unsettled_candidates(state):
+        if run.id in settled:
+            continue
+        try:
+            partitions.settle(state, run.id, audit.recovery(), bounded=True)
+        except Exception as error:
+            _could_not(error, "Could not settle the partitioned run #%s", run.id)
     for run in lost_schedule_candidates(state):
         try:
             outcome = _reschedule(state, run)

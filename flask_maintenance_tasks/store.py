@@ -160,6 +160,40 @@ def orphans(
     )
 
 
+def unsettled_runs(
+    session: Session,
+    statuses: t.Collection[str],
+    stopped: t.Collection[str],
+    not_updated_since: datetime,
+) -> list[Run]:
+    """Cut runs in one of ``statuses`` held by no job, all of whose partitions are in
+    ``stopped``, none of them changed since ``not_updated_since``, nor the run.
+
+    No partition's job will settle such a run again: the settle of the last
+    one to stop failed (SQLite's lock, a crash between its commit and its
+    settle). One query, whatever the number of runs.
+    """
+    child = sa.orm.aliased(Run)
+    still_moving = sa.exists().where(
+        child.parent_id == Run.id,
+        sa.or_(child.status.not_in(stopped), child.updated_at > not_updated_since),
+    )
+    return list(
+        session.scalars(
+            sa.select(Run)
+            .where(
+                Run.parent_id.is_(None),
+                Run.bounds.is_not(None),
+                Run.job_id.is_(None),
+                Run.status.in_(statuses),
+                Run.updated_at <= not_updated_since,
+                ~still_moving,
+            )
+            .order_by(Run.id)
+        )
+    )
+
+
 def holder_of(session: Session, exclusive_key: str) -> int | None:
     """The id of the active run holding a task's exclusive key, if any."""
     return session.execute(

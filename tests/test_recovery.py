@@ -402,3 +402,41 @@ def test_a_delayed_slice_due_less_than_a_recovery_interval_ago_is_left_alone(app
     assert recover(get_state()) == []
     assert fresh_run(run.id).job_id == run.job_id
     assert app.extensions["maintenance_tasks"].executor.is_waiting(run.job_id)
+
+
+def test_a_cut_run_whose_last_settle_failed_is_settled_at_the_next_pass(app, mtasks, db):
+    """Every partition ended, but the run did not follow (the last settle met SQLite's
+    lock, or its process died): recovery settles it long before it would count as stuck."""
+    from tests.support.dashboard import add_run
+    from tests.support.records import age
+
+    def cut_run(*statuses: str) -> int:
+        parent = add_run(
+            db.engine,
+            "PartitionedCountTask",
+            "running",
+            partitions=len(statuses),
+            bounds=[{}] * len(statuses),
+        )
+        for number, status in enumerate(statuses):
+            add_run(
+                db.engine,
+                "PartitionedCountTask",
+                status,
+                parent_id=parent,
+                partition=number,
+                partitions=1,
+                job_id=None if status == "succeeded" else f"job-{parent}-{number}",
+            )
+        return parent
+
+    done = cut_run("succeeded", "succeeded")
+    moving = cut_run("succeeded", "running")
+    fresh = cut_run("succeeded", "succeeded")
+    age(done, moving, seconds=HAND_OVER_GRACE + 5)
+
+    recover(get_state())
+
+    assert fresh_run(done).status == "succeeded"
+    assert fresh_run(moving).status == "running"  # its last partition settles it
+    assert fresh_run(fresh).status == "running"  # its last settle may be on its way
