@@ -19,6 +19,12 @@ unless said otherwise):
 - ``scheduler``: the scheduler being forked, which our fork hook patches in the child.
 - ``unsubscribe`` and ``pubsub_thread``: we stop the pub/sub thread before RQ unsubscribes.
 - ``should_run_maintenance_tasks`` (a property), ``run_maintenance_tasks``: recovery rides on them.
+- ``dequeue_timeout`` (a property): how long an idle worker's BLPOP/BLMOVE waits for a job,
+  read at each turn of RQ's work loop and passed on to Redis as it is; we shorten it, below a
+  second where Redis takes fractions (6.0 and later). RQ's ``connection_timeout`` (the socket
+  timeout it sets once, in ``Worker()``) is ``dequeue_timeout + 10``: ours is never longer than
+  RQ's own, and is RQ's own until the worker starts.
+- ``get_redis_server_version``: the server's version, which RQ caches on the connection.
 - ``rq.Worker.setup_work_horse_signals``: RQ's signal setup in a new horse; ours follows.
 - ``rq.Worker.horse_pid`` (a property): the horse a SIGTERM is passed on to.
 - ``StopRequested`` (beside ``rq.worker.BaseWorker``): raised by RQ's handler in an idle worker.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import inspect
+import math
 import os
 import select
 import signal
@@ -41,6 +48,7 @@ import time
 import types
 import typing as t
 
+import redis.exceptions
 import rq
 import rq.scheduler
 
@@ -107,10 +115,10 @@ def _problems(worker: object | None) -> list[str]:
         return isinstance(inspect.getattr_static(owner, name, None), property)
 
     for cls in (rq.Worker, rq.SimpleWorker):
-        for name in (*_WORKER_METHODS, "run_maintenance_tasks"):
+        for name in (*_WORKER_METHODS, "run_maintenance_tasks", "get_redis_server_version"):
             expect(f"rq.{cls.__name__}.{name}", "a method", method(cls, name))
-        name = "should_run_maintenance_tasks"
-        expect(f"rq.{cls.__name__}.{name}", "a property", a_property(cls, name))
+        for name in ("should_run_maintenance_tasks", "dequeue_timeout"):
+            expect(f"rq.{cls.__name__}.{name}", "a property", a_property(cls, name))
     expect(
         "rq.Worker.setup_work_horse_signals",
         "a method",
@@ -328,15 +336,68 @@ class HorseHooks(_Worker):
         self.in_work_horse()
 
 
+#: The shortest wait for a job we ask of Redis: an interval shorter still does not
+#: make an idle worker spin on Redis.
+MIN_DEQUEUE_TIMEOUT = 0.05
+#: The first Redis whose BLPOP and BLMOVE take a fractional timeout (5 wants an integer).
+FRACTIONAL_TIMEOUTS = (6, 0, 0)
+
+
 class MaintenanceHook(_Worker):
     """Adds a duty of ours to RQ's maintenance hook.
 
-    An idle worker reaches the hook at least once per dequeue timeout; RQ's
-    own maintenance runs when it is due, ours when :meth:`extra_maintenance_due`.
+    An idle worker reaches the hook once per dequeue timeout (RQ's loop sends
+    a heartbeat, runs the hook, then waits that long for a job); RQ's own
+    maintenance runs when it is due, ours when :meth:`extra_maintenance_due`.
+
+    RQ derives its dequeue timeout from ``worker_ttl`` in whole seconds, at
+    least one. When :meth:`extra_maintenance_interval` is shorter, the worker
+    waits for a job that long instead (never less than
+    :data:`MIN_DEQUEUE_TIMEOUT`), fractions of a second included where Redis
+    takes them: so our duty comes round on time even below a second.
+    Heartbeats only come more often; RQ's worker key still lives
+    ``worker_ttl + 60`` seconds.
     """
+
+    #: Whether Redis takes fractional timeouts; ``None`` until the worker has asked.
+    _fractional_timeouts: bool | None = None
+    _working = False
 
     def extra_maintenance_due(self) -> bool:
         return False
+
+    def extra_maintenance_interval(self) -> float | None:
+        """Seconds an idle worker may wait for a job before our duty is due; ``None``: RQ's."""
+        return None
+
+    def work(self, *args: t.Any, **kwargs: t.Any) -> bool:
+        self._working = True
+        try:
+            return bool(super().work(*args, **kwargs))
+        finally:
+            self._working = False
+
+    def _takes_fractions(self) -> bool:
+        if self._fractional_timeouts is None:
+            if not self._working:
+                # In ``Worker()``, where RQ sizes its socket timeout on ours: no Redis yet.
+                return False
+            try:
+                version = tuple(self.get_redis_server_version())  # type: ignore[no-untyped-call]
+            except redis.exceptions.RedisError:
+                return False  # Redis is away: whole seconds until it is back
+            self._fractional_timeouts = version >= FRACTIONAL_TIMEOUTS
+        return self._fractional_timeouts
+
+    @property
+    def dequeue_timeout(self) -> float:  # type: ignore[override]
+        longest: int = super().dequeue_timeout  # RQ's, whole seconds
+        interval = self.extra_maintenance_interval()
+        if interval is None or interval >= longest:
+            return longest
+        if not self._takes_fractions():
+            return max(1, math.ceil(interval))
+        return max(MIN_DEQUEUE_TIMEOUT, interval)
 
     def run_extra_maintenance(self) -> None:
         pass

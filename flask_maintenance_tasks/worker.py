@@ -18,6 +18,7 @@ in :mod:`._rq`, which checks and installs it when a worker starts.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 import typing as t
@@ -40,6 +41,9 @@ logger = logging.getLogger("flask_maintenance_tasks")
 
 #: Batches of old runs a worker prunes in one maintenance pass (see :mod:`.retention`).
 PRUNE_BATCHES = 20
+#: Seconds early a recovery or prune may come: a wait for a job of the interval
+#: that Redis ends a millisecond short of our clock must not cost a second wait.
+EARLY_BY = 0.02
 
 
 def _request_shutdown(signum: int, frame: FrameType | None) -> None:
@@ -50,9 +54,11 @@ class _Recovering(_rq.MaintenanceHook):
     """Runs :func:`~flask_maintenance_tasks.recovery.recover` every ``recovery_interval`` s,
     and :func:`~flask_maintenance_tasks.retention.prune` every ``prune_interval`` s.
 
-    It rides on RQ's maintenance hook, which an idle worker reaches at least
-    once per dequeue timeout; ``recovering_worker`` sets that timeout to the
-    recovery interval. A prune takes at most :data:`PRUNE_BATCHES` batches at
+    It rides on RQ's maintenance hook, which an idle worker reaches once per
+    dequeue timeout: that timeout is the shorter of the two intervals (see
+    :class:`._rq.MaintenanceHook`, fractions of a second included), so an
+    idle worker recovers every ``recovery_interval`` seconds, plus the time a
+    pass takes. A prune takes at most :data:`PRUNE_BATCHES` batches at
     a time, so that a worker facing a large backlog (retention just turned
     on) keeps taking jobs in between: it prunes again at its next pass.
     """
@@ -63,15 +69,22 @@ class _Recovering(_rq.MaintenanceHook):
     _next_recovery: float = 0.0
     _next_prune: float = 0.0
 
+    def extra_maintenance_interval(self) -> float:
+        return min(self.recovery_interval, self.prune_interval)
+
+    def _due(self, at: float) -> bool:
+        # Redis may end a wait of the interval a hair before our clock says it is up.
+        return time.monotonic() + EARLY_BY >= at
+
     def extra_maintenance_due(self) -> bool:
-        now = time.monotonic()
-        return now >= self._next_recovery or now >= self._next_prune
+        return self._due(self._next_recovery) or self._due(self._next_prune)
 
     def run_extra_maintenance(self) -> None:
-        if time.monotonic() >= self._next_recovery:
+        if self._due(self._next_recovery):
             self._next_recovery = time.monotonic() + self.recovery_interval
+            logger.debug("Recovery pass")
             self.recover()
-        if time.monotonic() >= self._next_prune:
+        if self._due(self._next_prune):
             more = self.prune()
             self._next_prune = time.monotonic() + (0.0 if more else self.prune_interval)
 
@@ -112,11 +125,14 @@ def recovering_worker(
 ) -> MaintenanceWorker | MaintenanceSimpleWorker:
     """A worker of ``worker_class`` that recovers orphaned runs of ``app``.
 
-    Its dequeue timeout (RQ's ``worker_ttl`` less 15 s) is set to the
-    recovery interval, so that an idle worker wakes up in time to recover.
+    RQ's dequeue timeout (its ``worker_ttl`` less 15 s, whole seconds) is
+    sized to cover the recovery interval, which the worker then waits for a
+    job instead, fractions of a second included (see
+    :class:`._rq.MaintenanceHook`): an idle worker wakes up in time to recover.
     RQ's internals are checked, and our patches installed, when it starts.
     """
-    worker = worker_class(queues, worker_ttl=max(int(recovery_interval) + 15, 16), **kwargs)
+    worker_ttl = max(math.ceil(recovery_interval) + 15, 16)
+    worker = worker_class(queues, worker_ttl=worker_ttl, **kwargs)
     worker.app = app
     _discover_tasks(app)
     worker.recovery_interval = recovery_interval

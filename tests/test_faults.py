@@ -20,6 +20,7 @@ import threading
 import time
 import typing as t
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -537,3 +538,163 @@ def test_a_delayed_slice_starts_without_rq_scheduler_by_recovery(app, mtasks, wo
     assert time.monotonic() - delayed < 6
     assert counters() == [1] * 20, workers.log(worker)
     assert_trail_agrees(run.id)
+
+
+# -- delayed slices when RQ's scheduler is gone (issue 16) --------------------
+#
+# A delayed slice waits in RQ's scheduled registry for RQ's scheduler; a Redis
+# outage kills that scheduler, and a SIGKILLed worker's lock keeps the others'
+# out. Recovery hands on a slice overdue by a recovery interval plus its slack.
+
+
+def _delayed_slice_bound(app: t.Any) -> float:
+    """The longest a delayed slice may wait past the moment its delay began: its
+    delay (1 s: a throttle's backoff, the retry after a lost connection), RQ's
+    rounding of due times to the whole second, one recovery interval, recovery's
+    slack, and a margin for these busy machines."""
+    from flask_maintenance_tasks.recovery import OVERDUE_SLACK
+    from flask_maintenance_tasks.state import get_state
+
+    return 1.0 + 1.0 + get_state(app).settings.recovery_interval + OVERDUE_SLACK + 1.5
+
+
+def _restart_redis(redis_server: RedisServer, *, keep_data: bool) -> None:
+    """Stop Redis for a second and start it again, its data saved first if ``keep_data``
+    (as a Redis with persistence would), so that RQ's schedule outlives the restart."""
+    from redis import Redis
+
+    dump = redis_server.directory / "dump.rdb"
+    if keep_data:
+        client = Redis.from_url(redis_server.url)
+        client.save()
+        client.close()
+    redis_server.stop()
+    time.sleep(1)
+    try:
+        redis_server.start()
+    finally:
+        # No later restart of this server may bring these keys back.
+        dump.unlink(missing_ok=True)
+
+
+def _scheduler_gone(worker: t.Any) -> None:
+    """The premise of these tests: the worker is alive, its RQ scheduler is not."""
+
+    def gone() -> bool:
+        pid = _scheduler_pid(worker)
+        if pid is None:
+            return True
+        try:  # the worker does not reap it: a zombie is gone too
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_until(gone, 15, "RQ's scheduler to die with Redis")
+    assert worker.poll() is None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # pg_terminate_backend
+def test_redis_restarted_then_the_database_connection_killed(
+    app, db, workers, app_env, redis_server: RedisServer
+):
+    """The retry a second after a lost connection starts without RQ's scheduler."""
+    seed_items(ITEMS)
+    worker = workers.start()
+    wait_until(lambda: _scheduler_pid(worker), 30, "RQ's scheduler to start")
+    # Slower items: the run outlives the Redis restart with time to spare.
+    fault = _start_run(app_env, "Redis restarted, then the database connection killed", sleep=0.01)
+    _under_way(fault)
+    _restart_redis(redis_server, keep_data=True)
+    _scheduler_gone(worker)
+    before = fresh_run(fault.run_id).tick_count
+    wait_until(lambda: fresh_run(fault.run_id).tick_count > before + 10, 30, "ticks again")
+
+    fault.inject()
+    db.session.remove()
+    killed = db.session.scalars(
+        sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND state IN ('active', 'idle in transaction')"
+        )
+    ).all()
+    db.session.commit()
+    assert killed and all(killed)
+    fault.watch_recovery(timeout=30)
+    assert fault.recovered_after < _delayed_slice_bound(app), workers.log(worker)[-3000:]
+    fault.check()
+    retried = fresh_run(fault.run_id)
+    assert retried.status == "succeeded"
+
+
+def test_a_throttled_backoff_spanning_a_redis_restart(
+    app, mtasks, workers, db, redis_server: RedisServer
+):
+    """The slice a throttle delayed outlives a Redis restart that kills RQ's scheduler."""
+    from tests.testapp import Flag
+
+    seed_items(20)
+    worker = workers.start()
+    wait_until(lambda: _scheduler_pid(worker), 30, "RQ's scheduler to start")
+    db.session.add(Flag(name="busy", value="yes"))
+    db.session.commit()
+    run = mtasks.run("ThrottledCountTask")
+    wait_until(lambda: fresh_run(run.id).status == "interrupted", 30, "the run to back off")
+    _restart_redis(redis_server, keep_data=True)
+    db.session.execute(sa.delete(Flag).where(Flag.name == "busy"))
+    db.session.commit()
+    delayed = time.monotonic()
+    _scheduler_gone(worker)
+
+    wait_until(lambda: fresh_run(run.id).status == "succeeded", 30, "recovery to move the slice")
+    assert time.monotonic() - delayed < _delayed_slice_bound(app), workers.log(worker)[-3000:]
+    assert counters() == [1] * 20, workers.log(worker)
+    assert_trail_agrees(run.id)
+
+
+def test_the_worker_holding_rq_scheduler_lock_killed_while_a_slice_is_delayed(
+    app, mtasks, workers, db, redis_url
+):
+    """A lost machine takes RQ's only scheduler with it, and its lock keeps the other
+    worker's out: that worker's recovery hands the throttled slice on."""
+    from redis import Redis
+    from rq.scheduler import RQScheduler
+
+    from tests.testapp import Flag
+
+    seed_items(20)
+    executor = app.extensions["maintenance_tasks"].executor
+    first = workers.start()
+    scheduler = wait_until(lambda: _scheduler_pid(first), 30, "RQ's scheduler to start")
+    connection = Redis.from_url(redis_url)
+    lock = RQScheduler.get_locking_key(executor.queue().name)
+
+    def holder() -> int | None:
+        name = connection.get(lock)
+        pid = name and connection.hget(f"rq:scheduler:{name.decode()}", "pid")
+        return int(pid) if pid else None
+
+    wait_until(lambda: holder() == scheduler, 30, "the first worker's scheduler to take the lock")
+    second = workers.start()
+    wait_until(lambda: (executor.worker_count() or 0) == 2, 30, "the second worker to listen")
+
+    db.session.add(Flag(name="busy", value="yes"))
+    db.session.commit()
+    run = mtasks.run("ThrottledCountTask")
+    wait_until(lambda: fresh_run(run.id).status == "interrupted", 30, "the run to back off")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    assert holder() == scheduler, "the lock outlives its holder"
+    # Had the scheduler moved the slice before it died, the second worker has taken it
+    # and backed off again by now: a slice is delayed either way.
+    time.sleep(1.5)
+    db.session.execute(sa.delete(Flag).where(Flag.name == "busy"))
+    db.session.commit()
+    delayed = time.monotonic()
+
+    wait_until(lambda: fresh_run(run.id).status == "succeeded", 30, "recovery to move the slice")
+    assert time.monotonic() - delayed < _delayed_slice_bound(app), workers.log(second)[-3000:]
+    assert second.poll() is None
+    assert counters() == [1] * 20
+    assert_trail_agrees(run.id)
+    connection.close()

@@ -6,10 +6,13 @@ that they act at once; the workers are real subprocesses.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
 import sys
+import time
+import typing as t
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +20,7 @@ from click.testing import Result
 from flask import Flask
 
 from tests.support import ROOT
+from tests.support.apps import FAST
 from tests.support.records import counters, fresh_run, seed_items
 from tests.support.waiting import wait_until
 from tests.testapp import Item
@@ -160,3 +164,53 @@ def test_sigterm_to_an_idle_worker_exits_cleanly(app, workers):
     )
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+def _recovery_passes(workers, worker) -> list[float]:
+    """When the worker's recovery passes began (Unix times, from its debug lines)."""
+    try:
+        log = workers.log(worker)
+    except FileNotFoundError:
+        return []  # not started yet
+    return [float(line.split()[0]) for line in log.splitlines() if line.endswith(" Recovery pass")]
+
+
+def _watch_recovery(workers, interval: float, seconds: float) -> tuple[list[float], t.Any]:
+    """Start an idle worker recovering every ``interval`` s; its passes over ``seconds`` s."""
+    workers.env["MTASKS_TEST_SETTINGS"] = json.dumps({**FAST, "recovery_interval": interval})
+    workers.env["MTASKS_TEST_DEBUG_LOG"] = "1"
+    worker = workers.start()
+    first = wait_until(lambda: _recovery_passes(workers, worker), 30, "a first recovery pass")
+    since = first[0]
+    time.sleep(seconds)
+    assert worker.poll() is None, workers.log(worker)
+    passes = [at for at in _recovery_passes(workers, worker) if since <= at <= since + seconds]
+    return passes, worker
+
+
+# An idle worker's pace: the database plays no part in what is tested.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_idle_worker_recovers_every_recovery_interval_below_a_second(app, workers):
+    from redis import Redis
+    from rq import Worker
+
+    passes, worker = _watch_recovery(workers, 0.3, 3.0)
+    gaps = [b - a for a, b in itertools.pairwise(passes)]
+    # RQ's own wait for a job is a whole second at least: 3 passes at most, a second apart.
+    assert len(passes) >= 5, (passes, workers.log(worker)[-2000:])
+    assert max(gaps) <= 0.8, gaps
+    # Not a spin on Redis: each pass waits its interval for a job.
+    assert min(gaps) >= 0.25, gaps
+    # RQ's heartbeats keep the worker registered, for longer than its passes last.
+    connection = Redis.from_url(workers.env["MTASKS_TEST_REDIS_URL"])
+    (registered,) = Worker.all(connection=connection)
+    assert registered.get_state() == "idle"
+    assert connection.ttl(registered.key) >= 60
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_idle_worker_recovers_no_more_often_than_its_recovery_interval(app, workers):
+    passes, worker = _watch_recovery(workers, 2.0, 4.5)
+    gaps = [b - a for a, b in itertools.pairwise(passes)]
+    assert 2 <= len(passes) <= 3, passes
+    assert min(gaps) >= 1.9, gaps

@@ -11,6 +11,7 @@ worker`` started by a test sees the same database and Redis as the test:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import typing as t
 
@@ -65,6 +66,18 @@ def create_app(**settings: t.Any) -> Flask:
     extra = json.loads(os.environ.get("MTASKS_TEST_SETTINGS") or "{}")
     for key, value in extra.items():
         app.config[f"MAINTENANCE_TASKS_{key.upper()}"] = value
+    if os.environ.get("MTASKS_TEST_DEBUG_LOG"):
+        _log_debug_lines()
     db.init_app(app)
     mtasks.init_app(app, db=db, **settings)
     return app
+
+
+def _log_debug_lines() -> None:
+    """The extension's debug lines on stderr, each stamped with its Unix time (a worker's log)."""
+    logger = logging.getLogger("flask_maintenance_tasks")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(created).3f %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
