@@ -57,8 +57,10 @@ def bounded_session(state: State) -> Session:
     a statement fails with an error for which :func:`.store.busy` is true,
     instead of waiting for as long as another transaction holds the run.
     """
-    timeout = store.lock_timeout_of(state.settings.lock_timeout, state.db.engine)
-    return store.open_session(state.db, lock_timeout=timeout)
+    setting = state.settings.lock_timeout
+    timeout = store.lock_timeout_of(setting, state.db.engine)
+    # The default never lengthens a shorter busy timeout SQLite was given.
+    return store.open_session(state.db, lock_timeout=timeout, shorten_only=setting is None)
 
 
 def change(

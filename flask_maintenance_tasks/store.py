@@ -38,7 +38,9 @@ class LostRace(MaintenanceTasksError, RuntimeError):
     """Every attempt found the row changed by someone else in between; try again."""
 
 
-def open_session(db: SQLAlchemy, *, lock_timeout: float | None = None) -> Session:
+def open_session(
+    db: SQLAlchemy, *, lock_timeout: float | None = None, shorten_only: bool = False
+) -> Session:
     """A short-lived session of our own, so actions never commit the caller's work.
 
     Its statements hide their parameters from the errors they raise (and
@@ -50,12 +52,14 @@ def open_session(db: SQLAlchemy, *, lock_timeout: float | None = None) -> Sessio
     ``lock_timeout`` is set for each of its transactions, SQLite's busy
     timeout for as long as it holds its connection. The statement then fails
     with an error for which :func:`busy` is true. Operators' actions and
-    recovery use it; workers wait, as their turn always comes.
+    recovery use it; workers wait, as their turn always comes. With
+    ``shorten_only``, a shorter busy timeout that SQLite's connection has of
+    its own (``?timeout=0.2`` in the URL, say) is kept.
     """
     session = Session(bind=quiet(db.engine), expire_on_commit=False)
     if lock_timeout is not None:
         milliseconds = max(1, round(lock_timeout * 1000))
-        sa.event.listen(session, "after_begin", _bounded(milliseconds))
+        sa.event.listen(session, "after_begin", _bounded(milliseconds, shorten_only))
     return session
 
 
@@ -63,17 +67,21 @@ def open_session(db: SQLAlchemy, *, lock_timeout: float | None = None) -> Sessio
 _OWN_BUSY_TIMEOUT = "flask_maintenance_tasks.busy_timeout"
 
 
-def _bounded(milliseconds: int) -> t.Callable[..., None]:
+def _bounded(milliseconds: int, shorten_only: bool) -> t.Callable[..., None]:
     def bound(session: Session, transaction: t.Any, connection: sa.Connection) -> None:
         dialect = connection.dialect.name
         if dialect == "postgresql":
             # Ends with the transaction: nothing to undo.
             connection.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
         elif dialect == "sqlite":
-            own = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
-            connection.info.setdefault(_OWN_BUSY_TIMEOUT, own)
-            connection.exec_driver_sql(f"PRAGMA busy_timeout = {milliseconds}")
-            _restore_on_checkin(connection.engine)
+            own = connection.info.get(_OWN_BUSY_TIMEOUT)
+            if own is None:
+                own = int(connection.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
+            wanted = min(own, milliseconds) if shorten_only else milliseconds
+            if wanted != own:
+                connection.info[_OWN_BUSY_TIMEOUT] = own
+                connection.exec_driver_sql(f"PRAGMA busy_timeout = {wanted}")
+                _restore_on_checkin(connection.engine)
 
     return bound
 

@@ -115,6 +115,7 @@ def test_the_dashboard_answers_409_and_shows_why(app: Flask, db: t.Any) -> None:
         speed = dashboard.post(f"/runs/{run_id}/speed", {"rate": "5"}, htmx=True)
     for response in (through_htmx, plain, speed):
         assert response.status_code == 409
+        assert response.headers["Retry-After"] == "1"
         assert f"Run #{run_id} is busy" in text(response)
     assert 'id="task-runs"' in text(through_htmx)  # the region, up to date, and the message
     assert snapshot(db.engine, run_id) == before
@@ -138,6 +139,7 @@ def test_the_api_answers_409_run_busy(app: Flask, db: t.Any) -> None:
     for answer in answers:
         assert answer.status_code == 409, answer.get_data(as_text=True)
         assert answer.get_json()["code"] == "run_busy"
+        assert answer.headers["Retry-After"] == "1"
     assert snapshot(db.engine, run_id) == before
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import typing as t
 
 import pytest
@@ -339,10 +340,12 @@ def test_a_partition_hidden_by_authorize_is_not_found(app_env: dict[str, str], d
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_database_busy_past_its_timeout_is_a_503_that_changes_nothing(
+def test_a_database_busy_past_its_timeout_is_a_409_that_changes_nothing(
     app_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite's write lock held elsewhere (a partition's tick, say): try again, not a 500."""
+    """SQLite's write lock held elsewhere (a partition's tick, say): the run is busy, try
+    again, not a 500; and the action waits no longer than the connection's own busy
+    timeout, shorter than the default bound."""
     import sqlite3
 
     url = app_env["MTASKS_TEST_DATABASE_URL"]
@@ -353,12 +356,16 @@ def test_a_database_busy_past_its_timeout_is_a_503_that_changes_nothing(
         holder = sqlite3.connect(sa.make_url(url).database, isolation_level=None)
         try:
             holder.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
             page = web.post(f"/tasks/{COUNT}/runs/{run_id}/pause")
             data = web.post(f"/tasks/{COUNT}/runs/{run_id}/pause", htmx=True)
+            elapsed = time.monotonic() - started
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        assert page.status_code == data.status_code == 503
-        assert page.headers["Retry-After"] == "1"
-        assert "The database is busy" in text(page)
+        assert page.status_code == data.status_code == 409
+        assert page.headers["Retry-After"] == data.headers["Retry-After"] == "1"
+        assert f"Run #{run_id} is busy" in text(page)
+        assert f"Run #{run_id} is busy" in text(data)
+        assert elapsed < 2.5  # two answers of about 0.2 s each, not 5 s each
         assert fresh_run(run_id).status == "running"

@@ -70,4 +70,6 @@ def refusal_response(error: HTTPException) -> Response:
         response.headers["WWW-Authenticate"] = 'Bearer realm="maintenance tasks api"'
     if isinstance(error, MethodNotAllowed) and error.valid_methods:
         response.headers["Allow"] = ", ".join(error.valid_methods)
+    if code == "run_busy":
+        response.headers["Retry-After"] = "1"
     return response

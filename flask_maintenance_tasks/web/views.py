@@ -724,12 +724,17 @@ def _card_answer(
         page = _task_page(name, cursor)
         region = render_template("maintenance_tasks/_task_region.html", page=page)
         messages = render_template("maintenance_tasks/_messages.html", messages=[message], oob=True)
-        return Markup(region) + Markup(messages), status
+        return Markup(region) + Markup(messages), status, _busy_headers(status)
     flash(message[1], message[0])
     if status != 200:
         page = _task_page(name, None)
-        return _render_task(page, forms.prefill(page.fields, None)), status
+        return _render_task(page, forms.prefill(page.fields, None)), status, _busy_headers(status)
     return redirect(url_for(".task", name=name, _anchor=anchor), 303)
+
+
+def _busy_headers(status: int) -> dict[str, str]:
+    """A busy run's answer says when to ask again."""
+    return {"Retry-After": "1"} if status == 409 else {}
 
 
 # -- dry runs and previews ---------------------------------------------------------
