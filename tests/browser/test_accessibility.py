@@ -1,0 +1,286 @@
+"""Accessibility of the dashboard, measured: axe-core audits every page and state in light
+and dark colour schemes at a phone's and a desktop's width, and every audited state must
+have no violation. The counts are printed in the terminal summary of the run.
+
+axe-core comes inside axe-playwright-python (its ``axe.min.js``): nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Page, expect
+
+from flask_maintenance_tasks.models import failures_table, runs_table
+from tests.support.browser import LiveServer
+from tests.support.dashboard import add_run
+from tests.testapp.maintenance.web_tasks import HOSTILE
+
+pytestmark = pytest.mark.browser
+
+#: (colour scheme, viewport width) combinations every state is audited in.
+COMBINATIONS = [(scheme, width) for scheme in ("light", "dark") for width in (360, 1280)]
+#: The user property a test records its counts in, read by the terminal summary.
+AXE_PROPERTY = "axe_violations"
+
+_AXE = Axe()
+
+
+@pytest.fixture
+def settings(settings: dict[str, t.Any]) -> dict[str, t.Any]:
+    # small pages, so that the "Older runs" pages exist with a handful of runs
+    return {**settings, "runs_per_page": 3}
+
+
+def now(seconds_ago: float = 0) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)
+
+
+def describe(violations: list[dict[str, t.Any]]) -> str:
+    lines = []
+    for violation in violations:
+        for node in violation["nodes"]:
+            lines.append(f"  {violation['id']}: {node['target']} - {violation['help']}")
+    return "\n".join(lines)
+
+
+def audit(page: Page, state: str, record_property: t.Callable[[str, t.Any], None]) -> None:
+    """Audit the page as it is in every scheme and width, re-using the loaded page.
+
+    Records the violation count of each combination for the terminal summary, and fails
+    with every violation's rule, target and help when there is any.
+    """
+    # axe skips what is hidden: every collapsed box (run cards, backtraces, the source,
+    # samples) is opened, so that what they hold is audited too
+    page.evaluate("() => document.querySelectorAll('details').forEach(box => { box.open = true; })")
+    counts: dict[str, int] = {}
+    found: list[str] = []
+    for scheme, width in COMBINATIONS:
+        page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+        page.set_viewport_size({"width": width, "height": 800})
+        if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+            page.evaluate(_AXE.axe_script)
+        results = page.evaluate(
+            "() => axe.run(document, {resultTypes: ['violations']})"
+            ".then(r => r.violations.map(v => ({id: v.id, help: v.help,"
+            " nodes: v.nodes.map(n => ({target: n.target}))})))"
+        )
+        combination = f"{scheme} {width}px"
+        counts[combination] = sum(len(v["nodes"]) for v in results)
+        if results:
+            found.append(f"{state}, {combination}:\n{describe(results)}")
+    record_property(AXE_PROPERTY, {state: counts})
+    assert not found, "axe-core found violations:\n" + "\n".join(found)
+
+
+def hold_still(page: Page) -> None:
+    """Turn live refresh off (with the keyboard-free switch), so that no region is swapped
+    while axe reads it: a swap in the middle of an audit leaves it reading detached nodes."""
+    switch = page.locator("#live-refresh")
+    if switch.count() and switch.is_checked():
+        switch.uncheck()
+
+
+def ledger(engine: sa.Engine, run_id: int, count: int) -> None:
+    rows = [
+        {
+            "run_id": run_id,
+            "item_key": n,
+            "item": {"id": n, "title": "bad"},
+            "error_class": "BadItem" if n % 2 else "OtherError",
+            "message": f"item {n} is bad <b>{n}</b>",
+            "backtrace": ['File "failing.py", line 40, in process', "    raise BadItem(item)"],
+            "attempt": 1,
+            "status": "unresolved",
+            "created_at": now(),
+        }
+        for n in range(1, count + 1)
+    ]
+    with engine.begin() as connection:
+        connection.execute(failures_table.insert(), rows)
+        connection.execute(
+            runs_table.update().where(runs_table.c.id == run_id).values(failure_count=count)
+        )
+
+
+def test_the_index_has_no_violation(
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+) -> None:
+    add_run(
+        db.engine,
+        "CountItemsTask",
+        "running",
+        tick_count=40,
+        tick_total=70,
+        time_running=20.0,
+        started_at=now(20),
+    )
+    add_run(db.engine, "ListTask", "succeeded", tick_count=5, tick_total=5, ended_at=now())
+    add_run(db.engine, "WebHostileErrorTask", "errored", error_class="ValueError", ended_at=now())
+    add_run(db.engine, "GoneTask", "succeeded", ended_at=now())
+    page.goto(f"{live.url}/")
+    hold_still(page)
+    audit(page, "index", record_property)
+
+
+def test_a_task_page_with_form_errors_has_no_violation(
+    live: LiveServer, page: Page, record_property: t.Any
+) -> None:
+    page.goto(f"{live.url}/tasks/ParamsTask")
+    page.get_by_label("ids").fill("1, zz")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_role("alert").first).to_contain_text("The run was not started")
+    expect(page.locator("#preview-invalid")).to_be_visible()
+    audit(page, "task page, form errors", record_property)
+
+
+def test_a_task_page_with_a_running_run_has_no_violation(
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+) -> None:
+    add_run(
+        db.engine,
+        "CountItemsTask",
+        "running",
+        tick_count=400,
+        tick_total=700,
+        time_running=20.0,
+        started_at=now(20),
+        arguments={"sleep": 0.0, "fail_on": None},
+        metadata={"operator": "ada@example.com"},
+    )
+    page.goto(f"{live.url}/tasks/CountItemsTask")
+    hold_still(page)
+    expect(page.locator("#preview-count")).to_be_visible()
+    audit(page, "task page, running run", record_property)
+
+
+def test_a_task_page_with_a_paused_run_has_no_violation(
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+) -> None:
+    add_run(db.engine, "ListTask", "paused", tick_count=2, tick_total=3, started_at=now(5))
+    page.goto(f"{live.url}/tasks/ListTask")
+    hold_still(page)
+    audit(page, "task page, paused run", record_property)
+
+
+def test_an_errored_run_with_its_backtrace_open_has_no_violation(
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+) -> None:
+    run_id = add_run(
+        db.engine,
+        "WebHostileErrorTask",
+        "errored",
+        tick_count=1,
+        tick_total=2,
+        started_at=now(3),
+        ended_at=now(),
+        error_class="ValueError",
+        error_message=HOSTILE,
+        errored_element=2,
+        backtrace=['File "web_tasks.py", line 51, in process', "    raise ValueError(...)"],
+        arguments={"message": HOSTILE},
+    )
+    page.goto(f"{live.url}/tasks/WebHostileErrorTask")
+    card = page.locator(f"#run-{run_id}")
+    card.locator(".backtrace summary").click()
+    expect(card.locator(".backtrace pre")).to_be_visible()
+    page.locator("details.source summary").click()
+    audit(page, "task page, errored run, backtrace open", record_property)
+
+
+def test_the_failures_page_has_no_violation(
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+) -> None:
+    run_id = add_run(
+        db.engine,
+        "SkipBadItemsTask",
+        "succeeded",
+        tick_count=12,
+        tick_total=12,
+        error_policy="skip",
+        started_at=now(5),
+        ended_at=now(),
+    )
+    ledger(db.engine, run_id, 5)
+    page.goto(f"{live.url}/runs/{run_id}/failures")
+    page.locator("article.failure .backtrace summary").first.click()
+    audit(page, "failures page", record_property)
+
+
+def test_the_runs_pages_have_no_violation(
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+) -> None:
+    for n in range(5):
+        add_run(db.engine, "ListTask", "succeeded", tick_count=n, tick_total=5, ended_at=now())
+    add_run(db.engine, "ListTask", "cancelled", dry_run=True, started_by="ada@example.com")
+    page.goto(f"{live.url}/runs")
+    audit(page, "all runs", record_property)
+    page.get_by_role("link", name="Older runs").click()
+    expect(page.get_by_role("link", name="Newest runs")).to_be_visible()
+    audit(page, "all runs, older page", record_property)
+    page.goto(f"{live.url}/tasks/ListTask")
+    page.get_by_role("link", name="Older runs").click()
+    expect(page.get_by_role("link", name="Newest runs")).to_be_visible()
+    audit(page, "task page, older runs", record_property)
+
+
+def test_a_dry_run_card_has_no_violation(
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+) -> None:
+    changes = {
+        "tables": {"items": {"inserted": 0, "updated": 3, "deleted": 1, "columns": ["counter"]}},
+        "sample": [
+            {"table": "items", "key": n, "column": "counter", "before": 0, "after": 1}
+            for n in range(3)
+        ],
+    }
+    run_id = add_run(
+        db.engine,
+        "DryRunMixedTask",
+        "succeeded",
+        dry_run=True,
+        changes=changes,
+        tick_count=4,
+        tick_total=4,
+        started_at=now(2),
+        ended_at=now(),
+    )
+    page.goto(f"{live.url}/tasks/DryRunMixedTask")
+    page.locator(f"#run-{run_id}-changes summary").click()
+    audit(page, "task page, dry run card", record_property)
+
+
+def test_a_partitioned_run_card_has_no_violation(
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+) -> None:
+    parent = add_run(
+        db.engine,
+        "PartitionedCountTask",
+        "running",
+        partitions=3,
+        bounds=[{}, {}, {}],
+        tick_count=14,
+        tick_total=36,
+        started_at=now(10),
+    )
+    for index, status in enumerate(["succeeded", "running", "errored"]):
+        add_run(
+            db.engine,
+            "PartitionedCountTask",
+            status,
+            parent_id=parent,
+            partition=index,
+            partitions=1,
+            bounds={"of": 3},
+            tick_count=(12, 2, 0)[index],
+            tick_total=12,
+            started_at=now(10),
+        )
+    page.goto(f"{live.url}/tasks/PartitionedCountTask")
+    hold_still(page)
+    expect(page.locator(f"#run-{parent} .partition-list > li")).to_have_count(3)
+    audit(page, "task page, partitioned run card", record_property)
