@@ -99,7 +99,7 @@ def _legible(rule: str, background: str) -> str:
             return match.group(0)
         towards = (0.0, 0.0, 0.0) if _luminance(behind) > 0.18 else (255.0, 255.0, 255.0)
         for step in range(1, 101):
-            mixed = tuple(c + (e - c) * step / 100 for c, e in zip(color, towards))
+            mixed = tuple(c + (e - c) * step / 100 for c, e in zip(color, towards, strict=True))
             if contrast(mixed, behind) >= MIN_CONTRAST:
                 break
         return "color: #" + "".join(f"{round(c):02X}" for c in mixed)

@@ -284,3 +284,160 @@ def test_a_partitioned_run_card_has_no_violation(
     hold_still(page)
     expect(page.locator(f"#run-{parent} .partition-list > li")).to_have_count(3)
     audit(page, "task page, partitioned run card", record_property)
+
+
+def test_a_task_page_with_a_message_after_an_action_has_no_violation(
+    live: LiveServer, page: Page, record_property: t.Any
+) -> None:
+    page.goto(f"{live.url}/tasks/ListTask")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.get_by_role("status").filter(has_text="is enqueued")).to_be_visible()
+    hold_still(page)
+    audit(page, "task page, message after starting a run", record_property)
+
+
+# -- the keyboard alone ------------------------------------------------------------------
+
+#: How many Tab presses may separate two controls before the test gives up.
+MOST_TABS = 80
+
+FOCUS_INDICATOR = """() => {
+    const element = document.activeElement;
+    if (!element || element === document.body) return null;
+    const style = getComputedStyle(element);
+    const outline = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0;
+    const shadow = style.boxShadow !== "none";
+    return {outline, shadow, tag: element.tagName, id: element.id,
+            text: (element.textContent || "").trim().slice(0, 40)};
+}"""
+
+
+def tab_to(page: Page, selector: str, *, backwards: bool = False) -> None:
+    """Press Tab (or Shift+Tab) until ``selector`` has the focus, asserting at every stop
+    that the focused control shows a focus indicator (an outline or a box shadow)."""
+    key = "Shift+Tab" if backwards else "Tab"
+    for _ in range(MOST_TABS):
+        page.keyboard.press(key)
+        focused = page.evaluate(FOCUS_INDICATOR)
+        if focused is None:
+            continue
+        assert focused["outline"] or focused["shadow"], f"no visible focus on {focused}"
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"{selector} not reached in {MOST_TABS} presses of {key}")
+
+
+def watch_announcer(page: Page) -> None:
+    page.evaluate(
+        """() => {
+        window.announcerChanges = [];
+        const announcer = document.getElementById("announcer");
+        new MutationObserver(() => window.announcerChanges.push(announcer.textContent))
+            .observe(announcer, {childList: true, characterData: true, subtree: true});
+    }"""
+    )
+
+
+def announcer_changes(page: Page) -> list[str]:
+    return t.cast(list[str], page.evaluate("() => window.announcerChanges"))
+
+
+def wait_for_polls(page: Page, polls: t.Callable[[], int], count: int) -> None:
+    """Wait for ``count`` polls; Playwright reports requests only while it waits itself."""
+    for _ in range(200):
+        if polls() >= count:
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError(f"only {polls()} polls in 10 s")
+
+
+def poll_count(page: Page) -> t.Callable[[], int]:
+    seen: list[str] = []
+    page.on(
+        "request",
+        lambda r: seen.append(r.url) if r.headers.get("hx-request") and r.method == "GET" else None,
+    )
+    return lambda: len(seen)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_run_is_started_paused_resumed_and_cancelled_with_the_keyboard_alone(
+    live: LiveServer, page: Page, db: t.Any, console: list[str]
+) -> None:
+    from tests.support.records import seed_items
+
+    seed_items(40)
+    errored = add_run(
+        db.engine,
+        "CountItemsTask",
+        "errored",
+        started_at=now(9),
+        ended_at=now(8),
+        error_class="ValueError",
+        error_message="item 3 is bad",
+        backtrace=['File "counting.py", line 29, in process', "    raise ValueError(item)"],
+    )
+    page.goto(f"{live.url}/tasks/CountItemsTask")
+
+    # Start: the "sleep" field, typed in, then the Run button.
+    tab_to(page, "#param-sleep")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("0.25")
+    tab_to(page, "#run-submit")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status").filter(has_text="is enqueued")).to_be_visible()
+    run_id = int(page.locator("#task-runs article.run").first.get_attribute("data-run-id") or 0)
+    card = page.locator(f"#run-{run_id}")
+    expect(card).to_have_attribute("data-status", "running", timeout=20_000)
+
+    # Pause: announced once through the polite live region.
+    tab_to(page, f"#run-{run_id}-pause")
+    page.keyboard.press("Enter")
+    # The pressed button is gone with the answer: the focus stays on the card, and leaves
+    # the runs region (a focused control there holds its refresh) for the source box.
+    expect(card.locator("summary").first).to_be_focused()
+    tab_to(page, "details.source > summary", backwards=True)
+    expect(card).to_have_attribute("data-status", "paused", timeout=20_000)
+    announcer = page.locator("#announcer")
+    expect(announcer).to_have_attribute("aria-live", "polite")
+    expect(announcer).to_contain_text(f"Run #{run_id}: paused")
+
+    # Nothing changes while it is paused: the polls go on, the live region stays quiet.
+    polls = poll_count(page)
+    watch_announcer(page)
+    wait_for_polls(page, polls, 4)
+    assert announcer_changes(page) == []
+    expect(announcer).to_contain_text(f"Run #{run_id}: paused")
+
+    # Resume, then cancel.
+    tab_to(page, f"#run-{run_id}-resume")
+    page.keyboard.press("Enter")
+    expect(card.locator("summary").first).to_be_focused()
+    tab_to(page, "details.source > summary", backwards=True)
+    expect(card).to_have_attribute("data-status", "running", timeout=20_000)
+    expect(announcer).to_contain_text(f"Run #{run_id}: running")
+    tab_to(page, f"#run-{run_id}-cancel")
+    page.keyboard.press("Enter")
+    expect(card.locator("summary").first).to_be_focused()
+    tab_to(page, "details.source > summary", backwards=True)
+    expect(card).to_have_attribute("data-status", "cancelled", timeout=20_000)
+    expect(announcer).to_contain_text(f"Run #{run_id}: cancelled")
+
+    # The errored run's backtrace opens from its summary, with Space.
+    backtrace = page.locator(f"#run-{errored} .backtrace")
+    if not page.locator(f"#run-{errored}-details").evaluate("box => box.open"):
+        tab_to(page, f"#run-{errored}-details > summary")
+        page.keyboard.press("Enter")
+    tab_to(page, f"#run-{errored} .backtrace > summary")
+    page.keyboard.press("Space")
+    expect(backtrace.locator("pre")).to_be_visible()
+    expect(backtrace.locator("pre")).to_contain_text("raise ValueError(item)")
+    tab_to(page, f"#run-{errored} .backtrace > pre")  # it scrolls: the keyboard reaches it
+    assert fresh_status(run_id) == "cancelled"
+    assert console == []
+
+
+def fresh_status(run_id: int) -> str:
+    from tests.support.records import fresh_run
+
+    return str(fresh_run(run_id).status)
