@@ -158,13 +158,29 @@ def test_a_task_page_with_a_running_run_has_no_violation(
     audit(page, "task page, running run", record_property)
 
 
+#: A description with every block the task page shows, and a literal line too long for 360 px.
+DESCRIPTION = """Walks *five* letters with ``process``: see `the docs <https://example.com/>`_.
+
+    Run it with::
+
+        flask mtasks run ListTask --arg this-line-is-long-enough-to-scroll-sideways-on-a-phone=1
+
+    - one item
+    - another **item**
+    """
+
+
 def test_a_task_page_with_a_paused_run_has_no_violation(
-    live: LiveServer, page: Page, db: t.Any, record_property: t.Any
+    live: LiveServer, page: Page, db: t.Any, record_property: t.Any, monkeypatch: t.Any
 ) -> None:
+    from tests.testapp.maintenance.kinds import ListTask
+
+    monkeypatch.setattr(ListTask, "__doc__", DESCRIPTION)
     add_run(db.engine, "ListTask", "paused", tick_count=2, tick_total=3, started_at=now(5))
     page.goto(f"{live.url}/tasks/ListTask")
     hold_still(page)
-    audit(page, "task page, paused run", record_property)
+    expect(page.locator(".task-doc pre")).to_be_visible()
+    audit(page, "task page, paused run, described task", record_property)
 
 
 def test_an_errored_run_with_its_backtrace_open_has_no_violation(
