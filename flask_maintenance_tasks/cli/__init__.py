@@ -1,6 +1,6 @@
 """The ``flask mtasks`` command group (API.md section 5).
 
-One module per concern: :mod:`.runs` (list, run, status, pause, resume,
+One module per concern: :mod:`.runs` (list, show, run, status, pause, resume,
 cancel, set), :mod:`.dryruns` (preview, run-for-real; :mod:`.changes` shows what a
 dry run would change), :mod:`.failures` (failures, retry-failures), :mod:`.worker` (worker,
 recover), :mod:`.retention` (prune), :mod:`.scaffold` (new) and :mod:`.migrations`
@@ -26,6 +26,7 @@ from .runs import (
     resume_command,
     run_command,
     set_command,
+    show_command,
     status_command,
 )
 from .scaffold import new_command
@@ -35,6 +36,7 @@ mtasks_cli = AppGroup("mtasks", help="Run and control maintenance tasks.")
 
 for _command in (
     list_command,
+    show_command,
     run_command,
     status_command,
     preview_command,

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from .. import audit, formatting, ledger, masking, parameters, partitions, runner, store
+from .. import audit, docstrings, formatting, ledger, masking, parameters, partitions, runner, store
 from ..csv.uploads import csv_file_of
 from ..executors import InProcessExecutor, RQExecutor
 from ..models import Run, RunStatus
@@ -94,9 +94,16 @@ def acting_as(command: F) -> F:
 
 
 @click.command("list")
+@click.option(
+    "--long",
+    "-l",
+    "long",
+    is_flag=True,
+    help="Also print the first paragraph of each task's description, under its name.",
+)
 @with_appcontext
 @catch_errors
-def list_command() -> None:
+def list_command(long: bool) -> None:
     """List the tasks with the status of each one's latest run."""
     state = get_state()
     tasks = state.registry.tasks()
@@ -115,6 +122,40 @@ def list_command() -> None:
         else:
             status = f"{visible(run.status)} (run #{run.id})"
         click.echo(f"{visible(name):<{width}}  {status}")
+        summary = docstrings.summary(tasks[name].__doc__) if long else ""
+        if summary:
+            click.echo(f"    {visible(summary)}")
+
+
+@click.command("show")
+@click.argument("name")
+@with_appcontext
+@catch_errors
+def show_command(name: str) -> None:
+    """Show task NAME: its description, its parameters and its latest run.
+
+    The description is the task's docstring, its reStructuredText markup taken out.
+    """
+    state = get_state()
+    task = state.registry.get(name)
+    click.echo(visible(name))
+    text = docstrings.plain_text(task.__doc__)
+    if text:
+        click.echo()
+        for line in text.splitlines():
+            click.echo(visible(line))
+    fields = getattr(getattr(task, "Parameters", None), "model_fields", None) or {}
+    if fields:
+        click.echo()
+        click.echo("Parameters: " + ", ".join(visible(field) for field in fields))
+    with store.open_session(state.db) as session:
+        run = store.latest_run_per_task(session, [name]).get(name)
+    click.echo()
+    if run is None:
+        click.echo("Latest run: none (new)")
+    else:
+        kind = "dry run" if run.dry_run else "run"
+        click.echo(f"Latest run: {kind} #{run.id}, {visible(run.status)}")
 
 
 @click.command("run")

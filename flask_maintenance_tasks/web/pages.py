@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import url_for
 
-from .. import audit, dryrun, formatting, ledger, masking, partitions, sources, store
+from .. import audit, docstrings, dryrun, formatting, ledger, masking, partitions, sources, store
 from ..exceptions import MaintenanceTasksError
 from ..models import Failure, FailureStatus, Run, RunStatus, runs_table, utcnow
 from ..policy import ErrorPolicy
@@ -385,6 +385,8 @@ class TaskEntry:
     name: str
     card: RunCard | None = None
     stale: str | None = None
+    #: The first paragraph of the task's docstring, as plain text.
+    summary: str = ""
 
 
 @dataclasses.dataclass
@@ -421,7 +423,11 @@ def index_page(state: State, query: str = "") -> IndexPage:
     seen = busy | {run.task_name for run in latest}
     page = IndexPage(
         active=[cards.card(r, with_actions=False) for r in active if visible(r.task_name)],
-        new=[TaskEntry(name) for name in tasks if name not in seen and visible(name)],
+        new=[
+            TaskEntry(name, summary=docstrings.summary(tasks[name].__doc__))
+            for name in tasks
+            if name not in seen and visible(name)
+        ],
         completed=[],
         deleted=[],
         has_tasks=bool(tasks),
@@ -434,6 +440,7 @@ def index_page(state: State, query: str = "") -> IndexPage:
             page.deleted.append(entry)
             continue
         entry.stale = _stale(state, run, cards.now)
+        entry.summary = docstrings.summary(tasks[run.task_name].__doc__)
         page.completed.append(entry)
     shown = [*page.active, *(e.card for e in [*page.completed, *page.deleted] if e.card)]
     with store.open_session(state.db) as session:

@@ -8,6 +8,7 @@ it), because the dashboard's Content-Security-Policy forbids inline styles.
 from __future__ import annotations
 
 import inspect
+import re
 import typing as t
 import weakref
 
@@ -22,6 +23,10 @@ if t.TYPE_CHECKING:
 LIGHT_STYLE = "friendly"
 DARK_STYLE = "github-dark"
 CSS_CLASS = "highlight"
+#: The least contrast of a token's colour against its background: WCAG 2's AA level for
+#: normal text. Pygments' styles are not all that legible, so darker (on a light
+#: background) or lighter (on a dark one) colours replace those below it.
+MIN_CONTRAST = 4.5
 
 
 _highlighted: weakref.WeakKeyDictionary[type[Task], tuple[str, Markup] | None] = (
@@ -46,6 +51,9 @@ def _highlight(task: type[Task]) -> tuple[str, Markup] | None:
         cssclass=CSS_CLASS, linenos="inline", linenostart=max(first, 1), wrapcode=True
     )
     html = highlight("".join(lines), PythonLexer(), formatter)
+    # The code box scrolls sideways on narrow screens: the keyboard must be able to reach
+    # it to scroll it.
+    html = html.replace("<pre>", '<pre tabindex="0">', 1)
     # Pygments escapes the source text it wraps in spans.
     return f"{path}:{first}", Markup(html)
 
@@ -65,12 +73,60 @@ def _rules(style: str) -> str:
     # every <pre> of the page and its own line-number markup.
     formatter = HtmlFormatter(style=style)
     selector = f".{CSS_CLASS}"
+    background = formatter.style.background_color or "#ffffff"
     return "\n".join(
         [
             *formatter.get_background_style_defs(selector),
-            *formatter.get_token_style_defs(selector),
+            *(_legible(rule, background) for rule in formatter.get_token_style_defs(selector)),
         ]
     )
+
+
+_COLOR = re.compile(r"(?<![-\w])color: (#[0-9A-Fa-f]{3,6})\b")
+_BACKGROUND = re.compile(r"background-color: (#[0-9A-Fa-f]{3,6})\b")
+
+
+def _legible(rule: str, background: str) -> str:
+    """``rule`` with its text colour made legible against its background (its own, if it
+    has one, else the style's): moved towards black or white until the contrast is
+    :data:`MIN_CONTRAST`."""
+    own = _BACKGROUND.search(rule)
+    behind = _rgb(own.group(1) if own else background)
+
+    def fix(match: re.Match[str]) -> str:
+        color = _rgb(match.group(1))
+        if contrast(color, behind) >= MIN_CONTRAST:
+            return match.group(0)
+        towards = (0.0, 0.0, 0.0) if _luminance(behind) > 0.18 else (255.0, 255.0, 255.0)
+        for step in range(1, 101):
+            mixed = tuple(c + (e - c) * step / 100 for c, e in zip(color, towards, strict=True))
+            if contrast(mixed, behind) >= MIN_CONTRAST:
+                break
+        return "color: #" + "".join(f"{round(c):02X}" for c in mixed)
+
+    return _COLOR.sub(fix, rule)
+
+
+def _rgb(hex_color: str) -> tuple[float, ...]:
+    digits = hex_color.lstrip("#")
+    if len(digits) == 3:
+        digits = "".join(d * 2 for d in digits)
+    return tuple(float(int(digits[i : i + 2], 16)) for i in (0, 2, 4))
+
+
+def _luminance(rgb: t.Sequence[float]) -> float:
+    def channel(value: float) -> float:
+        value /= 255
+        return value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (channel(v) for v in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(one: t.Sequence[float], other: t.Sequence[float]) -> float:
+    """The WCAG 2 contrast ratio of two ``(r, g, b)`` colours (0 to 255 each)."""
+    lighter, darker = sorted((_luminance(one), _luminance(other)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
 
 
 if __name__ == "__main__":

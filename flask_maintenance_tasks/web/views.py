@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .. import audit, formatting, ledger, partitions, runner, store
+from .. import audit, docstrings, formatting, ledger, partitions, runner, store
 from .. import preview as previews
 from ..csv.uploads import csv_download
 from ..exceptions import (
@@ -142,6 +142,8 @@ def _template_globals() -> dict[str, t.Any]:
         "poll_ms": max(int(settings.poll_interval * 1000), 100),
         "fmt": formatting,
         "to_json": _json_text,
+        "doc_blocks": docstrings.blocks,
+        "doc_summary": docstrings.summary,
         "flashed_messages": _flashed_messages,
     }
 

@@ -92,3 +92,24 @@ def console(page: Page) -> t.Iterator[list[str]]:
     page.on("pageerror", lambda error: problems.append(f"pageerror: {error}"))
     page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
     yield problems
+
+
+def pytest_terminal_summary(terminalreporter: t.Any) -> None:
+    """The axe-core violation counts of every audited page and state (tests record them as a
+    user property, which pytest-xdist carries back from its workers)."""
+    from tests.browser.test_accessibility import AXE_PROPERTY
+
+    rows: list[tuple[str, str, int]] = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, value in getattr(report, "user_properties", ()):
+                if name == AXE_PROPERTY:
+                    for state, counts in value.items():
+                        rows.extend((state, combination, n) for combination, n in counts.items())
+    if not rows:
+        return
+    terminalreporter.section("axe-core violations per page and state")
+    for state, combination, count in sorted(rows):
+        terminalreporter.write_line(f"{count:4d}  {state} ({combination})")

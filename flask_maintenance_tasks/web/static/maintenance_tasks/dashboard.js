@@ -85,12 +85,41 @@
   });
 
   /* A refresh already on its way when the operator took a control waits too:
-     its answer is dropped, and the next poll brings the region up to date. */
+     its answer is dropped, and the next poll brings the region up to date.
+     Only a refresh's answer: the answer to an action (a button pressed with the
+     keyboard keeps the focus in the region) is always shown. The event's elt is
+     the swap's target; the element that sent the request is the config's. */
   on(["htmx:beforeSwap", "htmx:before:swap"], function (event) {
-    var elt = event.detail && event.detail.elt;
-    if (!elt || !elt.hasAttribute || !elt.hasAttribute("data-poll")) return;
-    if (inUse(elt)) event.detail.shouldSwap = false;
+    var detail = event.detail || {};
+    var target = detail.elt;
+    var config = detail.requestConfig;
+    var sender = config && config.elt ? config.elt : target;
+    if (!sender || !sender.hasAttribute || !sender.hasAttribute("data-poll")) return;
+    if (inUse(target || sender)) detail.shouldSwap = false;
   });
+
+  /* -- the keyboard's place after an action --------------------------------
+     An action's answer replaces the runs region, and with it the button that
+     was pressed: the focus would fall back to the page's start. It goes to the
+     summary of the card acted on instead, so that Tab reaches its buttons. */
+
+  var actedOn = null;
+
+  on(["htmx:beforeRequest", "htmx:before:request"], function (event) {
+    var elt = event.detail && event.detail.elt;
+    if (!elt || !elt.closest || elt.hasAttribute("data-poll")) return;
+    var card = elt.closest("article.run[id]");
+    actedOn = card ? card.id : null;
+  });
+
+  function keepPlace() {
+    var id = actedOn;
+    actedOn = null;
+    var active = document.activeElement;
+    if (!id || (active && active !== document.body)) return;
+    var summary = document.querySelector("#" + id + " > details > summary");
+    if (summary) summary.focus();
+  }
 
   /* -- what a refresh keeps: open boxes, the filter ------------------------ */
 
@@ -171,6 +200,7 @@
     var root = (event.detail && event.detail.elt) || document;
     var target = root.isConnected ? root : document;
     restoreOpenState(document);
+    keepPlace();
     applyFilter();
     survey(target.closest ? (target.closest(".region") || document) : document, true);
   });
