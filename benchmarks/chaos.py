@@ -42,6 +42,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+if t.TYPE_CHECKING:
+    from flask_maintenance_tasks.models import Run
+
 #: Every kind of fault, in the order the report prints them.
 KINDS: tuple[str, ...] = (
     "sigkill_worker_group",
@@ -173,6 +176,9 @@ class ChaosReport:
     duration: float = 0.0
     failures: list[str] = dataclasses.field(default_factory=list)
     logs: str = ""
+    #: Each fault struck: seconds after the chaos began, its kind, whether it
+    #: may have stopped the run's holder (and started the stall clock again).
+    timeline: list[tuple[float, str, bool]] = dataclasses.field(default_factory=list)
 
     def stall_check(self) -> None:
         """Add a failure if the longest stall broke the bound."""
@@ -214,8 +220,11 @@ class ChaosReport:
         ]
         if self.failures:
             lines += ["", "FAILED:", *(f"  - {f}" for f in self.failures)]
+            began = self.stall.began
+            near = [f"{at:.1f} s {kind}" for at, kind, _ in self.timeline if -8 <= at - began <= 8]
+            lines.append(f"  faults near the longest stall: {', '.join(near) or 'none'}")
             if self.logs:
-                lines.append(f"  worker logs kept in {self.logs}")
+                lines.append(f"  worker logs and faults.log kept in {self.logs}")
             lines.append(f"replay with: {c.replay()}")
         else:
             lines += ["", "all checks passed"]
@@ -293,7 +302,11 @@ class ProgressWatch(threading.Thread):
             return
         since = max(self._progress_at, self._clock_at)
         if now - since > self.stall.seconds:
-            after = self._clock_fault if self._clock_at > self._progress_at else "progress"
+            after = (
+                self._clock_fault
+                if self._clock_at > self._progress_at
+                else f"a progress (last fault before it: {self._progress_fault})"
+            )
             self.stall = Stall(now - since, since - self.started, after)
         if now - self._progress_at > self.raw_stall.seconds:
             self.raw_stall = Stall(
@@ -324,6 +337,15 @@ def _horse_of(pid: int) -> int | None:
     return None
 
 
+def _get_run(run_id: int) -> Run:
+    """The run as stored now (it is never deleted during a chaos)."""
+    from tests.testapp import mtasks
+
+    run = mtasks.get_run(run_id)
+    assert run is not None, f"run {run_id} vanished"
+    return run
+
+
 def _signal(pid: int, signum: int, group: bool = False) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         (os.killpg if group else os.kill)(pid, signum)
@@ -345,6 +367,7 @@ class Chaos:
         #: When to resume a run paused by the operator.
         self.resume_at: float | None = None
         self.run_ids: list[int] = []
+        self.started = time.monotonic()
 
     # -- the whole chaos ------------------------------------------------------
 
@@ -388,7 +411,6 @@ class Chaos:
     def _drive(self, workers: t.Any, redis: t.Any, watch: ProgressWatch, started: float) -> None:
         from tests.support.apps import make_app
         from tests.support.records import counters, seed_items
-        from tests.testapp import mtasks
 
         config = self.config
         with make_app() as app:
@@ -400,7 +422,7 @@ class Chaos:
             self._start_run(watch)
             watch.start()
             plan = schedule(config.seconds, config.seed, config.database)
-            chaos_start = time.monotonic()
+            chaos_start = watch.started = self.started = time.monotonic()
             while True:
                 now = time.monotonic() - chaos_start
                 self._tend(workers, live, watch)
@@ -409,7 +431,7 @@ class Chaos:
                     continue
                 if now >= config.seconds:
                     break
-                run = mtasks.get_run(self.run_ids[-1])
+                run = _get_run(self.run_ids[-1])
                 if run.status == "succeeded":
                     self._start_run(watch)  # ended early: keep a run going
                 time.sleep(0.05)
@@ -418,12 +440,10 @@ class Chaos:
             for pid in list(self.frozen):
                 _signal(pid, signal.SIGCONT)
             self.frozen.clear()
-            if self.resume_at is not None:
-                self._resume(watch)
             deadline = time.monotonic() + FINISH_TIMEOUT
             while time.monotonic() < deadline:
                 self._tend(workers, live, watch)
-                run = mtasks.get_run(self.run_ids[-1])
+                run = _get_run(self.run_ids[-1])
                 if run.status in ("succeeded", "errored", "cancelled"):
                     break
                 time.sleep(0.1)
@@ -458,19 +478,19 @@ class Chaos:
         )
 
     def _resume(self, watch: ProgressWatch) -> None:
+        """Resume the paused run; while it is still pausing, try again a little later."""
         from flask_maintenance_tasks import InvalidTransition
         from tests.testapp import mtasks
 
         run_id = self.run_ids[-1]
-        for _ in range(100):
-            try:
-                mtasks.resume(run_id)
-                break
-            except InvalidTransition:
-                # Still pausing: the worker has not yet stopped at its next item.
-                if mtasks.get_run(run_id).status not in ("pausing", "paused"):
-                    break
-                time.sleep(0.1)
+        try:
+            mtasks.resume(run_id)
+        except InvalidTransition:
+            if _get_run(run_id).status == "pausing":
+                # The worker has not yet stopped at its next item (or was killed
+                # meanwhile, and recovery settles the pause first).
+                self.resume_at = time.monotonic() + 0.2
+                return
         self.resume_at = None
         watch.excused = False
         watch.restart_clock("pause_resume (resumed)")
@@ -485,13 +505,22 @@ class Chaos:
         redis: t.Any,
         watch: ProgressWatch,
     ) -> None:
+        """Strike; a fault that may stop the run's holder starts the stall clock again.
+
+        Each ``_fault_*`` method returns ``None`` when it found no target, else
+        whether it may have stopped the slice that holds the run (a fault on an
+        idle worker, a refused start or a duplicated slice must not stall it).
+        """
         kind = fault.kind
-        done = getattr(self, f"_fault_{kind}")(fault, workers, live, redis)
-        if done:
-            self.report.counts[kind] += 1
-            watch.restart_clock(kind)
-        else:
+        outcome = getattr(self, f"_fault_{kind}")(fault, workers, live, redis)
+        if outcome is None:
             self.report.skipped[kind] += 1
+            return
+        self.report.counts[kind] += 1
+        self.report.timeline.append((time.monotonic() - self.started, kind, bool(outcome)))
+        watch.last_fault = kind
+        if outcome:
+            watch.restart_clock(kind)
 
     def _pick(self, live: list[t.Any], with_horse: bool) -> tuple[t.Any, int | None] | None:
         """A live worker (one with a work horse when asked, the run's holder most likely)."""
@@ -507,49 +536,49 @@ class Chaos:
 
     def _fault_sigkill_worker_group(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         picked = self._pick(live, with_horse=False)
         if picked is None:
-            return False
+            return None
         process, horse = picked
         if horse is not None:
             _signal(horse, signal.SIGKILL)
         _signal(process.pid, signal.SIGKILL, group=True)
-        return True
+        return horse is not None
 
     def _fault_sigkill_horse(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         picked = self._pick(live, with_horse=True)
         if picked is None:
-            return False
+            return None
         _signal(t.cast(int, picked[1]), signal.SIGKILL)
         return True
 
     def _fault_sigkill_worker(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         picked = self._pick(live, with_horse=False)
         if picked is None:
-            return False
+            return None
         _signal(picked[0].pid, signal.SIGKILL)
-        return True
+        return False  # its work horse carries on
 
     def _fault_sigterm_worker(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         picked = self._pick(live, with_horse=False)
         if picked is None:
-            return False
+            return None
         _signal(picked[0].pid, signal.SIGTERM)
-        return True
+        return picked[1] is not None
 
     def _fault_sigstop_horse(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         picked = self._pick(live, with_horse=True)
         if picked is None or picked[1] in self.frozen:
-            return False
+            return None
         horse = t.cast(int, picked[1])
         _signal(horse, signal.SIGSTOP)
         self.frozen[horse] = time.monotonic() + fault.hold
@@ -557,7 +586,7 @@ class Chaos:
 
     def _fault_redis_restart(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         down = time.monotonic()
         redis.stop()
         time.sleep(0.5)
@@ -573,7 +602,7 @@ class Chaos:
 
     def _fault_pg_terminate_backend(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         from tests.testapp import db
 
         db.session.remove()
@@ -586,63 +615,61 @@ class Chaos:
                 )
             ).all()
             connection.commit()
-        return bool(killed)
+        return True if any(killed) else None
 
     def _fault_pause_resume(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         from flask_maintenance_tasks import InvalidTransition
         from tests.testapp import mtasks
 
         if self.resume_at is not None:
-            return False
+            return None
         try:
             mtasks.pause(self.run_ids[-1])
         except InvalidTransition:
-            return False
+            return None
         self.resume_at = time.monotonic() + fault.hold
-        return True
+        return False  # excused until the resume, which starts the clock again
 
     def _fault_duplicate_start(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         from flask_maintenance_tasks.exceptions import TaskAlreadyRunning
         from tests.testapp import mtasks
 
-        if mtasks.get_run(self.run_ids[-1]).ended_at is not None:
-            return False
+        if _get_run(self.run_ids[-1]).ended_at is not None:
+            return None
         try:
             run = mtasks.run("CountItemsTask", arguments=self.arguments)
         except TaskAlreadyRunning:
             self.report.refused_starts += 1
-            return True
+            return False
         self.report.accepted_starts += 1
         self.report.failures.append(
             f"a second start of the running task was accepted: run {run.id}"
         )
-        return True
+        return False
 
     def _fault_duplicate_slice(
         self, fault: PlannedFault, workers: t.Any, live: list[t.Any], redis: t.Any
-    ) -> bool:
+    ) -> bool | None:
         from flask_maintenance_tasks.executors import JOB_FUNCTION
-        from tests.testapp import mtasks
 
-        run = mtasks.get_run(self.run_ids[-1])
+        run = _get_run(self.run_ids[-1])
         if run.ended_at is not None or not run.job_id:
-            return False
+            return None
         executor = self.app.extensions["maintenance_tasks"].executor
         executor.queue().enqueue(JOB_FUNCTION, run.id, run.job_id)
-        return True
+        return False
 
     # -- the checks -----------------------------------------------------------
 
     def _check(self, done: list[int]) -> None:
-        from tests.testapp import mtasks
 
         report = self.report
         report.runs = len(self.run_ids)
-        runs = [mtasks.get_run(run_id) for run_id in self.run_ids]
+        runs = [_get_run(run_id) for run_id in self.run_ids]
         report.statuses = [f"#{run.id} {run.status}" for run in runs]
         for run in runs:
             if run.status != "succeeded":
@@ -679,6 +706,12 @@ def run_chaos(config: ChaosConfig) -> ChaosReport:
         print(f"chaos: worker logs kept in {directory}", file=sys.stderr)
         raise
     report.stall_check()
+    (directory / "faults.log").write_text(
+        "".join(
+            f"{at:8.2f} {kind}{'' if hit else ' (idle target)'}\n"
+            for at, kind, hit in report.timeline
+        )
+    )
     if report.ok:
         shutil.rmtree(directory, ignore_errors=True)
     else:
