@@ -139,6 +139,14 @@ class ChaosConfig:
     database: str = "postgresql"
     workers: int = 3
     rows: int = 20_000
+    #: Seconds added to the stall bound. 0 for the benchmark; ``make test`` runs
+    #: its chaos beside the rest of the suite, several workers to a core, where
+    #: forking a work horse alone can take a second.
+    allowance: float = 0.0
+
+    @property
+    def stall_bound(self) -> float:
+        return STALL_BOUND + self.allowance
 
     def replay(self) -> str:
         return (
@@ -182,9 +190,10 @@ class ChaosReport:
 
     def stall_check(self) -> None:
         """Add a failure if the longest stall broke the bound."""
-        if self.stall.seconds > STALL_BOUND:
+        bound = self.config.stall_bound
+        if self.stall.seconds > bound:
             self.failures.append(
-                f"the run stalled {self.stall.seconds:.2f} s (bound {STALL_BOUND:.2f} s) "
+                f"the run stalled {self.stall.seconds:.2f} s (bound {bound:.2f} s) "
                 f"at {self.stall.began:.1f} s, after {self.stall.after}"
             )
 
@@ -212,8 +221,9 @@ class ChaosReport:
             f"runs: {', '.join(self.statuses)}",
             f"rows missed: {self.missed}, rows processed twice: {self.twice}",
             f"longest stall: {self.stall.seconds:.2f} s at {self.stall.began:.1f} s, "
-            f"after {self.stall.after} (bound {STALL_BOUND:.2f} s = STUCK_AFTER "
-            f"{STUCK_AFTER:g} + 2 x RECOVERY_INTERVAL {RECOVERY_INTERVAL:g} + margin {MARGIN:.2f})",
+            f"after {self.stall.after} (bound {c.stall_bound:.2f} s = STUCK_AFTER "
+            f"{STUCK_AFTER:g} + 2 x RECOVERY_INTERVAL {RECOVERY_INTERVAL:g} + margin {MARGIN:.2f}"
+            + (f" + allowance {c.allowance:g})" if c.allowance else ")"),
             f"longest time without progress, faults included: {self.raw_stall.seconds:.2f} s "
             f"at {self.raw_stall.began:.1f} s, after {self.raw_stall.after}",
             f"Redis down in all: {self.redis_down:.1f} s",

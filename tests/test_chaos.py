@@ -16,6 +16,11 @@ from tests.support.services import PG_ENV
 
 #: The seed of the chaos test; change it to try another sequence of faults.
 SEED = 16
+#: Seconds added to the stall bound (3.35 s) here: the chaos runs beside the rest
+#: of the suite, several pytest-xdist jobs to a core, where a recovered slice was
+#: seen to take 4.0 s (a work horse forked and started on a loaded machine).
+#: ``make reliability ARGS='--chaos ...'`` holds the bound without it.
+ALLOWANCE = 1.5
 
 
 def test_the_same_seed_gives_the_same_faults() -> None:
@@ -49,7 +54,9 @@ def test_a_seeded_chaos_on_postgresql_keeps_every_promise() -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{PG_ENV} is not set under CI: the PostgreSQL tests cannot be skipped")
         pytest.skip(f"{PG_ENV} is not set")
-    config = ChaosConfig(seconds=45, seed=SEED, database="postgresql", workers=3, rows=4000)
+    config = ChaosConfig(
+        seconds=45, seed=SEED, database="postgresql", workers=3, rows=4000, allowance=ALLOWANCE
+    )
     report = run_chaos(config)
     print(report.render())
     assert report.ok, f"seed {SEED}: {report.failures}\nreplay with: {config.replay()}"
