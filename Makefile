@@ -4,6 +4,7 @@
 #   make test PYTEST_ARGS='-x -k resume'     pass options through to pytest
 #   make test PYTEST_JOBS=0                  run the suite in one process (no xdist)
 #   MAINTENANCE_TASKS_TEST_DATABASE_URL= make test   run without PostgreSQL
+#   make reliability ARGS='--chaos 600 --seed 7'    random faults for 10 minutes (chaos mode)
 #   make bench BENCH_ARGS='--section reaction'      pass options to python -m benchmarks
 #   make docs                                        HTML docs in docs/_build/html
 
@@ -15,6 +16,8 @@ PYTEST_ARGS ?=
 # databases rather than compute (PYTEST_JOBS=0 runs the suite in one process)
 PYTEST_JOBS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 BENCH_ARGS  ?=
+# options of python -m benchmarks.reliability, e.g. ARGS='--chaos 600 --seed 7'
+ARGS        ?=
 # -E: read every page again, so no warning hides in a cached one; -W --keep-going:
 # every warning is reported, and any warning fails the build
 SPHINX      := $(VENV)/bin/sphinx-build -E -W --keep-going -b html docs docs/_build/html
@@ -54,7 +57,7 @@ docs: venv ## build the HTML documentation into docs/_build/html (warnings are e
 	@echo "make: open docs/_build/html/index.html"
 
 reliability: bootstrap ## inject every fault into real workers and print the outcome table
-	@$(WITH_TEST_DB); exec $(PY) -m benchmarks.reliability
+	@$(WITH_TEST_DB); exec $(PY) -m benchmarks.reliability $(ARGS)
 
 lint: venv ## ruff check + ruff format --check + the layers contract (import-linter)
 	$(VENV)/bin/lint-imports --no-cache

@@ -1,6 +1,8 @@
 """Run the fault suite and print what each fault did to a run, as a Markdown table.
 
     python -m benchmarks.reliability          (or: make reliability)
+    python -m benchmarks.reliability --chaos 600 --seed 7 [--database sqlite|postgresql]
+                                             (or: make reliability ARGS='--chaos 600 --seed 7')
 
 Every fault of tests/test_faults.py is injected into real ``flask mtasks
 worker`` processes half-way through a run of 300 rows (2,000 rows, every
@@ -10,18 +12,25 @@ into four partitions (K=4), on four workers. The table says how many rows
 were missed or changed twice, and how many seconds passed between the fault
 and the run's next committed progress (with ``MAINTENANCE_TASKS_STUCK_AFTER``
 shortened to 2 s, and workers looking for orphaned runs every 0.5 s).
+
+With ``--chaos SECONDS`` it runs the chaos mode of :mod:`benchmarks.chaos`
+instead: random faults of every kind on several workers for that long, then
+the checks.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+PG_ENV = "MAINTENANCE_TASKS_TEST_DATABASE_URL"
 
 #: What happens and what an operator sees, per fault.
 STORY = {
@@ -109,7 +118,44 @@ STORY = {
 }
 
 
-def main() -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.reliability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--chaos", type=float, metavar="SECONDS", help="inject random faults for SECONDS"
+    )
+    parser.add_argument("--seed", type=int, default=None, help="the chaos's seed (default: random)")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default=None,
+        help="the chaos's database (default: postgresql when "
+        "MAINTENANCE_TASKS_TEST_DATABASE_URL is set, else sqlite)",
+    )
+    parser.add_argument("--workers", type=int, default=3, help="worker processes (default 3)")
+    parser.add_argument("--rows", type=int, default=20_000, help="rows of the run (default 20000)")
+    return parser.parse_args(argv)
+
+
+def chaos(args: argparse.Namespace) -> int:
+    from benchmarks.chaos import ChaosConfig, run_chaos
+
+    database = args.database or ("postgresql" if os.environ.get(PG_ENV) else "sqlite")
+    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    config = ChaosConfig(args.chaos, seed, database, args.workers, args.rows)
+    print(f"chaos: {config.replay()}", flush=True)
+    report = run_chaos(config)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.chaos is not None:
+        return chaos(args)
     with tempfile.TemporaryDirectory() as directory:
         report = Path(directory) / "faults.jsonl"
         env = {**os.environ, "MTASKS_RELIABILITY_REPORT": str(report)}

@@ -115,11 +115,23 @@ class RQExecutor:
             queue.enqueue(JOB_FUNCTION, run_id, job_id, **options)
 
     def is_waiting(self, job_id: str) -> bool:
+        """Scheduled, deferred, or queued *and still in its queue*.
+
+        A worker killed between taking the job off the queue and starting it
+        leaves the job ``queued`` in no queue (in RQ's intermediate queue,
+        which RQ cleans up only at its maintenance, every ten minutes): that
+        job waits for nothing, and its run must be recovered once stale. Should
+        a live worker be starting it at that very moment, the hand-over is
+        fenced: the job then finds another job id on its run and stops.
+        """
         try:
-            status = Job.fetch(job_id, connection=self.connection).get_status()
+            job = Job.fetch(job_id, connection=self.connection)
         except NoSuchJobError:
             return False
-        return status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+        status = job.get_status()
+        if status == JobStatus.QUEUED:
+            return self.queue(job.origin).get_job_position(job_id) is not None
+        return status in (JobStatus.SCHEDULED, JobStatus.DEFERRED)
 
     def is_dead(self, job_id: str) -> bool:
         """Failed, stopped or canceled in RQ, or gone from Redis.

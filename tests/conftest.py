@@ -67,11 +67,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests on PostgreSQL ``postgresql`` (``-m "not postgresql"`` leaves them out)."""
+    """Mark the tests on PostgreSQL ``postgresql`` (``-m "not postgresql"`` leaves them out),
+    and move those marked ``starts_first`` to the front: pytest-xdist hands tests out in
+    this order, so the longest one starts first instead of ending the run alone."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("database_url") == "postgresql":
             item.add_marker(pytest.mark.postgresql)
+    items.sort(key=lambda item: item.get_closest_marker("starts_first") is None)
 
 
 @pytest.fixture(scope="session")

@@ -440,3 +440,37 @@ def test_a_cut_run_whose_last_settle_failed_is_settled_at_the_next_pass(app, mta
     assert fresh_run(done).status == "succeeded"
     assert fresh_run(moving).status == "running"  # its last partition settles it
     assert fresh_run(fresh).status == "running"  # its last settle may be on its way
+
+
+def test_a_job_taken_off_the_queue_by_a_worker_killed_before_it_started_is_recovered(
+    app, mtasks, db
+):
+    """Found by the chaos mode (seed 7, PostgreSQL): a worker SIGKILLed just after it
+    took the job off the queue leaves the job ``queued`` in RQ's intermediate queue,
+    in no queue. Recovery used to wait for it as for a queued job, for the ten minutes
+    RQ takes to clean that queue up; once the run is stale it hands the run on."""
+    seed_items(5)
+    run = mtasks.run("CountItemsTask")
+    executor = app.extensions["maintenance_tasks"].executor
+    queue = executor.queue()
+    # What a worker's dequeue does (RQ's LMOVE), before the worker dies.
+    assert executor.connection.lmove(queue.key, queue.intermediate_queue_key) is not None
+    assert Job.fetch(run.job_id, connection=executor.connection).get_status() == JobStatus.QUEUED
+    assert not executor.is_waiting(run.job_id)
+
+    _age(db, run.id, seconds=get_state().settings.stuck_after + 1)
+    recovered = recover(get_state())
+    assert [(r.run_id, r.was) for r in recovered] == [(run.id, "enqueued")]
+    handed = fresh_run(run.id)
+    assert handed.job_id != run.job_id
+    assert queue.job_ids == [handed.job_id]
+    drain(app)
+    assert fresh_run(run.id).status == "succeeded"
+    assert counters() == [1] * 5
+
+
+def test_a_job_still_in_its_queue_is_waiting(app, mtasks, db):
+    run = mtasks.run("CountItemsTask")
+    assert app.extensions["maintenance_tasks"].executor.is_waiting(run.job_id)
+    _age(db, run.id)
+    assert recover(get_state()) == []
