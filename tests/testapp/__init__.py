@@ -58,6 +58,9 @@ def create_app(**settings: t.Any) -> Flask:
         # As the docs advise for partitions on SQLite: their ticks take the write
         # lock in turn, and anyone else (a test pausing the run) waits its turn.
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"connect_args": {"timeout": 30}}
+        # And operators' actions may wait as long (the default bound, 5 s, keeps a
+        # shorter busy timeout given in the URL).
+        app.config["MAINTENANCE_TASKS_LOCK_TIMEOUT"] = 30
     app.config["TESTING"] = True
     app.config["SECRET_KEY"] = "test-secret-key"
     redis_url = os.environ.get("MTASKS_TEST_REDIS_URL")
