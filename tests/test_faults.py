@@ -211,10 +211,8 @@ def test_redis_restarted_while_enqueued(app, workers, app_env, redis_server: Red
     fault.check()
 
 
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # pg_terminate_backend
-def test_database_connection_killed(fault_run, db):
-    fault, _ = fault_run("Worker's database connection killed (pg_terminate_backend)")
-    fault.inject()
+def _kill_the_workers_connections(db) -> None:
+    """``pg_terminate_backend`` of every connection at work but this test's."""
     db.session.remove()
     killed = db.session.scalars(
         sa.text(
@@ -225,6 +223,13 @@ def test_database_connection_killed(fault_run, db):
     ).all()
     db.session.commit()
     assert killed and all(killed)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # pg_terminate_backend
+def test_database_connection_killed(fault_run, db):
+    fault, _ = fault_run("Worker's database connection killed (pg_terminate_backend)")
+    fault.inject()
+    _kill_the_workers_connections(db)
     fault.watch_recovery()
     fault.check()
 
@@ -610,16 +615,7 @@ def test_redis_restarted_then_the_database_connection_killed(
     wait_until(lambda: fresh_run(fault.run_id).tick_count > before + 10, 30, "ticks again")
 
     fault.inject()
-    db.session.remove()
-    killed = db.session.scalars(
-        sa.text(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND state IN ('active', 'idle in transaction')"
-        )
-    ).all()
-    db.session.commit()
-    assert killed and all(killed)
+    _kill_the_workers_connections(db)
     fault.watch_recovery(timeout=30)
     assert fault.recovered_after < _delayed_slice_bound(app), workers.log(worker)[-3000:]
     fault.check()
