@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 import traceback
 import typing as t
 from datetime import datetime
@@ -540,13 +541,17 @@ class _Slice:
         """The database connection died, or SQLite's lock was not had in time: hand the run on.
 
         The tick in progress was rolled back, so nothing of it was applied;
-        the next slice retries it from the saved cursor a second later. If
-        the database cannot be reached at all, the run stays as it is and
-        recovery carries it on later.
+        the next slice retries it from the saved cursor a second later. The
+        second is waited here, before the hand-over, and the next slice is
+        queued at once: a delayed job would wait for RQ's scheduler, which
+        the same outage (Redis's) may have killed. If the database cannot
+        be reached at all, the run stays as it is and recovery carries it
+        on later.
         """
         logger.warning("Run #%s: %s (%s); handed on", self.run_id, error, reason)
         self.session.rollback()
-        self.backoff = CONNECTION_RETRY_DELAY
+        time.sleep(CONNECTION_RETRY_DELAY)
+        self.backoff = 0.0
         # Handing on writes too: on a busy SQLite file it may wait in vain
         # for the lock as the tick did. Try a few times before leaving the
         # run to recovery, which only comes after stuck_after.
