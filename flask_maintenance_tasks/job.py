@@ -553,9 +553,10 @@ class _Slice:
         time.sleep(CONNECTION_RETRY_DELAY)
         self.backoff = 0.0
         # Handing on writes too: on a busy SQLite file it may wait in vain
-        # for the lock as the tick did. Try a few times before leaving the
-        # run to recovery, which only comes after stuck_after.
-        attempts = 3 if reason == "database_locked" else 1
+        # for the lock as the tick did. Try again, a little later each time,
+        # before leaving the run to recovery, which only comes after
+        # stuck_after: the job ends, and RQ's "finished" says nothing of it.
+        attempts = 10 if reason == "database_locked" else 1
         for attempt in range(1, attempts + 1):
             try:
                 self._stopped(reason)
@@ -564,6 +565,7 @@ class _Slice:
             except sa.exc.DBAPIError as again:
                 self.session.rollback()
                 if attempt < attempts and store.lock_timed_out(again):
+                    time.sleep(0.05 * attempt)
                     continue
                 logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
             except Exception:
