@@ -295,6 +295,7 @@ class _Slice:
         task.metadata = run.metadata_
         task.dry_run = bool(run.dry_run)
         task.run = run  # a CSV source counts and reads the run's file
+        lifecycle.attach_status(self.state, task, run)
         self.task = task
         return task
 
@@ -577,6 +578,9 @@ class _Slice:
 
     def _errored(self, error: BaseException, *, fence: str | None = None) -> None:
         self.session.rollback()
+        if self.task is not None:
+            # What the undone tick published goes with it; after_error may publish more.
+            self.task.status.revert()
         # A task that replaced the app's session (db.session.remove()) left another
         # one open, maybe holding SQLite's write lock: end its transaction too.
         self.state.db.session.rollback()

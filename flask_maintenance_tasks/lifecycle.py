@@ -19,8 +19,9 @@ from . import audit, store
 from .dryrun import NoCommit
 from .exceptions import MaintenanceTasksError, message_of
 from .formatting import partition_detail
-from .masking import masked_arguments, masked_metadata
+from .masking import masked_arguments, masked_metadata, masked_published
 from .models import Run, RunStatus, utcnow
+from .published import TaskStatus
 from .state import get_state
 from .transitions import ERROR, OnCallbackError, Transition
 
@@ -184,7 +185,36 @@ def task_for(state: State, run: Run) -> Task | None:
     task.run = run
     task.metadata = run.metadata_
     task.dry_run = bool(run.dry_run)
+    attach_status(state, task, run)
     return task
+
+
+def attach_status(state: State, task: Task, run: Run) -> None:
+    """Give ``task`` the status its run last committed, writable at once with ``now=True``."""
+    db, run_id = state.db, run.id
+
+    def write_now(published: dict[str, t.Any]) -> None:
+        # A session of its own: the tick's transaction must commit only with its cursor.
+        with store.open_session(db) as session:
+            store.publish(session, run_id, published)
+            session.commit()
+
+    task.status = TaskStatus(
+        run.published if isinstance(run.published, dict) else None,
+        max_bytes=state.settings.max_status_bytes,
+        writer=write_now,
+    )
+
+
+def _write_published(state: State, run: Run, task: Task) -> None:
+    """What a callback published, written when it returns: one statement, only if it did."""
+    published = task.status.pending()
+    if published is None:
+        return
+    session = state.db.session
+    store.publish(session, run.id, published)
+    session.commit()
+    task.status.written()
 
 
 def call_back(
@@ -208,9 +238,11 @@ def call_back(
         callback = _dry(callback, state)
     if transition.on_callback_error is OnCallbackError.FAIL:
         callback(task, error)
+        _write_published(state, run, task)
         return
     try:
         callback(task, error)
+        _write_published(state, run, task)
     except Exception as failure:
         name = callback.__name__.lstrip("_")
         logger.exception("%s.%s failed for run #%s", run.task_name, name, run.id)
@@ -257,6 +289,7 @@ def payload(app: Flask, run: Run) -> dict[str, t.Any]:
         "job_id": run.job_id,
         "arguments": masked_arguments(app, run.task_name, run.arguments),
         "metadata": masked_metadata(app, run.metadata_),
+        "published": masked_published(app, run),
         "time_running": run.time_running,
         "started_at": run.started_at,
         "ended_at": run.ended_at,
