@@ -15,6 +15,8 @@ from .. import audit, formatting, ledger, masking, parameters, partitions, runne
 from ..csv.uploads import csv_file_of
 from ..executors import InProcessExecutor, RQExecutor
 from ..models import Run, RunStatus
+from ..published import facts as published_facts
+from ..published import step_line
 from ..state import State, get_state
 from ..transitions import STOPPED
 from .changes import print_changes, report_outcome, status_of
@@ -489,6 +491,9 @@ def _summary(run: Run) -> str:
     cut = f"  ({count} partitions)" if count > 1 else ""
     if run.status == RunStatus.SCHEDULED:
         cut += f"  (for {formatting.timestamp(run.scheduled_at)})"
+    step = step_line(masking.masked_published(get_state().app, run))
+    if step:
+        cut += f"  {visible(step)}"
     return (
         f"#{run.id:<6} {visible(run.task_name)}  {status_of(run)}  "
         f"{formatting.progress_text(run.tick_count, run.tick_total)}{cut}"
@@ -499,6 +504,8 @@ def _print_run(state: State, run: Run, children: list[Run]) -> None:
     data = formatting.run_as_dict(state.app, run)
     click.echo(f"Run #{run.id}  {visible(run.task_name)}  {status_of(run)}")
     _print_parent(run)
+    if data["step"]:
+        click.echo(f"  {visible(data['step'])}")
     click.echo(f"  {data['progress']}")
     click.echo(f"  {visible(data['status_text'])}")
     _print_partitions(run, children)
@@ -506,6 +513,12 @@ def _print_run(state: State, run: Run, children: list[Run]) -> None:
         click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
     if data["metadata"] is not None:
         click.echo(f"  Metadata: {json.dumps(data['metadata'])}")
+    facts = published_facts(data["published"])
+    if facts:
+        click.echo("  Published:")
+        for key, value in sorted(facts.items()):
+            shown = value if isinstance(value, str) else json.dumps(value)
+            click.echo(f"    {visible(key)}: {visible(shown)}")
     csv_file = csv_file_of(state, run)
     if csv_file is not None:
         original = csv_file.original_filename
