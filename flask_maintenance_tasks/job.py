@@ -137,6 +137,8 @@ class _Slice:
         self.actor = audit.worker()
         #: The run's secret argument values, scrubbed from its error message.
         self.secrets: list[str] = []
+        #: The run's task, whose queue its next slices go to.
+        self.task_name: str | None = None
 
     def perform(self) -> None:
         run = store.find(self.session, self.run_id)
@@ -149,6 +151,7 @@ class _Slice:
             logger.info("Job %s no longer holds run #%s; it stops.", self.job_id, self.run_id)
             return
         self.secrets = self._secrets(run)
+        self.task_name = run.task_name
         self.session.rollback()
         try:
             self._perform(run)
@@ -281,7 +284,9 @@ class _Slice:
             changed = self._change(_if_still(REQUEUE, DUE), {"job_id": next_job})
             if changed.applied:
                 logger.info("Run #%s is due at %s: its job waits until then.", run.id, due_at)
-                self.state.executor.enqueue(self.run_id, next_job, at=due_at)
+                self.state.executor.enqueue(
+                    self.run_id, next_job, at=due_at, queue=self._queue(run.task_name)
+                )
             return None
         changed = self._change(_if_still(DUE, DUE))
         if not changed.applied:
@@ -495,7 +500,9 @@ class _Slice:
 
     def _enqueue_next(self, next_job: str, delay: float) -> None:
         try:
-            self.state.executor.enqueue(self.run_id, next_job, delay=delay)
+            self.state.executor.enqueue(
+                self.run_id, next_job, delay=delay, queue=self._queue(self.task_name)
+            )
         except Exception:
             # The run is safely interrupted at its cursor; recovery enqueues
             # the next slice once the queue is reachable again.
@@ -565,6 +572,10 @@ class _Slice:
             except Exception:
                 logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
             return
+
+    def _queue(self, task_name: str | None) -> str | None:
+        """The queue of the run's task (its next slices go there too); ``None``: the app's."""
+        return self.state.registry.queue_of(task_name) if task_name else None
 
     def _secrets(self, run: Run) -> list[str]:
         try:

@@ -211,7 +211,7 @@ def _write_published(state: State, run: Run, task: Task) -> None:
     published = task.status.pending()
     if published is None:
         return
-    session = state.db.session
+    session = t.cast("Session", state.db.session())
     store.publish(session, run.id, published)
     session.commit()
     task.status.written()

@@ -240,7 +240,9 @@ def enqueue(state: State, children: t.Sequence[Run]) -> None:
     """
     for child in children:
         try:
-            state.executor.enqueue(child.id, t.cast(str, child.job_id))
+            state.executor.enqueue(
+                child.id, t.cast(str, child.job_id), queue=state.registry.queue_of(child.task_name)
+            )
         except Exception:
             logger.exception(
                 "Could not enqueue partition %s of run #%s; recovery will",

@@ -220,7 +220,7 @@ class TaskStatus(abc.MutableMapping[str, t.Any]):
 
 
 def step_line(published: t.Any) -> str | None:
-    """"Step 2 of 3: re-indexing" for a published mapping with a step; ``None`` without."""
+    """ "Step 2 of 3: re-indexing" for a published mapping with a step; ``None`` without."""
     if not isinstance(published, dict) or published.get(STEP) in (None, ""):
         return None
     name = published[STEP]

@@ -59,7 +59,13 @@ class _SynchronousExecutor:
         self.jobs: collections.deque[tuple[int, str]] = collections.deque()
 
     def enqueue(
-        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+        self,
+        run_id: int,
+        job_id: str,
+        *,
+        delay: float = 0.0,
+        at: datetime | None = None,
+        queue: str | None = None,
     ) -> None:
         # Delays (throttle backoffs) are not waited for in a test.
         self.jobs.append((run_id, job_id))

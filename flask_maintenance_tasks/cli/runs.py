@@ -116,7 +116,9 @@ def list_command() -> None:
             status = f"{visible(run.status)} (dry run #{run.id})"
         else:
             status = f"{visible(run.status)} (run #{run.id})"
-        click.echo(f"{visible(name):<{width}}  {status}")
+        queue = tasks[name].queue
+        own = f"  (queue {visible(queue)})" if queue else ""
+        click.echo(f"{visible(name):<{width}}  {status}{own}")
 
 
 @click.command("run")
@@ -287,7 +289,11 @@ def _follow(state: State, run_id: int, fail: bool = True) -> Run:
     last_print = 0.0
     executor = state.executor
     rq_executor = executor if isinstance(executor, RQExecutor) else None
-    rq_executor_name = rq_executor.queue_name if rq_executor is not None else ""
+    rq_executor_name = ""
+    if rq_executor is not None:
+        first = runner.get_run(state, run_id)
+        own = state.registry.queue_of(first.task_name) if first is not None else None
+        rq_executor_name = own or rq_executor.queue_name
     ask_workers_at = time.monotonic() + NO_WORKER_HINT_AFTER
     try:
         while True:
@@ -298,12 +304,12 @@ def _follow(state: State, run_id: int, fail: bool = True) -> Run:
             now = time.monotonic()
             if rq_executor and run.status == RunStatus.ENQUEUED and now >= ask_workers_at:
                 ask_workers_at = now + NO_WORKER_HINT_AFTER
-                if rq_executor.worker_count() == 0:
+                if rq_executor.worker_count(rq_executor_name) == 0:
                     rq_executor = None  # once
                     if tty and last_line:
                         click.echo(err=True)
                         last_line = ""
-                    click.echo(_no_worker_hint(rq_executor_name), err=True)
+                    click.echo(_no_worker_hint(rq_executor_name, state.settings.queue), err=True)
             if tty:
                 click.echo("\r" + line.ljust(len(last_line)), err=True, nl=False)
             elif line != last_line and (now - last_print >= 2 or run.status in STOPPED):
@@ -329,10 +335,11 @@ def _follow(state: State, run_id: int, fail: bool = True) -> Run:
     return run
 
 
-def _no_worker_hint(queue: str) -> str:
+def _no_worker_hint(queue: str, default: str | None = None) -> str:
+    option = f" --queue {visible(queue)}" if default is not None and queue != default else ""
     return (
         f"No worker listens on queue {visible(queue)}; the run stays enqueued until one does. "
-        "Start one with `flask mtasks worker`."
+        f"Start one with `flask mtasks worker{option}`."
     )
 
 

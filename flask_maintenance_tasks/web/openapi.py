@@ -68,6 +68,10 @@ SCHEMAS: dict[str, dict[str, t.Any]] = {
             "description": _NULLABLE_STR,
             "needs_csv": {"type": "boolean", "description": "A run needs a CSV file."},
             "allow_concurrent_runs": {"type": "boolean"},
+            "queue": {
+                "type": "string",
+                "description": "The RQ queue its runs' jobs go to (Task.queue, else the app's).",
+            },
             "parameters": {
                 "type": ["object", "null"],
                 "description": "The JSON schema of the task's Parameters model, a masked "
