@@ -185,6 +185,8 @@ class Iteration:
         sa.event.listen(self.session, "after_soft_rollback", self._soft_rollback)
         try:
             if reason is not None:
+                if task.status.dirty:
+                    flush(0, cursor)  # what the throttle's condition published
                 return reason
             self._begin()
             items = self.source.iterate(cursor)

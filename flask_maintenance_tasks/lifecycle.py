@@ -21,7 +21,7 @@ from .exceptions import MaintenanceTasksError, message_of
 from .formatting import partition_detail
 from .masking import masked_arguments, masked_metadata, masked_published
 from .models import Run, RunStatus, utcnow
-from .published import TaskStatus
+from .published import TaskStatus, step_line
 from .state import get_state
 from .transitions import ERROR, OnCallbackError, Transition
 
@@ -193,16 +193,30 @@ def attach_status(state: State, task: Task, run: Run) -> None:
     """Give ``task`` the status its run last committed, writable at once with ``now=True``."""
     db, run_id = state.db, run.id
 
-    def write_now(published: dict[str, t.Any]) -> None:
+    def write_now(published: dict[str, t.Any], step_changed: bool) -> None:
         # A session of its own: the tick's transaction must commit only with its cursor.
         with store.open_session(db) as session:
             store.publish(session, run_id, published)
+            if step_changed:
+                record_step(session, run, published)
             session.commit()
 
     task.status = TaskStatus(
         run.published if isinstance(run.published, dict) else None,
         max_bytes=state.settings.max_status_bytes,
         writer=write_now,
+    )
+
+
+def record_step(session: Session, run: Run, published: t.Mapping[str, t.Any]) -> None:
+    """The audit trail's line for a new step, on the run an operator sees (the caller commits)."""
+    audit.record(
+        session,
+        run_id=run.parent_id or run.id,
+        task_name=run.task_name,
+        action=audit.STEP_CHANGED,
+        actor=audit.worker(),
+        detail=step_line(published),
     )
 
 
@@ -213,6 +227,8 @@ def _write_published(state: State, run: Run, task: Task) -> None:
         return
     session = t.cast("Session", state.db.session())
     store.publish(session, run.id, published)
+    if task.status.step_changed:
+        record_step(session, run, published)
     session.commit()
     task.status.written()
 

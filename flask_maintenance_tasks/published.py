@@ -35,7 +35,8 @@ STEP = "step"
 STEP_NUMBER = "step_number"
 STEP_TOTAL = "step_total"
 
-Writer = t.Callable[[dict[str, t.Any]], None]
+#: Writes the mapping at once: ``writer(mapping, step_changed)``.
+Writer = t.Callable[[dict[str, t.Any], bool], None]
 
 
 def _encode(value: t.Any) -> str:
@@ -182,7 +183,7 @@ class TaskStatus(abc.MutableMapping[str, t.Any]):
             self._sizes[key] = size
         self._dirty = True
         if now and self._writer is not None:
-            self._writer(self.as_dict())
+            self._writer(self.as_dict(), self.step_changed)
             self.written()
 
     # -- what the engine reads --------------------------------------------

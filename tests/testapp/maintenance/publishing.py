@@ -9,7 +9,7 @@ import typing as t
 import pydantic
 import sqlalchemy as sa
 
-from flask_maintenance_tasks import Task
+from flask_maintenance_tasks import Task, throttle_on
 
 from .. import Item
 
@@ -60,6 +60,8 @@ class SlowQueueTask(Task):
 
     class Parameters(pydantic.BaseModel):
         sleep: float = 0.0
+        #: Back off once, for a moment, after this many items.
+        throttle_at: int | None = None
 
     def collection(self) -> t.Any:
         return sa.select(Item)
@@ -69,3 +71,12 @@ class SlowQueueTask(Task):
         self.status["count"] = self.status.get("count", 0) + 1
         if self.params.sleep:
             time.sleep(self.params.sleep)
+
+    @throttle_on(backoff=0.3)
+    def once_at(self) -> bool:
+        # The status remembers that it fired: a counter on self would reset each slice.
+        limit = self.params.throttle_at
+        if limit is None or self.status.get("throttled") or self.status.get("count", 0) < limit:
+            return False
+        self.status["throttled"] = True
+        return True
