@@ -80,3 +80,19 @@ class SlowQueueTask(Task):
             return False
         self.status["throttled"] = True
         return True
+
+
+class PublishEveryItemTask(Task):
+    """Adds one to every item's counter and publishes its count and place at every item."""
+
+    class Parameters(pydantic.BaseModel):
+        sleep: float = 0.0
+
+    def collection(self) -> t.Any:
+        return sa.select(Item)
+
+    def process(self, item: Item) -> None:
+        item.counter += 1
+        self.status.update(count=self.status.get("count", 0) + 1, last_id=item.id)
+        if self.params.sleep:
+            time.sleep(self.params.sleep)
