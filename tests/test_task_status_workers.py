@@ -18,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 
 from flask_maintenance_tasks import Event, store
-
 from tests.support.apps import FAST
 from tests.support.dashboard import Dashboard, text
 from tests.support.records import counters, fresh_run, seed_items
