@@ -80,7 +80,7 @@ def test_any_published_mapping_renders_escaped_without_a_server_error(app, mappi
             assert hostile not in html  # escaped wherever it was published
         shown = data["published"]
         assert set(shown) == set(kept)
-        for key, value in kept.items():
+        for key in kept:
             if "token" in key.lower():
                 assert shown[key] == "[FILTERED]"
     finally:
