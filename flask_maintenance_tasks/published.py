@@ -80,7 +80,7 @@ def _printable(key: t.Any) -> str:
 
 
 class TaskStatus(abc.MutableMapping[str, t.Any]):
-    """The mapping a task publishes as ``self.status``; see the module's docstring.
+    """The mapping a task publishes as ``self.status`` (see :doc:`/task-status`).
 
     Read it back as any mapping (``self.status["count"]``): a resumed run's task
     starts from what was last committed.
