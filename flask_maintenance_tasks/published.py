@@ -3,7 +3,8 @@
 A task publishes facts next to its progress (``self.status.update(step="re-indexing",
 skipped=12)``, ``self.status["result"] = "..."``). The mapping rides on the run's row,
 column ``published``, and is written with the next tick's UPDATE: publishing costs no
-statement of its own. ``update(..., now=True)`` writes at once, one statement.
+statement of its own. ``update(..., now=True)`` writes the keys it gives at once, one
+statement, onto the mapping the last tick committed.
 
 Values are JSON values: ``None``, booleans, integers, finite floats, strings, lists
 (tuples become lists) and objects with string keys. Anything else (a set, a
@@ -140,6 +141,9 @@ class TaskStatus(abc.MutableMapping[str, t.Any]):
     ) -> None:
         """Publish the given keys and values; with ``now=True``, write them at once.
 
+        ``now=True`` writes only the keys of this update, onto the mapping as last
+        committed: the others wait for the tick that commits the items they describe.
+
         Every value is checked before any is kept: a refused update changes nothing.
 
         :raises InvalidStatus: a key that is no string, a value that is no JSON
@@ -183,8 +187,21 @@ class TaskStatus(abc.MutableMapping[str, t.Any]):
             self._sizes[key] = size
         self._dirty = True
         if now and self._writer is not None:
-            self._writer(self.as_dict(), self.step_changed)
-            self.written()
+            self._write_now(list(encoded))
+
+    def _write_now(self, keys: list[str]) -> None:
+        """Write ``keys`` at once, onto the mapping last committed.
+
+        Only those keys: the others may describe items of the tick in progress, which a
+        crash would undo; committed now, a resumed run would count those items twice.
+        """
+        values, sizes = self._committed
+        merged = {**values, **{key: self._values[key] for key in keys}}
+        step_changed = merged.get(STEP) != self._written_step
+        t.cast(Writer, self._writer)(dict(merged), step_changed)
+        self._committed = (merged, {**sizes, **{key: self._sizes[key] for key in keys}})
+        self._written_step = merged.get(STEP)
+        self._dirty = self._values != merged
 
     # -- what the engine reads --------------------------------------------
 

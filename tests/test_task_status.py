@@ -10,7 +10,7 @@ from flask_maintenance_tasks import InvalidStatus, Task
 from flask_maintenance_tasks.exceptions import ConfigurationError
 from flask_maintenance_tasks.published import TaskStatus, step_line
 from flask_maintenance_tasks.testing import run_task, run_task_interrupted
-from tests.support.dashboard import Dashboard
+from tests.support.dashboard import Dashboard, text
 from tests.support.records import counters, seed_items
 from tests.testapp.maintenance.publishing import SECRET
 
@@ -111,3 +111,25 @@ def test_masked_keys_are_not_shown_in_clear(app):
     body = Dashboard(app).get(f"/runs/{run.id}.json").get_data(as_text=True)
     assert SECRET not in body
     assert json.loads(body)["published"]["api_token"] == "[FILTERED]"
+
+
+@pytest.mark.both_databases
+def test_now_writes_only_the_keys_it_gives_at_once(app):
+    """Written apart from the tick: what the undone tick counted is not written with it."""
+    seed_items(5)
+    run = run_task("PublishingTask", {"now_at": 2, "fail_at": 3})
+    assert run.status == "errored"
+    assert run.tick_count == 0  # items 1 to 3 were one tick, undone
+    assert run.published["marked"] == 2
+    assert run.published["count"] == 0  # as after_start committed it, not 2
+    assert run.published["step"] == "counting"
+
+
+def test_flask_mtasks_list_and_the_task_page_show_a_task_of_its_own_queue(app, cli):
+    listed = cli("list").output
+    [line] = [line for line in listed.splitlines() if line.startswith("SlowQueueTask ")]
+    assert line.endswith("(queue slow)")
+    [other] = [line for line in listed.splitlines() if line.startswith("PublishingTask ")]
+    assert "queue" not in other
+    page = text(Dashboard(app).get("/tasks/SlowQueueTask"))
+    assert "--queue slow" in page

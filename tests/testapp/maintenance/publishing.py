@@ -24,8 +24,10 @@ class PublishingTask(Task):
         sleep: float = 0.0
         #: ``"set"`` or ``"datetime"`` publishes a value that is no JSON, ``"big"`` too much.
         bad: t.Literal["set", "datetime", "big"] | None = None
-        #: Publish the count at once (``now=True``) at this item's id.
+        #: Publish ``marked`` at once (``now=True``) at this item's id.
         now_at: int | None = None
+        #: Raise at this item's id.
+        fail_at: int | None = None
 
     def collection(self) -> t.Any:
         return sa.select(Item)
@@ -46,6 +48,8 @@ class PublishingTask(Task):
             self.status["blob"] = "x" * 20_000
         if self.params.now_at == item.id:
             self.status.update(now=True, marked=item.id)
+        if self.params.fail_at == item.id:
+            raise RuntimeError(f"failing at item {item.id}")
         if self.params.sleep:
             time.sleep(self.params.sleep)
 
