@@ -133,3 +133,17 @@ def test_flask_mtasks_list_and_the_task_page_show_a_task_of_its_own_queue(app, c
     assert "queue" not in other
     page = text(Dashboard(app).get("/tasks/SlowQueueTask"))
     assert "--queue slow" in page
+
+
+@pytest.mark.both_databases
+def test_each_partition_keeps_its_own_mapping_and_the_run_its_callbacks(app):
+    seed_items(30)
+    run = run_task("PublishingTask", partitions=3)
+    assert run.status == "succeeded"
+    data = json.loads(text(Dashboard(app).get(f"/runs/{run.id}.json")))
+    parts = [part["published"] for part in data["partitions"]]
+    # Each partition counted its own range; the run kept what its callbacks published.
+    assert sum(part["count"] for part in parts) == 30
+    assert all(part["api_token"] == "[FILTERED]" for part in parts)
+    assert data["published"]["step"] == "reporting"
+    assert data["step"] == "Step 2 of 2: reporting"
