@@ -16,7 +16,7 @@ import typing as t
 import uuid
 
 from . import audit, store
-from .dryrun import NoCommit
+from .dryrun import NoCommit, own_write
 from .exceptions import MaintenanceTasksError, message_of
 from .formatting import partition_detail
 from .masking import masked_arguments, masked_metadata, masked_published
@@ -193,19 +193,36 @@ def attach_status(state: State, task: Task, run: Run) -> None:
     """Give ``task`` the status its run last committed, writable at once with ``now=True``."""
     db, run_id = state.db, run.id
 
-    def write_now(published: dict[str, t.Any], step_changed: bool) -> None:
+    def write_now(published: dict[str, t.Any], step_changed: bool) -> bool:
+        if _holds_sqlite(db):
+            # SQLite's one writer (or a reader that keeps others from committing) is the
+            # transaction under way on this thread: a second one would wait for ever.
+            return False
         # A session of its own: the tick's transaction must commit only with its cursor.
-        with store.open_session(db) as session:
+        # (A dry run keeps its status as it keeps its progress.)
+        with store.open_session(db) as session, own_write():
             store.publish(session, run_id, published)
             if step_changed:
                 record_step(session, run, published)
             session.commit()
+        return True
 
     task.status = TaskStatus(
         run.published if isinstance(run.published, dict) else None,
         max_bytes=state.settings.max_status_bytes,
         writer=write_now,
     )
+
+
+def _holds_sqlite(db: t.Any) -> bool:
+    """Whether the app's session has an SQLite transaction open (it may hold the lock)."""
+    if db.engine.dialect.name != "sqlite":
+        return False
+    session = db.session()
+    if not session.in_transaction():
+        return False
+    raw = session.connection().connection.dbapi_connection
+    return bool(getattr(raw, "in_transaction", True))
 
 
 def record_step(session: Session, run: Run, published: t.Mapping[str, t.Any]) -> None:

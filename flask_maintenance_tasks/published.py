@@ -36,8 +36,9 @@ STEP = "step"
 STEP_NUMBER = "step_number"
 STEP_TOTAL = "step_total"
 
-#: Writes the mapping at once: ``writer(mapping, step_changed)``.
-Writer = t.Callable[[dict[str, t.Any], bool], None]
+#: Writes the mapping at once: ``writer(mapping, step_changed)``; ``False`` when it must
+#: wait for the transaction under way instead (SQLite, whose one writer is that transaction).
+Writer = t.Callable[[dict[str, t.Any], bool], bool]
 
 
 def _encode(value: t.Any) -> str:
@@ -198,7 +199,8 @@ class TaskStatus(abc.MutableMapping[str, t.Any]):
         values, sizes = self._committed
         merged = {**values, **{key: self._values[key] for key in keys}}
         step_changed = merged.get(STEP) != self._written_step
-        t.cast(Writer, self._writer)(dict(merged), step_changed)
+        if not t.cast(Writer, self._writer)(dict(merged), step_changed):
+            return  # written with the tick (or the callback) under way
         self._committed = (merged, {**sizes, **{key: self._sizes[key] for key in keys}})
         self._written_step = merged.get(STEP)
         self._dirty = self._values != merged

@@ -147,3 +147,13 @@ def test_each_partition_keeps_its_own_mapping_and_the_run_its_callbacks(app):
     assert all(part["api_token"] == "[FILTERED]" for part in parts)
     assert data["published"]["step"] == "reporting"
     assert data["step"] == "Step 2 of 2: reporting"
+
+
+@pytest.mark.both_databases
+def test_a_dry_run_keeps_what_it_publishes_now_or_with_its_ticks(app):
+    seed_items(5)
+    run = run_task("PublishingTask", {"now_at": 2}, dry_run=True)
+    assert run.status == "succeeded"
+    assert run.published["marked"] == 2
+    assert run.published["result"] == "counted 5"
+    assert counters() == [0] * 5  # its changes were rolled back, its status kept
