@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing as t
 
 import pytest
 
@@ -157,3 +158,20 @@ def test_a_dry_run_keeps_what_it_publishes_now_or_with_its_ticks(app):
     assert run.published["marked"] == 2
     assert run.published["result"] == "counted 5"
     assert counters() == [0] * 5  # its changes were rolled back, its status kept
+
+
+def test_signal_payloads_carry_the_published_status_masked(app):
+    from flask_maintenance_tasks import signals
+
+    received: list[dict[str, t.Any]] = []
+
+    def receive(sender: t.Any, run: t.Any, payload: dict[str, t.Any]) -> None:
+        received.append(payload)
+
+    seed_items(3)
+    with signals.run_succeeded.connected_to(receive, sender=app):
+        run_task("PublishingTask")
+    [payload] = received
+    assert payload["published"]["count"] == 3
+    assert payload["published"]["api_token"] == "[FILTERED]"
+    assert SECRET not in json.dumps(payload, default=str)
