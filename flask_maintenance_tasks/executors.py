@@ -175,8 +175,10 @@ class RQExecutor:
             except NoSuchJobError:
                 pass
 
-    def worker_heartbeats(self, timeout: float = 2.0) -> dict[str, datetime | None] | None:
-        """The last heartbeat of each RQ worker on our queue, by worker name.
+    def worker_heartbeats(
+        self, timeout: float = 2.0, queues: t.Iterable[str] = ()
+    ) -> dict[str, datetime | None] | None:
+        """The last heartbeat of each RQ worker on our queue or on one of ``queues``, by name.
 
         ``None`` when Redis cannot say within ``timeout`` seconds: a connection
         of its own, with timeouts, so that an unreachable Redis slows a metrics
@@ -186,9 +188,12 @@ class RQExecutor:
             self.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
         )
         try:
-            queue = Queue(self.queue_name, connection=connection)
-            workers = Worker.all(connection=connection, queue=queue)
-            return {worker.name: worker.last_heartbeat for worker in workers}
+            found: dict[str, datetime | None] = {}
+            for name in dict.fromkeys([self.queue_name, *queues]):
+                queue = Queue(name, connection=connection)
+                for worker in Worker.all(connection=connection, queue=queue):
+                    found[worker.name] = worker.last_heartbeat
+            return found
         except (RedisError, OSError):
             return None
         finally:
