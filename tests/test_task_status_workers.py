@@ -107,7 +107,7 @@ def test_a_task_with_its_own_queue_runs_only_on_workers_of_that_queue(app, mtask
     seed_items(items)
     default = workers.start()
     run = mtasks.run("SlowQueueTask", arguments={"sleep": 0.01, "throttle_at": 30})
-    time.sleep(1.0)
+    time.sleep(0.6)
     assert fresh_run(run.id).status == "enqueued"  # nobody listens on "slow" yet
 
     slow = workers.start("--queue", "slow")
@@ -125,7 +125,7 @@ def test_a_task_with_its_own_queue_runs_only_on_workers_of_that_queue(app, mtask
     slow.send_signal(signal.SIGTERM)
     assert slow.wait(30) == 0, workers.log(slow)
     assert fresh_run(run.id).status == "interrupted"
-    time.sleep(1.0)  # the default worker (and its recovery) leave the slow job alone
+    time.sleep(0.6)  # the default worker (and its recovery) leave the slow job alone
     assert fresh_run(run.id).status == "interrupted"
 
     again = workers.start("--queue", "slow")
