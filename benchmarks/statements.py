@@ -22,6 +22,7 @@ TASKS = [
     ("no-op, batch 100", "NoOp100Task", 1),
     ("one ORM attribute, batch 100", "Touch100Task", 1),
     ("one ORM attribute, batch 1000", "Touch1000Task", 1),
+    ("one ORM attribute and `self.status` per item, batch 100", "TouchPublish100Task", 1),
     ("UPDATE per batch of 1000 (`in_batches`)", "UpdateInBatchesTask", 1000),
 ]
 

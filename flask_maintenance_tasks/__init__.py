@@ -13,6 +13,7 @@ from .exceptions import (
     DryRunCommit,
     EnqueueError,
     InvalidArguments,
+    InvalidStatus,
     InvalidTransition,
     MaintenanceTasksError,
     PartitionErrored,
@@ -26,6 +27,7 @@ from .exceptions import (
 from .extension import MaintenanceTasks
 from .models import Event, Failure, FailureStatus, Run, RunStatus
 from .preview import Preview
+from .published import TaskStatus
 from .retention import Pruned
 from .sources import Batch, in_batches, no_collection
 from .sources.partitioned import Partition
@@ -44,6 +46,7 @@ __all__ = [
     "Failure",
     "FailureStatus",
     "InvalidArguments",
+    "InvalidStatus",
     "InvalidTransition",
     "MaintenanceTasks",
     "MaintenanceTasksError",
@@ -59,6 +62,7 @@ __all__ = [
     "Task",
     "TaskAlreadyRunning",
     "TaskNotFound",
+    "TaskStatus",
     "TooManyFailures",
     "csv_collection",
     "csv_download",

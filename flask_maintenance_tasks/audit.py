@@ -49,6 +49,8 @@ CSV_DOWNLOADED = "csv_downloaded"
 FAILURES_RETRIED = "failures_retried"
 #: An operator changed a run's speed (the detail lists the new values).
 SPEED_CHANGED = "speed_changed"
+#: A task published a new ``step`` (the detail is its step line); see :mod:`.published`.
+STEP_CHANGED = "step_changed"
 
 #: Longest actor, address and detail kept (the columns' sizes; details are cut).
 _SHORT = 255
@@ -206,6 +208,7 @@ __all__ = [
     "PYTHON",
     "REFUSED",
     "STARTED",
+    "STEP_CHANGED",
     "Actor",
     "Timeline",
     "command_line",

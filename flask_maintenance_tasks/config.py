@@ -200,6 +200,8 @@ class Settings:
     #: transaction before answering that the run is busy; ``None``: 2 s on PostgreSQL,
     #: 5 s on SQLite (whose ticks take the one write lock in turn).
     lock_timeout: float | None = None
+    #: The most bytes of JSON a run's published status mapping may take (``self.status``).
+    max_status_bytes: int = 16 * 1024
 
     _DURATIONS: t.ClassVar[tuple[str, ...]] = (
         "ticker_delay",
@@ -275,7 +277,13 @@ class Settings:
             values["masked_parameters"] = _names(values["masked_parameters"])
         if values.get("tasks_package") is None:
             values["tasks_package"] = f"{import_name}.maintenance"
-        for name in ("runs_per_page", "max_csv_bytes", "max_form_bytes", "max_partitions"):
+        for name in (
+            "runs_per_page",
+            "max_csv_bytes",
+            "max_form_bytes",
+            "max_partitions",
+            "max_status_bytes",
+        ):
             if name in values:
                 values[name] = _positive_int(values[name], name)
         for name in ("error_handler", "metadata", "backtrace_cleaner"):

@@ -19,6 +19,7 @@ progress is committed, so a tick replayed after a crash is counted once.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import typing as t
@@ -58,6 +59,23 @@ COMMIT_REFUSED = (
 )
 
 
+_own_writes = threading.local()
+
+
+@contextlib.contextmanager
+def own_write() -> t.Iterator[None]:
+    """Let the engine's own commit through a dry run's guard, in this thread, for the block.
+
+    For writes of the engine's that are no change of the task's, such as the status
+    a task publishes with ``now=True`` in a session of its own.
+    """
+    _own_writes.active = True
+    try:
+        yield
+    finally:
+        _own_writes.active = False
+
+
 class NoCommit:
     """Refuses, in this thread, every commit on ``engine``'s connections: a dry run's guard.
 
@@ -88,7 +106,11 @@ class NoCommit:
         sa.event.remove(self.engine, "before_cursor_execute", self._statement)
 
     def _ours(self) -> bool:
-        return threading.get_ident() != self.thread or self.allowed()
+        return (
+            threading.get_ident() != self.thread
+            or self.allowed()
+            or getattr(_own_writes, "active", False)
+        )
 
     def _commit(self, connection: sa.Connection) -> None:
         if not self._ours():

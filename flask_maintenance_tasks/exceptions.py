@@ -192,6 +192,21 @@ class SessionRolledBack(MaintenanceTasksError):
     """
 
 
+class InvalidStatus(MaintenanceTasksError, ValueError):
+    """A task published a status value that cannot be kept: not JSON, or past the size limit.
+
+    Raised by ``self.status`` in the task, where the value is given; it errors
+    the run whatever the task's error policy, with a message naming the key.
+    ``key`` is the offending key.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class CannotRetry(MaintenanceTasksError):
     """A run's failed items cannot be retried: there are none, or its task cannot find them.
 
@@ -212,6 +227,7 @@ __all__: t.Final = [
     "DryRunCommit",
     "EnqueueError",
     "InvalidArguments",
+    "InvalidStatus",
     "InvalidTransition",
     "MaintenanceTasksError",
     "RunNotFound",

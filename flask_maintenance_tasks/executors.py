@@ -37,9 +37,18 @@ class Executor(t.Protocol):
     keeps_schedules: bool
 
     def enqueue(
-        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+        self,
+        run_id: int,
+        job_id: str,
+        *,
+        delay: float = 0.0,
+        at: datetime | None = None,
+        queue: str | None = None,
     ) -> None:
-        """Have ``run_job(run_id, job_id)`` called, after ``delay`` seconds or at ``at``."""
+        """Have ``run_job(run_id, job_id)`` called, after ``delay`` seconds or at ``at``.
+
+        ``queue`` is the task's own queue (:attr:`Task.queue`); ``None``: the app's.
+        """
 
     def is_waiting(self, job_id: str) -> bool:
         """Whether a job with this id waits its turn: queued or scheduled, not started.
@@ -97,9 +106,15 @@ class RQExecutor:
         return Queue(name or self.queue_name, connection=self.connection)
 
     def enqueue(
-        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+        self,
+        run_id: int,
+        job_id: str,
+        *,
+        delay: float = 0.0,
+        at: datetime | None = None,
+        queue: str | None = None,
     ) -> None:
-        queue = self.queue()
+        rq_queue = self.queue(queue)
         options: dict[str, t.Any] = {
             "job_id": job_id,
             "job_timeout": self.job_timeout,
@@ -108,11 +123,11 @@ class RQExecutor:
             "description": f"maintenance task run #{run_id}",
         }
         if at is not None:
-            queue.enqueue_at(at, JOB_FUNCTION, run_id, job_id, **options)
+            rq_queue.enqueue_at(at, JOB_FUNCTION, run_id, job_id, **options)
         elif delay > 0:
-            queue.enqueue_in(timedelta(seconds=delay), JOB_FUNCTION, run_id, job_id, **options)
+            rq_queue.enqueue_in(timedelta(seconds=delay), JOB_FUNCTION, run_id, job_id, **options)
         else:
-            queue.enqueue(JOB_FUNCTION, run_id, job_id, **options)
+            rq_queue.enqueue(JOB_FUNCTION, run_id, job_id, **options)
 
     def is_waiting(self, job_id: str) -> bool:
         """Scheduled, deferred, or queued *and still in its queue*.
@@ -145,9 +160,17 @@ class RQExecutor:
             return True
         return status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
+    def _queue_of(self, job_id: str) -> Queue:
+        """The queue the job was put on (a task may have its own), or the app's."""
+        try:
+            origin = Job.fetch(job_id, connection=self.connection).origin
+        except NoSuchJobError:
+            origin = None
+        return self.queue(origin or None)
+
     def overdue_since(self, job_id: str) -> datetime | None:
-        """The job's score in RQ's scheduled registry, while it is there (whole seconds)."""
-        registry = self.queue().scheduled_job_registry
+        """The job's score in its queue's scheduled registry, while it is there (whole seconds)."""
+        registry = self._queue_of(job_id).scheduled_job_registry
         score = self.connection.zscore(registry.key, job_id)
         return None if score is None else datetime.fromtimestamp(score, timezone.utc)
 
@@ -157,15 +180,17 @@ class RQExecutor:
         A scheduler moving it at the same moment may still queue it: it then
         finds its run handed to another job and stops without writing.
         """
-        registry = self.queue().scheduled_job_registry
+        registry = self._queue_of(job_id).scheduled_job_registry
         if self.connection.zrem(registry.key, job_id):
             try:
                 Job.fetch(job_id, connection=self.connection).delete()
             except NoSuchJobError:
                 pass
 
-    def worker_heartbeats(self, timeout: float = 2.0) -> dict[str, datetime | None] | None:
-        """The last heartbeat of each RQ worker on our queue, by worker name.
+    def worker_heartbeats(
+        self, timeout: float = 2.0, queues: t.Iterable[str] = ()
+    ) -> dict[str, datetime | None] | None:
+        """The last heartbeat of each RQ worker on our queue or on one of ``queues``, by name.
 
         ``None`` when Redis cannot say within ``timeout`` seconds: a connection
         of its own, with timeouts, so that an unreachable Redis slows a metrics
@@ -175,18 +200,22 @@ class RQExecutor:
             self.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout
         )
         try:
-            queue = Queue(self.queue_name, connection=connection)
-            workers = Worker.all(connection=connection, queue=queue)
-            return {worker.name: worker.last_heartbeat for worker in workers}
+            found: dict[str, datetime | None] = {}
+            for name in dict.fromkeys([self.queue_name, *queues]):
+                queue = Queue(name, connection=connection)
+                for worker in Worker.all(connection=connection, queue=queue):
+                    found[worker.name] = worker.last_heartbeat
+            return found
         except (RedisError, OSError):
             return None
         finally:
             connection.close()
 
-    def worker_count(self) -> int | None:
-        """How many RQ workers listen on our queue; ``None`` while Redis cannot say."""
+    def worker_count(self, queue: str | None = None) -> int | None:
+        """How many RQ workers listen on ``queue`` (default: the app's); ``None`` while Redis
+        cannot say."""
         try:
-            return int(Worker.count(connection=self.connection, queue=self.queue()))
+            return int(Worker.count(connection=self.connection, queue=self.queue(queue)))
         except RedisError:
             return None
 
@@ -225,8 +254,15 @@ class InProcessExecutor:
             self._pending.discard(item)
 
     def enqueue(
-        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+        self,
+        run_id: int,
+        job_id: str,
+        *,
+        delay: float = 0.0,
+        at: datetime | None = None,
+        queue: str | None = None,
     ) -> None:
+        # One pool runs every queue's jobs: a task's queue makes no difference here.
         if at is not None:
             delay = max(delay, (at - datetime.now(timezone.utc)).total_seconds())
         with self._lock:

@@ -10,10 +10,13 @@ import math
 import typing as t
 from datetime import datetime, timezone
 
+from flask import current_app
+
 from . import dryrun
-from .masking import masked_arguments, masked_metadata
+from .masking import masked_arguments, masked_metadata, masked_published
 from .models import RunStatus
 from .policy import ErrorPolicy
+from .published import step_line
 from .transitions import COMPLETED, STOPPED
 
 if t.TYPE_CHECKING:
@@ -165,6 +168,7 @@ ACTION_TEXT: t.Final[dict[str, str]] = {
     "force_paused": "Forced to pause",
     "force_cancelled": "Forced to cancel",
     "recovered": "Recovered",
+    "step_changed": "New step",
 }
 
 
@@ -209,6 +213,7 @@ def run_as_dict(
     older ones it left out (``events_omitted``).
     """
     iso = _iso
+    published = masked_published(app, run)
     data = {
         "id": run.id,
         "task_name": run.task_name,
@@ -224,6 +229,8 @@ def run_as_dict(
         "cursor": run.cursor,
         "arguments": masked_arguments(app, run.task_name, run.arguments),
         "metadata": masked_metadata(app, run.metadata_),
+        "published": published,
+        "step": step_line(published),
         "interruption_reason": run.interruption_reason,
         "job_id": run.job_id,
         "created_at": iso(run.created_at),
@@ -377,6 +384,8 @@ def partition_detail(child: Run) -> dict[str, t.Any]:
         "cursor": child.cursor,
         "error_class": child.error_class,
         "updated_at": child.updated_at.isoformat() if child.updated_at else None,
+        # Each partition publishes its own mapping (its own task walks its own range).
+        "published": masked_published(current_app, child),
     }
 
 

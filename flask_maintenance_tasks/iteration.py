@@ -17,11 +17,12 @@ import typing as t
 
 import sqlalchemy as sa
 
-from . import ledger, store
+from . import audit, ledger, store
 from .dryrun import Capture, Changes
-from .exceptions import DryRunCommit, SessionRolledBack, TooManyFailures
+from .exceptions import DryRunCommit, InvalidStatus, SessionRolledBack, TooManyFailures
 from .models import RunStatus
 from .policy import ErrorPolicy
+from .published import step_line
 from .sources import NO_ITEM
 from .store import Fenced
 from .ticker import Ticker
@@ -184,6 +185,8 @@ class Iteration:
         sa.event.listen(self.session, "after_soft_rollback", self._soft_rollback)
         try:
             if reason is not None:
+                if task.status.dirty:
+                    flush(0, cursor)  # what the throttle's condition published
                 return reason
             self._begin()
             items = self.source.iterate(cursor)
@@ -345,6 +348,9 @@ class Iteration:
         if isinstance(error, DryRunCommit):
             self.failed_item = item
             raise self._named(error, item) from None
+        if isinstance(error, InvalidStatus):
+            self.failed_item = item
+            raise error  # a mistake of the task's code, not of the item: the run errors
         if self.rolled_back:
             self.failed_item = item
             self._check()
@@ -400,7 +406,23 @@ class Iteration:
                 if self.ticked is not None and ticks:
                     again = [at for _, _, at in pending]
                     self.ticked(self.session, self.committed_cursor, cursor, again)
-            self.ticker.flush(ticks, cursor, failures=len(pending), changes=changes)
+            status = self.task.status
+            published = status.pending()
+            if published is not None and status.step_changed:
+                # The trail tells of a new step (not of every update), with the tick.
+                audit.record(
+                    self.session,
+                    run_id=self.parent_id or self.run_id,
+                    task_name=self.task.name,
+                    action=audit.STEP_CHANGED,
+                    actor=audit.worker(),
+                    detail=step_line(published),
+                )
+            self.ticker.flush(
+                ticks, cursor, failures=len(pending), changes=changes, published=published
+            )
+            if published is not None:
+                status.written()
         finally:
             if capture is not None:
                 capture.committing = False

@@ -138,6 +138,8 @@ class _Slice:
         self.actor = audit.worker()
         #: The run's secret argument values, scrubbed from its error message.
         self.secrets: list[str] = []
+        #: The run's task, whose queue its next slices go to.
+        self.task_name: str | None = None
 
     def perform(self) -> None:
         run = store.find(self.session, self.run_id)
@@ -150,6 +152,7 @@ class _Slice:
             logger.info("Job %s no longer holds run #%s; it stops.", self.job_id, self.run_id)
             return
         self.secrets = self._secrets(run)
+        self.task_name = run.task_name
         self.session.rollback()
         try:
             self._perform(run)
@@ -282,7 +285,9 @@ class _Slice:
             changed = self._change(_if_still(REQUEUE, DUE), {"job_id": next_job})
             if changed.applied:
                 logger.info("Run #%s is due at %s: its job waits until then.", run.id, due_at)
-                self.state.executor.enqueue(self.run_id, next_job, at=due_at)
+                self.state.executor.enqueue(
+                    self.run_id, next_job, at=due_at, queue=self._queue(run.task_name)
+                )
             return None
         changed = self._change(_if_still(DUE, DUE))
         if not changed.applied:
@@ -296,6 +301,7 @@ class _Slice:
         task.metadata = run.metadata_
         task.dry_run = bool(run.dry_run)
         task.run = run  # a CSV source counts and reads the run's file
+        lifecycle.attach_status(self.state, task, run)
         self.task = task
         return task
 
@@ -495,7 +501,9 @@ class _Slice:
 
     def _enqueue_next(self, next_job: str, delay: float) -> None:
         try:
-            self.state.executor.enqueue(self.run_id, next_job, delay=delay)
+            self.state.executor.enqueue(
+                self.run_id, next_job, delay=delay, queue=self._queue(self.task_name)
+            )
         except Exception:
             # The run is safely interrupted at its cursor; recovery enqueues
             # the next slice once the queue is reachable again.
@@ -572,6 +580,10 @@ class _Slice:
                 logger.exception("Run #%s could not be handed on; recovery will", self.run_id)
             return
 
+    def _queue(self, task_name: str | None) -> str | None:
+        """The queue of the run's task (its next slices go there too); ``None``: the app's."""
+        return self.state.registry.queue_of(task_name) if task_name else None
+
     def _secrets(self, run: Run) -> list[str]:
         try:
             task_class: type[Task] | None = self.state.registry.get(run.task_name)
@@ -584,6 +596,9 @@ class _Slice:
 
     def _errored(self, error: BaseException, *, fence: str | None = None) -> None:
         self.session.rollback()
+        if self.task is not None:
+            # What the undone tick published goes with it; after_error may publish more.
+            self.task.status.revert()
         # A task that replaced the app's session (db.session.remove()) left another
         # one open, maybe holding SQLite's write lock: end its transaction too.
         self.state.db.session.rollback()

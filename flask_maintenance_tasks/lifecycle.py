@@ -16,11 +16,12 @@ import typing as t
 import uuid
 
 from . import audit, store
-from .dryrun import NoCommit
+from .dryrun import NoCommit, own_write
 from .exceptions import MaintenanceTasksError, message_of
 from .formatting import partition_detail
-from .masking import masked_arguments, masked_metadata
+from .masking import masked_arguments, masked_metadata, masked_published
 from .models import Run, RunStatus, utcnow
+from .published import TaskStatus, step_line
 from .state import get_state
 from .transitions import ERROR, OnCallbackError, Transition
 
@@ -186,7 +187,69 @@ def task_for(state: State, run: Run) -> Task | None:
     task.run = run
     task.metadata = run.metadata_
     task.dry_run = bool(run.dry_run)
+    attach_status(state, task, run)
     return task
+
+
+def attach_status(state: State, task: Task, run: Run) -> None:
+    """Give ``task`` the status its run last committed, writable at once with ``now=True``."""
+    db, run_id = state.db, run.id
+
+    def write_now(published: dict[str, t.Any], step_changed: bool) -> bool:
+        if _holds_sqlite(db):
+            # SQLite's one writer (or a reader that keeps others from committing) is the
+            # transaction under way on this thread: a second one would wait for ever.
+            return False
+        # A session of its own: the tick's transaction must commit only with its cursor.
+        # (A dry run keeps its status as it keeps its progress.)
+        with store.open_session(db) as session, own_write():
+            store.publish(session, run_id, published)
+            if step_changed:
+                record_step(session, run, published)
+            session.commit()
+        return True
+
+    task.status = TaskStatus(
+        run.published if isinstance(run.published, dict) else None,
+        max_bytes=state.settings.max_status_bytes,
+        writer=write_now,
+    )
+
+
+def _holds_sqlite(db: t.Any) -> bool:
+    """Whether the app's session has an SQLite transaction open (it may hold the lock)."""
+    if db.engine.dialect.name != "sqlite":
+        return False
+    session = db.session()
+    if not session.in_transaction():
+        return False
+    raw = session.connection().connection.dbapi_connection
+    return bool(getattr(raw, "in_transaction", True))
+
+
+def record_step(session: Session, run: Run, published: t.Mapping[str, t.Any]) -> None:
+    """The audit trail's line for a new step, on the run an operator sees (the caller commits)."""
+    audit.record(
+        session,
+        run_id=run.parent_id or run.id,
+        task_name=run.task_name,
+        action=audit.STEP_CHANGED,
+        actor=audit.worker(),
+        detail=step_line(published),
+    )
+
+
+def _write_published(state: State, run: Run, task: Task) -> None:
+    """What a callback published, written when it returns: one statement, only if it did."""
+    published = task.status.pending()
+    if published is None:
+        return
+    session = t.cast("Session", state.db.session())
+    store.publish(session, run.id, published)
+    if task.status.step_changed:
+        record_step(session, run, published)
+    session.commit()
+    task.status.written()
 
 
 def call_back(
@@ -210,9 +273,11 @@ def call_back(
         callback = _dry(callback, state)
     if transition.on_callback_error is OnCallbackError.FAIL:
         callback(task, error)
+        _write_published(state, run, task)
         return
     try:
         callback(task, error)
+        _write_published(state, run, task)
     except Exception as failure:
         name = callback.__name__.lstrip("_")
         logger.exception("%s.%s failed for run #%s", run.task_name, name, run.id)
@@ -259,6 +324,7 @@ def payload(app: Flask, run: Run) -> dict[str, t.Any]:
         "job_id": run.job_id,
         "arguments": masked_arguments(app, run.task_name, run.arguments),
         "metadata": masked_metadata(app, run.metadata_),
+        "published": masked_published(app, run),
         "time_running": run.time_running,
         "started_at": run.started_at,
         "ended_at": run.ended_at,

@@ -20,6 +20,7 @@ from .state import get_state
 if t.TYPE_CHECKING:
     from flask import Flask
 
+    from .models import Run
     from .task import Task
 
 #: What a masked value is replaced with.
@@ -184,3 +185,21 @@ def masked_arguments(app: Flask, task_name: str, arguments: t.Any) -> t.Any:
 def masked_metadata(app: Flask, metadata: t.Any) -> t.Any:
     """A run's metadata with every masked name filtered, as every place shows it."""
     return mask(metadata, None, get_state(app).settings.masked_parameters)
+
+
+def masked_published(app: Flask, run: Run) -> t.Any:
+    """What the run's task published (``self.status``), masked as its arguments are.
+
+    A key with a masked name is filtered whole, and a secret argument's value is
+    scrubbed from every string, so a task cannot show a secret by publishing it.
+    """
+    if run.published is None:
+        return None
+    state = get_state(app)
+    try:
+        task: type[Task] | None = state.registry.get(run.task_name)
+    except MaintenanceTasksError:
+        task = None
+    masked = state.settings.masked_parameters
+    secrets = secret_values(run.arguments, task, masked)
+    return scrub_tree(mask(run.published, task, masked), secrets)

@@ -177,6 +177,10 @@ class Run(Base):
     batch_size_override: Mapped[int | None] = mapped_column(sa.Integer)
     #: and the seconds between two ticks.
     ticker_delay_override: Mapped[float | None] = mapped_column(sa.Float)
+    #: What the task published with ``self.status`` (a JSON object), as of its last
+    #: committed tick; ``None`` until it publishes anything. ``status`` is the run's
+    #: place in the state machine; this is the task's own word (see :doc:`/task-status`).
+    published: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
 
     @property
     def is_partition(self) -> bool:

@@ -207,6 +207,9 @@ def create(
                     max_failure_rate=run.max_failure_rate,
                     failure_count=0,
                     dry_run=run.dry_run,
+                    # Each partition starts from what the run published before it was
+                    # cut (its after_start), then keeps a mapping of its own.
+                    published=run.published,
                     # A speed set before the cut (the run was enqueued or scheduled).
                     max_rate=run.max_rate / len(parts) if run.max_rate else None,
                     batch_size_override=run.batch_size_override,
@@ -240,7 +243,9 @@ def enqueue(state: State, children: t.Sequence[Run]) -> None:
     """
     for child in children:
         try:
-            state.executor.enqueue(child.id, t.cast(str, child.job_id))
+            state.executor.enqueue(
+                child.id, t.cast(str, child.job_id), queue=state.registry.queue_of(child.task_name)
+            )
         except Exception:
             logger.exception(
                 "Could not enqueue partition %s of run #%s; recovery will",

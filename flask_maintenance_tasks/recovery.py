@@ -287,7 +287,12 @@ def _reschedule(state: State, seen: Run) -> Recovery | None:
         return None
     due_at = seen.scheduled_at
     try:
-        state.executor.enqueue(seen.id, job_id, at=due_at if due_at and due_at > utcnow() else None)
+        state.executor.enqueue(
+            seen.id,
+            job_id,
+            at=due_at if due_at and due_at > utcnow() else None,
+            queue=state.registry.queue_of(seen.task_name),
+        )
     except Exception:
         # The new job id marks the job as gone again: the next pass retries.
         logger.exception("Could not enqueue the recovered scheduled run #%s; will retry", seen.id)
@@ -360,7 +365,7 @@ def _recover_one(state: State, seen: Run, heard_until: datetime | None = None) -
 
 def _enqueue(state: State, run: Run, job_id: str) -> None:
     try:
-        state.executor.enqueue(run.id, job_id)
+        state.executor.enqueue(run.id, job_id, queue=state.registry.queue_of(run.task_name))
     except Exception:
         # The run keeps its new job id and a fresh heartbeat: the next
         # recovery pass tries again once the queue is back.

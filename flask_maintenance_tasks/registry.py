@@ -54,6 +54,17 @@ class Registry:
                 f"{hint}Known tasks are listed by `flask mtasks list` (package {self.package}).",
             ) from None
 
+    def queue_of(self, name: str) -> str | None:
+        """The queue of task ``name``'s jobs (:attr:`Task.queue`); ``None``: the app's.
+
+        A task gone from the code has no queue of its own: its run's jobs go to the
+        app's queue, where they error the run as any job of an unknown task does.
+        """
+        try:
+            return self.get(name).queue
+        except TaskNotFound:
+            return None
+
     def _rediscovered(self, known: dict[str, type[Task]]) -> dict[str, type[Task]]:
         """The tasks found again, or ``known`` when the package no longer imports.
 

@@ -362,7 +362,12 @@ def _enqueue(
     """
     scheduled = run.status == RunStatus.SCHEDULED
     try:
-        state.executor.enqueue(run.id, job_id, at=run.scheduled_at if scheduled else None)
+        state.executor.enqueue(
+            run.id,
+            job_id,
+            at=run.scheduled_at if scheduled else None,
+            queue=state.registry.queue_of(run.task_name),
+        )
     except Exception as exc:
         logger.exception("Could not enqueue run #%s", run.id)
         errored = lifecycle.error(session, run.id, exc, actor=actor, fence=job_id)

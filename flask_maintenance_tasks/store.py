@@ -273,6 +273,7 @@ def write_progress(
     changes: t.Any = None,
     parent_id: int | None = None,
     time_running: float | None = None,
+    published: dict[str, t.Any] | None = None,
 ) -> bool:
     """Add ticks and time, and move the cursor, if ``job_id`` still holds the run.
 
@@ -281,7 +282,9 @@ def write_progress(
     A partition (``parent_id``) adds its ticks and failures to its run's in the
     same transaction, and raises the run's time to its own ``time_running``
     when that is longer: the run's row is written first, so every writer
-    locks a run before its partitions.
+    locks a run before its partitions. ``published`` is what the task published
+    with ``self.status`` since the last tick (``None``: nothing), written by
+    the same UPDATE.
     """
     if parent_id is not None and (ticks or failures or time_running is not None):
         parent: dict[str, t.Any] = {"updated_at": utcnow()}
@@ -306,12 +309,21 @@ def write_progress(
         values["failure_count"] = runs_table.c.failure_count + failures
     if changes is not None:
         values["changes"] = changes
+    if published is not None:
+        values["published"] = published
     result = session.execute(
         runs_table.update()
         .where(runs_table.c.id == run_id, runs_table.c.job_id == job_id)
         .values(**values)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def publish(session: Session, run_id: int, published: dict[str, t.Any]) -> None:
+    """Write a task's published status on its run now: one UPDATE (the caller commits)."""
+    session.execute(
+        runs_table.update().where(runs_table.c.id == run_id).values(published=published)
+    )
 
 
 def partitions_of(session: Session, run_ids: t.Iterable[int]) -> dict[int, list[Run]]:

@@ -14,6 +14,7 @@ import pydantic
 from . import policy
 from .exceptions import ConfigurationError, InvalidArguments
 from .parameters import MAX_DEPTH, depth_within, unencodable
+from .published import TaskStatus
 from .sources import source_of
 
 if t.TYPE_CHECKING:
@@ -190,6 +191,9 @@ class Task:
     Parameters: t.ClassVar[type[pydantic.BaseModel] | None] = None
     #: Names whose values are masked wherever arguments are shown.
     masked_parameters: t.ClassVar[tuple[str, ...]] = ()
+    #: The RQ queue every job of this task's runs goes to; ``None``: the app's
+    #: ``MAINTENANCE_TASKS_QUEUE``. Only workers listening on it run them.
+    queue: t.ClassVar[str | None] = None
 
     _throttles: t.ClassVar[tuple[Throttle, ...]] = ()
     _explicit_name: t.ClassVar[bool] = False
@@ -213,6 +217,12 @@ class Task:
         problem = policy.check_declaration(cls)
         if problem is not None:
             raise ConfigurationError(f"{cls.name}: {problem}.")
+        queue = cls.queue
+        if queue is not None and not (isinstance(queue, str) and queue.strip()):
+            raise ConfigurationError(
+                f"{cls.name}: queue must be a non-empty string (an RQ queue's name) or None, "
+                f"not {queue!r}."
+            )
         partitions = cls.partitions
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ConfigurationError(
@@ -230,6 +240,9 @@ class Task:
         self.dry_run: bool = False
         #: The part of the collection this job walks, in a partitioned run; ``None`` otherwise.
         self.partition: Partition | None = None
+        #: What the task publishes next to its progress (see :doc:`/task-status`): a
+        #: mapping of JSON values written with the next tick, read back by a resumed run.
+        self.status: TaskStatus = TaskStatus()
 
     # -- parameters -------------------------------------------------------
 

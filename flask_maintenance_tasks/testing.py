@@ -10,6 +10,11 @@ with no queue and no worker::
             run = run_task("BackfillWordCountTask")
         assert run.status == "succeeded"
 
+The run returned holds what the task published with ``self.status``
+(``run.published``), to assert on as on its progress::
+
+    assert run_task("BackfillWordCountTask").published["skipped"] == 0
+
 :func:`run_task_interrupted` stops the run after every item (or after items
 picked at random from a seed) and resumes it from its cursor until it ends:
 a task that passes with it is resumable, and, when it writes through the
@@ -59,7 +64,13 @@ class _SynchronousExecutor:
         self.jobs: collections.deque[tuple[int, str]] = collections.deque()
 
     def enqueue(
-        self, run_id: int, job_id: str, *, delay: float = 0.0, at: datetime | None = None
+        self,
+        run_id: int,
+        job_id: str,
+        *,
+        delay: float = 0.0,
+        at: datetime | None = None,
+        queue: str | None = None,
     ) -> None:
         # Delays (throttle backoffs) are not waited for in a test.
         self.jobs.append((run_id, job_id))

@@ -43,14 +43,23 @@ class Ticker:
         #: When the next flush is due (``time.monotonic()`` scale).
         self.due_at = self._last + delay
 
-    def flush(self, ticks: int, cursor: t.Any, *, failures: int = 0, changes: t.Any = None) -> None:
+    def flush(
+        self,
+        ticks: int,
+        cursor: t.Any,
+        *,
+        failures: int = 0,
+        changes: t.Any = None,
+        published: dict[str, t.Any] | None = None,
+    ) -> None:
         """Commit ``ticks`` more items, the time and ``cursor`` with the task's changes.
 
         The iteration loop counts items itself and calls this once a tick is due (or when it
         stops), with the number processed since the last flush and the cursor of the last
         one; with no item processed the cursor stays as it is. ``failures`` is how many
         failed items the caller recorded in the ledger in this transaction, ``changes``
-        what a dry run would have changed so far. Raises :class:`Fenced`.
+        what a dry run would have changed so far, ``published`` what the task published
+        since the last flush (see :mod:`.published`). Raises :class:`Fenced`.
         """
         now = time.monotonic()
         seconds = now - self._last
@@ -64,6 +73,7 @@ class Ticker:
             move_cursor=ticks > 0,
             failures=failures,
             changes=changes,
+            published=published,
             parent_id=self.parent_id,
             time_running=self.time_running + seconds if self.parent_id is not None else None,
         )

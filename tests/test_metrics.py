@@ -183,6 +183,18 @@ def test_a_scrape_costs_as_many_queries_with_300_runs_as_with_3(app: Flask) -> N
 # -- workers ------------------------------------------------------------------
 
 
+def test_workers_of_a_tasks_own_queue_are_counted(app: Flask, redis_url: str) -> None:
+    connection = Redis.from_url(redis_url)
+    slow = Worker([Queue("slow", connection=connection)], connection=connection, name="slow-one")
+    slow.register_birth()
+    try:
+        found = samples(scrape(app))
+    finally:
+        slow.register_death()
+        connection.close()
+    assert found[("maintenance_tasks_workers", ())] == 1  # SlowQueueTask's queue
+
+
 def test_registered_rq_workers_report_their_heartbeats(app: Flask, redis_url: str) -> None:
     connection = Redis.from_url(redis_url)
     queue = Queue(app.extensions["maintenance_tasks"].settings.queue, connection=connection)

@@ -48,6 +48,9 @@ def test_the_backfill_survives_an_interruption_after_every_seven_posts(mtasks_ru
     assert run.tick_count == POSTS
     assert db.session.scalar(sa.select(sa.func.count()).where(Post.word_count.is_(None))) == 0
     assert _touched() == [1] * POSTS
+    words = db.session.scalar(sa.select(sa.func.sum(Post.word_count)))
+    assert run.published["words"] == words  # exact across every interruption
+    assert run.published["step"] == "done"
 
 
 def test_the_link_check_walks_its_four_partitions_once_each(mtasks_run_interrupted):

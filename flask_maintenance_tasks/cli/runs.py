@@ -15,6 +15,8 @@ from .. import audit, docstrings, formatting, ledger, masking, parameters, parti
 from ..csv.uploads import csv_file_of
 from ..executors import InProcessExecutor, RQExecutor
 from ..models import Run, RunStatus
+from ..published import facts as published_facts
+from ..published import step_line
 from ..state import State, get_state
 from ..transitions import STOPPED
 from .changes import print_changes, report_outcome, status_of
@@ -121,7 +123,9 @@ def list_command(long: bool) -> None:
             status = f"{visible(run.status)} (dry run #{run.id})"
         else:
             status = f"{visible(run.status)} (run #{run.id})"
-        click.echo(f"{visible(name):<{width}}  {status}")
+        queue = tasks[name].queue
+        own = f"  (queue {visible(queue)})" if queue else ""
+        click.echo(f"{visible(name):<{width}}  {status}{own}")
         summary = docstrings.summary(tasks[name].__doc__) if long else ""
         if summary:
             click.echo(f"    {visible(summary)}")
@@ -326,7 +330,11 @@ def _follow(state: State, run_id: int, fail: bool = True) -> Run:
     last_print = 0.0
     executor = state.executor
     rq_executor = executor if isinstance(executor, RQExecutor) else None
-    rq_executor_name = rq_executor.queue_name if rq_executor is not None else ""
+    rq_executor_name = ""
+    if rq_executor is not None:
+        first = runner.get_run(state, run_id)
+        own = state.registry.queue_of(first.task_name) if first is not None else None
+        rq_executor_name = own or rq_executor.queue_name
     ask_workers_at = time.monotonic() + NO_WORKER_HINT_AFTER
     try:
         while True:
@@ -337,12 +345,12 @@ def _follow(state: State, run_id: int, fail: bool = True) -> Run:
             now = time.monotonic()
             if rq_executor and run.status == RunStatus.ENQUEUED and now >= ask_workers_at:
                 ask_workers_at = now + NO_WORKER_HINT_AFTER
-                if rq_executor.worker_count() == 0:
+                if rq_executor.worker_count(rq_executor_name) == 0:
                     rq_executor = None  # once
                     if tty and last_line:
                         click.echo(err=True)
                         last_line = ""
-                    click.echo(_no_worker_hint(rq_executor_name), err=True)
+                    click.echo(_no_worker_hint(rq_executor_name, state.settings.queue), err=True)
             if tty:
                 click.echo("\r" + line.ljust(len(last_line)), err=True, nl=False)
             elif line != last_line and (now - last_print >= 2 or run.status in STOPPED):
@@ -368,10 +376,11 @@ def _follow(state: State, run_id: int, fail: bool = True) -> Run:
     return run
 
 
-def _no_worker_hint(queue: str) -> str:
+def _no_worker_hint(queue: str, default: str | None = None) -> str:
+    option = f" --queue {visible(queue)}" if default is not None and queue != default else ""
     return (
         f"No worker listens on queue {visible(queue)}; the run stays enqueued until one does. "
-        "Start one with `flask mtasks worker`."
+        f"Start one with `flask mtasks worker{option}`."
     )
 
 
@@ -530,6 +539,9 @@ def _summary(run: Run) -> str:
     cut = f"  ({count} partitions)" if count > 1 else ""
     if run.status == RunStatus.SCHEDULED:
         cut += f"  (for {formatting.timestamp(run.scheduled_at)})"
+    step = step_line(masking.masked_published(get_state().app, run))
+    if step:
+        cut += f"  {visible(step)}"
     return (
         f"#{run.id:<6} {visible(run.task_name)}  {status_of(run)}  "
         f"{formatting.progress_text(run.tick_count, run.tick_total)}{cut}"
@@ -540,6 +552,8 @@ def _print_run(state: State, run: Run, children: list[Run]) -> None:
     data = formatting.run_as_dict(state.app, run)
     click.echo(f"Run #{run.id}  {visible(run.task_name)}  {status_of(run)}")
     _print_parent(run)
+    if data["step"]:
+        click.echo(f"  {visible(data['step'])}")
     click.echo(f"  {data['progress']}")
     click.echo(f"  {visible(data['status_text'])}")
     _print_partitions(run, children)
@@ -547,6 +561,12 @@ def _print_run(state: State, run: Run, children: list[Run]) -> None:
         click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
     if data["metadata"] is not None:
         click.echo(f"  Metadata: {json.dumps(data['metadata'])}")
+    facts = published_facts(data["published"])
+    if facts:
+        click.echo("  Published:")
+        for key, value in sorted(facts.items()):
+            shown = value if isinstance(value, str) else json.dumps(value)
+            click.echo(f"    {visible(key)}: {visible(shown)}")
     csv_file = csv_file_of(state, run)
     if csv_file is not None:
         original = csv_file.original_filename

@@ -18,11 +18,16 @@ from .terminal import visible
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@click.option("--queue", "queue_name", help="Queue to listen on (default: the configured one).")
+@click.option(
+    "--queue",
+    "queue_names",
+    multiple=True,
+    help="Queue to listen on, repeatable, in order of priority (default: the configured one).",
+)
 @click.option("--no-fork", is_flag=True, help="Run jobs in the worker process (no work horse).")
 @with_appcontext
 @catch_errors
-def worker_command(burst: bool, queue_name: str | None, no_fork: bool) -> None:
+def worker_command(burst: bool, queue_names: tuple[str, ...], no_fork: bool) -> None:
     """Run an RQ worker inside the app; SIGTERM stops the running task cleanly."""
     state = get_state()
     executor = state.executor
@@ -36,7 +41,7 @@ def worker_command(burst: bool, queue_name: str | None, no_fork: bool) -> None:
     _log_to_stderr()
     worker = recovering_worker(
         MaintenanceSimpleWorker if no_fork else MaintenanceWorker,
-        [executor.queue(queue_name)],
+        [executor.queue(name) for name in queue_names or (None,)],
         current_app._get_current_object(),  # type: ignore[attr-defined]
         state.settings.recovery_interval,
         connection=executor.connection,

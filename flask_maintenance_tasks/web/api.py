@@ -213,6 +213,7 @@ def _task_dict(task_class: type[Task]) -> dict[str, t.Any]:
         "description": (task_class.__doc__ or "").strip() or None,
         "needs_csv": sources.needs_file(task_class),
         "allow_concurrent_runs": bool(task_class.allow_concurrent_runs),
+        "queue": task_class.queue or get_state().settings.queue,
         "parameters": schema,
         "masked": secret,
         "runs_url": url_for(".api_runs", task=task_class.name),

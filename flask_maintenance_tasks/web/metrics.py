@@ -121,16 +121,18 @@ def _run_gauge(name: str, documentation: str) -> GaugeMetricFamily:
 
 
 def _workers(state: State, now: datetime) -> t.Iterator[Metric]:
-    """RQ's workers on our queue; nothing when tasks do not run on RQ or Redis cannot say."""
+    """RQ's workers on our queue and the tasks' own; nothing when tasks do not run on RQ or
+    Redis cannot say."""
     executor = state.executor
     if not isinstance(executor, RQExecutor):
         return
-    heartbeats = executor.worker_heartbeats()
+    own = [task.queue for task in state.registry.tasks().values() if task.queue]
+    heartbeats = executor.worker_heartbeats(queues=own)
     if heartbeats is None:
         return
     yield GaugeMetricFamily(
         "maintenance_tasks_workers",
-        "RQ workers registered on the maintenance tasks queue.",
+        "RQ workers registered on the maintenance tasks queues (the app's and the tasks' own).",
         value=len(heartbeats),
     )
     since = GaugeMetricFamily(

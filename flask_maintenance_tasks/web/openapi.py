@@ -68,6 +68,10 @@ SCHEMAS: dict[str, dict[str, t.Any]] = {
             "description": _NULLABLE_STR,
             "needs_csv": {"type": "boolean", "description": "A run needs a CSV file."},
             "allow_concurrent_runs": {"type": "boolean"},
+            "queue": {
+                "type": "string",
+                "description": "The RQ queue its runs' jobs go to (Task.queue, else the app's).",
+            },
             "parameters": {
                 "type": ["object", "null"],
                 "description": "The JSON schema of the task's Parameters model, a masked "
@@ -118,6 +122,15 @@ SCHEMAS: dict[str, dict[str, t.Any]] = {
             "cursor": {"description": "Where the run stands in its collection (any JSON)."},
             "arguments": {"description": "Masked: a secret is ``[FILTERED]``."},
             "metadata": {"description": "MAINTENANCE_TASKS_METADATA's answer, masked."},
+            "published": {
+                "type": ["object", "null"],
+                "description": "What the task published with ``self.status`` (JSON values), "
+                "as of its last committed tick; masked as the arguments are.",
+            },
+            "step": {
+                **_NULLABLE_STR,
+                "description": 'The published step as people read it: "Step 2 of 3: re-indexing".',
+            },
             "interruption_reason": _NULLABLE_STR,
             "job_id": _NULLABLE_STR,
             "created_at": {"type": "string", "format": "date-time"},

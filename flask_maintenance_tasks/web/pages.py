@@ -26,6 +26,8 @@ from .. import audit, docstrings, dryrun, formatting, ledger, masking, partition
 from ..exceptions import MaintenanceTasksError
 from ..models import Failure, FailureStatus, Run, RunStatus, runs_table, utcnow
 from ..policy import ErrorPolicy
+from ..published import facts as published_facts
+from ..published import step_line
 from ..sources import NoCollection
 from ..sources.partitioned import has_own_ranges
 from ..transitions import ACTIVE, PAUSE_REQUEST, STOPPED, is_stuck
@@ -80,6 +82,18 @@ class RunCard:
     run_for_real_url: str | None = None
     #: The partitions of a partitioned run, in order (see :func:`with_partitions`).
     partitions: list[PartitionBar] = dataclasses.field(default_factory=list)
+    #: What the task published (``self.status``), masked names filtered.
+    published: t.Any = None
+
+    @property
+    def step(self) -> str | None:
+        """ "Step 2 of 3: re-indexing", when the task published a step."""
+        return step_line(self.published)
+
+    @property
+    def published_facts(self) -> list[tuple[str, t.Any]]:
+        """The published keys and values the card lists, the step's keys left out."""
+        return sorted(published_facts(self.published).items())
 
     @property
     def changes(self) -> t.Any:
@@ -291,6 +305,7 @@ class Cards:
             task_exists=task is not None,
             arguments=masking.mask(run.arguments, task, self.state.settings.masked_parameters),
             metadata=masking.mask(run.metadata_, None, self.state.settings.masked_parameters),
+            published=masking.masked_published(self.state.app, run),
             stuck=stuck,
             actions=actions,
             run_again_url=again,

@@ -137,6 +137,7 @@ def _template_globals() -> dict[str, t.Any]:
     return {
         "csrf_token": _csrf_token,
         "stuck_after": settings.stuck_after,
+        "queue_name": settings.queue,
         "csrf_field": CSRF_FIELD,
         "htmx_config": HTMX_CONFIG,
         "poll_ms": max(int(settings.poll_interval * 1000), 100),

@@ -22,11 +22,20 @@ class BackfillWordCountTask(Task):
     def collection(self) -> t.Any:
         return sa.select(Post).where(Post.word_count.is_(None))
 
+    def after_start(self) -> None:
+        if "words" not in self.status:  # a resumed run carries on with its own figures
+            self.status.update(step="counting words", step_total=2, words=0)
+
     def process(self, post: Post) -> None:
         post.word_count = len(post.content.split())
         post.touched += 1
+        # Kept in the status, the total is exact however often the run is cut.
+        self.status["words"] += post.word_count
         # Slow enough to watch in the demo, fast enough not to bore.
         time.sleep(0.001)
+
+    def after_complete(self) -> None:
+        self.status.update(step="done", result=f"{self.status['words']:,} words counted")
 
 
 class CheckLinksTask(Task):

@@ -49,6 +49,14 @@ class Touch1000Task(Touch100Task):
     batch_size = 1000
 
 
+class TouchPublish100Task(Touch100Task):
+    """Same as Touch100Task, and publishes its count and place (``self.status``) at every row."""
+
+    def process(self, row: Row) -> None:
+        row.counter += 1
+        self.status.update(count=self.status.get("count", 0) + 1, last_id=row.id)
+
+
 class RowsNoOp1000Task(Task):
     """Reads two columns of every row as rows (no ORM objects), does nothing; pages of 1000."""
 
