@@ -77,6 +77,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("starts_first") is None)
 
 
+@pytest.fixture(autouse=True)
+def _no_command_outlives_its_test(request: pytest.FixtureRequest) -> t.Iterator[None]:
+    """Kill any ``flask`` command a test left running, once its own fixtures are done.
+
+    A worker left alive would take later tests' jobs from this pytest-xdist
+    worker's Redis. What is killed is noted in a log file, to find its test.
+    """
+    yield
+    from tests.support.processes import kill_leftovers
+
+    leftovers = kill_leftovers()
+    if leftovers:
+        log = Path(tempfile.gettempdir()) / "mtasks-test-leftovers.log"
+        with log.open("a") as out:
+            out.write(f"{request.node.nodeid}: {'; '.join(leftovers)}\n")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))

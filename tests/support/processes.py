@@ -110,6 +110,7 @@ class FlaskProcess:
             name=f"flask {' '.join(self.args)}",
         )
         self._process.start()
+        _STARTED.append(self)
 
     @property
     def pid(self) -> int:
@@ -137,6 +138,34 @@ class FlaskProcess:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+
+#: Every command started since the last :func:`kill_leftovers`.
+_STARTED: list[FlaskProcess] = []
+
+
+def kill_leftovers() -> list[str]:
+    """Kill what the commands started since the last call left running; say what was alive.
+
+    Each command leads a process group: killing the group also ends what it
+    started (RQ's scheduler), even when the command itself is gone. A worker
+    left running past its test would take the next tests' jobs from the same
+    Redis, against the same database file or another one.
+    """
+    alive = [" ".join(process.args) for process in _STARTED if process.poll() is None]
+    for process in _STARTED:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    for process in _STARTED:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+    _STARTED.clear()
+    return alive
 
 
 def run_flask(
