@@ -234,6 +234,15 @@ def test_database_connection_killed(fault_run, db):
     fault.check()
 
 
+def _assert_one_copy_wrote_nothing(workers) -> None:
+    """One of the two copies stood aside: fenced off mid-way, refused at its claim, or,
+    taken after the other had finished the run (a loaded machine starts workers late),
+    found nothing to do. That it wrote nothing is what ``fault.check()`` proved."""
+    logs = "".join(workers.log(p) for p in workers.processes)
+    said = ("stops without writing", "no longer holds", "does nothing")
+    assert any(words in logs for words in said), logs[-3000:]
+
+
 def test_the_same_slice_delivered_twice_to_two_workers(app, workers, app_env):
     seed_items(ITEMS)
     for _ in range(2):
@@ -247,8 +256,7 @@ def test_the_same_slice_delivered_twice_to_two_workers(app, workers, app_env):
     fault.inject()
     fault.watch_recovery()
     fault.check()
-    logs = "".join(workers.log(p) for p in workers.processes)
-    assert "stops without writing" in logs or "no longer holds" in logs
+    _assert_one_copy_wrote_nothing(workers)
 
 
 def test_a_rate_cap_racing_a_worker_restart(app, fault_run, workers):
@@ -424,8 +432,7 @@ def test_skip_policy_the_same_slice_delivered_twice(app, skip_fault_run, workers
     fault.inject()
     fault.watch_recovery()
     fault.check()
-    logs = "".join(workers.log(p) for p in workers.processes)
-    assert "stops without writing" in logs or "no longer holds" in logs
+    _assert_one_copy_wrote_nothing(workers)
 
 
 # -- operator races (in process: the race is between two requests) ----------
