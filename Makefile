@@ -23,7 +23,7 @@ ARGS        ?=
 SPHINX      := $(VENV)/bin/sphinx-build -E -W --keep-going -b html docs docs/_build/html
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap venv test docs reliability lint typecheck demo bench clean
+.PHONY: help bootstrap venv test docs reliability lint typecheck demo bench clean messages
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,8 +47,9 @@ WITH_TEST_DB = if [ -z "$${MAINTENANCE_TASKS_TEST_DATABASE_URL+set}" ] && [ -f $
 		echo "make: MAINTENANCE_TASKS_TEST_DATABASE_URL=$$MAINTENANCE_TASKS_TEST_DATABASE_URL"; \
 	fi
 
-test: bootstrap ## check the layers, build the docs (warnings fail it), run the test suite
+test: bootstrap ## check the layers and catalogues, build the docs (warnings fail it), run the test suite
 	@$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
+	@$(PY) scripts/catalogues.py check >/dev/null
 	@$(SPHINX) -q
 	@$(WITH_TEST_DB); exec $(PY) -m pytest -n $(PYTEST_JOBS) $(PYTEST_ARGS)
 
@@ -59,10 +60,14 @@ docs: venv ## build the HTML documentation into docs/_build/html (warnings are e
 reliability: bootstrap ## inject every fault into real workers and print the outcome table
 	@$(WITH_TEST_DB); exec $(PY) -m benchmarks.reliability $(ARGS)
 
-lint: venv ## ruff check + ruff format --check + the layers contract (import-linter)
+lint: venv ## ruff, the layers contract (import-linter), the translation catalogues
 	$(VENV)/bin/lint-imports --no-cache
+	$(PY) scripts/catalogues.py check
 	$(VENV)/bin/ruff check $(SRC)
 	$(VENV)/bin/ruff format --check $(SRC)
+
+messages: venv ## extract the messages into the .pot and refresh every language's .po
+	$(PY) scripts/catalogues.py update
 
 typecheck: venv ## mypy (strict) on the package
 	$(VENV)/bin/mypy flask_maintenance_tasks

@@ -38,6 +38,7 @@ from wtforms import ValidationError
 
 from .. import runner, sources
 from ..exceptions import TaskNotFound
+from ..i18n import current_locale, pin_request_locale
 from ..state import get_state
 from .api_errors import Refusal
 
@@ -458,6 +459,9 @@ def _guard() -> t.Any:
         return None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
+    if is_api() or request.path.endswith(".json") or endpoint_name() == METRICS_ENDPOINT:
+        # Read by programs: English whatever the reader's language.
+        pin_request_locale("en")
     if endpoint_name() == METRICS_ENDPOINT:
         return _guard_metrics(state, app)
     if is_api():
@@ -496,4 +500,8 @@ def _secure_headers(response: Response) -> Response:
         # Pages hold CSRF tokens and live data: never from a cache.
         response.headers["Cache-Control"] = "no-store"
         response.vary.add("HX-Request")
+        if not is_api() and response.mimetype == "text/html":
+            # The page's words follow the reader's language.
+            response.vary.add("Accept-Language")
+            response.headers["Content-Language"] = current_locale()
     return response

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from .. import audit, docstrings, formatting, ledger, partitions, runner, store
+from .. import audit, docstrings, formatting, i18n, ledger, partitions, runner, store
 from .. import preview as previews
 from ..csv.uploads import csv_download
 from ..exceptions import (
@@ -135,6 +135,7 @@ def _json_text(value: t.Any) -> str:
 def _template_globals() -> dict[str, t.Any]:
     settings = get_state().settings
     return {
+        **i18n.jinja_helpers(),
         "csrf_token": _csrf_token,
         "stuck_after": settings.stuck_after,
         "queue_name": settings.queue,
