@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from flask import current_app
 
 from . import dryrun
+from .i18n import LazyString, lazy_pgettext
 from .masking import masked_arguments, masked_metadata, masked_published
 from .models import RunStatus
 from .policy import ErrorPolicy
@@ -24,6 +25,27 @@ if t.TYPE_CHECKING:
 
     from .audit import Timeline
     from .models import Event, Failure, Run
+
+
+#: Each status as people read it (``pgettext("status", ...)``: a status, not a verb).
+STATUS_NAMES: t.Final[dict[str, LazyString]] = {
+    "scheduled": lazy_pgettext("status", "Scheduled"),
+    "enqueued": lazy_pgettext("status", "Enqueued"),
+    "running": lazy_pgettext("status", "Running"),
+    "pausing": lazy_pgettext("status", "Pausing"),
+    "paused": lazy_pgettext("status", "Paused"),
+    "interrupted": lazy_pgettext("status", "Interrupted"),
+    "cancelling": lazy_pgettext("status", "Cancelling"),
+    "cancelled": lazy_pgettext("status", "Cancelled"),
+    "succeeded": lazy_pgettext("status", "Succeeded"),
+    "errored": lazy_pgettext("status", "Errored"),
+}
+
+
+def status_name(status: str) -> str:
+    """A run's status in the reader's language: "Running", "実行中"."""
+    name = STATUS_NAMES.get(str(status))
+    return str(name) if name is not None else str(status).replace("_", " ").capitalize()
 
 
 def _plural(n: int, word: str) -> str:

@@ -202,13 +202,18 @@ class LazyString:
     """A message translated only when it is turned into text, in the language of
     that moment: for strings defined at import time (help texts, tables)."""
 
-    __slots__ = ("_message", "_variables")
+    __slots__ = ("_context", "_message", "_variables")
 
-    def __init__(self, message: str, variables: dict[str, t.Any]) -> None:
+    def __init__(
+        self, message: str, variables: dict[str, t.Any], context: str | None = None
+    ) -> None:
         self._message = message
         self._variables = variables
+        self._context = context
 
     def __str__(self) -> str:
+        if self._context is not None:
+            return pgettext(self._context, self._message, **self._variables)
         return gettext(self._message, **self._variables)
 
     def __html__(self) -> str:
@@ -245,6 +250,11 @@ class LazyString:
 def lazy_gettext(message: str, **variables: t.Any) -> LazyString:
     """Like :func:`gettext`, translated each time it is turned into text."""
     return LazyString(message, variables)
+
+
+def lazy_pgettext(context: str, message: str, **variables: t.Any) -> LazyString:
+    """Like :func:`pgettext`, translated each time it is turned into text."""
+    return LazyString(message, variables, context)
 
 
 def number(value: float, *, digits: int | None = None) -> str:
@@ -298,6 +308,7 @@ __all__ = [
     "gettext",
     "jinja_helpers",
     "lazy_gettext",
+    "lazy_pgettext",
     "moment",
     "ngettext",
     "number",

@@ -33,6 +33,10 @@ from tests.support.commands import Invoke
 from tests.support.services import PG_ENV, RedisServer, postgresql_database
 from tests.support.workers import WorkerProcesses
 
+# The suite reads English: commands it starts speak English whatever the machine's
+# locale (a test of another language sets LANGUAGE for its own command).
+os.environ["LANGUAGE"] = "en"
+
 DATABASES = ("sqlite", "postgresql")
 #: Where SQLite test files go when the machine has a memory file system: what
 #: is tested does not need a disk, and every commit would otherwise wait on one.

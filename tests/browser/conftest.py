@@ -33,6 +33,13 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, t.Any]) -> dict
 
 
 @pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, t.Any]) -> dict[str, t.Any]:
+    """Pages in English unless a test asks for another language (whatever the machine's
+    locale): Chromium's Accept-Language would otherwise follow it."""
+    return {**browser_context_args, "locale": "en-US"}
+
+
+@pytest.fixture(scope="session")
 def base_url() -> None:
     """No base URL: the tests build theirs from the live server.
 
