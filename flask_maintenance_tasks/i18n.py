@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 
-from flask import current_app, g, has_app_context, has_request_context, request
+from flask import current_app, has_app_context, has_request_context, request
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -83,14 +83,19 @@ def _host_choice() -> str | None:
     return _match([str(chosen)]) or "en"
 
 
+#: Where a request keeps the language chosen for it (its WSGI environ: one per request,
+#: where ``g`` may be shared by requests under one app context).
+_ENVIRON_KEY = "flask_maintenance_tasks.locale"
+
+
 def _request_choice() -> str:
-    cached = g.get("_mtasks_locale")
+    cached = request.environ.get(_ENVIRON_KEY)
     if cached is not None:
         return t.cast(str, cached)
     chosen = _host_choice()
     if chosen is None:
         chosen = request.accept_languages.best_match(LOCALES) or "en"
-    g._mtasks_locale = chosen
+    request.environ[_ENVIRON_KEY] = chosen
     return chosen
 
 
@@ -134,7 +139,7 @@ def pin_request_locale(locale: str) -> None:
     """Speak ``locale`` for the rest of this request (the JSON API pins English)."""
     if locale not in LOCALES:
         raise ValueError(f"{locale!r} is not one of the shipped languages {LOCALES}")
-    g._mtasks_locale = locale
+    request.environ[_ENVIRON_KEY] = locale
 
 
 @contextlib.contextmanager

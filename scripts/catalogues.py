@@ -11,6 +11,7 @@ The messages are what the package passes to ``_``, ``gettext``, ``lazy_gettext``
 
 from __future__ import annotations
 
+import re
 import sys
 import typing as t
 from pathlib import Path
@@ -128,6 +129,26 @@ def _translated(message: t.Any) -> bool:
     return bool(strings) and all(strings)
 
 
+_PLACEHOLDER = re.compile(r"%\((\w+)\)[-#0 +]*\d*(?:\.\d+)?[sdifgeEFGxXor]")
+
+
+def _placeholders(message: t.Any) -> list[str]:
+    """What a translation says wrong of its message's ``%(name)s`` placeholders: each
+    one must be kept (a plural form may leave out ``%(num)s``), none invented."""
+    ids = [message.id] if isinstance(message.id, str) else list(message.id)
+    strings = [message.string] if isinstance(message.string, str) else list(message.string)
+    wanted = set().union(*(_PLACEHOLDER.findall(text) for text in ids))
+    problems = []
+    for text in strings:
+        found = set(_PLACEHOLDER.findall(text))
+        optional = {"num"} if len(ids) > 1 else set()
+        for missing in sorted(wanted - found - optional):
+            problems.append(f"placeholders differ: %({missing})s is missing")
+        for extra in sorted(found - wanted):
+            problems.append(f"placeholders differ: %({extra})s is not in the message")
+    return problems
+
+
 def check() -> int:
     problems: list[str] = []
     template = extract()
@@ -159,6 +180,9 @@ def check() -> int:
             if message.id and (message.id, message.context) in fresh and not _translated(message):
                 state = "fuzzy" if message.fuzzy else "untranslated"
                 problems.append(f"{name}: {state} {message.id!r}")
+        for message in catalog:
+            if message.id and _translated(message):
+                problems.extend(f"{name}: {message.id!r}: {p}" for p in _placeholders(message))
         for message, errors in catalog.check():
             for error in errors:
                 problems.append(f"{name}: {message.id!r}: {error}")
