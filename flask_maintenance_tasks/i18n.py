@@ -9,7 +9,7 @@ The language is chosen per request, or per command:
 - when the host app set up Flask-Babel with a locale selector, that
   selector's answer (the host's choice of language wins);
 - else, in a request, the best match for its ``Accept-Language`` header;
-- else (a command in a terminal), the ``LANGUAGE``, ``LC_ALL``,
+- outside a request (a command in a terminal), the ``LANGUAGE``, ``LC_ALL``,
   ``LC_MESSAGES`` and ``LANG`` environment variables, as gettext reads them;
 - English when nothing matches a shipped language.
 
@@ -30,7 +30,7 @@ from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 
-from flask import current_app, has_app_context, has_request_context, request
+from flask import current_app, has_request_context, request
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -119,20 +119,8 @@ def current_locale() -> str:
         return "en"
     if has_request_context():
         return _request_choice()
-    if has_app_context():
-        chosen = _host_choice_outside_requests()
-        if chosen is not None:
-            return chosen
+    # A command: a host's selector reads the request (most do), so the terminal decides.
     return _environment_choice()
-
-
-def _host_choice_outside_requests() -> str | None:
-    # A host's selector usually reads the request; outside one it may fail or
-    # return None, and then the terminal's locale decides.
-    try:
-        return _host_choice()
-    except Exception:  # noqa: BLE001 - the host's code, not ours
-        return None
 
 
 def pin_request_locale(locale: str) -> None:
