@@ -69,6 +69,13 @@ def test_the_wheel_ships_our_licence_and_htmx_s_notice(wheel: Path) -> None:
     assert "License-File: LICENSE.txt" in metadata
     assert "flask_maintenance_tasks/web/static/maintenance_tasks/htmx.min.js" in names
     assert "flask_maintenance_tasks/web/vendor/README.md" in names
+    # The translations, read from their .po files at run time, and the extra that reads them.
+    assert "flask_maintenance_tasks/translations/flask_maintenance_tasks.pot" in names
+    assert (
+        "flask_maintenance_tasks/translations/ja/LC_MESSAGES/flask_maintenance_tasks.po" in names
+    )
+    assert "Provides-Extra: i18n" in metadata
+    assert 'Requires-Dist: flask-babel>=4.0; extra == "i18n"' in metadata
     # Nothing but the dashboard's own assets is in the folder the blueprint serves.
     static = sorted(n for n in names if "/web/static/" in n)
     assert [n.rsplit("/", 1)[1] for n in static] == [
@@ -168,6 +175,8 @@ def test_an_app_made_from_the_docs_runs_a_task_with_the_installed_wheel(
     assert shell("flask --app myapp mtasks run BackfillWordCountTask").split()[0] == "1"
     shell("flask --app myapp mtasks worker --burst")
     status = json.loads(shell("flask --app myapp mtasks status 1 --json"))
+    # Without the i18n extra, a Japanese terminal reads English.
+    japanese_terminal = shell("LANGUAGE=ja flask --app myapp mtasks status 1")
     counts = shell(
         "python -c 'import sqlalchemy as sa; from myapp import create_app, db; "
         "from myapp.models import Post; create_app().app_context().push(); "
@@ -181,6 +190,7 @@ def test_an_app_made_from_the_docs_runs_a_task_with_the_installed_wheel(
     tests = shell("pytest -q -p no:cacheprovider")
 
     assert status["status"] == "succeeded", status
+    assert "Succeeded" in japanese_terminal, japanese_terminal
     assert counts.strip() == "[3, 2]"
     assert dashboard.split() == ["403", "404"]
     assert "1 passed" in tests
