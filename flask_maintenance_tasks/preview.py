@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from . import masking, sources
 from .dryrun import NoCommit
 from .exceptions import InvalidArguments
+from .i18n import gettext as _
+from .i18n import ngettext, number
 from .sources import BatchesSource, OnceSource, RecordsSource, SequenceSource
 from .task import Task
 
@@ -80,13 +82,16 @@ class Preview:
     def count_text(self) -> str:
         """``1,234 items``, ``more than 100,000 items``, ``about 5,000,000 items``..."""
         if self.count is None:
-            return "an unknown number of items"
-        plural = "s" if self.count != 1 else ""
+            return _("an unknown number of items")
         if self.count_kind == AT_LEAST:
-            return f"more than {self.count:,} items"
+            return _("more than %(num)s items", num=number(self.count))
         if self.count_kind == ESTIMATE:
-            return f"about {self.count:,} item{plural} (the database's estimate)"
-        return f"{self.count:,} item{plural}"
+            return ngettext(
+                "about %(num)s item (the database's estimate)",
+                "about %(num)s items (the database's estimate)",
+                self.count,
+            )
+        return ngettext("%(num)s item", "%(num)s items", self.count)
 
     def as_dict(self) -> dict[str, t.Any]:
         return {
@@ -155,16 +160,26 @@ def preview(
     return result
 
 
+def _described(error: BaseException) -> str:
+    """``KeyError: 'x'``: an exception's class and message, as a note quotes it."""
+    return f"{type(error).__name__}: {error}"
+
+
 def _look(task: Task, result: Preview, bounded: _Bounded) -> None:
     arguments = type(task).dump_arguments(task.params)
     if sources.needs_file(type(task), arguments):
         result.needs_file = True
-        result.notes.append("A CSV task: its items are the rows of the file given at the start.")
+        result.notes.append(_("A CSV task: its items are the rows of the file given at the start."))
         return
     try:
         source = sources.source_of(task)
     except Exception as error:
-        result.notes.append(f"The collection could not be built: {type(error).__name__}: {error}")
+        result.notes.append(
+            _(
+                "The collection could not be built: %(error)s",
+                error=_described(error),
+            )
+        )
         return
     if isinstance(source, (RecordsSource, BatchesSource)):
         _look_at_select(source, result, bounded)
@@ -173,7 +188,7 @@ def _look(task: Task, result: Preview, bounded: _Bounded) -> None:
         result.items = [source.describe(item) for item in source.items[:FIRST_ITEMS]]
     elif isinstance(source, OnceSource):
         result.count, result.count_kind = 1, EXACT
-        result.notes.append("No collection: process() is called once.")
+        result.notes.append(_("No collection: process() is called once."))
     else:
         _look_at_enumerator(task, source, result, bounded)
 
@@ -190,7 +205,13 @@ def _look_at_select(
     rows = _count(select, bounded, result)
     if of is not None and rows is not None:
         result.count = -(-rows // of)  # batches
-        result.notes.append(f"Counted in batches of {of:,} rows ({rows:,} rows).")
+        result.notes.append(
+            _(
+                "Counted in batches of %(of)s rows (%(rows)s rows).",
+                of=number(of),
+                rows=number(rows),
+            )
+        )
     try:
         first = keyset.order(select).limit(FIRST_ITEMS)
         if keyset.of_rows:  # rows of a Select of columns, described as the source does
@@ -200,7 +221,7 @@ def _look_at_select(
             records = bounded.run(lambda: bounded.session.scalars(first).all())
             result.items = [RecordsSource.describe(source, record) for record in records]
     except TimedOut:
-        result.notes.append("The first items took longer than the preview's timeout.")
+        result.notes.append(_("The first items took longer than the preview's timeout."))
 
 
 def _count(select: sa.Select[t.Any], bounded: _Bounded, result: Preview) -> int | None:
@@ -225,17 +246,20 @@ def _count(select: sa.Select[t.Any], bounded: _Bounded, result: Preview) -> int 
     if estimate is not None and (counted is None or estimate > COUNT_BOUND):
         result.count, result.count_kind = estimate, ESTIMATE
         result.notes.append(
-            "Counting took longer than the preview's timeout: this is the planner's estimate."
+            _("Counting took longer than the preview's timeout: this is the planner's estimate.")
         )
         return estimate
     if counted is not None:
         result.count, result.count_kind = COUNT_BOUND, AT_LEAST
         result.notes.append(
-            f"Counting took longer than the preview's timeout: there are more than "
-            f"{COUNT_BOUND:,} items."
+            _(
+                "Counting took longer than the preview's timeout: there are more than "
+                "%(num)s items.",
+                num=number(COUNT_BOUND),
+            )
         )
         return None
-    result.notes.append("Counting took longer than the preview's timeout.")
+    result.notes.append(_("Counting took longer than the preview's timeout."))
     return None
 
 
@@ -266,19 +290,24 @@ def _look_at_enumerator(task: Task, source: t.Any, result: Preview, bounded: _Bo
         items = bounded.run(lambda: list(itertools.islice(source.iterate(None), FIRST_ITEMS)))
         result.items = [source.describe(item) for item, _ in items]
     except TimedOut:
-        result.notes.append("The first items took longer than the preview's timeout.")
+        result.notes.append(_("The first items took longer than the preview's timeout."))
     except Exception as error:
-        result.notes.append(f"The first items could not be read: {type(error).__name__}: {error}")
+        result.notes.append(
+            _(
+                "The first items could not be read: %(error)s",
+                error=_described(error),
+            )
+        )
     if type(task).count is Task.count:
-        result.notes.append("A collection of its own: its size is unknown until the run ends.")
+        result.notes.append(_("A collection of its own: its size is unknown until the run ends."))
         return
     try:
         counted = bounded.run(task.count)
     except TimedOut:
-        result.notes.append("The task's count() took longer than the preview's timeout.")
+        result.notes.append(_("The task's count() took longer than the preview's timeout."))
         return
     except Exception as error:
-        result.notes.append(f"The task's count() failed: {type(error).__name__}: {error}")
+        result.notes.append(_("The task's count() failed: %(error)s", error=_described(error)))
         return
     if isinstance(counted, int) and not isinstance(counted, bool):
         result.count, result.count_kind = counted, EXACT
@@ -345,7 +374,10 @@ class _Bounded:
             # A value the database cannot take (a NUL byte on PostgreSQL, a pattern too
             # long for SQLite): what the preview says, not an error of the page.
             raise Refused(
-                f"The database refused a statement of the preview: {type(error.orig).__name__}."
+                _(
+                    "The database refused a statement of the preview: %(error)s.",
+                    error=type(error.orig).__name__,
+                )
             ) from error
         savepoint.rollback()
         return value
