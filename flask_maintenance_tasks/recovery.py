@@ -55,6 +55,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from . import audit, lifecycle, partitions, store
+from .i18n import gettext as _
 from .models import Run, RunStatus, utcnow
 from .transitions import (
     FORCE_CANCEL,
@@ -89,8 +90,18 @@ class Recovery:
 
     def __str__(self) -> str:
         if self.status in STOPPED:
-            return f"Run #{self.run_id} ({self.task_name}) was stuck {self.was}: now {self.status}."
-        return f"Run #{self.run_id} ({self.task_name}) had no live job: handed to a new job."
+            return _(
+                "Run #%(id)s (%(task)s) was stuck %(was)s: now %(status)s.",
+                id=self.run_id,
+                task=self.task_name,
+                was=self.was,
+                status=self.status,
+            )
+        return _(
+            "Run #%(id)s (%(task)s) had no live job: handed to a new job.",
+            id=self.run_id,
+            task=self.task_name,
+        )
 
 
 #: The statuses of a run that waits for its job rather than proving by ticks that it runs.

@@ -52,6 +52,8 @@ import sqlalchemy as sa
 
 from .config import parse_duration
 from .csv.storage import DatabaseStorage
+from .i18n import gettext as _
+from .i18n import moment, ngettext, pgettext
 from .models import (
     RunStatus,
     csv_chunks_table,
@@ -98,23 +100,25 @@ class Pruned:
 
     def __str__(self) -> str:
         if self.ended_before is None:
-            return "Retention is off (MAINTENANCE_TASKS_RETENTION is None): nothing was deleted."
-        verb = "Would delete" if self.dry_run else "Deleted"
-        parts = [_plural(self.runs, "run")]
+            return _("Retention is off (MAINTENANCE_TASKS_RETENTION is None): nothing was deleted.")
+        parts = [ngettext("%(num)s run", "%(num)s runs", self.runs)]
         if self.partitions:
-            parts.append(_plural(self.partitions, "partition"))
+            parts.append(ngettext("%(num)s partition", "%(num)s partitions", self.partitions))
         parts += [
-            _plural(self.failures, "failure"),
-            _plural(self.events, "event"),
-            _plural(self.csv_files, "CSV file"),
+            ngettext("%(num)s failure", "%(num)s failures", self.failures),
+            ngettext("%(num)s event", "%(num)s events", self.events),
+            ngettext("%(num)s CSV file", "%(num)s CSV files", self.csv_files),
         ]
-        when = self.ended_before.strftime("%Y-%m-%d %H:%M:%S UTC")
-        more = " More runs may be due: prune again." if self.more else ""
-        return f"{verb} {', '.join(parts)} of runs ended before {when}.{more}"
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+        # Translators: what goes between the items of a list ("3 runs, 2 failures").
+        what = pgettext("list separator", ", ").join(parts)
+        when = moment(self.ended_before)
+        if self.dry_run:
+            text = _("Would delete %(what)s of runs ended before %(when)s.", what=what, when=when)
+        else:
+            text = _("Deleted %(what)s of runs ended before %(when)s.", what=what, when=when)
+        if self.more:
+            text = _("%(text)s More runs may be due: prune again.", text=text)
+        return text
 
 
 def older_than_seconds(state: State, older_than: t.Any = None) -> float | None:

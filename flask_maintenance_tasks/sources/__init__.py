@@ -17,6 +17,7 @@ from sqlalchemy.sql import Select
 
 from ..csv.rows import CSVCollection
 from ..exceptions import ConfigurationError, InvalidArguments
+from ..i18n import gettext as _
 from .base import Cursor, Item, Source
 from .csv_file import CSVSource
 from .custom import EnumeratorSource
@@ -76,10 +77,12 @@ def retry_problem(task: Task, kinds: t.Collection[str] = ()) -> str | None:
     source = _own_source(task)
     other = sorted(set(kinds) - {source.kind})
     if other:
-        return (
-            f"its failed items were met in a collection of kind {', '.join(other)}, and "
-            f"{type(task).name}'s collection is now of kind {source.kind}: their keys would "
-            "find other items."
+        return _(
+            "its failed items were met in a collection of kind %(kinds)s, and %(task)s's "
+            "collection is now of kind %(kind)s: their keys would find other items.",
+            kinds=", ".join(other),
+            task=type(task).name,
+            kind=source.kind,
         )
     return source.cannot_find()
 

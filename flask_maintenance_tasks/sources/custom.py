@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+from ..i18n import gettext as _
 from .base import Cursor, Item, Source
 
 
@@ -19,10 +20,11 @@ class EnumeratorSource(Source):
     def cannot_find(self) -> str | None:
         if callable(getattr(self.task, "lookup", None)):
             return None
-        return (
-            f"{type(self.task).name} walks its own enumerator(cursor), which cannot look items "
-            "up by key: define lookup(self, keys) on the task, returning (key, item) pairs for "
-            "the keys it still finds, to retry its failed items."
+        return _(
+            "%(task)s walks its own enumerator(cursor), which cannot look items up by key: "
+            "define lookup(self, keys) on the task, returning (key, item) pairs for the keys "
+            "it still finds, to retry its failed items.",
+            task=type(self.task).name,
         )
 
     def find(self, failures: t.Sequence[t.Any]) -> list[tuple[t.Any, Item]]:

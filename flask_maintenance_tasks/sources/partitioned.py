@@ -25,6 +25,7 @@ import typing as t
 
 from ..csv import rows as csv_rows
 from ..csv import uploads
+from ..i18n import gettext as _
 from ..state import get_state
 from .base import Cursor, Item, Source
 from .csv_file import CSVSource
@@ -76,21 +77,28 @@ def split_problem(task: Task, source: Source) -> str | None:
     if isinstance(source, (RecordsSource, BatchesSource)):
         nullable = [key.attribute for key in source.keyset.keys if not key.not_null]
         if nullable:
-            return (
-                f"{type(task).name}'s cursor column {', '.join(nullable)} may hold NULL, and "
-                "rows with a NULL key belong to no range: declare the column NOT NULL "
-                "(nullable=False), or use other cursor_columns."
+            return _(
+                "%(task)s's cursor column %(columns)s may hold NULL, and rows with a NULL key "
+                "belong to no range: declare the column NOT NULL (nullable=False), or use "
+                "other cursor_columns.",
+                task=type(task).name,
+                columns=", ".join(nullable),
             )
         return None
     if isinstance(source, (SequenceSource, CSVSource)):
         return None
-    kind = "its own enumerator(cursor)" if source.kind == "enumerator" else "no collection"
-    if source.kind not in ("enumerator", "once"):
-        kind = f"a collection of kind {source.kind}"
-    return (
-        f"{type(task).name} walks {kind}, which the engine cannot cut into ranges: define "
+    if source.kind == "enumerator":
+        kind = _("its own enumerator(cursor)")
+    elif source.kind == "once":
+        kind = _("no collection")
+    else:
+        kind = _("a collection of kind %(kind)s", kind=source.kind)
+    return _(
+        "%(task)s walks %(kind)s, which the engine cannot cut into ranges: define "
         "partition_ranges(self, count) on the task, returning one JSON-safe range per "
-        "partition, and read self.partition.range in its walk."
+        "partition, and read self.partition.range in its walk.",
+        task=type(task).name,
+        kind=kind,
     )
 
 
