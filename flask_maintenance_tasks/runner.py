@@ -453,10 +453,8 @@ def retry_failures(
         except MaintenanceTasksError:
             raise
         except Exception as error:
-            problem = lazy_gettext(
-                "its collection could not be built (%(error)s)",
-                error=f"{type(error).__name__}: {error}",
-            )
+            cause = f"{type(error).__name__}: {error}"
+            problem = lazy_gettext("its collection could not be built (%(error)s)", error=cause)
         if problem is not None:
             raise CannotRetry(run_id, problem)
         if sources.needs_file(task_class, original.arguments) and shared_file is None:
@@ -757,10 +755,11 @@ def _speed_value(field: str, value: t.Any, longest_delay: float) -> float | int:
         raise ValueError(_("must be a number greater than 0"))
     if field == "ticker_delay" and real > longest_delay:
         # A run whose ticks are further apart would look stuck, and be handed on.
+        seconds = f"{longest_delay:g}"
         raise ValueError(
             _(
                 "must be at most %(seconds)s seconds (half of MAINTENANCE_TASKS_STUCK_AFTER)",
-                seconds=f"{longest_delay:g}",
+                seconds=seconds,
             )
         )
     return real

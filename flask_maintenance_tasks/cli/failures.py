@@ -155,16 +155,15 @@ def _print_failure(failure: Failure) -> None:
     """``#id  attempt N  status  key K  Class: first line of the message``, then the item."""
     message = (failure.message or "").split("\n", 1)[0].rstrip("\r")
     key = json.dumps(failure.item_key)
-    click.echo(
-        f"  #{failure.id}  "
-        + _(
-            "attempt %(attempt)s  %(status)s  key %(key)s  %(error)s",
-            attempt=failure.attempt,
-            status=visible(failure.status),  # as --status takes it
-            key=visible(key),
-            error=f"{visible(failure.error_class)}: {visible(message)}",
-        )
+    error = f"{visible(failure.error_class)}: {visible(message)}"
+    line = _(
+        "attempt %(attempt)s  %(status)s  key %(key)s  %(error)s",
+        attempt=failure.attempt,
+        status=visible(failure.status),  # as --status takes it
+        key=visible(key),
+        error=error,
     )
+    click.echo(f"  #{failure.id}  {line}")
     if failure.item is not None:
         click.echo("      " + _("item: %(json)s", json=visible(json.dumps(failure.item))))
 
