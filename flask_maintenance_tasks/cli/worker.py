@@ -88,7 +88,8 @@ def _log_to_stderr() -> None:
 @with_appcontext
 @catch_errors
 def recover_command() -> None:
-    recovered = recover(get_state(), log=False)
+    with i18n.english():  # what recovery writes (errors, the audit trail) is stored
+        recovered = recover(get_state(), log=False)
     for recovery in recovered:
         click.echo(visible(recovery))
     if not recovered:
