@@ -111,7 +111,7 @@ def test_invalid_arguments_are_refused_in_japanese_with_the_same_exit_status(
     assert error_of(english).startswith("Error: Invalid arguments for ParamsTask: ")
     assert "Input should be a valid integer" in error_of(english)
     line = error_of(japanese)
-    assert line.startswith("エラー: ParamsTask の引数が正しくありません: ")
+    assert line.startswith("エラー: 引数が正しくありません（ParamsTask）: ")
     assert "content: 1 文字以上で指定してください" in line
     assert "limit: 整数を指定してください" in line
     assert "mode: 'fast'、'careful' のいずれかを指定してください" in line
