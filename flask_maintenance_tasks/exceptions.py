@@ -3,15 +3,92 @@
 Every error raised by the runner is a :class:`MaintenanceTasksError`, and is
 raised before anything is written, except :class:`EnqueueError`, which leaves
 the run ``errored`` with its cause so that nothing stays ``enqueued`` forever.
+
+Their messages are translated when they are turned into text (``str(error)``),
+in the language of that moment: the reader's in a request or a command, English
+where the message is stored (a run's error, an audit event) or read by programs.
 """
 
 from __future__ import annotations
 
 import typing as t
 
+from .i18n import LazyString, current_locale, lazy_gettext, lazy_pgettext, number
+
+#: A message: plain text, or text translated when it is read.
+Message: t.TypeAlias = str | LazyString
+
+
+class Word:
+    """A word quoted in a message: as it is in English, translated in other languages.
+
+    For the status or the action an English sentence spells in lower case
+    ("Cannot pause a succeeded run."), which another language names its own way.
+    """
+
+    __slots__ = ("english", "translated")
+
+    def __init__(self, english: str, translated: object | None) -> None:
+        self.english = english
+        self.translated = translated
+
+    def __str__(self) -> str:
+        if self.translated is None or current_locale() == "en":
+            return self.english
+        return str(self.translated)
+
+
+#: The statuses as a sentence names them in another language (same messages as
+#: :data:`flask_maintenance_tasks.formatting.STATUS_NAMES`).
+STATUS_WORDS: t.Final[dict[str, LazyString]] = {
+    "scheduled": lazy_pgettext("status", "Scheduled"),
+    "enqueued": lazy_pgettext("status", "Enqueued"),
+    "running": lazy_pgettext("status", "Running"),
+    "pausing": lazy_pgettext("status", "Pausing"),
+    "paused": lazy_pgettext("status", "Paused"),
+    "interrupted": lazy_pgettext("status", "Interrupted"),
+    "cancelling": lazy_pgettext("status", "Cancelling"),
+    "cancelled": lazy_pgettext("status", "Cancelled"),
+    "succeeded": lazy_pgettext("status", "Succeeded"),
+    "errored": lazy_pgettext("status", "Errored"),
+}
+
+#: The actions a status may refuse, as "Cannot ... a paused run." names them.
+ACTION_WORDS: t.Final[dict[str, LazyString]] = {
+    "start": lazy_pgettext("refused action", "start"),
+    "carry on": lazy_pgettext("refused action", "carry on"),
+    "progress": lazy_pgettext("refused action", "progress"),
+    "pause": lazy_pgettext("refused action", "pause"),
+    "cancel": lazy_pgettext("refused action", "cancel"),
+    "interrupt": lazy_pgettext("refused action", "interrupt"),
+    "resume": lazy_pgettext("refused action", "resume"),
+    "succeed": lazy_pgettext("refused action", "succeed"),
+    "error": lazy_pgettext("refused action", "error"),
+    "recover": lazy_pgettext("refused action", "recover"),
+    "requeue": lazy_pgettext("refused action", "requeue"),
+    "set the speed of": lazy_pgettext("refused action", "set the speed of"),
+}
+
+
+def status_word(status: str) -> Word:
+    """``status`` as a sentence quotes it: ``succeeded`` in English, 成功 in Japanese."""
+    return Word(str(status), STATUS_WORDS.get(str(status)))
+
 
 class MaintenanceTasksError(Exception):
     """Base class of every error raised by flask-maintenance-tasks."""
+
+
+class LazyNumber:
+    """A number as the language of the moment writes it (``4,000``), when it is read."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return number(self.value)
 
 
 def message_of(error: BaseException) -> str:
@@ -25,11 +102,15 @@ def message_of(error: BaseException) -> str:
 class TaskNotFound(MaintenanceTasksError, LookupError):
     """No task of that name exists in the tasks package."""
 
-    def __init__(self, name: str, detail: str | None = None) -> None:
+    def __init__(self, name: str, detail: Message | None = None) -> None:
         self.name = name
-        message = f"Task {name!r} not found."
+        message: Message
         if detail:
-            message = f"{message} {detail}"
+            message = lazy_gettext(
+                "Task %(name)s not found. %(detail)s", name=repr(name), detail=detail
+            )
+        else:
+            message = lazy_gettext("Task %(name)s not found.", name=repr(name))
         super().__init__(message)
 
 
@@ -41,7 +122,7 @@ class RunNotFound(MaintenanceTasksError, LookupError):
 
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
-        super().__init__(f"Run #{run_id} not found.")
+        super().__init__(lazy_gettext("Run #%(id)s not found.", id=run_id))
 
 
 class RunBusy(MaintenanceTasksError):
@@ -63,10 +144,18 @@ class RunBusy(MaintenanceTasksError):
         #: The task of a start refused so; ``None`` for an action on a run.
         self.task_name = task_name
         if run_id is not None:
-            what = f"Run #{run_id} is busy: a worker is writing it right now."
+            message = lazy_gettext(
+                "Run #%(id)s is busy: a worker is writing it right now. "
+                "Nothing was changed; try again in a moment.",
+                id=run_id,
+            )
         else:
-            what = f"{task_name} is busy: a worker is writing its active run right now."
-        super().__init__(f"{what} Nothing was changed; try again in a moment.")
+            message = lazy_gettext(
+                "%(task)s is busy: a worker is writing its active run right now. "
+                "Nothing was changed; try again in a moment.",
+                task=task_name,
+            )
+        super().__init__(message)
 
 
 class InvalidArguments(MaintenanceTasksError, ValueError):
@@ -76,11 +165,15 @@ class InvalidArguments(MaintenanceTasksError, ValueError):
     tied to one field) to its messages.
     """
 
-    def __init__(self, task_name: str, errors: dict[str, list[str]]) -> None:
+    def __init__(self, task_name: Message, errors: dict[str, list[str]]) -> None:
         self.task_name = task_name
         self.errors = errors
         details = "; ".join(f"{field}: {', '.join(messages)}" for field, messages in errors.items())
-        super().__init__(f"Invalid arguments for {task_name}: {details}")
+        super().__init__(
+            lazy_gettext(
+                "Invalid arguments for %(task)s: %(details)s", task=task_name, details=details
+            )
+        )
 
 
 class InvalidTransition(MaintenanceTasksError):
@@ -90,8 +183,12 @@ class InvalidTransition(MaintenanceTasksError):
         self.action = action
         self.status = status
         self.run_id = run_id
-        article = "an" if status[:1] in "aeiou" else "a"
-        super().__init__(f"Cannot {action} {article} {status} run.")
+        words = {"action": Word(action, ACTION_WORDS.get(action)), "status": status_word(status)}
+        if status[:1] in "aeiou":
+            message = lazy_gettext("Cannot %(action)s an %(status)s run.", **words)
+        else:
+            message = lazy_gettext("Cannot %(action)s a %(status)s run.", **words)
+        super().__init__(message)
 
 
 class TaskAlreadyRunning(MaintenanceTasksError):
@@ -100,11 +197,20 @@ class TaskAlreadyRunning(MaintenanceTasksError):
     def __init__(self, task_name: str, run_id: int | None = None) -> None:
         self.task_name = task_name
         self.run_id = run_id
-        which = f" (run #{run_id})" if run_id is not None else ""
-        super().__init__(
-            f"{task_name} already has an active run{which}; wait for it to end, cancel it, "
-            "or set allow_concurrent_runs = True on the task."
-        )
+        if run_id is not None:
+            message = lazy_gettext(
+                "%(task)s already has an active run (run #%(id)s); wait for it to end, "
+                "cancel it, or set allow_concurrent_runs = True on the task.",
+                task=task_name,
+                id=run_id,
+            )
+        else:
+            message = lazy_gettext(
+                "%(task)s already has an active run; wait for it to end, cancel it, "
+                "or set allow_concurrent_runs = True on the task.",
+                task=task_name,
+            )
+        super().__init__(message)
 
 
 class EnqueueError(MaintenanceTasksError):
@@ -117,7 +223,11 @@ class EnqueueError(MaintenanceTasksError):
     def __init__(self, run_id: int, cause: BaseException) -> None:
         self.run_id = run_id
         self.cause = cause
-        super().__init__(f"The job of run #{run_id} could not be enqueued: {cause}")
+        super().__init__(
+            lazy_gettext(
+                "The job of run #%(id)s could not be enqueued: %(cause)s", id=run_id, cause=cause
+            )
+        )
 
 
 class ConfigurationError(MaintenanceTasksError):
@@ -136,7 +246,9 @@ class CSVFileError(MaintenanceTasksError, ValueError):
     ``line`` counts lines of the file, the header being line 1).
     """
 
-    def __init__(self, message: str, *, row: int | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, message: Message, *, row: int | None = None, line: int | None = None
+    ) -> None:
         self.row = row
         self.line = line
         super().__init__(message)
@@ -154,11 +266,23 @@ class CSVFileTooLarge(CSVFileError):
         self.filename = filename
         self.limit = limit
         self.size = size
-        actual = f"{size:,} bytes" if size is not None else "more than that"
-        super().__init__(
-            f"{filename} is too large: the limit is {limit:,} bytes "
-            f"(MAINTENANCE_TASKS_MAX_CSV_BYTES) and the file has {actual}."
-        )
+        message: Message
+        if size is not None:
+            message = lazy_gettext(
+                "%(file)s is too large: the limit is %(limit)s bytes "
+                "(MAINTENANCE_TASKS_MAX_CSV_BYTES) and the file has %(size)s bytes.",
+                file=filename,
+                limit=LazyNumber(limit),
+                size=LazyNumber(size),
+            )
+        else:
+            message = lazy_gettext(
+                "%(file)s is too large: the limit is %(limit)s bytes "
+                "(MAINTENANCE_TASKS_MAX_CSV_BYTES) and the file has more than that.",
+                file=filename,
+                limit=LazyNumber(limit),
+            )
+        super().__init__(message)
 
 
 class TooManyFailures(MaintenanceTasksError):
@@ -213,10 +337,14 @@ class CannotRetry(MaintenanceTasksError):
     Raised by ``retry_failures`` before anything is written.
     """
 
-    def __init__(self, run_id: int, reason: str) -> None:
+    def __init__(self, run_id: int, reason: Message) -> None:
         self.run_id = run_id
         self.reason = reason
-        super().__init__(f"Cannot retry the failures of run #{run_id}: {reason}")
+        super().__init__(
+            lazy_gettext(
+                "Cannot retry the failures of run #%(id)s: %(reason)s", id=run_id, reason=reason
+            )
+        )
 
 
 __all__: t.Final = [

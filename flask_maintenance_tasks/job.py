@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from flask import Flask, has_app_context
 from flask.cli import ScriptInfo
 
-from . import audit, dryrun, ledger, lifecycle, masking, partitions, signals, store
+from . import audit, dryrun, i18n, ledger, lifecycle, masking, partitions, signals, store
 from .exceptions import message_of
 from .iteration import Iteration
 from .models import Run, RunStatus, utcnow
@@ -94,7 +94,10 @@ def perform_run(run_id: int, job_id: str) -> None:
     # one would be re-read: that would be a query per item.
     session.expire_on_commit = False
     try:
-        _Slice(state, session, run_id, job_id).perform()
+        # A run's error, its failures and its audit trail are stored and read by
+        # everyone: in English, whatever the language of the worker's locale.
+        with i18n.english():
+            _Slice(state, session, run_id, job_id).perform()
     finally:
         session.expire_on_commit = expire
         state.db.session.remove()

@@ -15,7 +15,7 @@ import logging
 import typing as t
 import uuid
 
-from . import audit, store
+from . import audit, i18n, store
 from .dryrun import NoCommit, own_write
 from .exceptions import MaintenanceTasksError, message_of
 from .formatting import partition_detail
@@ -162,6 +162,9 @@ def error(
     Not applied when the run moved on meanwhile: another job holds it
     (``fence``), or it already ended.
     """
+    if message is None:
+        with i18n.english():  # stored, and read by everyone: in English
+            message = message_of(failure)
     return change(
         session,
         run_id,
@@ -171,7 +174,7 @@ def error(
         jitter=False,
         given={
             "error_class": type(failure).__name__,
-            "error_message": (message_of(failure) if message is None else message)[:10000],
+            "error_message": message[:10000],
             "backtrace": backtrace,
             "errored_element": element,
         },

@@ -51,12 +51,17 @@ import datetime as dt
 import decimal
 import enum
 import json
+import re
 import types
 import typing as t
 
 import pydantic
 
+from .i18n import LazyString, current_locale, lazy_gettext, ngettext, number, pgettext
+
 if t.TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
     from .task import Task
 
 #: How the text given for a field becomes its value (see the module's documentation).
@@ -302,3 +307,127 @@ def _shape(annotation: t.Any) -> tuple[Shape, tuple[tuple[str, t.Any], ...]]:
     ):
         return "list", ()
     return "json", ()
+
+
+#: Pydantic's messages in the reader's language, by the error's ``type``; the
+#: placeholders are filled from the error's ``ctx``. Other types keep
+#: pydantic's own (English) message.
+_VALIDATION_MESSAGES: t.Final[dict[str, LazyString]] = {
+    "missing": lazy_gettext("Field required"),
+    "int_parsing": lazy_gettext("Input should be a valid integer"),
+    "int_type": lazy_gettext("Input should be a valid integer"),
+    "int_from_float": lazy_gettext(
+        "Input should be a valid integer, got a number with a fractional part"
+    ),
+    "float_parsing": lazy_gettext("Input should be a valid number"),
+    "float_type": lazy_gettext("Input should be a valid number"),
+    "decimal_parsing": lazy_gettext("Input should be a valid number"),
+    "decimal_type": lazy_gettext("Input should be a valid number"),
+    "bool_parsing": lazy_gettext("Input should be a valid boolean"),
+    "bool_type": lazy_gettext("Input should be a valid boolean"),
+    "string_type": lazy_gettext("Input should be a valid string"),
+    "string_pattern_mismatch": lazy_gettext("String should match pattern %(pattern)s"),
+    "greater_than": lazy_gettext("Input should be greater than %(gt)s"),
+    "greater_than_equal": lazy_gettext("Input should be greater than or equal to %(ge)s"),
+    "less_than": lazy_gettext("Input should be less than %(lt)s"),
+    "less_than_equal": lazy_gettext("Input should be less than or equal to %(le)s"),
+    "multiple_of": lazy_gettext("Input should be a multiple of %(multiple_of)s"),
+    "literal_error": lazy_gettext("Input should be %(expected)s"),
+    "enum": lazy_gettext("Input should be %(expected)s"),
+    "date_parsing": lazy_gettext("Input should be a valid date"),
+    "date_from_datetime_parsing": lazy_gettext("Input should be a valid date"),
+    "date_from_datetime_inexact": lazy_gettext("Input should be a valid date"),
+    "date_type": lazy_gettext("Input should be a valid date"),
+    "datetime_parsing": lazy_gettext("Input should be a valid datetime"),
+    "datetime_from_date_parsing": lazy_gettext("Input should be a valid datetime"),
+    "datetime_type": lazy_gettext("Input should be a valid datetime"),
+    "time_parsing": lazy_gettext("Input should be in a valid time format"),
+    "time_type": lazy_gettext("Input should be in a valid time format"),
+    "timezone_aware": lazy_gettext("Input should have timezone info"),
+    "json_invalid": lazy_gettext("Invalid JSON: %(error)s"),
+    "json_type": lazy_gettext("JSON input should be string, bytes or bytearray"),
+    "list_type": lazy_gettext("Input should be a valid list"),
+    "dict_type": lazy_gettext("Input should be a valid dictionary"),
+    "extra_forbidden": lazy_gettext("Extra inputs are not permitted"),
+    "uuid_parsing": lazy_gettext("Input should be a valid UUID"),
+    "uuid_type": lazy_gettext("Input should be a valid UUID"),
+}
+
+#: One value pydantic lists in ``expected``: a quoted string or a number.
+_EXPECTED_VALUE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|-?[0-9][0-9.e+-]*""")
+
+
+def validation_message(error: ErrorDetails) -> str:
+    """The message of one of pydantic's validation errors, in the reader's language.
+
+    English is pydantic's own message, unchanged; another language gets the
+    common types translated, with their limits (``ctx``) filled in, and
+    pydantic's message for the rest.
+    """
+    english = error["msg"]
+    if current_locale() == "en":
+        return english
+    kind = error["type"]
+    ctx: dict[str, t.Any] = dict(error.get("ctx") or {})
+    if kind in ("string_too_short", "too_short") and "min_length" in ctx:
+        return _at_least(kind, int(ctx["min_length"]))
+    if kind in ("string_too_long", "too_long") and "max_length" in ctx:
+        return _at_most(kind, int(ctx["max_length"]))
+    message = _VALIDATION_MESSAGES.get(kind)
+    if message is None:
+        return english
+    text = str(message)
+    if "%(" not in text:
+        return text
+    try:
+        return text % {key: _ctx_text(key, value) for key, value in ctx.items()}
+    except (KeyError, TypeError, ValueError):
+        return english
+
+
+def _at_least(kind: str, limit: int) -> str:
+    if kind == "string_too_short":
+        return ngettext(
+            "String should have at least %(num)s character",
+            "String should have at least %(num)s characters",
+            limit,
+        )
+    return ngettext(
+        "List should have at least %(num)s item", "List should have at least %(num)s items", limit
+    )
+
+
+def _at_most(kind: str, limit: int) -> str:
+    if kind == "string_too_long":
+        return ngettext(
+            "String should have at most %(num)s character",
+            "String should have at most %(num)s characters",
+            limit,
+        )
+    return ngettext(
+        "List should have at most %(num)s item", "List should have at most %(num)s items", limit
+    )
+
+
+def _ctx_text(key: str, value: t.Any) -> str:
+    """A value of an error's ``ctx`` as the message shows it."""
+    if key == "expected" and isinstance(value, str):
+        return _choices(value)
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (int, float, decimal.Decimal)):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return number(value)
+    return str(value)
+
+
+def _choices(expected: str) -> str:
+    """``'a', 'b' or 'c'`` as a list in the reader's language (``'a'、'b'、'c'``)."""
+    found = _EXPECTED_VALUE.findall(expected)
+    if not found:
+        return expected
+    english = found[0] if len(found) == 1 else f"{', '.join(found[:-1])} or {found[-1]}"
+    if english != expected:
+        return expected  # not a plain list of values: leave it as pydantic wrote it
+    return pgettext("list separator", ", ").join(found)

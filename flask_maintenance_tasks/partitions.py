@@ -31,6 +31,7 @@ import typing as t
 from . import audit, lifecycle, store
 from .dryrun import Changes
 from .exceptions import InvalidArguments, PartitionErrored
+from .i18n import gettext
 from .models import Run, RunStatus, utcnow
 from .sources import partitioned, source_of
 from .transitions import (
@@ -91,13 +92,19 @@ def resolve(task_class: type[Task], requested: t.Any, maximum: int, *, retry: bo
     if len(shown) > 20:
         shown = f"{shown[:17]}..."
     if isinstance(value, bool) or not isinstance(value, int):
-        problem = f"must be a whole number from 1 to {maximum}, not {_short_repr(value)}"
+        problem = gettext(
+            "must be a whole number from 1 to %(max)s, not %(value)s",
+            max=maximum,
+            value=_short_repr(value),
+        )
     elif value < 1:
-        problem = f"must be at least 1, not {value}"
+        problem = gettext("must be at least 1, not %(value)s", value=value)
     elif value > maximum:
-        problem = (
-            f"{shown} is more than MAINTENANCE_TASKS_MAX_PARTITIONS allows ({maximum}); "
-            f"ask for {maximum} or fewer"
+        problem = gettext(
+            "%(value)s is more than MAINTENANCE_TASKS_MAX_PARTITIONS allows (%(max)s); "
+            "ask for %(max)s or fewer",
+            value=shown,
+            max=maximum,
         )
     else:
         return value

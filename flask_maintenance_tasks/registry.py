@@ -10,6 +10,7 @@ import threading
 import typing as t
 
 from .exceptions import ConfigurationError, TaskNotFound
+from .i18n import lazy_gettext, lazy_pgettext
 from .task import Task
 
 logger = logging.getLogger("flask_maintenance_tasks")
@@ -48,11 +49,19 @@ class Registry:
             return tasks[name]
         except KeyError:
             close = difflib.get_close_matches(name, list(tasks), n=3, cutoff=0.6)
-            hint = f"Did you mean {' or '.join(map(repr, close))}? " if close else ""
-            raise TaskNotFound(
-                name,
-                f"{hint}Known tasks are listed by `flask mtasks list` (package {self.package}).",
-            ) from None
+            if close:
+                detail = lazy_gettext(
+                    "Did you mean %(names)s? Known tasks are listed by `flask mtasks list` "
+                    "(package %(package)s).",
+                    names=_Either(list(map(repr, close))),
+                    package=self.package,
+                )
+            else:
+                detail = lazy_gettext(
+                    "Known tasks are listed by `flask mtasks list` (package %(package)s).",
+                    package=self.package,
+                )
+            raise TaskNotFound(name, detail) from None
 
     def queue_of(self, name: str) -> str | None:
         """The queue of task ``name``'s jobs (:attr:`Task.queue`); ``None``: the app's.
@@ -146,3 +155,15 @@ class Registry:
         # Modules contribute their package path, not their own file name.
         prefix = parts if is_package else parts[:-1]
         return ".".join([*prefix, cls.__name__])
+
+
+class _Either:
+    """``'a' or 'b'``: names joined as the language of the moment lists alternatives."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def __str__(self) -> str:
+        return str(lazy_pgettext("alternatives", " or ")).join(self.names)

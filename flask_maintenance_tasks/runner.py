@@ -15,7 +15,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from . import audit, ledger, lifecycle, partitions, scheduling, signals, sources, store
+from . import audit, i18n, ledger, lifecycle, partitions, scheduling, signals, sources, store
 from .csv import uploads
 from .exceptions import (
     CannotRetry,
@@ -28,7 +28,10 @@ from .exceptions import (
     RunNotFound,
     TaskAlreadyRunning,
     TaskNotFound,
+    status_word,
 )
+from .i18n import gettext as _
+from .i18n import lazy_gettext
 from .models import CSVFile, Failure, FailureStatus, Run, RunStatus, runs_table, utcnow
 from .policy import ErrorPolicy
 from .transitions import (
@@ -125,8 +128,10 @@ def _due_time(state: State, task_class: type[Task], at: t.Any) -> datetime | Non
             task_class.name,
             {
                 "at": [
-                    "a run at a set time needs RQ (set MAINTENANCE_TASKS_REDIS_URL): the "
-                    "in-process executor would lose it on the next restart"
+                    _(
+                        "a run at a set time needs RQ (set MAINTENANCE_TASKS_REDIS_URL): the "
+                        "in-process executor would lose it on the next restart"
+                    )
                 ]
             },
         )
@@ -147,7 +152,11 @@ def _partitions(
             # The collection could not even be built: the run would error at once.
             raise InvalidArguments(
                 task_class.name,
-                {"partitions": [f"its collection could not be built to be cut ({error})"]},
+                {
+                    "partitions": [
+                        _("its collection could not be built to be cut (%(error)s)", error=error)
+                    ]
+                },
             ) from None
     return count
 
@@ -171,7 +180,8 @@ def _refused(
         # Field names only: a message may quote the value, and the value may be secret.
         detail = "Invalid arguments: " + ", ".join(sorted(refusal.errors))
     else:
-        detail = str(refusal)
+        with i18n.english():  # the trail is stored: English, whoever reads it later
+            detail = str(refusal)
     try:
         with store.open_session(state.db) as session:
             audit.record(
@@ -219,13 +229,20 @@ def _csv_upload(
     if spec is None:
         if csv_file is not None:
             raise CSVFileError(
-                f"{name} is not a CSV task: it takes no CSV file. Start it without one."
+                lazy_gettext(
+                    "%(task)s is not a CSV task: it takes no CSV file. Start it without one.",
+                    task=name,
+                )
             )
         return None
     if csv_file is None:
         raise CSVFileError(
-            f"{name} is a CSV task: give it a CSV file (csv_file= in Python, --csv PATH or "
-            "--csv - for standard input on the command line, the file field in the dashboard)."
+            lazy_gettext(
+                "%(task)s is a CSV task: give it a CSV file (csv_file= in Python, --csv PATH or "
+                "--csv - for standard input on the command line, the file field in the "
+                "dashboard).",
+                task=name,
+            )
         )
     # Refuse before copying a large file when the answer is already known.
     if not task_class.allow_concurrent_runs:
@@ -408,29 +425,40 @@ def retry_failures(
         try:
             task_class = state.registry.get(original.task_name)
         except TaskNotFound as missing:
-            message = f"Cannot retry the failures of run #{run_id}: {missing}"
+            message = lazy_gettext(
+                "Cannot retry the failures of run #%(id)s: %(reason)s", id=run_id, reason=missing
+            )
             raise MaintenanceTasksError(message) from None
         if original.status not in STOPPED:
             raise CannotRetry(
-                run_id, f"it is {original.status}; retry its failures once it has stopped."
+                run_id,
+                lazy_gettext(
+                    "it is %(status)s; retry its failures once it has stopped.",
+                    status=status_word(original.status),
+                ),
             )
         if retrying:
             raise CannotRetry(
-                run_id, f"run #{retrying[0]} is retrying them already; wait for it to stop."
+                run_id,
+                lazy_gettext(
+                    "run #%(id)s is retrying them already; wait for it to stop.", id=retrying[0]
+                ),
             )
         if unresolved == 0:
-            raise CannotRetry(run_id, "it has no unresolved failed items.")
+            raise CannotRetry(run_id, lazy_gettext("it has no unresolved failed items."))
         params = task_class.validate_arguments(original.arguments or {})
+        problem: str | i18n.LazyString | None
         try:
             problem = sources.retry_problem(task_class(**(original.arguments or {})), kinds)
         except MaintenanceTasksError:
             raise
         except Exception as error:
-            problem = f"its collection could not be built ({type(error).__name__}: {error})"
+            cause = f"{type(error).__name__}: {error}"
+            problem = lazy_gettext("its collection could not be built (%(error)s)", error=cause)
         if problem is not None:
             raise CannotRetry(run_id, problem)
         if sources.needs_file(task_class, original.arguments) and shared_file is None:
-            raise CannotRetry(run_id, "its CSV file is gone.")
+            raise CannotRetry(run_id, lazy_gettext("its CSV file is gone."))
         policy = ErrorPolicy.resolve(
             task_class,
             error_policy=original.error_policy if error_policy is None else error_policy,
@@ -474,7 +502,13 @@ def failures(
     """A page of the failure ledger of ``run_id``, in the order the items were met."""
     if status is not None and status not in {s.value for s in FailureStatus}:
         choices = ", ".join(s.value for s in FailureStatus)
-        raise MaintenanceTasksError(f"Unknown failure status {status!r}: choose {choices}.")
+        raise MaintenanceTasksError(
+            lazy_gettext(
+                "Unknown failure status %(status)s: choose %(choices)s.",
+                status=repr(status),
+                choices=choices,
+            )
+        )
     with store.open_session(state.db) as session:
         return ledger.page(
             session,
@@ -509,20 +543,34 @@ def run_for_real(
         shared_file = store.csv_file_of(session, run_id)
     try:
         if not dry.dry_run:
-            raise MaintenanceTasksError(f"Run #{run_id} is not a dry run.")
+            raise MaintenanceTasksError(lazy_gettext("Run #%(id)s is not a dry run.", id=run_id))
         if dry.status != RunStatus.SUCCEEDED:
-            article = "an" if str(dry.status)[:1] in "aeiou" else "a"
-            raise MaintenanceTasksError(
-                f"Run #{run_id} is {article} {dry.status} dry run: run for real only after a "
-                "dry run that succeeded."
-            )
+            if str(dry.status)[:1] in "aeiou":
+                message = lazy_gettext(
+                    "Run #%(id)s is an %(status)s dry run: run for real only after a "
+                    "dry run that succeeded.",
+                    id=run_id,
+                    status=status_word(dry.status),
+                )
+            else:
+                message = lazy_gettext(
+                    "Run #%(id)s is a %(status)s dry run: run for real only after a "
+                    "dry run that succeeded.",
+                    id=run_id,
+                    status=status_word(dry.status),
+                )
+            raise MaintenanceTasksError(message)
         try:
             task_class = state.registry.get(dry.task_name)
         except TaskNotFound as missing:
-            raise MaintenanceTasksError(f"Cannot run #{run_id} for real: {missing}") from None
+            raise MaintenanceTasksError(
+                lazy_gettext("Cannot run #%(id)s for real: %(reason)s", id=run_id, reason=missing)
+            ) from None
         params = task_class.validate_arguments(dry.arguments or {})
         if sources.needs_file(task_class, dry.arguments) and shared_file is None:
-            raise MaintenanceTasksError(f"Cannot run #{run_id} for real: its CSV file is gone.")
+            raise MaintenanceTasksError(
+                lazy_gettext("Cannot run #%(id)s for real: its CSV file is gone.", id=run_id)
+            )
         policy = ErrorPolicy.resolve(
             task_class,
             error_policy=dry.error_policy,
@@ -564,8 +612,13 @@ def _load_or_raise(session: sa.orm.Session, run_id: int) -> Run:
     run = store.load(session, run_id)
     if run.parent_id is not None:
         raise MaintenanceTasksError(
-            f"Run #{run_id} is partition {(run.partition or 0) + 1} of run #{run.parent_id}: "
-            f"act on run #{run.parent_id}, which pauses, resumes or cancels all its partitions."
+            lazy_gettext(
+                "Run #%(id)s is partition %(number)s of run #%(parent)s: act on run #%(parent)s, "
+                "which pauses, resumes or cancels all its partitions.",
+                id=run_id,
+                number=(run.partition or 0) + 1,
+                parent=run.parent_id,
+            )
         )
     return run
 
@@ -683,27 +736,31 @@ MAX_BATCH_SIZE: t.Final = 100_000
 def _speed_value(field: str, value: t.Any, longest_delay: float) -> float | int:
     """``value`` of a speed field, checked; raises :class:`ValueError` with the message."""
     if isinstance(value, bool):
-        raise ValueError("must be a number")
+        raise ValueError(_("must be a number"))
     if field == "batch_size":
         try:
             number = int(value.strip() if isinstance(value, str) else value)
         except (TypeError, ValueError):
-            raise ValueError("must be a whole number") from None
+            raise ValueError(_("must be a whole number")) from None
         if isinstance(value, float) and value != number:
-            raise ValueError("must be a whole number")
+            raise ValueError(_("must be a whole number"))
         if not 1 <= number <= MAX_BATCH_SIZE:
-            raise ValueError(f"must be from 1 to {MAX_BATCH_SIZE}")
+            raise ValueError(_("must be from 1 to %(max)s", max=MAX_BATCH_SIZE))
         return number
     try:
         real = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        raise ValueError("must be a number") from None
+        raise ValueError(_("must be a number")) from None
     if not math.isfinite(real) or real <= 0:
-        raise ValueError("must be a number greater than 0")
+        raise ValueError(_("must be a number greater than 0"))
     if field == "ticker_delay" and real > longest_delay:
         # A run whose ticks are further apart would look stuck, and be handed on.
+        seconds = f"{longest_delay:g}"
         raise ValueError(
-            f"must be at most {longest_delay:g} seconds (half of MAINTENANCE_TASKS_STUCK_AFTER)"
+            _(
+                "must be at most %(seconds)s seconds (half of MAINTENANCE_TASKS_STUCK_AFTER)",
+                seconds=seconds,
+            )
         )
     return real
 
@@ -716,12 +773,12 @@ def _speed_changes(
     errors: dict[str, list[str]] = {}
     reset = set(reset)
     for name in sorted(reset - set(SPEED_FIELDS)):
-        errors.setdefault("reset", []).append(f"unknown field {name!r}")
+        errors.setdefault("reset", []).append(_("unknown field %(name)s", name=repr(name)))
     for field in SPEED_FIELDS:
         value = values.get(field)
         if field in reset:
             if value is not None:
-                errors.setdefault(field, []).append("cannot be both set and reset")
+                errors.setdefault(field, []).append(_("cannot be both set and reset"))
             changes[_SPEED_COLUMNS[field]] = None
         elif value is not None:
             try:
@@ -729,7 +786,7 @@ def _speed_changes(
             except ValueError as error:
                 errors.setdefault(field, []).append(str(error))
     if not changes and not errors:
-        errors["__root__"] = ["give a rate, a batch size or a ticker delay to set (or reset)"]
+        errors["__root__"] = [_("give a rate, a batch size or a ticker delay to set (or reset)")]
     return changes, errors
 
 
@@ -761,7 +818,7 @@ def set_speed(
         )
         try:
             if errors:
-                raise InvalidArguments(f"the speed of run #{run_id}", errors)
+                raise InvalidArguments(lazy_gettext("the speed of run #%(id)s", id=run_id), errors)
             written = session.execute(
                 sa.update(runs_table)
                 .where(

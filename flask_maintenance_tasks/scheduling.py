@@ -15,6 +15,7 @@ import typing as t
 from datetime import datetime, timedelta, timezone
 
 from .exceptions import InvalidArguments
+from .i18n import gettext as _
 
 #: How far ahead a run may be scheduled: a year (and a day, for leap years).
 MAX_AHEAD: t.Final = timedelta(days=366)
@@ -36,25 +37,35 @@ def due_time(task_name: str, value: t.Any, now: datetime) -> datetime | None:
         moment = _read(value)
         if moment.tzinfo is None or moment.utcoffset() is None:
             raise _Refused(
-                f"{moment.isoformat()} has no time zone, so it means a different moment on "
-                f"each server: add its offset, such as {EXAMPLE} (or Z for UTC)"
+                _(
+                    "%(moment)s has no time zone, so it means a different moment on "
+                    "each server: add its offset, such as %(example)s (or Z for UTC)",
+                    moment=moment.isoformat(),
+                    example=EXAMPLE,
+                )
             )
         moment = moment.astimezone(timezone.utc)
     except OverflowError:
-        problem = f"{str(value)[:MAX_TEXT]!r} is out of range: give a time within a year"
+        problem = _(
+            "%(value)s is out of range: give a time within a year",
+            value=repr(str(value)[:MAX_TEXT]),
+        )
     except _Refused as refused:
         problem = str(refused)
     else:
         if moment <= now:
             current = now.isoformat(timespec="seconds")
-            problem = (
-                f"{moment.isoformat()} is in the past (it is now {current}): give a time "
-                "to come, or start the run without one to start it now"
+            problem = _(
+                "%(moment)s is in the past (it is now %(now)s): give a time "
+                "to come, or start the run without one to start it now",
+                moment=moment.isoformat(),
+                now=current,
             )
         elif moment - now > MAX_AHEAD:
-            problem = (
-                f"{moment.isoformat()} is more than a year ahead: give a time before "
-                f"{(now + MAX_AHEAD).isoformat(timespec='minutes')}"
+            problem = _(
+                "%(moment)s is more than a year ahead: give a time before %(latest)s",
+                moment=moment.isoformat(),
+                latest=(now + MAX_AHEAD).isoformat(timespec="minutes"),
             )
         else:
             return moment
@@ -70,16 +81,26 @@ def _read(value: t.Any) -> datetime:
         return value
     if not isinstance(value, str):
         raise _Refused(
-            f"must be a datetime with a time zone, or ISO 8601 text such as {EXAMPLE}, "
-            f"not {type(value).__name__}"
+            _(
+                "must be a datetime with a time zone, or ISO 8601 text such as %(example)s, "
+                "not %(type)s",
+                example=EXAMPLE,
+                type=type(value).__name__,
+            )
         )
     text = value.strip()
     if len(text) > MAX_TEXT:
-        raise _Refused(f"is not a date and time: write it in ISO 8601, such as {EXAMPLE}")
+        raise _Refused(
+            _("is not a date and time: write it in ISO 8601, such as %(example)s", example=EXAMPLE)
+        )
     try:
         return datetime.fromisoformat(text)
     except ValueError:
         raise _Refused(
-            f"{text!r} is not a date and time: write it in ISO 8601 with its time zone, "
-            f"such as {EXAMPLE}"
+            _(
+                "%(text)s is not a date and time: write it in ISO 8601 with its time zone, "
+                "such as %(example)s",
+                text=repr(text),
+                example=EXAMPLE,
+            )
         ) from None

@@ -13,7 +13,8 @@ import pydantic
 
 from . import policy
 from .exceptions import ConfigurationError, InvalidArguments
-from .parameters import MAX_DEPTH, depth_within, unencodable
+from .i18n import gettext as _
+from .parameters import MAX_DEPTH, depth_within, unencodable, validation_message
 from .published import TaskStatus
 from .sources import source_of
 
@@ -253,21 +254,30 @@ class Task:
         # First, so that no message quotes text that no page nor terminal can show.
         garbled = [_field(k) for k, v in arguments.items() if unencodable(k) or unencodable(v)]
         if garbled:
-            message = "must be text without lone surrogates (it is not valid UTF-8)"
+            message = _("must be text without lone surrogates (it is not valid UTF-8)")
             raise InvalidArguments(cls.name, {name: [message] for name in garbled})
         if model is None:
             if arguments:
                 names = ", ".join(sorted(map(str, arguments)))
                 raise InvalidArguments(
-                    cls.name, {"__root__": [f"{cls.name} takes no parameters (got {names})"]}
+                    cls.name,
+                    {
+                        "__root__": [
+                            _(
+                                "%(task)s takes no parameters (got %(names)s)",
+                                task=cls.name,
+                                names=names,
+                            )
+                        ]
+                    },
                 )
             return None
         unknown = sorted(str(k) for k in arguments if k not in model.model_fields)
         if unknown:
-            raise InvalidArguments(cls.name, {name: ["unknown parameter"] for name in unknown})
+            raise InvalidArguments(cls.name, {name: [_("unknown parameter")] for name in unknown})
         too_deep = [str(k) for k, v in arguments.items() if not depth_within(v, MAX_DEPTH)]
         if too_deep:
-            message = f"nested deeper than {MAX_DEPTH} levels"
+            message = _("nested deeper than %(depth)s levels", depth=MAX_DEPTH)
             raise InvalidArguments(cls.name, {name: [message] for name in too_deep})
         try:
             params = model.model_validate(dict(arguments))
@@ -275,13 +285,13 @@ class Task:
             errors: dict[str, list[str]] = {}
             for error in exc.errors():
                 field = ".".join(str(p) for p in error["loc"]) or "__root__"
-                errors.setdefault(field, []).append(error["msg"])
+                errors.setdefault(field, []).append(validation_message(error))
             raise InvalidArguments(cls.name, errors) from None
         # JSON has no infinity nor NaN: PostgreSQL would refuse the run's row.
         stored = _dump(params)
         infinite = [name for name, value in stored.items() if not _finite(value)]
         if infinite:
-            message = "must be a finite number (not infinity nor NaN)"
+            message = _("must be a finite number (not infinity nor NaN)")
             raise InvalidArguments(cls.name, {name: [message] for name in infinite})
         return params
 

@@ -13,8 +13,11 @@ itself is printed through :func:`.terminal.visible`.
 
 from __future__ import annotations
 
+import typing as t
+
 from flask.cli import AppGroup
 
+from ..i18n import lazy_gettext
 from .dryruns import preview_command, run_for_real_command
 from .failures import failures_command, retry_failures_command
 from .migrations import migrations_cli
@@ -32,7 +35,9 @@ from .runs import (
 from .scaffold import new_command
 from .worker import recover_command, worker_command
 
-mtasks_cli = AppGroup("mtasks", help="Run and control maintenance tasks.")
+mtasks_cli = AppGroup(
+    "mtasks", help=t.cast(str, lazy_gettext("Run and control maintenance tasks."))
+)
 
 for _command in (
     list_command,

@@ -15,16 +15,19 @@ import typing as t
 import click
 
 from .. import formatting
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext
 from ..models import Run, RunStatus
 from .terminal import visible
+from .translated import status
 
 #: What follows a dry run's status wherever a run is shown.
-DRY_RUN_MARK = " (dry run)"
+DRY_RUN_MARK = lazy_gettext(" (dry run)")
 
 
 def status_of(run: Run) -> str:
     """The run's status, escaped, followed by ``(dry run)`` for a dry run."""
-    return visible(run.status) + (DRY_RUN_MARK if run.dry_run else "")
+    return status(run.status) + (str(DRY_RUN_MARK) if run.dry_run else "")
 
 
 def value_text(value: t.Any) -> str:
@@ -38,15 +41,18 @@ def value_text(value: t.Any) -> str:
 
 def sample_line(change: t.Mapping[str, t.Any]) -> str:
     """``items, key 1, title: "item-1" -> "new-1"``."""
-    return (
-        f"{visible(change.get('table'))}, key {value_text(change.get('key'))}, "
-        f"{visible(change.get('column'))}: "
-        f"{value_text(change.get('before'))} -> {value_text(change.get('after'))}"
+    return _(
+        "%(table)s, key %(key)s, %(column)s: %(before)s -> %(after)s",
+        table=visible(change.get("table")),
+        key=value_text(change.get("key")),
+        column=visible(change.get("column")),
+        before=value_text(change.get("before")),
+        after=value_text(change.get("after")),
     )
 
 
 def run_for_real_hint(run: Run) -> str:
-    return f"To make these changes: flask mtasks run-for-real {run.id}"
+    return _("To make these changes: flask mtasks run-for-real %(id)s", id=run.id)
 
 
 def summary_lines(run: Run) -> list[str]:
@@ -60,13 +66,15 @@ def print_changes(run: Run) -> None:
     if not run.dry_run:
         return
     succeeded = run.status == RunStatus.SUCCEEDED
-    click.echo("  Dry run: every tick is rolled back; nothing is written.")
-    click.echo("  What it would change:" if succeeded else "  What it would change so far:")
+    click.echo("  " + _("Dry run: every tick is rolled back; nothing is written."))
+    click.echo(
+        "  " + (_("What it would change:") if succeeded else _("What it would change so far:"))
+    )
     for line in summary_lines(run):
         click.echo(f"    {line}")
     sample = (run.changes or {}).get("sample") if isinstance(run.changes, dict) else None
     if sample:
-        click.echo("  First changes:")
+        click.echo("  " + _("First changes:"))
         for change in sample:
             if isinstance(change, dict):
                 click.echo(f"    {sample_line(change)}")

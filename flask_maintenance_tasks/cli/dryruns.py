@@ -12,8 +12,10 @@ import typing as t
 import click
 from flask.cli import with_appcontext
 
-from .. import audit, masking, runner
+from .. import audit, i18n, masking, runner
 from .. import preview as previews
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext
 from ..state import State, get_state
 from .errors import catch_errors
 from .runs import (
@@ -25,6 +27,7 @@ from .runs import (
     waiting,
 )
 from .terminal import visible
+from .translated import command, option
 
 if t.TYPE_CHECKING:
     from ..task import Task
@@ -36,7 +39,14 @@ class InvalidArgumentsUsage(click.ClickException):
     exit_code = 2
 
 
-@click.command("run-for-real")
+@command(
+    "run-for-real",
+    help=lazy_gettext(
+        "Start a normal run with the arguments of dry run RUN_ID, which must have succeeded.\n\n"
+        "The new run keeps the dry run's error policy, partitions and CSV file; "
+        "--partitions K cuts it into K partitions instead."
+    ),
+)
 @click.argument("run_id", type=int)
 @partitions_option
 @waiting
@@ -46,11 +56,6 @@ class InvalidArgumentsUsage(click.ClickException):
 def run_for_real_command(
     run_id: int, partitions_asked: str | None, wait: bool, acting_as: str | None
 ) -> None:
-    """Start a normal run with the arguments of dry run RUN_ID, which must have succeeded.
-
-    The new run keeps the dry run's error policy, partitions and CSV file;
-    --partitions K cuts it into K partitions instead.
-    """
     state = get_state()
     run = runner.run_for_real(
         state,
@@ -59,36 +64,48 @@ def run_for_real_command(
         partitions=partition_count(partitions_asked),
     )
     click.echo(
-        f"Started run #{run.id} of {visible(run.task_name)} for real, "
-        f"with the arguments of dry run #{run_id}."
+        _(
+            "Started run #%(id)s of %(task)s for real, with the arguments of dry run #%(dry)s.",
+            id=run.id,
+            task=visible(run.task_name),
+            dry=run_id,
+        )
     )
     _after_enqueue(state, run.id, wait)
 
 
-@click.command("preview")
-@click.argument("name")
-@click.option(
-    "--arg", "pairs", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable)."
+@command(
+    "preview",
+    help=lazy_gettext(
+        "Show what a run of task NAME would walk, writing nothing.\n\n"
+        "The arguments are checked, the items counted (each statement cut off after "
+        "MAINTENANCE_TASKS_PREVIEW_TIMEOUT seconds), the first ten shown, and the "
+        "SQL of the first page given. Arguments the task refuses exit with 2."
+    ),
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("name")
+@option(
+    "--arg",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=lazy_gettext("A parameter (repeatable)."),
+)
+@option("--json", "as_json", is_flag=True, help=lazy_gettext("Print JSON."))
 @with_appcontext
 @catch_errors
 def preview_command(name: str, pairs: tuple[str, ...], as_json: bool) -> None:
-    """Show what a run of task NAME would walk, writing nothing.
-
-    The arguments are checked, the items counted (each statement cut off after
-    MAINTENANCE_TASKS_PREVIEW_TIMEOUT seconds), the first ten shown, and the
-    SQL of the first page given. Arguments the task refuses exit with 2.
-    """
     state = get_state()
     task_class = state.registry.get(name)
     arguments = _parse_arguments(task_class, pairs, state.settings.masked_parameters)
-    found = previews.preview(state, name, arguments)
     if as_json:
-        click.echo(json.dumps(found.as_dict(), indent=2, default=str))
+        with i18n.english():  # read by programs: English whatever the terminal's language
+            found = previews.preview(state, name, arguments)
+            click.echo(json.dumps(found.as_dict(), indent=2, default=str))
         if not found.valid:
             raise click.exceptions.Exit(2)
         return
+    found = previews.preview(state, name, arguments)
     if not found.valid:
         raise InvalidArgumentsUsage(_errors_text(found))
     _print_preview(state, task_class, arguments, found)
@@ -96,7 +113,7 @@ def preview_command(name: str, pairs: tuple[str, ...], as_json: bool) -> None:
 
 def _errors_text(found: previews.Preview) -> str:
     """``Invalid arguments for NAME:`` then one line per field and message."""
-    lines = [f"Invalid arguments for {visible(found.task_name)}:"]
+    lines = [_("Invalid arguments for %(task)s:", task=visible(found.task_name))]
     for field, messages in found.errors.items():
         for message in messages:
             lines.append(f"  {visible(field)}: {visible(message)}")
@@ -114,20 +131,23 @@ def _parameters(state: State, task_class: type[Task], arguments: dict[str, t.Any
 def _print_preview(
     state: State, task_class: type[Task], arguments: dict[str, t.Any], found: previews.Preview
 ) -> None:
-    click.echo(f"Preview of {visible(found.task_name)}")
+    click.echo(_("Preview of %(task)s", task=visible(found.task_name)))
     parameters = _parameters(state, task_class, arguments)
     if parameters:
-        click.echo(f"  Parameters: {_json(parameters)}")
-    click.echo(f"  Items: {visible(found.count_text())}")
+        click.echo("  " + _("Parameters: %(json)s", json=_json(parameters)))
+    click.echo("  " + _("Items: %(count)s", count=visible(found.count_text())))
     for note in found.notes:
         click.echo(f"    {visible(note)}")
     if found.items:
         count = len(found.items)
-        click.echo(f"  First {count} items:" if count > 1 else "  First item:")
+        if count > 1:
+            click.echo("  " + _("First %(count)s items:", count=count))
+        else:
+            click.echo("  " + _("First item:"))
         for item in found.items:
             click.echo(f"    {_json(item)}")
     if found.sql:
-        click.echo("  SQL of the first page:")
+        click.echo("  " + _("SQL of the first page:"))
         for line in found.sql.splitlines():
             click.echo(f"    {visible(line.rstrip())}")
 

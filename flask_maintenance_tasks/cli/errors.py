@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import typing as t
 
-import click
 import sqlalchemy as sa
 
 from .. import store
 from ..exceptions import MaintenanceTasksError
 from ..state import get_state
 from .terminal import visible
+from .translated import CommandError
 
 P = t.ParamSpec("P")
 R = t.TypeVar("R")
@@ -19,6 +19,9 @@ R = t.TypeVar("R")
 
 def catch_errors(command: t.Callable[P, R]) -> t.Callable[P, R]:
     """Make ``command`` fail with ``Error: ...`` on stderr and exit status 1 on a user's mistake.
+
+    The message is in the reader's language (the error's message is
+    translated as it is turned into text), and so is the word ``Error``.
 
     The mistakes are: the extension not registered on the app; any
     :class:`~flask_maintenance_tasks.MaintenanceTasksError` (its message says
@@ -36,15 +39,15 @@ def catch_errors(command: t.Callable[P, R]) -> t.Callable[P, R]:
         try:
             state = get_state()
         except RuntimeError as error:
-            raise click.ClickException(visible(error)) from None
+            raise CommandError(visible(error)) from None
         try:
             return command(*args, **kwargs)
         except MaintenanceTasksError as error:
-            raise click.ClickException(visible(error)) from None
+            raise CommandError(visible(error)) from None
         except sa.exc.DBAPIError:
             message = store.missing_tables_message(state.db.engine)
             if message is None:
                 raise
-            raise click.ClickException(visible(message)) from None
+            raise CommandError(visible(message)) from None
 
     return translated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing as t
 from pathlib import Path
 
 import click
@@ -11,10 +12,15 @@ from alembic.script import Script, ScriptDirectory
 from flask import current_app
 from flask.cli import AppGroup
 
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext
 from .paths import shown
 from .terminal import visible
+from .translated import CommandError, option
 
-migrations_cli = AppGroup("migrations", help="The extension's database migrations.")
+migrations_cli = AppGroup(
+    "migrations", help=t.cast(str, lazy_gettext("The extension's database migrations."))
+)
 
 #: Where the extension's revisions live; their file names sort in revision order.
 REVISIONS_DIR = Path(__file__).parent.parent / "migrations" / "versions"
@@ -31,7 +37,7 @@ def _revisions() -> list[tuple[Path, str]]:
     for source in sorted(REVISIONS_DIR.glob("mtasks_*.py")):
         match = _REVISION.search(source.read_text())
         if match is None:  # pragma: no cover - a packaging mistake
-            raise click.ClickException(f"{visible(source.name)} names no revision.")
+            raise CommandError(_("%(file)s names no revision.", file=visible(source.name)))
         found.append((source, match.group(1)))
     return found
 
@@ -72,52 +78,70 @@ def _in_the_database(engine: sa.Engine, tables: set[str]) -> list[str]:
     return sorted(tables & names)
 
 
-@migrations_cli.command("install")
-@click.option(
+@migrations_cli.command(
+    "install",
+    help=t.cast(
+        str,
+        lazy_gettext(
+            "Copy the extension's migrations into the app's Flask-Migrate folder.\n\n"
+            "Each revision not yet installed (by revision id) is copied, in order, "
+            "chained after the folder's head at that moment, so that ``flask db "
+            "upgrade`` applies them after the app's own migrations and the history "
+            "stays one line.\n\n"
+            "Nothing is written when the app's own revisions already create the "
+            "extension's tables (an earlier ``flask db migrate``), or when the database "
+            "already has them without these revisions (``db.create_all()``): ``flask db "
+            'upgrade`` would fail with "table already exists". The error says what to '
+            "do instead."
+        ),
+    ),
+)
+@option(
     "--ignore-database",
     is_flag=True,
-    help="Write the revisions even though the database already has the tables; "
-    "mark them as applied with `flask db stamp` instead of upgrading.",
+    help=lazy_gettext(
+        "Write the revisions even though the database already has the tables; "
+        "mark them as applied with `flask db stamp` instead of upgrading."
+    ),
 )
 def migrations_install_command(ignore_database: bool) -> None:
-    """Copy the extension's migrations into the app's Flask-Migrate folder.
-
-    Each revision not yet installed (by revision id) is copied, in order,
-    chained after the folder's head at that moment, so that ``flask db
-    upgrade`` applies them after the app's own migrations and the history
-    stays one line.
-
-    Nothing is written when the app's own revisions already create the
-    extension's tables (an earlier ``flask db migrate``), or when the database
-    already has them without these revisions (``db.create_all()``): ``flask db
-    upgrade`` would fail with "table already exists". The error says what to
-    do instead.
-    """
     migrate = current_app.extensions.get("migrate")
     if migrate is None:
-        raise click.ClickException(
-            "Flask-Migrate is not set up on this app. Without it, create the tables with "
-            "`db.create_all()` in an app context."
+        raise CommandError(
+            _(
+                "Flask-Migrate is not set up on this app. Without it, create the tables with "
+                "`db.create_all()` in an app context."
+            )
         )
     # Flask-Migrate reads its folder relative to the working directory, as we do.
     directory = Path(migrate.directory)
     versions = directory / "versions"
     if not versions.is_dir():
-        raise click.ClickException(f"{shown(versions)} does not exist; run `flask db init` first.")
+        raise CommandError(
+            _("%(folder)s does not exist; run `flask db init` first.", folder=shown(versions))
+        )
     scripts = ScriptDirectory(str(directory))
     installed = {script.revision for script in scripts.walk_revisions()}
     missing = [(source, rev) for source, rev in _revisions() if rev not in installed]
     if not missing:
-        click.echo(f"The extension's migrations are already installed in {shown(versions)}.")
+        click.echo(
+            _(
+                "The extension's migrations are already installed in %(folder)s.",
+                folder=shown(versions),
+            )
+        )
         return
     heads = scripts.get_heads()
     if len(heads) > 1:
-        raise click.ClickException(
-            f"The migrations have several heads ({visible(', '.join(heads))}); "
-            "merge them first with `flask db merge heads`."
+        raise CommandError(
+            _(
+                "The migrations have several heads (%(heads)s); "
+                "merge them first with `flask db merge heads`.",
+                heads=visible(", ".join(heads)),
+            )
         )
-    ours = {revision for _, revision in _revisions()}
-    tables = {name for source, _ in missing for name in _created(source.read_text())}
+    ours = {revision for _source, revision in _revisions()}
+    tables = {name for source, _revision in missing for name in _created(source.read_text())}
     theirs = [script for script in scripts.walk_revisions() if script.revision not in ours]
     autogenerated = _created_by_the_app(theirs, tables)
     if autogenerated:
@@ -125,25 +149,31 @@ def migrations_install_command(ignore_database: bool) -> None:
             f"{shown(versions / name)} ({', '.join(sorted(created))})"
             for name, created in sorted(autogenerated.items())
         )
-        raise click.ClickException(
-            f"The app's own revisions already create the extension's tables: {files}, "
-            "most likely from `flask db migrate`. Installing the extension's revisions as "
-            'well would make `flask db upgrade` fail with "table already exists", so '
-            "nothing was written. Either keep those revisions and keep autogenerating "
-            "(`flask db migrate` then also writes the changes of later versions of the "
-            "extension), or delete those revisions (after `flask db downgrade` where they "
-            "are applied) and run `flask mtasks migrations install` again."
+        raise CommandError(
+            _(
+                "The app's own revisions already create the extension's tables: %(files)s, "
+                "most likely from `flask db migrate`. Installing the extension's revisions as "
+                'well would make `flask db upgrade` fail with "table already exists", so '
+                "nothing was written. Either keep those revisions and keep autogenerating "
+                "(`flask db migrate` then also writes the changes of later versions of the "
+                "extension), or delete those revisions (after `flask db downgrade` where they "
+                "are applied) and run `flask mtasks migrations install` again.",
+                files=files,
+            )
         )
     existing = [] if ignore_database else _in_the_database(migrate.db.engine, tables)
     if existing:
-        raise click.ClickException(
-            f"The database already has the extension's tables ({', '.join(existing)}) "
-            "without its revisions, most likely from `db.create_all()`; `flask db upgrade` "
-            'would fail with "table already exists". Nothing was written. Either drop '
-            "those tables (their runs are lost) and run this command again, then `flask db "
-            "upgrade`; or, if they are as the current version of the extension makes them, "
-            "run `flask mtasks migrations install --ignore-database` and mark the revisions "
-            "as applied with `flask db stamp head` instead of upgrading."
+        raise CommandError(
+            _(
+                "The database already has the extension's tables (%(tables)s) "
+                "without its revisions, most likely from `db.create_all()`; `flask db upgrade` "
+                'would fail with "table already exists". Nothing was written. Either drop '
+                "those tables (their runs are lost) and run this command again, then `flask db "
+                "upgrade`; or, if they are as the current version of the extension makes them, "
+                "run `flask mtasks migrations install --ignore-database` and mark the revisions "
+                "as applied with `flask db stamp head` instead of upgrading.",
+                tables=", ".join(existing),
+            )
         )
     head = heads[0] if heads else None
     for source, revision in missing:
@@ -152,12 +182,14 @@ def migrations_install_command(ignore_database: bool) -> None:
         text = _REVISES.sub(f"Revises: {head}" if head else "Revises:", text, count=1)
         target = versions / source.name
         target.write_text(text)
-        click.echo(f"Created {shown(target)}")
+        click.echo(_("Created %(path)s", path=shown(target)))
         head = revision
     if ignore_database:
         click.echo(
-            "Run `flask db upgrade` to create the tables, or, where the database already "
-            "has them, `flask db stamp head` once the app's own revisions are applied."
+            _(
+                "Run `flask db upgrade` to create the tables, or, where the database already "
+                "has them, `flask db stamp head` once the app's own revisions are applied."
+            )
         )
     else:
-        click.echo("Run `flask db upgrade` to create the tables.")
+        click.echo(_("Run `flask db upgrade` to create the tables."))

@@ -12,7 +12,10 @@ import typing as t
 import click
 
 from .. import policy
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext
 from .terminal import visible
+from .translated import option
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
@@ -35,7 +38,11 @@ class _PolicyName(_ParamType):
     ) -> str:
         text = str(value).strip().lower()
         if text not in policy.POLICIES:
-            self.fail(f"{_quoted(value)} is not an error policy: choose stop or skip.", param, ctx)
+            self.fail(
+                _("%(value)s is not an error policy: choose stop or skip.", value=_quoted(value)),
+                param,
+                ctx,
+            )
         return text
 
 
@@ -78,27 +85,31 @@ def _quoted(value: t.Any) -> str:
 def policy_options(command: F) -> F:
     """``--error-policy``, ``--max-failures`` and ``--max-failure-rate``; unset: ``None``."""
     options = [
-        click.option(
+        option(
             "--error-policy",
             type=_PolicyName(),
             metavar="[stop|skip]",
-            help="What a failing item does: stop the run, or skip it into the failure ledger "
-            "(default: the task's).",
+            help=lazy_gettext(
+                "What a failing item does: stop the run, or skip it into the failure ledger "
+                "(default: the task's)."
+            ),
         ),
-        click.option(
+        option(
             "--max-failures",
             type=_Count(),
             metavar="N",
-            help="Error the run once more than N items have failed.",
+            help=lazy_gettext("Error the run once more than N items have failed."),
         ),
-        click.option(
+        option(
             "--max-failure-rate",
             type=_Rate(),
             metavar="RATE",
-            help="Error the run once more than this share of the items processed have failed "
-            "(0.05 or 5%), counted against at least 100 items.",
+            help=lazy_gettext(
+                "Error the run once more than this share of the items processed have failed "
+                "(0.05 or 5%), counted against at least 100 items."
+            ),
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
+    for add in reversed(options):
+        command = add(command)
     return command

@@ -9,9 +9,11 @@ from flask.cli import with_appcontext
 
 from .. import retention
 from ..config import parse_duration
+from ..i18n import lazy_gettext
 from ..state import get_state
 from .errors import catch_errors
 from .terminal import visible
+from .translated import command, option
 
 if t.TYPE_CHECKING:
     _ParamType = click.ParamType[t.Any]  # generic from click 8.2 on
@@ -33,21 +35,28 @@ class _Duration(_ParamType):
             self.fail(visible(error), param, ctx)
 
 
-@click.command("prune")
-@click.option(
+@command(
+    "prune",
+    help=lazy_gettext(
+        "Delete ended runs older than the retention, with their failures, events and CSV "
+        "files.\n\n"
+        "The latest run of each task is always kept, and so is every active run. "
+        "Runs go in batches, each its own short transaction."
+    ),
+)
+@option(
     "--older-than",
     type=_Duration(),
     metavar="DURATION",
-    help="Delete runs ended longer ago than this: 90d, 12h, 30m or seconds "
-    "(default: MAINTENANCE_TASKS_RETENTION).",
+    help=lazy_gettext(
+        "Delete runs ended longer ago than this: 90d, 12h, 30m or seconds "
+        "(default: MAINTENANCE_TASKS_RETENTION)."
+    ),
 )
-@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@option(
+    "--dry-run", is_flag=True, help=lazy_gettext("Count what would be deleted; delete nothing.")
+)
 @with_appcontext
 @catch_errors
 def prune_command(older_than: float | None, dry_run: bool) -> None:
-    """Delete ended runs older than the retention, with their failures, events and CSV files.
-
-    The latest run of each task is always kept, and so is every active run.
-    Runs go in batches, each its own short transaction.
-    """
     click.echo(retention.prune(get_state(), older_than, dry_run=dry_run))

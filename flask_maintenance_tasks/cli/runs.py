@@ -11,9 +11,22 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
-from .. import audit, docstrings, formatting, ledger, masking, parameters, partitions, runner, store
+from .. import (
+    audit,
+    docstrings,
+    formatting,
+    i18n,
+    ledger,
+    masking,
+    parameters,
+    partitions,
+    runner,
+    store,
+)
 from ..csv.uploads import csv_file_of
 from ..executors import InProcessExecutor, RQExecutor
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext, ngettext
 from ..models import Run, RunStatus
 from ..published import facts as published_facts
 from ..published import step_line
@@ -23,6 +36,7 @@ from .changes import print_changes, report_outcome, status_of
 from .errors import catch_errors
 from .policy import policy_options
 from .terminal import visible
+from .translated import CommandError, command, option, status
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -39,7 +53,7 @@ TIMELINE_EVENTS = 200
 NO_WORKER_HINT_AFTER = 3.0
 
 #: What ``run`` and ``resume`` say before following a run of the in-process executor.
-IN_PROCESS_NOTE = (
+IN_PROCESS_NOTE = lazy_gettext(
     "no MAINTENANCE_TASKS_REDIS_URL: the run executes in this process; "
     "the command returns when it ends"
 )
@@ -49,8 +63,10 @@ F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
 def waiting(command: F) -> F:
     """``--wait``: follow the run with a progress bar; fail unless it succeeds."""
-    return click.option(
-        "--wait", is_flag=True, help="Follow the run until it ends; fail unless it succeeds."
+    return option(
+        "--wait",
+        is_flag=True,
+        help=lazy_gettext("Follow the run until it ends; fail unless it succeeds."),
     )(command)
 
 
@@ -61,12 +77,14 @@ def partitions_option(command: F) -> F:
     that every mistake, a word as much as a number out of range, gets the
     engine's message and fails as the task's invalid arguments do.
     """
-    return click.option(
+    return option(
         "--partitions",
         "partitions_asked",
         metavar="K",
-        help="Cut the run into K partitions, walked side by side by several workers "
-        "(default: the task's partitions).",
+        help=lazy_gettext(
+            "Cut the run into K partitions, walked side by side by several workers "
+            "(default: the task's partitions)."
+        ),
     )(command)
 
 
@@ -87,30 +105,29 @@ _PARTITION_DIGITS = 6
 
 def acting_as(command: F) -> F:
     """``--as NAME``: who the audit trail says acted, besides the OS user."""
-    return click.option(
+    return option(
         "--as",
         "acting_as",
         metavar="NAME",
-        help="Who you act for, recorded in the run's audit trail with your OS user.",
+        help=lazy_gettext("Who you act for, recorded in the run's audit trail with your OS user."),
     )(command)
 
 
-@click.command("list")
-@click.option(
+@command("list", help=lazy_gettext("List the tasks with the status of each one's latest run."))
+@option(
     "--long",
     "-l",
     "long",
     is_flag=True,
-    help="Also print the first paragraph of each task's description, under its name.",
+    help=lazy_gettext("Also print the first paragraph of each task's description, under its name."),
 )
 @with_appcontext
 @catch_errors
 def list_command(long: bool) -> None:
-    """List the tasks with the status of each one's latest run."""
     state = get_state()
     tasks = state.registry.tasks()
     if not tasks:
-        click.echo(f"No tasks found in {visible(state.registry.package)}.")
+        click.echo(_("No tasks found in %(package)s.", package=visible(state.registry.package)))
         return
     with store.open_session(state.db) as session:
         latest = store.latest_run_per_task(session, tasks)
@@ -118,28 +135,30 @@ def list_command(long: bool) -> None:
     for name in tasks:
         run = latest.get(name)
         if run is None:
-            status = "new"
+            latest_text = _("new")
         elif run.dry_run:
-            status = f"{visible(run.status)} (dry run #{run.id})"
+            latest_text = _("%(status)s (dry run #%(id)s)", status=status(run.status), id=run.id)
         else:
-            status = f"{visible(run.status)} (run #{run.id})"
+            latest_text = _("%(status)s (run #%(id)s)", status=status(run.status), id=run.id)
         queue = tasks[name].queue
-        own = f"  (queue {visible(queue)})" if queue else ""
-        click.echo(f"{visible(name):<{width}}  {status}{own}")
+        own = "  " + _("(queue %(queue)s)", queue=visible(queue)) if queue else ""
+        click.echo(f"{visible(name):<{width}}  {latest_text}{own}")
         summary = docstrings.summary(tasks[name].__doc__) if long else ""
         if summary:
             click.echo(f"    {visible(summary)}")
 
 
-@click.command("show")
+@command(
+    "show",
+    help=lazy_gettext(
+        "Show task NAME: its description, its parameters and its latest run.\n\n"
+        "The description is the task's docstring, its reStructuredText markup taken out."
+    ),
+)
 @click.argument("name")
 @with_appcontext
 @catch_errors
 def show_command(name: str) -> None:
-    """Show task NAME: its description, its parameters and its latest run.
-
-    The description is the task's docstring, its reStructuredText markup taken out.
-    """
     state = get_state()
     task = state.registry.get(name)
     click.echo(visible(name))
@@ -151,42 +170,67 @@ def show_command(name: str) -> None:
     fields = getattr(getattr(task, "Parameters", None), "model_fields", None) or {}
     if fields:
         click.echo()
-        click.echo("Parameters: " + ", ".join(visible(field) for field in fields))
+        names = ", ".join(visible(field) for field in fields)
+        click.echo(_("Parameters: %(names)s", names=names))
     with store.open_session(state.db) as session:
         run = store.latest_run_per_task(session, [name]).get(name)
     click.echo()
     if run is None:
-        click.echo("Latest run: none (new)")
+        click.echo(_("Latest run: none (new)"))
+    elif run.dry_run:
+        click.echo(
+            _("Latest run: dry run #%(id)s, %(status)s", id=run.id, status=status(run.status))
+        )
     else:
-        kind = "dry run" if run.dry_run else "run"
-        click.echo(f"Latest run: {kind} #{run.id}, {visible(run.status)}")
+        click.echo(_("Latest run: run #%(id)s, %(status)s", id=run.id, status=status(run.status)))
 
 
-@click.command("run")
-@click.argument("name")
-@click.option(
-    "--arg", "pairs", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable)."
+@command(
+    "run",
+    help=lazy_gettext(
+        "Start a run of task NAME and print its id.\n\n"
+        "--error-policy, --max-failures and --max-failure-rate override the task's "
+        "error policy for this run. --dry-run starts a dry run: the database rolls "
+        "back what it writes, and `flask mtasks status RUN_ID` says what it would "
+        "have changed. --partitions K cuts the run into K partitions, from 1 to "
+        "MAINTENANCE_TASKS_MAX_PARTITIONS, instead of the task's own number. "
+        "--at WHEN schedules the run: it is `scheduled` (and holds the task) until "
+        "then, when a worker's RQ scheduler starts it; `flask mtasks cancel RUN_ID` "
+        "calls it off."
+    ),
 )
-@click.option(
+@click.argument("name")
+@option(
+    "--arg",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=lazy_gettext("A parameter (repeatable)."),
+)
+@option(
     "--csv",
     "csv_path",
     type=click.Path(exists=True, dir_okay=False, allow_dash=True),
     metavar="PATH",
-    help="A CSV file for a CSV task; - reads stdin.",
+    help=lazy_gettext("A CSV file for a CSV task; - reads stdin."),
 )
 @policy_options
-@click.option(
+@option(
     "--dry-run",
     is_flag=True,
-    help="Process every item and roll each tick back: count what the run would change.",
+    help=lazy_gettext(
+        "Process every item and roll each tick back: count what the run would change."
+    ),
 )
 @partitions_option
-@click.option(
+@option(
     "--at",
     "at",
     metavar="WHEN",
-    help="Start the run at this time instead of now: ISO 8601 with its time zone, "
-    "such as 2026-12-01T02:00+00:00 (needs RQ).",
+    help=lazy_gettext(
+        "Start the run at this time instead of now: ISO 8601 with its time zone, "
+        "such as 2026-12-01T02:00+00:00 (needs RQ)."
+    ),
 )
 @waiting
 @acting_as
@@ -205,17 +249,6 @@ def run_command(
     wait: bool,
     acting_as: str | None,
 ) -> None:
-    """Start a run of task NAME and print its id.
-
-    --error-policy, --max-failures and --max-failure-rate override the task's
-    error policy for this run. --dry-run starts a dry run: the database rolls
-    back what it writes, and `flask mtasks status RUN_ID` says what it would
-    have changed. --partitions K cuts the run into K partitions, from 1 to
-    MAINTENANCE_TASKS_MAX_PARTITIONS, instead of the task's own number.
-    --at WHEN schedules the run: it is `scheduled` (and holds the task) until
-    then, when a worker's RQ scheduler starts it; `flask mtasks cancel RUN_ID`
-    calls it off.
-    """
     state = get_state()
     arguments = _parse_arguments(state.registry.get(name), pairs, state.settings.masked_parameters)
     csv_file: t.Any = None
@@ -239,14 +272,21 @@ def run_command(
     click.echo(run.id)
     if run.status == RunStatus.SCHEDULED:
         click.echo(
-            f"Run #{run.id} is scheduled for {formatting.timestamp(run.scheduled_at)}; "
-            f"`flask mtasks cancel {run.id}` calls it off.",
+            _(
+                "Run #%(id)s is scheduled for %(moment)s; "
+                "`flask mtasks cancel %(id)s` calls it off.",
+                id=run.id,
+                moment=formatting.timestamp(run.scheduled_at),
+            ),
             err=True,
         )
     if run.dry_run:
         click.echo(
-            f"Run #{run.id} is a dry run: every tick is rolled back, nothing is written; "
-            f"`flask mtasks status {run.id}` says what it would change.",
+            _(
+                "Run #%(id)s is a dry run: every tick is rolled back, nothing is written; "
+                "`flask mtasks status %(id)s` says what it would change.",
+                id=run.id,
+            ),
             err=True,
         )
     _after_enqueue(state, run.id, wait)
@@ -262,7 +302,7 @@ def _after_enqueue(state: State, run_id: int, wait: bool) -> None:
     """
     in_process = isinstance(state.executor, InProcessExecutor)
     if in_process:
-        click.echo(IN_PROCESS_NOTE, err=True)
+        click.echo(str(IN_PROCESS_NOTE), err=True)
     if wait or in_process:
         run = _follow(state, run_id, fail=wait)
         report_outcome(run)
@@ -284,18 +324,24 @@ def _parse_arguments(
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            quoted = repr(pair)
             if masking.mentions_masked_name(pair, task_class, masked):
-                quoted = "An argument naming a masked parameter"
-            raise click.BadParameter(f"{visible(quoted)} is not KEY=VALUE.", param_hint="--arg")
+                message = _("An argument naming a masked parameter is not KEY=VALUE.")
+            else:
+                message = _("%(pair)s is not KEY=VALUE.", pair=visible(repr(pair)))
+            raise click.BadParameter(message, param_hint="--arg")
         given.setdefault(key, []).append(value)
     described = parameters.parameters_of(task_class)
     arguments: dict[str, t.Any] = {}
     for key, values in given.items():
         try:
             arguments[key] = _argument(described.get(key), key, values)
-        except parameters.NestedTooDeep as exc:
-            raise click.BadParameter(f"{visible(key)}: {exc.msg}.", param_hint="--arg") from None
+        except parameters.NestedTooDeep:
+            message = _(
+                "%(key)s: nested deeper than %(depth)s levels.",
+                key=visible(key),
+                depth=parameters.MAX_DEPTH,
+            )
+            raise click.BadParameter(message, param_hint="--arg") from None
     return arguments
 
 
@@ -305,7 +351,12 @@ def _argument(parameter: parameters.Parameter | None, key: str, values: list[str
         return [item for value in values for item in parameters.split_many(value)]
     if len(values) > 1:
         raise click.BadParameter(
-            f"{visible(key)} is given {len(values)} times but takes one value.", param_hint="--arg"
+            _(
+                "%(key)s is given %(count)s times but takes one value.",
+                key=visible(key),
+                count=len(values),
+            ),
+            param_hint="--arg",
         )
     if parameter is None:
         return values[0]  # the task reports an unknown parameter
@@ -340,7 +391,7 @@ def _follow(state: State, run_id: int, fail: bool = True) -> Run:
         while True:
             run = runner.get_run(state, run_id)
             if run is None:
-                raise click.ClickException(f"Run #{run_id} disappeared.")
+                raise CommandError(_("Run #%(id)s disappeared.", id=run_id))
             line = _bar(run)
             now = time.monotonic()
             if rq_executor and run.status == RunStatus.ENQUEUED and now >= ask_workers_at:
@@ -361,26 +412,38 @@ def _follow(state: State, run_id: int, fail: bool = True) -> Run:
                 break
             time.sleep(0.25)
     except KeyboardInterrupt:
-        raise click.ClickException(
-            f"Stopped following run #{run_id}; it carries on (`flask mtasks status {run_id}`)."
+        raise CommandError(
+            _(
+                "Stopped following run #%(id)s; it carries on (`flask mtasks status %(id)s`).",
+                id=run_id,
+            )
         ) from None
     finally:
         if tty:
             click.echo(err=True)
     if run.status != RunStatus.SUCCEEDED:
-        detail = f": {run.error_class}: {run.error_message}" if run.error_class else ""
-        outcome = f"Run #{run.id} ended {visible(run.status)}{visible(detail)}"
+        if run.error_class:
+            outcome = _(
+                "Run #%(id)s ended %(status)s: %(error)s",
+                id=run.id,
+                status=status(run.status),
+                error=visible(f"{run.error_class}: {run.error_message}"),
+            )
+        else:
+            outcome = _("Run #%(id)s ended %(status)s", id=run.id, status=status(run.status))
         if fail:
-            raise click.ClickException(outcome)
+            raise CommandError(outcome)
         click.echo(outcome, err=True)
     return run
 
 
 def _no_worker_hint(queue: str, default: str | None = None) -> str:
-    option = f" --queue {visible(queue)}" if default is not None and queue != default else ""
-    return (
-        f"No worker listens on queue {visible(queue)}; the run stays enqueued until one does. "
-        f"Start one with `flask mtasks worker{option}`."
+    flag = f" --queue {visible(queue)}" if default is not None and queue != default else ""
+    return _(
+        "No worker listens on queue %(queue)s; the run stays enqueued until one does. "
+        "Start one with `flask mtasks worker%(option)s`.",
+        queue=visible(queue),
+        option=flag,
     )
 
 
@@ -392,16 +455,15 @@ def _bar(run: Run, width: int = 30) -> str:
         filled = int(width * pct / 100)
         bar = "#" * filled + "-" * (width - filled)
     progress = formatting.progress_text(run.tick_count, run.tick_total)
-    return f"[{bar}] {visible(run.status):<11} {progress}"
+    return f"[{bar}] {status(run.status):<11} {progress}"
 
 
-@click.command("status")
+@command("status", help=lazy_gettext("Show run RUN_ID, or the active and latest runs."))
 @click.argument("run_id", type=int, required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@option("--json", "as_json", is_flag=True, help=lazy_gettext("Print JSON."))
 @with_appcontext
 @catch_errors
 def status_command(run_id: int | None, as_json: bool) -> None:
-    """Show run RUN_ID, or the active and latest runs."""
     state = get_state()
     if run_id is not None:
         _show_run(state, run_id, as_json)
@@ -412,16 +474,17 @@ def status_command(run_id: int | None, as_json: bool) -> None:
 def _show_run(state: State, run_id: int, as_json: bool) -> None:
     run = runner.get_run(state, run_id)
     if run is None:
-        raise click.ClickException(f"Run #{run_id} not found.")
+        raise CommandError(_("Run #%(id)s not found.", id=run_id))
     with store.open_session(state.db) as session:
         timeline = audit.timeline(session, run.id, TIMELINE_EVENTS)
         retried_in = [retry.id for retry in ledger.retries_of(session, run.id)]
         children = _partitions_of(session, run)
     if as_json:
-        data = formatting.run_as_dict(state.app, run, timeline=timeline)
-        data["retried_in"] = retried_in
-        data.update(formatting.partitions_as_dict(run, children))
-        click.echo(json.dumps(data, indent=2))
+        with i18n.english():  # read by programs: English whatever the terminal's language
+            data = formatting.run_as_dict(state.app, run, timeline=timeline)
+            data["retried_in"] = retried_in
+            data.update(formatting.partitions_as_dict(run, children))
+            click.echo(json.dumps(data, indent=2))
     else:
         _print_run(state, run, children)
         print_changes(run)
@@ -443,9 +506,15 @@ def _print_parent(run: Run) -> None:
     number = (run.partition or 0) + 1
     of = formatting.partitions_as_dict(run, [])["partition_count"] or "?"
     click.echo(
-        f"  Partition {number} of {of} of run #{run.parent_id}: "
-        f"`flask mtasks status {run.parent_id}` shows the whole run, "
-        "and pause, resume and cancel act on it."
+        "  "
+        + _(
+            "Partition %(number)s of %(of)s of run #%(parent)s: "
+            "`flask mtasks status %(parent)s` shows the whole run, "
+            "and pause, resume and cancel act on it.",
+            number=number,
+            of=of,
+            parent=run.parent_id,
+        )
     )
 
 
@@ -456,11 +525,16 @@ def _print_partitions(run: Run, children: list[Run]) -> None:
         return
     if not children:
         if run.status in STOPPED:
-            click.echo(f"  Asked for {count} partitions; it stopped before it was cut.")
+            click.echo(
+                "  "
+                + _("Asked for %(count)s partitions; it stopped before it was cut.", count=count)
+            )
         else:
-            click.echo(f"  Will be cut into {count} partitions when it starts.")
+            click.echo(
+                "  " + _("Will be cut into %(count)s partitions when it starts.", count=count)
+            )
         return
-    click.echo(f"  Partitions ({len(children)}):")
+    click.echo("  " + _("Partitions (%(count)s):", count=len(children)))
     width = len(str(max(child.id for child in children)))
     for child in children:
         detail = formatting.partition_detail(child)
@@ -472,16 +546,17 @@ def _partition_line(detail: dict[str, t.Any], count: int, width: int) -> str:
     number = f"{(detail['index'] or 0) + 1}/{count}"
     ticks, total = detail["tick_count"] or 0, detail["tick_total"]
     if total:
-        progress = f"{ticks:,} / {total:,} ({min(100, 100 * ticks // total)}%)"
+        shown = min(100, 100 * ticks // total)
+        progress = f"{i18n.number(ticks)} / {i18n.number(total)} ({shown}%)"
     else:
-        progress = f"{ticks:,}"
+        progress = i18n.number(ticks)
     line = (
         f"{number:>{len(str(count)) * 2 + 1}}  #{detail['run_id']:<{width}}  "
-        f"{visible(detail['status']):<11} {progress}"
+        f"{status(detail['status']):<11} {progress}"
     )
     failures = detail["failure_count"] or 0
     if failures:
-        line += f"  {failures:,} failed"
+        line += "  " + _("%(count)s failed", count=i18n.number(failures))
     if detail["error_class"]:
         line += f"  {visible(detail['error_class'])}"
     return line
@@ -491,24 +566,33 @@ def _print_failures(run: Run, retried_in: list[int]) -> None:
     """The run's error policy unless plain stop, its failed items, and the retries it is part of."""
     policy = formatting.policy_text(run)
     if policy != "stop":
-        click.echo(f"  Error policy: {visible(policy)}")
+        click.echo("  " + _("Error policy: %(policy)s", policy=visible(policy)))
     count = run.failure_count or 0
     if count:
-        items = "item" if count == 1 else "items"
-        click.echo(f"  {count:,} failed {items}; see `flask mtasks failures {run.id}`")
+        click.echo(
+            "  "
+            + ngettext(
+                "%(num)s failed item; see `flask mtasks failures %(id)s`",
+                "%(num)s failed items; see `flask mtasks failures %(id)s`",
+                count,
+                id=run.id,
+            )
+        )
     if run.retry_of_id is not None:
-        click.echo(f"  Retry of #{run.retry_of_id}")
+        click.echo("  " + _("Retry of #%(id)s", id=run.retry_of_id))
     if retried_in:
-        click.echo(f"  Retried in {', '.join(f'#{run_id}' for run_id in retried_in)}")
+        runs = ", ".join(f"#{run_id}" for run_id in retried_in)
+        click.echo("  " + _("Retried in %(runs)s", runs=runs))
 
 
 def _print_timeline(timeline: audit.Timeline) -> None:
     """The run's audit trail, oldest first."""
     if not timeline.events:
         return
-    click.echo("  History:")
+    click.echo("  " + _("History:"))
     if timeline.omitted:
-        click.echo(f"    ({timeline.omitted} earlier events not shown)")
+        omitted = timeline.omitted
+        click.echo("    " + _("(%(count)s earlier events not shown)", count=omitted))
     for event in timeline.events:
         moment = formatting.timestamp(event.created_at)
         click.echo(f"    {moment}  {visible(formatting.event_text(event))}")
@@ -519,26 +603,27 @@ def _show_runs(state: State, as_json: bool) -> None:
         active = store.active_runs(session)
         latest = store.history_page(session, limit=LATEST_RUNS)
     if as_json:
-        data = {
-            "active": [formatting.run_as_dict(state.app, r) for r in active],
-            "latest": [formatting.run_as_dict(state.app, r) for r in latest],
-        }
-        click.echo(json.dumps(data, indent=2))
+        with i18n.english():  # read by programs: English whatever the terminal's language
+            data = {
+                "active": [formatting.run_as_dict(state.app, r) for r in active],
+                "latest": [formatting.run_as_dict(state.app, r) for r in latest],
+            }
+            click.echo(json.dumps(data, indent=2))
         return
-    click.echo("Active runs:" if active else "No active runs.")
+    click.echo(_("Active runs:") if active else _("No active runs."))
     for run in active:
         click.echo(f"  {_summary(run)}")
     if latest:
-        click.echo("Latest runs:")
+        click.echo(_("Latest runs:"))
         for run in latest:
             click.echo(f"  {_summary(run)}")
 
 
 def _summary(run: Run) -> str:
     count = int(run.partitions or 1)
-    cut = f"  ({count} partitions)" if count > 1 else ""
+    cut = "  " + _("(%(count)s partitions)", count=count) if count > 1 else ""
     if run.status == RunStatus.SCHEDULED:
-        cut += f"  (for {formatting.timestamp(run.scheduled_at)})"
+        cut += "  " + _("(for %(moment)s)", moment=formatting.timestamp(run.scheduled_at))
     step = step_line(masking.masked_published(get_state().app, run))
     if step:
         cut += f"  {visible(step)}"
@@ -550,7 +635,7 @@ def _summary(run: Run) -> str:
 
 def _print_run(state: State, run: Run, children: list[Run]) -> None:
     data = formatting.run_as_dict(state.app, run)
-    click.echo(f"Run #{run.id}  {visible(run.task_name)}  {status_of(run)}")
+    click.echo(_("Run #%(id)s", id=run.id) + f"  {visible(run.task_name)}  {status_of(run)}")
     _print_parent(run)
     if data["step"]:
         click.echo(f"  {visible(data['step'])}")
@@ -558,82 +643,101 @@ def _print_run(state: State, run: Run, children: list[Run]) -> None:
     click.echo(f"  {visible(data['status_text'])}")
     _print_partitions(run, children)
     if data["arguments"]:
-        click.echo(f"  Arguments: {json.dumps(data['arguments'])}")
+        click.echo("  " + _("Arguments: %(json)s", json=json.dumps(data["arguments"])))
     if data["metadata"] is not None:
-        click.echo(f"  Metadata: {json.dumps(data['metadata'])}")
+        click.echo("  " + _("Metadata: %(json)s", json=json.dumps(data["metadata"])))
     facts = published_facts(data["published"])
     if facts:
-        click.echo("  Published:")
+        click.echo("  " + _("Published:"))
         for key, value in sorted(facts.items()):
             shown = value if isinstance(value, str) else json.dumps(value)
             click.echo(f"    {visible(key)}: {visible(shown)}")
     csv_file = csv_file_of(state, run)
     if csv_file is not None:
         original = csv_file.original_filename
-        given = f", given as {visible(original)}" if original else ""
-        click.echo(f"  CSV file: {visible(csv_file.filename)} ({csv_file.size:,} bytes{given})")
+        values = {
+            "file": visible(csv_file.filename),
+            "size": i18n.number(csv_file.size),
+            "original": visible(original),
+        }
+        if original:
+            line = _("CSV file: %(file)s (%(size)s bytes, given as %(original)s)", **values)
+        else:
+            line = _("CSV file: %(file)s (%(size)s bytes)", **values)
+        click.echo(f"  {line}")
     if not children:  # each partition of a cut run has a cursor of its own
-        click.echo(f"  Cursor: {json.dumps(run.cursor)}")
+        click.echo("  " + _("Cursor: %(json)s", json=json.dumps(run.cursor)))
     if run.interruption_reason:
-        click.echo(f"  Last interruption: {visible(run.interruption_reason.replace('_', ' '))}")
+        reason = visible(run.interruption_reason.replace("_", " "))
+        click.echo("  " + _("Last interruption: %(reason)s", reason=reason))
     if run.error_class:
-        click.echo(f"  Error: {visible(run.error_class)}: {visible(run.error_message)}")
+        error = f"{visible(run.error_class)}: {visible(run.error_message)}"
+        click.echo("  " + _("Error: %(error)s", error=error))
         if run.errored_element is not None:
-            click.echo(f"  Failing item: {json.dumps(run.errored_element)}")
+            click.echo("  " + _("Failing item: %(json)s", json=json.dumps(run.errored_element)))
         if run.backtrace:
-            click.echo("  Backtrace:")
+            click.echo("  " + _("Backtrace:"))
             for frame in run.backtrace:
                 click.echo(f"    {visible(frame)}")
 
 
 def _control(act: t.Callable[..., Run], run_id: int, acting_as: str | None) -> Run:
     run = act(get_state(), run_id, actor=audit.command_line(acting_as))
-    click.echo(f"Run #{run.id} is {visible(run.status)}.")
+    click.echo(_("Run #%(id)s is %(status)s.", id=run.id, status=status(run.status)))
     return run
 
 
-@click.command("pause")
+@command("pause", help=lazy_gettext("Pause run RUN_ID at its next item (force a stuck one)."))
 @click.argument("run_id", type=int)
 @acting_as
 @with_appcontext
 @catch_errors
 def pause_command(run_id: int, acting_as: str | None) -> None:
-    """Pause run RUN_ID at its next item (force a stuck one)."""
     _control(runner.pause, run_id, acting_as)
 
 
-@click.command("resume")
+@command("resume", help=lazy_gettext("Resume paused or errored run RUN_ID from its cursor."))
 @click.argument("run_id", type=int)
 @waiting
 @acting_as
 @with_appcontext
 @catch_errors
 def resume_command(run_id: int, wait: bool, acting_as: str | None) -> None:
-    """Resume paused or errored run RUN_ID from its cursor."""
     run = _control(runner.resume, run_id, acting_as)
     _after_enqueue(get_state(), run.id, wait)
 
 
-@click.command("cancel")
+@command("cancel", help=lazy_gettext("Cancel run RUN_ID (at once if paused or stuck)."))
 @click.argument("run_id", type=int)
 @acting_as
 @with_appcontext
 @catch_errors
 def cancel_command(run_id: int, acting_as: str | None) -> None:
-    """Cancel run RUN_ID (at once if paused or stuck)."""
     _control(runner.cancel, run_id, acting_as)
 
 
-@click.command("set")
+@command(
+    "set",
+    help=lazy_gettext(
+        "Change the speed of active run RUN_ID without pausing it.\n\n"
+        "Its job takes the new values at its next status reload."
+    ),
+)
 @click.argument("run_id", type=int)
-@click.option("--rate", metavar="N", help="Cap the run at N items per second (N > 0).")
-@click.option("--batch-size", metavar="N", help="Fetch N records per query, from the next slice.")
-@click.option("--ticker-delay", metavar="S", help="Commit progress every S seconds (S > 0).")
-@click.option(
+@option("--rate", metavar="N", help=lazy_gettext("Cap the run at N items per second (N > 0)."))
+@option(
+    "--batch-size",
+    metavar="N",
+    help=lazy_gettext("Fetch N records per query, from the next slice."),
+)
+@option(
+    "--ticker-delay", metavar="S", help=lazy_gettext("Commit progress every S seconds (S > 0).")
+)
+@option(
     "--reset",
     multiple=True,
     type=click.Choice(runner.SPEED_FIELDS),
-    help="Give a field back to the task (rate: no cap). Repeat for several.",
+    help=lazy_gettext("Give a field back to the task (rate: no cap). Repeat for several."),
 )
 @acting_as
 @with_appcontext
@@ -646,13 +750,9 @@ def set_command(
     reset: tuple[str, ...],
     acting_as: str | None,
 ) -> None:
-    """Change the speed of active run RUN_ID without pausing it.
-
-    Its job takes the new values at its next status reload.
-    """
     if rate is None and batch_size is None and ticker_delay is None and not reset:
         raise click.UsageError(
-            "Give at least one of --rate, --batch-size, --ticker-delay or --reset."
+            _("Give at least one of --rate, --batch-size, --ticker-delay or --reset.")
         )
     run = runner.set_speed(
         get_state(),
@@ -663,4 +763,4 @@ def set_command(
         reset=reset,
         actor=audit.command_line(acting_as),
     )
-    click.echo(f"Run #{run.id}: {visible(formatting.speed_text(run))}.")
+    click.echo(_("Run #%(id)s: %(speed)s.", id=run.id, speed=visible(formatting.speed_text(run))))

@@ -15,10 +15,13 @@ from pathlib import Path
 import click
 from flask.cli import with_appcontext
 
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext
 from ..state import State, get_state
 from .errors import catch_errors
 from .paths import shown
 from .terminal import visible
+from .translated import CommandError, command, option
 
 #: Where the templates live.
 TEMPLATES_DIR = Path(__file__).parent.parent / "scaffold"
@@ -35,32 +38,45 @@ def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"_+", name) if part)
 
 
-@click.command("new")
+@command(
+    "new",
+    help=lazy_gettext(
+        "Write a task module named NAME (e.g. backfill_posts or billing/fix_invoices) "
+        "and its test.\n\n"
+        "--csv and --no-collection choose the kind of task; give one of them at most."
+    ),
+)
 @click.argument("name")
-@click.option("--csv", "csv", is_flag=True, help="A CSV import task.")
-@click.option("--no-collection", "no_collection", is_flag=True, help="A task that runs once.")
-@click.option(
-    "--tests-dir", default="tests/maintenance", show_default=True, help="Where the test goes."
+@option("--csv", "csv", is_flag=True, help=lazy_gettext("A CSV import task."))
+@option(
+    "--no-collection", "no_collection", is_flag=True, help=lazy_gettext("A task that runs once.")
+)
+@option(
+    "--tests-dir",
+    default="tests/maintenance",
+    show_default=True,
+    help=lazy_gettext("Where the test goes."),
 )
 @with_appcontext
 @catch_errors
 def new_command(name: str, csv: bool, no_collection: bool, tests_dir: str) -> None:
-    """Write a task module named NAME (e.g. backfill_posts or billing/fix_invoices) and its test.
-
-    --csv and --no-collection choose the kind of task; give one of them at most.
-    """
     if csv and no_collection:
         raise click.UsageError(
-            "--csv and --no-collection contradict each other: a CSV task reads the rows of a "
-            "file, a task without a collection runs once. Give one of them, or neither."
+            _(
+                "--csv and --no-collection contradict each other: a CSV task reads the rows of "
+                "a file, a task without a collection runs once. Give one of them, or neither."
+            )
         )
     kind = "csv" if csv else "no_collection" if no_collection else None
     state = get_state()
     parts = [p for p in re.split(r"[/.]", name) if p]
     if not parts or not all(_NAME.match(p) and not keyword.iskeyword(p) for p in parts):
-        raise click.ClickException(
-            f"{name!r} is not a valid task name: use letters, digits and _ (not starting with a "
-            "digit), with / between sub-packages."
+        raise CommandError(
+            _(
+                "%(name)s is not a valid task name: use letters, digits and _ (not starting "
+                "with a digit), with / between sub-packages.",
+                name=repr(name),
+            )
         )
     base = _snake(parts[-1])
     base = re.sub(r"_?task$", "", base) or base
@@ -74,7 +90,7 @@ def new_command(name: str, csv: bool, no_collection: bool, tests_dir: str) -> No
     test_path = Path(tests_dir).joinpath(*namespaces) / f"test_{base}_task.py"
     for path in (module_path, test_path):
         if path.exists():
-            raise click.ClickException(f"{shown(path)} already exists; not overwriting it.")
+            raise CommandError(_("%(path)s already exists; not overwriting it.", path=shown(path)))
 
     template = _TEMPLATES[kind]
     task_name = ".".join([*namespaces, class_name])
@@ -96,9 +112,9 @@ def new_command(name: str, csv: bool, no_collection: bool, tests_dir: str) -> No
     # created a moment ago may not be found in this process.
     importlib.invalidate_caches()
     state.registry.reload()
-    click.echo(f"Created {shown(module_path)}")
-    click.echo(f"Created {shown(test_path)}")
-    click.echo(f"Start it with: flask mtasks run {task_name}")
+    click.echo(_("Created %(path)s", path=shown(module_path)))
+    click.echo(_("Created %(path)s", path=shown(test_path)))
+    click.echo(_("Start it with: flask mtasks run %(task)s", task=task_name))
 
 
 def _tasks_dir(state: State) -> Path:
@@ -110,8 +126,11 @@ def _tasks_dir(state: State) -> Path:
     package = state.registry.package
     root_package = app.import_name.split(".")[0]
     if not package.startswith(root_package + "."):
-        raise click.ClickException(
-            f"The tasks package {visible(package)} does not exist; create it first."
+        raise CommandError(
+            _(
+                "The tasks package %(package)s does not exist; create it first.",
+                package=visible(package),
+            )
         )
     relative = package[len(root_package) + 1 :].split(".")
     return Path(app.root_path).joinpath(*relative)

@@ -26,7 +26,8 @@ import math
 import re
 import typing as t
 
-from ..exceptions import ConfigurationError, CSVFileError
+from ..exceptions import ConfigurationError, CSVFileError, LazyNumber
+from ..i18n import LazyString, lazy_gettext
 
 #: Bytes read from the start of an upload to check it before a run starts.
 PREFLIGHT_BYTES = 64 * 1024
@@ -37,14 +38,43 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 #: The JSON position of the next row; see the module's documentation.
 Position = dict[str, int]
 
+#: The refusal of a file without even a header.
+_EMPTY: t.Final = lazy_gettext(
+    "The CSV file is empty: it needs a header line naming the columns, then one line per row."
+)
+
 # Signatures of files that are often uploaded by mistake for a CSV file.
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"PK\x03\x04", "an Excel workbook or another ZIP archive; export the sheet as CSV (UTF-8)"),
-    (b"\x1f\x8b", "gzip-compressed; decompress it first"),
-    (b"\xd0\xcf\x11\xe0", "an old-style Excel (.xls) or other Office file; export it as CSV"),
-    (b"%PDF-", "a PDF document"),
-    (b"\xff\xfe", 'UTF-16 text (Excel\'s "Unicode text"); save it as CSV UTF-8'),
-    (b"\xfe\xff", "UTF-16 text; save it as CSV UTF-8"),
+_SIGNATURES: tuple[tuple[bytes, LazyString], ...] = (
+    (
+        b"PK\x03\x04",
+        lazy_gettext(
+            "This is not a CSV file: it is an Excel workbook or another ZIP archive; "
+            "export the sheet as CSV (UTF-8)."
+        ),
+    ),
+    (
+        b"\x1f\x8b",
+        lazy_gettext("This is not a CSV file: it is gzip-compressed; decompress it first."),
+    ),
+    (
+        b"\xd0\xcf\x11\xe0",
+        lazy_gettext(
+            "This is not a CSV file: it is an old-style Excel (.xls) or other Office file; "
+            "export it as CSV."
+        ),
+    ),
+    (b"%PDF-", lazy_gettext("This is not a CSV file: it is a PDF document.")),
+    (
+        b"\xff\xfe",
+        lazy_gettext(
+            'This is not a CSV file: it is UTF-16 text (Excel\'s "Unicode text"); '
+            "save it as CSV UTF-8."
+        ),
+    ),
+    (
+        b"\xfe\xff",
+        lazy_gettext("This is not a CSV file: it is UTF-16 text; save it as CSV UTF-8."),
+    ),
 )
 
 
@@ -205,11 +235,13 @@ class _Records:
         self._decoder = codecs.getincrementaldecoder(spec.encoding)("strict")
         self._reader = csv.reader(self._lines(), **spec.reader_options)
 
-    def where(self, row: int | None) -> str:
+    def where(self, row: int | None) -> LazyString:
         """``Row 12 (line 13)``, or ``The header (line 1)`` before the first row."""
         if row is None:
-            return f"The header (line {self.record_line:,})"
-        return f"Row {row:,} (line {self.record_line:,})"
+            return lazy_gettext("The header (line %(line)s)", line=LazyNumber(self.record_line))
+        return lazy_gettext(
+            "Row %(row)s (line %(line)s)", row=LazyNumber(row), line=LazyNumber(self.record_line)
+        )
 
     def _lines(self) -> t.Iterator[str]:
         readline = self.stream.readline
@@ -249,8 +281,12 @@ class _Records:
             except _LineTooLong as exc:
                 self.record_line = exc.line
                 raise CSVFileError(
-                    f"{self.where(row)} is longer than {MAX_LINE_BYTES // 2**20} MiB "
-                    "without a line break: is this a CSV file?",
+                    lazy_gettext(
+                        "%(where)s is longer than %(size)s MiB without a line break: "
+                        "is this a CSV file?",
+                        where=self.where(row),
+                        size=MAX_LINE_BYTES // 2**20,
+                    ),
                     row=row,
                     line=exc.line,
                 ) from None
@@ -258,28 +294,39 @@ class _Records:
                 self.record_line = exc.line
                 byte = exc.byte.hex() if exc.byte else "?"
                 raise CSVFileError(
-                    f"{self.where(row)} is not valid {self.spec.encoding_name}: "
-                    f"byte 0x{byte} cannot be decoded. Save the file as {self.spec.encoding_name}, "
-                    "or declare its encoding with csv_collection(encoding=...).",
+                    lazy_gettext(
+                        "%(where)s is not valid %(encoding)s: byte 0x%(byte)s cannot be decoded. "
+                        "Save the file as %(encoding)s, or declare its encoding with "
+                        "csv_collection(encoding=...).",
+                        where=self.where(row),
+                        encoding=self.spec.encoding_name,
+                        byte=byte,
+                    ),
                     row=row,
                     line=exc.line,
                 ) from None
             except UnicodeDecodeError:
                 raise CSVFileError(
-                    f"The file ends in the middle of a character: it is not valid "
-                    f"{self.spec.encoding_name}.",
+                    lazy_gettext(
+                        "The file ends in the middle of a character: it is not valid %(encoding)s.",
+                        encoding=self.spec.encoding_name,
+                    ),
                     row=row,
                     line=self.line - 1,
                 ) from None
             except csv.Error as exc:
-                problem = str(exc)
-                if "new-line character seen in unquoted field" in problem:
+                problem: str | LazyString = str(exc)
+                if "new-line character seen in unquoted field" in str(exc):
                     # Old Mac files end lines with a lone \r, which is not a line break here.
-                    problem = (
+                    problem = lazy_gettext(
                         "a carriage return (\\r) ends a line; lines must end with \\n or \\r\\n"
                     )
                 raise CSVFileError(
-                    f"{self.where(row)} cannot be read as CSV: {problem}.",
+                    lazy_gettext(
+                        "%(where)s cannot be read as CSV: %(problem)s.",
+                        where=self.where(row),
+                        problem=problem,
+                    ),
                     row=row,
                     line=self.record_line,
                 ) from None
@@ -287,6 +334,26 @@ class _Records:
                 self._at_record_start = True
             if fields and (len(fields) > 1 or fields[0].strip()):
                 return fields
+
+
+def _width_message(where: LazyString, fields: int, width: int) -> LazyString:
+    """``Row 3 (line 4) has 2 fields, but the header has 3 columns.``"""
+    values = {"where": where, "fields": LazyNumber(fields), "width": LazyNumber(width)}
+    if fields == 1 and width == 1:
+        return lazy_gettext(
+            "%(where)s has %(fields)s field, but the header has %(width)s column.", **values
+        )
+    if fields == 1:
+        return lazy_gettext(
+            "%(where)s has %(fields)s field, but the header has %(width)s columns.", **values
+        )
+    if width == 1:
+        return lazy_gettext(
+            "%(where)s has %(fields)s fields, but the header has %(width)s column.", **values
+        )
+    return lazy_gettext(
+        "%(where)s has %(fields)s fields, but the header has %(width)s columns.", **values
+    )
 
 
 class _LineTooLong(Exception):
@@ -309,34 +376,55 @@ def read_header(stream: t.BinaryIO, spec: CSVCollection) -> tuple[list[str], Pos
     records = _Records(stream, spec, 0, 1)
     header = records.next_record(None)
     if header is None:
-        raise CSVFileError(
-            "The CSV file is empty: it needs a header line naming the columns, "
-            "then one line per row."
-        )
+        raise CSVFileError(_EMPTY)
     if spec.strip:
         header = [name.strip() for name in header]
     seen: dict[str, int] = {}
     for index, name in enumerate(header, 1):
         if not name.strip():
             raise CSVFileError(
-                f"Column {index} of the CSV header has no name; every column needs one.",
+                lazy_gettext(
+                    "Column %(index)s of the CSV header has no name; every column needs one.",
+                    index=index,
+                ),
                 line=records.record_line,
             )
         if name in seen:
             raise CSVFileError(
-                f"The CSV header names the column {name!r} twice (columns {seen[name]} and "
-                f"{index}); column names must be unique.",
+                lazy_gettext(
+                    "The CSV header names the column %(name)s twice (columns %(first)s and "
+                    "%(second)s); column names must be unique.",
+                    name=repr(name),
+                    first=seen[name],
+                    second=index,
+                ),
                 line=records.record_line,
             )
         seen[name] = index
     missing = [name for name in spec.required_headers if name not in seen]
     if missing:
-        shown = ", ".join(repr(name) for name in header[:20])
-        more = f" and {len(header) - 20} more" if len(header) > 20 else ""
+        names = ", ".join(repr(name) for name in missing)
+        shown: str | LazyString = ", ".join(repr(name) for name in header[:20])
+        if len(header) > 20:
+            shown = lazy_gettext(
+                "%(names)s and %(count)s more", names=shown, count=LazyNumber(len(header) - 20)
+            )
+        if len(missing) > 1:
+            message = lazy_gettext(
+                "The CSV file has no %(names)s columns, which the task requires; "
+                "its header has %(header)s.",
+                names=names,
+                header=shown,
+            )
+        else:
+            message = lazy_gettext(
+                "The CSV file has no %(names)s column, which the task requires; "
+                "its header has %(header)s.",
+                names=names,
+                header=shown,
+            )
         raise CSVFileError(
-            f"The CSV file has no {', '.join(repr(name) for name in missing)} "
-            f"column{'s' if len(missing) > 1 else ''}, which the task requires; "
-            f"its header has {shown}{more}.",
+            message,
             line=records.record_line,
         )
     return header, {"offset": records.offset, "row": 1, "line": records.line}
@@ -386,9 +474,7 @@ def rows(
             return
         if len(fields) != width:
             raise CSVFileError(
-                f"{records.where(number)} has {len(fields)} "
-                f"field{'s' if len(fields) != 1 else ''}, but the header has {width} "
-                f"column{'s' if width != 1 else ''}.",
+                _width_message(records.where(number), len(fields), width),
                 row=number,
                 line=records.record_line,
             )
@@ -550,17 +636,16 @@ def check_start(prefix: bytes, complete: bool, spec: CSVCollection) -> None:
     :raises CSVFileError: with a message saying what is wrong and where.
     """
     if not prefix.lstrip(b"\xef\xbb\xbf").strip():
-        raise CSVFileError(
-            "The CSV file is empty: it needs a header line naming the columns, "
-            "then one line per row."
-        )
-    for signature, what in _SIGNATURES:
+        raise CSVFileError(_EMPTY)
+    for signature, message in _SIGNATURES:
         if prefix.startswith(signature):
-            raise CSVFileError(f"This is not a CSV file: it is {what}.")
+            raise CSVFileError(message)
     if b"\x00" in prefix:
         raise CSVFileError(
-            "This is not a CSV file: it holds NUL bytes, which text never does "
-            "(a binary file, or text in UTF-16?)."
+            lazy_gettext(
+                "This is not a CSV file: it holds NUL bytes, which text never does "
+                "(a binary file, or text in UTF-16?)."
+            )
         )
     if not complete:
         cut = prefix.rfind(b"\n") + 1
@@ -574,9 +659,14 @@ def check_start(prefix: bytes, complete: bool, spec: CSVCollection) -> None:
             # One line longer than the prefix: only its text can be checked.
             byte = prefix[exc.start : exc.start + 1].hex()
             raise CSVFileError(
-                f"The header (line 1) is not valid {spec.encoding_name}: byte 0x{byte} "
-                f"cannot be decoded. Save the file as {spec.encoding_name}, or declare its "
-                "encoding with csv_collection(encoding=...).",
+                lazy_gettext(
+                    "%(where)s is not valid %(encoding)s: byte 0x%(byte)s cannot be decoded. "
+                    "Save the file as %(encoding)s, or declare its encoding with "
+                    "csv_collection(encoding=...).",
+                    where=lazy_gettext("The header (line %(line)s)", line=LazyNumber(1)),
+                    encoding=spec.encoding_name,
+                    byte=byte,
+                ),
                 line=1,
             ) from None
         decodable = False  # reading the rows below says which one is wrong

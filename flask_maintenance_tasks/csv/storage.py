@@ -26,6 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ..exceptions import ConfigurationError, CSVFileError
+from ..i18n import lazy_gettext
 from ..models import csv_chunks_table
 from ..state import get_state
 from ..store import quiet
@@ -164,7 +165,9 @@ def read_exactly(stream: t.BinaryIO, size: int) -> bytes:
     """Up to ``size`` bytes, fewer only at the end: ``read`` of a pipe may return less."""
     data = stream.read(size)
     if isinstance(data, str):
-        raise CSVFileError("The CSV file was opened as text: open it in binary mode ('rb').")
+        raise CSVFileError(
+            lazy_gettext("The CSV file was opened as text: open it in binary mode ('rb').")
+        )
     if not data or len(data) == size:
         return data
     parts = [data]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import store
 from ..exceptions import CSVFileError, CSVFileTooLarge
+from ..i18n import lazy_gettext
 from ..models import CSVFile, Run
 from ..state import get_state
 from . import rows as csv_rows
@@ -82,7 +83,7 @@ def _source(csv_file: t.Any) -> t.Iterator[tuple[str, t.BinaryIO]]:
     if isinstance(csv_file, (str, os.PathLike)):
         path = Path(csv_file)
         if not path.is_file():
-            raise CSVFileError(f"CSV file not found: {csv_file}")
+            raise CSVFileError(lazy_gettext("CSV file not found: %(path)s", path=csv_file))
         with open(path, "rb") as stream:
             yield path.name, stream
         return
@@ -95,8 +96,11 @@ def _source(csv_file: t.Any) -> t.Iterator[tuple[str, t.BinaryIO]]:
         )
     if not callable(getattr(stream, "read", None)):
         raise CSVFileError(
-            "csv_file must be a path, a binary file object or (file name, binary file object), "
-            f"not {type(stream).__name__}."
+            lazy_gettext(
+                "csv_file must be a path, a binary file object or (file name, binary file "
+                "object), not %(type)s.",
+                type=type(stream).__name__,
+            )
         )
     yield str(name or "upload.csv"), stream
 
@@ -129,7 +133,10 @@ class _Counting(io.RawIOBase):
             return 0
         if isinstance(data, str):
             raise CSVFileError(
-                f"{self._filename} was opened as text: open CSV files in binary mode ('rb')."
+                lazy_gettext(
+                    "%(file)s was opened as text: open CSV files in binary mode ('rb').",
+                    file=self._filename,
+                )
             )
         self.size += len(data)
         if self.size > self._limit:
@@ -186,7 +193,11 @@ def store_upload(
         try:
             csv_rows.check_start(head, len(head) <= csv_rows.PREFLIGHT_BYTES, spec)
         except CSVFileError as error:
-            raise CSVFileError(f"{original}: {error}", row=error.row, line=error.line) from None
+            raise CSVFileError(
+                lazy_gettext("%(file)s: %(error)s", file=original, error=error),
+                row=error.row,
+                line=error.line,
+            ) from None
         source.seek(start)
         name = stored_name(task_name)
         counting = _Counting(source, original, limit)
@@ -219,8 +230,12 @@ def open_for_run(state: State, run: Run, session: Session) -> tuple[CSVFile, t.B
     record = csv_file_of(state, run)
     if record is None:
         raise CSVFileError(
-            f"Run #{run.id} of {run.task_name} has no CSV file: it was started without one, "
-            "or its file was deleted."
+            lazy_gettext(
+                "Run #%(id)s of %(task)s has no CSV file: it was started without one, "
+                "or its file was deleted.",
+                id=run.id,
+                task=run.task_name,
+            )
         )
     storage = state.csv_storage
     if isinstance(storage, DatabaseStorage):
