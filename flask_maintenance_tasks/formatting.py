@@ -112,11 +112,11 @@ def duration(seconds: float | None) -> str:
     minutes, seconds = divmod(seconds, 60)
     if minutes < 60:
         # Translators: a short duration, "3m 05s"; the seconds always have two digits.
-        return _("%(minutes)sm %(seconds)ss", minutes=minutes, seconds=f"{seconds:02d}")
+        return _("%(minutes)sm %(seconds)ss", minutes=minutes, seconds=format(seconds, "02d"))
     hours, minutes = divmod(minutes, 60)
     if hours < 24:
         # Translators: a short duration, "2h 05m"; the minutes always have two digits.
-        return _("%(hours)sh %(minutes)sm", hours=hours, minutes=f"{minutes:02d}")
+        return _("%(hours)sh %(minutes)sm", hours=hours, minutes=format(minutes, "02d"))
     days, hours = divmod(hours, 24)
     # Translators: a short duration, "3d 4h".
     return _("%(days)sd %(hours)sh", days=days, hours=hours)
@@ -133,11 +133,11 @@ def speed_text(run: Run) -> str:
     """``rate cap 200/s, batch size task's own, ticker delay task's own``: the overrides."""
     own = _("task's own")
     # Translators: a rate cap in items per second, "200/s".
-    rate = _("%(rate)s/s", rate=f"{run.max_rate:g}") if run.max_rate else _("none")
+    rate = _("%(rate)s/s", rate=format(run.max_rate, "g")) if run.max_rate else _("none")
     size = f"{run.batch_size_override}" if run.batch_size_override else own
     delay = (
         # Translators: a ticker delay in seconds, "0.5s".
-        _("%(delay)ss", delay=f"{run.ticker_delay_override:g}")
+        _("%(delay)ss", delay=format(run.ticker_delay_override, "g"))
         if run.ticker_delay_override
         else own
     )
