@@ -27,6 +27,8 @@ import typing as t
 import sqlalchemy as sa
 
 from .exceptions import DryRunCommit
+from .i18n import gettext as _
+from .i18n import ngettext
 
 if t.TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -174,15 +176,42 @@ def summary(stored: t.Any) -> list[str]:
     changes = Changes(stored)
     lines = []
     for name, counts in sorted(changes.tables.items()):
-        for kind, verb in (("inserted", "insert"), ("updated", "update"), ("deleted", "delete")):
+        for kind in _KINDS:
             count = counts[kind]
             if not count:
                 continue
-            line = f"Would {verb} {count:,} row{'s' if count != 1 else ''} of {name}"
+            line = _would(kind, count, name)
             if kind == "updated" and counts["columns"]:
-                line += ": " + ", ".join(sorted(counts["columns"]))
+                # Translators: a line of a dry run's summary and the columns it would update.
+                line = _(
+                    "%(line)s: %(columns)s", line=line, columns=", ".join(sorted(counts["columns"]))
+                )
             lines.append(line)
-    return lines or ["Would change nothing in the database"]
+    return lines or [_("Would change nothing in the database")]
+
+
+def _would(kind: str, count: int, table: str) -> str:
+    """ "Would insert 3 rows of posts": what a dry run would do to ``table``."""
+    if kind == "inserted":
+        return ngettext(
+            "Would insert %(num)s row of %(table)s",
+            "Would insert %(num)s rows of %(table)s",
+            count,
+            table=table,
+        )
+    if kind == "updated":
+        return ngettext(
+            "Would update %(num)s row of %(table)s",
+            "Would update %(num)s rows of %(table)s",
+            count,
+            table=table,
+        )
+    return ngettext(
+        "Would delete %(num)s row of %(table)s",
+        "Would delete %(num)s rows of %(table)s",
+        count,
+        table=table,
+    )
 
 
 def _shown(value: t.Any) -> t.Any:

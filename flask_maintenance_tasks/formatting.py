@@ -13,7 +13,9 @@ from datetime import datetime, timezone
 from flask import current_app
 
 from . import dryrun
-from .i18n import LazyString, lazy_pgettext
+from .i18n import LazyString, lazy_pgettext, ngettext, number
+from .i18n import gettext as _
+from .i18n import moment as locale_moment
 from .masking import masked_arguments, masked_metadata, masked_published
 from .models import RunStatus
 from .policy import ErrorPolicy
@@ -48,19 +50,47 @@ def status_name(status: str) -> str:
     return str(name) if name is not None else str(status).replace("_", " ").capitalize()
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+#: Each status as a word inside a sentence ("Run #3 is running."), lower case in English.
+STATUS_WORDS: t.Final[dict[str, LazyString]] = {
+    "scheduled": lazy_pgettext("status in a sentence", "scheduled"),
+    "enqueued": lazy_pgettext("status in a sentence", "enqueued"),
+    "running": lazy_pgettext("status in a sentence", "running"),
+    "pausing": lazy_pgettext("status in a sentence", "pausing"),
+    "paused": lazy_pgettext("status in a sentence", "paused"),
+    "interrupted": lazy_pgettext("status in a sentence", "interrupted"),
+    "cancelling": lazy_pgettext("status in a sentence", "cancelling"),
+    "cancelled": lazy_pgettext("status in a sentence", "cancelled"),
+    "succeeded": lazy_pgettext("status in a sentence", "succeeded"),
+    "errored": lazy_pgettext("status in a sentence", "errored"),
+}
+
+
+def status_in_sentence(status: str) -> str:
+    """A run's status as a word inside a sentence: "running", "実行中"."""
+    word = STATUS_WORDS.get(str(status))
+    return str(word) if word is not None else str(status)
 
 
 def progress_text(tick_count: int, tick_total: int | None) -> str:
     """ "Processed 4,000 out of 7,000 items (57%)." and its variants."""
     if not tick_total:
-        return f"Processed {_plural(tick_count, 'item')}."
+        return ngettext("Processed %(num)s item.", "Processed %(num)s items.", tick_count)
     if tick_count > tick_total:
-        return f"Processed {_plural(tick_count, 'item')} (expected {tick_total:,})."
+        return ngettext(
+            "Processed %(num)s item (expected %(total)s).",
+            "Processed %(num)s items (expected %(total)s).",
+            tick_count,
+            total=number(tick_total),
+        )
     percent = math.floor(100 * tick_count / tick_total)
-    noun = "item" if tick_total == 1 else "items"
-    return f"Processed {tick_count:,} out of {tick_total:,} {noun} ({percent}%)."
+    # Translators: "num" is the total; "count" the items processed so far.
+    return ngettext(
+        "Processed %(count)s out of %(num)s item (%(percent)s%%).",
+        "Processed %(count)s out of %(num)s items (%(percent)s%%).",
+        tick_total,
+        count=number(tick_count),
+        percent=percent,
+    )
 
 
 def percent(run: Run) -> float | None:
@@ -77,15 +107,19 @@ def duration(seconds: float | None) -> str:
         return "-"
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
-        return f"{seconds}s"
+        # Translators: a short duration in seconds, "4s".
+        return _("%(seconds)ss", seconds=seconds)
     minutes, seconds = divmod(seconds, 60)
     if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
+        # Translators: a short duration, "3m 05s"; the seconds always have two digits.
+        return _("%(minutes)sm %(seconds)ss", minutes=minutes, seconds=format(seconds, "02d"))
     hours, minutes = divmod(minutes, 60)
     if hours < 24:
-        return f"{hours}h {minutes:02d}m"
+        # Translators: a short duration, "2h 05m"; the minutes always have two digits.
+        return _("%(hours)sh %(minutes)sm", hours=hours, minutes=format(minutes, "02d"))
     days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"
+    # Translators: a short duration, "3d 4h".
+    return _("%(days)sd %(hours)sh", days=days, hours=hours)
 
 
 def throughput(run: Run) -> float | None:
@@ -97,10 +131,22 @@ def throughput(run: Run) -> float | None:
 
 def speed_text(run: Run) -> str:
     """``rate cap 200/s, batch size task's own, ticker delay task's own``: the overrides."""
-    rate = f"{run.max_rate:g}/s" if run.max_rate else "none"
-    size = f"{run.batch_size_override}" if run.batch_size_override else "task's own"
-    delay = f"{run.ticker_delay_override:g}s" if run.ticker_delay_override else "task's own"
-    return f"rate cap {rate}, batch size {size}, ticker delay {delay}"
+    own = _("task's own")
+    # Translators: a rate cap in items per second, "200/s".
+    rate = _("%(rate)s/s", rate=format(run.max_rate, "g")) if run.max_rate else _("none")
+    size = f"{run.batch_size_override}" if run.batch_size_override else own
+    delay = (
+        # Translators: a ticker delay in seconds, "0.5s".
+        _("%(delay)ss", delay=format(run.ticker_delay_override, "g"))
+        if run.ticker_delay_override
+        else own
+    )
+    return _(
+        "rate cap %(rate)s, batch size %(size)s, ticker delay %(delay)s",
+        rate=rate,
+        size=size,
+        delay=delay,
+    )
 
 
 def eta_seconds(run: Run) -> float | None:
@@ -117,10 +163,31 @@ def eta_seconds(run: Run) -> float | None:
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    """How long ago ``moment`` was: "5m 00s ago"; "-" for none."""
     if moment is None:
         return "-"
     now = now or datetime.now(timezone.utc)
-    return f"{duration((now - moment).total_seconds())} ago"
+    return _("%(time)s ago", time=duration((now - moment).total_seconds()))
+
+
+#: Why a run was interrupted, as people read it (the stored reason is a word of ours).
+INTERRUPTION_REASONS: t.Final[dict[str, LazyString]] = {
+    "time_slice": lazy_pgettext("interruption", "time slice"),
+    "worker_shutdown": lazy_pgettext("interruption", "worker shutdown"),
+    "throttle": lazy_pgettext("interruption", "throttle"),
+    "connection_lost": lazy_pgettext("interruption", "connection lost"),
+    "database_locked": lazy_pgettext("interruption", "database locked"),
+    "pause": lazy_pgettext("interruption", "pause"),
+    "cancel": lazy_pgettext("interruption", "cancel"),
+}
+
+
+def interruption_reason(reason: str | None) -> str:
+    """An interruption's reason as people read it: "time slice"; "" for none."""
+    if not reason:
+        return ""
+    known = INTERRUPTION_REASONS.get(reason)
+    return str(known) if known is not None else reason.replace("_", " ")
 
 
 def status_text(run: Run, now: datetime | None = None) -> str:
@@ -132,33 +199,43 @@ def status_text(run: Run, now: datetime | None = None) -> str:
         due_at = run.scheduled_at
         now = now or datetime.now(timezone.utc)
         if due_at is not None and due_at > now:
-            return (
-                f"Scheduled for {timestamp(due_at)} "
-                f"(in {duration((due_at - now).total_seconds())})."
+            return _(
+                "Scheduled for %(time)s (in %(wait)s).",
+                time=timestamp(due_at),
+                wait=duration((due_at - now).total_seconds()),
             )
-        return f"Scheduled for {timestamp(due_at)}; starting shortly."
+        return _("Scheduled for %(time)s; starting shortly.", time=timestamp(due_at))
     if status == RunStatus.ENQUEUED:
-        return "Waiting to start."
+        return _("Waiting to start.")
     if status == RunStatus.RUNNING:
         if eta is not None:
-            return f"Running for {ran}; about {duration(eta)} remaining."
-        return f"Running for {ran}."
+            return _(
+                "Running for %(time)s; about %(remaining)s remaining.",
+                time=ran,
+                remaining=duration(eta),
+            )
+        return _("Running for %(time)s.", time=ran)
     if status == RunStatus.PAUSING:
-        return "Pausing at the next item..."
+        return _("Pausing at the next item...")
     if status == RunStatus.PAUSED:
-        return f"Ran for {ran} until paused; {progress_text(run.tick_count, run.tick_total)}"
+        return _(
+            "Ran for %(time)s until paused; %(progress)s",
+            time=ran,
+            progress=progress_text(run.tick_count, run.tick_total),
+        )
     if status == RunStatus.INTERRUPTED:
-        reason = (run.interruption_reason or "").replace("_", " ")
-        why = f" ({reason})" if reason else ""
-        return f"Interrupted{why}; resuming shortly."
+        reason = interruption_reason(run.interruption_reason)
+        if reason:
+            return _("Interrupted (%(reason)s); resuming shortly.", reason=reason)
+        return _("Interrupted; resuming shortly.")
     if status == RunStatus.CANCELLING:
-        return "Cancelling at the next item..."
+        return _("Cancelling at the next item...")
     if status == RunStatus.CANCELLED:
-        return f"Ran for {ran}; cancelled {ago(run.ended_at, now)}."
+        return _("Ran for %(time)s; cancelled %(ago)s.", time=ran, ago=ago(run.ended_at, now))
     if status == RunStatus.SUCCEEDED:
-        return f"Ran for {ran}; finished {ago(run.ended_at, now)}."
+        return _("Ran for %(time)s; finished %(ago)s.", time=ran, ago=ago(run.ended_at, now))
     if status == RunStatus.ERRORED:
-        return f"Ran for {ran} until an error {ago(run.ended_at, now)}."
+        return _("Ran for %(time)s until an error %(ago)s.", time=ran, ago=ago(run.ended_at, now))
     return status
 
 
@@ -170,45 +247,82 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-#: How each action of the audit trail reads on a timeline.
-ACTION_TEXT: t.Final[dict[str, str]] = {
-    "started": "Started",
-    "csv_uploaded": "CSV file uploaded",
-    "csv_downloaded": "CSV file downloaded",
-    "failures_retried": "Failed items retried",
-    "due": "Its time came",
-    "began": "Began",
-    "carried_on": "Carried on",
-    "pause_requested": "Pause asked",
-    "paused": "Paused",
-    "cancel_requested": "Cancel asked",
-    "cancelled": "Cancelled",
-    "interrupted": "Handed on",
-    "resumed": "Resumed",
-    "succeeded": "Succeeded",
-    "errored": "Errored",
-    "force_paused": "Forced to pause",
-    "force_cancelled": "Forced to cancel",
-    "recovered": "Recovered",
-    "step_changed": "New step",
+#: How each action of the audit trail reads on a timeline (``pgettext("event", ...)``).
+ACTION_TEXT: t.Final[dict[str, LazyString]] = {
+    "started": lazy_pgettext("event", "Started"),
+    "csv_uploaded": lazy_pgettext("event", "CSV file uploaded"),
+    "csv_downloaded": lazy_pgettext("event", "CSV file downloaded"),
+    "failures_retried": lazy_pgettext("event", "Failed items retried"),
+    "due": lazy_pgettext("event", "Its time came"),
+    "began": lazy_pgettext("event", "Began"),
+    "carried_on": lazy_pgettext("event", "Carried on"),
+    "pause_requested": lazy_pgettext("event", "Pause asked"),
+    "paused": lazy_pgettext("event", "Paused"),
+    "cancel_requested": lazy_pgettext("event", "Cancel asked"),
+    "cancelled": lazy_pgettext("event", "Cancelled"),
+    "interrupted": lazy_pgettext("event", "Handed on"),
+    "resumed": lazy_pgettext("event", "Resumed"),
+    "succeeded": lazy_pgettext("event", "Succeeded"),
+    "errored": lazy_pgettext("event", "Errored"),
+    "force_paused": lazy_pgettext("event", "Forced to pause"),
+    "force_cancelled": lazy_pgettext("event", "Forced to cancel"),
+    "recovered": lazy_pgettext("event", "Recovered"),
+    "step_changed": lazy_pgettext("event", "New step"),
+    "speed_changed": lazy_pgettext("event", "Speed changed"),
+}
+
+#: Where an action came from (an event's ``origin``), as people read it.
+ORIGIN_TEXT: t.Final[dict[str, LazyString]] = {
+    "dashboard": lazy_pgettext("origin", "dashboard"),
+    "api": lazy_pgettext("origin", "api"),
+    "cli": lazy_pgettext("origin", "cli"),
+    "python": lazy_pgettext("origin", "python"),
+    "engine": lazy_pgettext("origin", "engine"),
+}
+
+#: An event's outcome other than "done", as people read it.
+OUTCOME_TEXT: t.Final[dict[str, LazyString]] = {
+    "refused": lazy_pgettext("outcome", "refused"),
 }
 
 
 def action_text(action: str) -> str:
-    return ACTION_TEXT.get(action, action.replace("_", " ").capitalize())
+    """An action of the audit trail as people read it: "Pause asked"."""
+    known = ACTION_TEXT.get(action)
+    return str(known) if known is not None else action.replace("_", " ").capitalize()
+
+
+def _where(origin: str | None, address: str | None) -> str:
+    shown = str(ORIGIN_TEXT.get(origin, origin)) if origin else None
+    if shown and address:
+        # Translators: where an action came from, "dashboard, 10.0.0.7".
+        return _("%(origin)s, %(address)s", origin=shown, address=address)
+    return shown or address or ""
 
 
 def event_text(event: Event) -> str:
     """One line of a timeline, such as "Paused by bob (dashboard, 10.0.0.7)"."""
-    where = ", ".join(filter(None, [event.origin, event.address]))
-    text = f"{action_text(event.action)} by {event.actor or 'someone unknown'} ({where})"
+    text = _(
+        "%(action)s by %(actor)s (%(where)s)",
+        action=action_text(event.action),
+        actor=event.actor or _("someone unknown"),
+        where=_where(event.origin, event.address),
+    )
     if event.outcome != "done":
-        text += f": {event.outcome}"
+        outcome = OUTCOME_TEXT.get(event.outcome)
+        # Translators: an event's line and its outcome, "Pause asked by bob (cli, host): refused".
+        text = _(
+            "%(event)s: %(outcome)s",
+            event=text,
+            outcome=str(outcome) if outcome is not None else event.outcome,
+        )
     if event.detail:
         # An interruption's reason is a word of ours ("time_slice"); any other detail is
         # shown as written (a file's name, an error's class, a refusal).
         reason = event.action == "interrupted" and event.outcome == "done"
-        text += f" - {event.detail.replace('_', ' ') if reason else event.detail}"
+        detail = interruption_reason(event.detail) if reason else event.detail
+        # Translators: an event's line and its detail (a file's name, an error, a reason).
+        text = _("%(event)s - %(detail)s", event=text, detail=detail)
     return text
 
 
@@ -295,7 +409,7 @@ def timestamp(moment: datetime | None) -> str:
     """A moment as people read it in a tooltip: "2024-05-01 13:02:03 UTC"."""
     if moment is None:
         return "-"
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return locale_moment(moment)
 
 
 def throughput_text(run: Run) -> str | None:
@@ -303,9 +417,10 @@ def throughput_text(run: Run) -> str | None:
     rate = throughput(run)
     if rate is None:
         return None
+    # Rounded first as Python rounds a float, so that the decimal stays as it always was.
     if rate >= 1:
-        return f"{rate:,.1f} items/s"
-    return f"{rate * 60:,.1f} items/min"
+        return _("%(rate)s items/s", rate=number(round(rate, 1), digits=1))
+    return _("%(rate)s items/min", rate=number(round(rate * 60, 1), digits=1))
 
 
 def progress_bar(run: Run) -> tuple[int | None, int]:

@@ -19,6 +19,8 @@ import math
 import typing as t
 
 from .exceptions import InvalidArguments
+from .i18n import english, lazy_pgettext
+from .i18n import gettext as _
 
 STOP = "stop"
 SKIP = "skip"
@@ -27,6 +29,12 @@ POLICIES = (STOP, SKIP)
 #: A share limit counts against at least this many items: with 5%, the first
 #: five failures never stop a run, however early they come.
 RATE_FLOOR = 100
+
+#: Each policy's name as people read it.
+POLICY_NAMES: t.Final[dict[str, t.Any]] = {
+    STOP: lazy_pgettext("error policy", "stop"),
+    SKIP: lazy_pgettext("error policy", "skip"),
+}
 
 #: The names of the options, as fields of a start (form fields, ``--options``).
 FIELDS = ("error_policy", "max_failures", "max_failure_rate")
@@ -79,7 +87,10 @@ class ErrorPolicy:
                 name = text
             else:
                 errors["error_policy"] = [
-                    f"unknown error policy {str(error_policy)[:40]!r}: choose stop or skip"
+                    _(
+                        "unknown error policy %(policy)s: choose stop or skip",
+                        policy=repr(str(error_policy)[:40]),
+                    )
                 ]
         count = declared.max_failures
         if max_failures is not None:
@@ -117,37 +128,48 @@ class ErrorPolicy:
 
     def describe(self) -> str:
         """``skip, at most 100 failures or 5%``: for pages and the command line."""
-        limits = []
-        if self.max_failures is not None:
-            limits.append(f"{self.max_failures} failures")
+        known = POLICY_NAMES.get(self.name)
+        name = str(known) if known is not None else self.name
+        rate = None
         if self.max_failure_rate is not None:
-            limits.append(f"{self.max_failure_rate:.1%}".replace(".0%", "%"))
-        return self.name + (f", at most {' or '.join(limits)}" if limits else "")
+            rate = f"{self.max_failure_rate:.1%}".replace(".0%", "%")
+        if self.max_failures is not None and rate is not None:
+            return _(
+                "%(policy)s, at most %(count)s failures or %(rate)s",
+                policy=name,
+                count=self.max_failures,
+                rate=rate,
+            )
+        if self.max_failures is not None:
+            return _("%(policy)s, at most %(count)s failures", policy=name, count=self.max_failures)
+        if rate is not None:
+            return _("%(policy)s, at most %(rate)s", policy=name, rate=rate)
+        return name
 
 
 def parse_count(value: t.Any) -> int:
     """A failure count: a whole number, 0 or more."""
     if isinstance(value, bool):
-        raise ValueError("must be a whole number, 0 or more")
+        raise ValueError(_("must be a whole number, 0 or more"))
     if isinstance(value, str):
         value = value.strip()
         if not (value.isascii() and value.isdigit()):
-            raise ValueError("must be a whole number, 0 or more")
+            raise ValueError(_("must be a whole number, 0 or more"))
         if len(value) > 18:
-            raise ValueError("is too large")
+            raise ValueError(_("is too large"))
         return int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or value < 0:
-        raise ValueError("must be a whole number, 0 or more")
+        raise ValueError(_("must be a whole number, 0 or more"))
     if value >= 2**63:
-        raise ValueError("is too large")
+        raise ValueError(_("is too large"))
     return value
 
 
 def parse_rate(value: t.Any) -> float:
     """A failure rate: a fraction above 0 and at most 1, or a percentage such as ``"5%"``."""
-    message = "must be a share above 0 and at most 1 (0.05), or a percentage (5%)"
+    message = _("must be a share above 0 and at most 1 (0.05), or a percentage (5%)")
     if isinstance(value, bool):
         raise ValueError(message)
     percent = False
@@ -167,7 +189,13 @@ def parse_rate(value: t.Any) -> float:
 
 
 def check_declaration(task_class: t.Any) -> str | None:
-    """What is wrong with a task class's declared policy, or ``None``."""
+    """What is wrong with a task class's declared policy, or ``None``: for the task's
+    author, in English (it is checked when the class is defined)."""
+    with english():
+        return _check_declaration(task_class)
+
+
+def _check_declaration(task_class: t.Any) -> str | None:
     if task_class.error_policy not in POLICIES:
         return f"error_policy must be 'stop' or 'skip', not {task_class.error_policy!r}"
     for attribute, parse in (("max_failures", parse_count), ("max_failure_rate", parse_rate)):

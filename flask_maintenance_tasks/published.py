@@ -26,6 +26,7 @@ import typing as t
 from collections import abc
 
 from .exceptions import InvalidStatus
+from .i18n import gettext as _
 
 #: The default of ``MAINTENANCE_TASKS_MAX_STATUS_BYTES``.
 DEFAULT_MAX_BYTES = 16 * 1024
@@ -247,10 +248,10 @@ def step_line(published: t.Any) -> str | None:
     name = name if isinstance(name, str) else _encode(name)
     number, total = published.get(STEP_NUMBER), published.get(STEP_TOTAL)
     if type(number) is int and type(total) is int:
-        return f"Step {number} of {total}: {name}"
+        return _("Step %(number)s of %(total)s: %(name)s", number=number, total=total, name=name)
     if type(number) is int:
-        return f"Step {number}: {name}"
-    return f"Step: {name}"
+        return _("Step %(number)s: %(name)s", number=number, name=name)
+    return _("Step: %(name)s", name=name)
 
 
 def facts(published: t.Any) -> dict[str, t.Any]:

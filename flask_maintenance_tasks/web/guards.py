@@ -38,7 +38,8 @@ from wtforms import ValidationError
 
 from .. import runner, sources
 from ..exceptions import TaskNotFound
-from ..i18n import current_locale, pin_request_locale
+from ..i18n import current_locale, lazy_gettext, number, pin_request_locale
+from ..i18n import gettext as _
 from ..state import get_state
 from .api_errors import Refusal
 
@@ -183,8 +184,15 @@ def is_allowed(action: str, task_name: str | None = None, run: t.Any = None) -> 
 def require(action: str, task_name: str | None = None, run: t.Any = None) -> None:
     """Abort with 403 unless ``authorize(action, task_name, run)`` allows it."""
     if not is_allowed(action, task_name, run):
-        what = f" {task_name}" if task_name else " the dashboard"
-        abort(403, f"You are not allowed to {action}{what}.")
+        if task_name:
+            # Translators: "action" is the word the app's authorize callable is asked
+            # ("view", "run", "pause"...); "task" the name of a task.
+            message = _(
+                "You are not allowed to %(action)s %(task)s.", action=action, task=task_name
+            )
+        else:
+            message = _("You are not allowed to %(action)s the dashboard.", action=action)
+        abort(403, message)
 
 
 def _is_static() -> bool:
@@ -326,7 +334,7 @@ def _require_on_run(action: str) -> None:
     run_id = int((request.view_args or {}).get("run_id", 0))
     run = runner.get_run(get_state(), run_id)
     if run is None or not is_allowed("view", run.task_name, run):
-        abort(404, f"There is no run #{run_id}.")
+        abort(404, _("There is no run #%(id)s.", id=run_id))
     require(action, run.task_name, run)
 
 
@@ -351,9 +359,12 @@ def _body_limit(state: State, task_name: str | None) -> int:
 def _too_large(limit: int) -> t.NoReturn:
     abort(
         413,
-        f"The request is too large: the dashboard accepts at most {limit:,} bytes here "
-        "(MAINTENANCE_TASKS_MAX_FORM_BYTES, with MAINTENANCE_TASKS_MAX_CSV_BYTES on top for "
-        "a CSV file). Nothing was changed.",
+        _(
+            "The request is too large: the dashboard accepts at most %(limit)s bytes here "
+            "(MAINTENANCE_TASKS_MAX_FORM_BYTES, with MAINTENANCE_TASKS_MAX_CSV_BYTES on top for "
+            "a CSV file). Nothing was changed.",
+            limit=number(limit),
+        ),
     )
 
 
@@ -391,13 +402,31 @@ def _read_form(state: State, limit: int) -> None:
         _too_large(state.settings.max_form_bytes)
 
 
+#: Flask-WTF's reasons for refusing a CSRF token, as the dashboard's error page says them.
+CSRF_REASONS: t.Final[dict[str, t.Any]] = {
+    "The CSRF token is missing.": lazy_gettext("The CSRF token is missing."),
+    "The CSRF session token is missing.": lazy_gettext("The CSRF session token is missing."),
+    "The CSRF token has expired.": lazy_gettext("The CSRF token has expired."),
+    "The CSRF token is invalid.": lazy_gettext("The CSRF token is invalid."),
+    "The CSRF tokens do not match.": lazy_gettext("The CSRF tokens do not match."),
+}
+
+
 def _check_csrf() -> None:
     token = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
     try:
         validate_csrf(token)
     except ValidationError as exc:
-        reason = exc.args[0] if exc.args else "The CSRF token is invalid."
-        abort(400, f"{reason} Reload the page and try again.")
+        reason = str(exc.args[0]) if exc.args else "The CSRF token is invalid."
+        known = CSRF_REASONS.get(reason)
+        abort(
+            400,
+            # Translators: "reason" is a sentence saying what is wrong with the CSRF token.
+            _(
+                "%(reason)s Reload the page and try again.",
+                reason=str(known) if known is not None else reason,
+            ),
+        )
 
 
 def check_api_request(state: State, *, csrf: bool) -> None:
@@ -453,13 +482,30 @@ def _guard_api(state: State, app: Flask) -> None:
     check_api_request(state, csrf=True)
 
 
+def _read_by_programs() -> bool:
+    """Whether the request's answer is read by programs: the JSON API, a ``.json`` page,
+    the metrics."""
+    return is_api() or request.path.endswith(".json") or endpoint_name() == METRICS_ENDPOINT
+
+
+@blueprint.url_value_preprocessor
+def _pin_english(endpoint: str | None, values: dict[str, t.Any] | None) -> None:
+    """English, whatever the reader's language, for what programs read.
+
+    A URL value preprocessor, registered before the API's, so that a request of
+    the API answered with its bearer token before any hook speaks English too.
+    """
+    if _read_by_programs():
+        pin_request_locale("en")
+
+
 @blueprint.before_request
 def _guard() -> t.Any:
     if _is_static():
         return None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
-    if is_api() or request.path.endswith(".json") or endpoint_name() == METRICS_ENDPOINT:
+    if _read_by_programs():
         # Read by programs: English whatever the reader's language.
         pin_request_locale("en")
     if endpoint_name() == METRICS_ENDPOINT:
@@ -475,8 +521,10 @@ def _guard() -> t.Any:
     if not app.secret_key:
         abort(
             500,
-            "The dashboard needs the app's SECRET_KEY: it signs the CSRF tokens of its forms "
-            "and the session that carries its messages. Set app.config['SECRET_KEY'].",
+            _(
+                "The dashboard needs the app's SECRET_KEY: it signs the CSRF tokens of its forms "
+                "and the session that carries its messages. Set app.config['SECRET_KEY']."
+            ),
         )
     # Before the task or the run is looked up, and before the body is read.
     action, task_name = requested()

@@ -53,6 +53,8 @@ from ..exceptions import (
     TaskAlreadyRunning,
     TaskNotFound,
 )
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext
 from ..models import FailureStatus, Run, RunStatus, utcnow
 from ..state import State, get_state
 from . import forms, pages
@@ -96,14 +98,63 @@ _ACTIONS: dict[str, t.Callable[..., Run]] = {
     "cancel": runner.cancel,
 }
 
-#: The message of an action, by the action and the status it left the run in.
-_ACTION_DONE: dict[tuple[str, str], str] = {
-    ("pause", RunStatus.PAUSING): "Run #{id} will pause at its next item.",
-    ("pause", RunStatus.PAUSED): "Run #{id} is paused.",
-    ("cancel", RunStatus.CANCELLING): "Run #{id} will cancel at its next item.",
-    ("cancel", RunStatus.CANCELLED): "Run #{id} is cancelled.",
-    ("resume", RunStatus.ENQUEUED): "Run #{id} is resumed: it carries on from where it stopped.",
+#: The message of an action, by the action and the status it left the run in (``%(id)s``).
+_ACTION_DONE: dict[tuple[str, str], i18n.LazyString] = {
+    ("pause", RunStatus.PAUSING): lazy_gettext("Run #%(id)s will pause at its next item."),
+    ("pause", RunStatus.PAUSED): lazy_gettext("Run #%(id)s is paused."),
+    ("cancel", RunStatus.CANCELLING): lazy_gettext("Run #%(id)s will cancel at its next item."),
+    ("cancel", RunStatus.CANCELLED): lazy_gettext("Run #%(id)s is cancelled."),
+    ("resume", RunStatus.ENQUEUED): lazy_gettext(
+        "Run #%(id)s is resumed: it carries on from where it stopped."
+    ),
 }
+
+#: The names of the HTTP errors the dashboard answers with, as its error page shows them.
+_ERROR_NAMES: dict[int, i18n.LazyString] = {
+    400: lazy_gettext("Bad Request"),
+    403: lazy_gettext("Forbidden"),
+    404: lazy_gettext("Not Found"),
+    405: lazy_gettext("Method Not Allowed"),
+    413: lazy_gettext("Request Entity Too Large"),
+    500: lazy_gettext("Internal Server Error"),
+    503: lazy_gettext("Service Unavailable"),
+}
+
+#: What werkzeug says of those errors when the dashboard gave no description of its own.
+_ERROR_DESCRIPTIONS: dict[int, i18n.LazyString] = {
+    400: lazy_gettext(
+        "The browser (or proxy) sent a request that this server could not understand."
+    ),
+    403: lazy_gettext(
+        "You don't have the permission to access the requested resource. It is either "
+        "read-protected or not readable by the server."
+    ),
+    404: lazy_gettext(
+        "The requested URL was not found on the server. If you entered the URL manually "
+        "please check your spelling and try again."
+    ),
+    405: lazy_gettext("The method is not allowed for the requested URL."),
+    413: lazy_gettext("The data value transmitted exceeds the capacity limit."),
+    500: lazy_gettext(
+        "The server encountered an internal error and was unable to complete your request. "
+        "Either the server is overloaded or there is an error in the application."
+    ),
+}
+
+
+def _error_words(error: HTTPException) -> tuple[str, str | None]:
+    """The name and description of an HTTP error as the error page shows them: werkzeug's
+    own words in the reader's language; a description of ours is already in it."""
+    code = error.code or 500
+    name = _ERROR_NAMES.get(code)
+    title = str(name) if name is not None else error.name
+    detail = error.description
+    known = _ERROR_DESCRIPTIONS.get(code)
+    if known is not None and detail == type(error).description:
+        with i18n.english():
+            ours = str(known)
+        detail = str(known) if detail == ours else detail
+    return title, detail
 
 
 #: Events the run's JSON carries (its card shows fewer).
@@ -157,10 +208,9 @@ def _error_page(error: HTTPException) -> t.Any:
         return refusal_response(error)
     if request.path.endswith(".json"):
         return jsonify({"error": error.name, "detail": error.description}), code
+    title, detail = _error_words(error)
     return (
-        render_template(
-            "maintenance_tasks/error.html", code=code, title=error.name, detail=error.description
-        ),
+        render_template("maintenance_tasks/error.html", code=code, title=title, detail=detail),
         code,
     )
 
@@ -171,8 +221,8 @@ def _database_error(error: sa.exc.DBAPIError) -> t.Any:
     to try again; any other error is a 500."""
     if store.lock_timed_out(error):
         # Partitions on SQLite hold its one write lock in turn: nothing was written.
-        title, code = "The database is busy", 503
-        message = (
+        title, code = _("The database is busy"), 503
+        message = _(
             "Another connection held the database's write lock for longer than its busy "
             "timeout, so nothing was changed. Try again in a moment."
         )
@@ -180,7 +230,7 @@ def _database_error(error: sa.exc.DBAPIError) -> t.Any:
         found = store.missing_tables_message(get_state().db.engine)
         if found is None:
             raise error
-        title, code, message = "The tables are missing", 500, found
+        title, code, message = _("The tables are missing"), 500, found
     if is_api():
         api_code = "database_busy" if code == 503 else "tables_missing"
         response = jsonify({"code": api_code, "message": message})
@@ -208,7 +258,7 @@ def _task_page(name: str, cursor: int | None) -> pages.TaskPage:
     try:
         return pages.task_page(get_state(), name, cursor)
     except pages.NoSuchTask:
-        abort(404, f"There is no task named {name!r}, and no run of one.")
+        abort(404, _("There is no task named %(name)s, and no run of one.", name=repr(name)))
 
 
 def _cursor() -> int | None:
@@ -219,7 +269,7 @@ def _cursor() -> int | None:
     if not (
         text.isascii() and text.isdigit() and len(text) < 20 and 0 < int(text) <= store.MAX_RUN_ID
     ):
-        abort(400, "The cursor must be the id of a run, as in the link to older runs.")
+        abort(400, _("The cursor must be the id of a run, as in the link to older runs."))
     return int(text)
 
 
@@ -282,7 +332,7 @@ def start_run(name: str) -> t.Any:
     try:
         task_class = state.registry.get(name)
     except TaskNotFound:
-        abort(404, f"There is no task named {name!r}: it cannot be run.")
+        abort(404, _("There is no task named %(name)s: it cannot be run.", name=repr(name)))
     fields = forms.fields_for(task_class, state.settings.masked_parameters)
     arguments, errors = forms.arguments_from(fields, request.form)
     overrides, policy_errors = forms.policy_from(task_class, request.form)
@@ -314,13 +364,13 @@ def start_run(name: str) -> t.Any:
             )
         except CSVFileTooLarge as exc:
             errors = {CSV_FIELD: [str(exc)]}
-            message, status = "The run was not started: the CSV file is too large.", 413
+            message, status = _("The run was not started: the CSV file is too large."), 413
         except CSVFileError as exc:
             errors = {CSV_FIELD: [str(exc)]}
-            message = "The run was not started: the CSV file was refused."
+            message = _("The run was not started: the CSV file was refused.")
         except InvalidArguments as exc:
             errors = _start_errors(task_class, arguments, exc)
-            message = "The run was not started: correct the fields below."
+            message = _("The run was not started: correct the fields below.")
         except (TaskAlreadyRunning, RunBusy) as exc:
             message, status = str(exc), 409
         except EnqueueError as exc:
@@ -329,12 +379,7 @@ def start_run(name: str) -> t.Any:
         except MaintenanceTasksError as exc:
             message = str(exc)
         else:
-            what = "Dry run" if dry_run else "Run"
-            if run.scheduled_at is not None:
-                when = formatting.timestamp(run.scheduled_at)
-                flash(f"{what} #{run.id} of {name} is scheduled for {when}.", "success")
-            else:
-                flash(f"{what} #{run.id} of {name} is enqueued.", "success")
+            flash(_started(run, name, dry_run), "success")
             return redirect(url_for(".task", name=name, _anchor=f"run-{run.id}"), 303)
     else:
         # Tell every mistake at once: what the model says of the other fields too.
@@ -344,12 +389,31 @@ def start_run(name: str) -> t.Any:
             for field, texts in forms.field_errors(exc.errors).items():
                 errors.setdefault(field, texts)
         errors.update(policy_errors)
-        message = "The run was not started: correct the fields below."
+        message = _("The run was not started: correct the fields below.")
     page = _task_page(name, None)
     withheld = _withheld(page, request.form)
     values = forms.prefill(fields, request.form, submitted=True, withheld=withheld)
     policy = forms.policy_values(request.form)
     return _render_task(page, values, errors, message, withheld, policy, request.form), status
+
+
+def _started(run: Run, name: str, dry_run: bool) -> str:
+    """The message of a run started from the task page: enqueued, or scheduled."""
+    if run.scheduled_at is not None:
+        when = formatting.timestamp(run.scheduled_at)
+        if dry_run:
+            return _(
+                "Dry run #%(id)s of %(task)s is scheduled for %(time)s.",
+                id=run.id,
+                task=name,
+                time=when,
+            )
+        return _(
+            "Run #%(id)s of %(task)s is scheduled for %(time)s.", id=run.id, task=name, time=when
+        )
+    if dry_run:
+        return _("Dry run #%(id)s of %(task)s is enqueued.", id=run.id, task=name)
+    return _("Run #%(id)s of %(task)s is enqueued.", id=run.id, task=name)
 
 
 def _start_errors(
@@ -386,7 +450,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
     state = get_state()
     run = runner.get_run(state, run_id)
     if run is None or run.task_name != name:
-        abort(404, f"There is no run #{run_id} of {name}.")
+        abort(404, _("There is no run #%(id)s of %(task)s.", id=run_id, task=name))
     require(action, name, run)
     status = 200
     try:
@@ -395,8 +459,16 @@ def control(name: str, run_id: int, action: str) -> t.Any:
         message: Message = ("error", str(exc))
         status = _refusal_status(exc)
     else:
-        text = _ACTION_DONE.get((action, result.status), "Run #{id} is {status}.")
-        message = ("success", text.format(id=run_id, status=result.status))
+        done = _ACTION_DONE.get((action, result.status))
+        if done is not None:
+            text = done % {"id": run_id}
+        else:
+            text = _(
+                "Run #%(id)s is %(status)s.",
+                id=run_id,
+                status=formatting.status_in_sentence(result.status),
+            )
+        message = ("success", text)
     return _card_answer(name, cursor, message, f"run-{run_id}", status)
 
 
@@ -408,7 +480,7 @@ def _viewable_run(run_id: int) -> Run:
     """
     run = runner.get_run(get_state(), run_id)
     if run is None or not is_allowed("view", run.task_name, run):
-        abort(404, f"There is no run #{run_id}.")
+        abort(404, _("There is no run #%(id)s.", id=run_id))
     return run
 
 
@@ -418,7 +490,7 @@ def run_csv(run_id: int) -> Response:
     run = _viewable_run(run_id)
     found = csv_file_response(run)
     if found is None:
-        abort(404, f"Run #{run_id} has no CSV file.")
+        abort(404, _("Run #%(id)s has no CSV file.", id=run_id))
     return found
 
 
@@ -536,9 +608,22 @@ _FILTER_LENGTH = 255
 def _filter(name: str) -> str | None:
     value = request.args.get(name, "").strip()
     if len(value) > _FILTER_LENGTH:
-        abort(400, f"The {name} filter is longer than {_FILTER_LENGTH} characters.")
+        abort(
+            400,
+            _(
+                "The %(name)s filter is longer than %(length)s characters.",
+                name=name,
+                length=_FILTER_LENGTH,
+            ),
+        )
     if "\x00" in value:
-        abort(400, f"The {name} filter holds a NUL character, which no name or status holds.")
+        abort(
+            400,
+            _(
+                "The %(name)s filter holds a NUL character, which no name or status holds.",
+                name=name,
+            ),
+        )
     return value or None
 
 
@@ -548,9 +633,9 @@ def runs() -> str:
     require("view")
     filters = pages.RunFilters(task=_filter("task"), status=_filter("status"), who=_filter("who"))
     if filters.status is not None and filters.status not in RunStatus._value2member_map_:
-        abort(400, f"There is no status {filters.status!r}.")
+        abort(400, _("There is no status %(status)s.", status=repr(filters.status)))
     page = pages.runs_page(get_state(), filters, _cursor())
-    return render_template("maintenance_tasks/runs.html", page=page, title="All runs")
+    return render_template("maintenance_tasks/runs.html", page=page, title=_("All runs"))
 
 
 def _flashed_messages() -> list[Message]:
@@ -567,14 +652,24 @@ def _failure_filters() -> pages.FailureFilters:
     status = _filter("status")
     if status is not None and status not in FailureStatus._value2member_map_:
         choices = ", ".join(s.value for s in FailureStatus)
-        abort(400, f"There is no failure status {status!r}: choose {choices}.")
+        abort(
+            400,
+            _(
+                "There is no failure status %(status)s: choose %(choices)s.",
+                status=repr(status),
+                choices=choices,
+            ),
+        )
     text = request.args.get("after", "")
     after = None
     if text:
         if not (
             text.isascii() and text.isdigit() and len(text) < 20 and int(text) <= store.MAX_RUN_ID
         ):
-            abort(400, "after must be the id of a failure, as in the link to the next failures.")
+            abort(
+                400,
+                _("after must be the id of a failure, as in the link to the next failures."),
+            )
         after = int(text)
     return pages.FailureFilters(error_class=_filter("class"), status=status, after=after)
 
@@ -585,7 +680,7 @@ def run_failures(run_id: int) -> str:
     filters = _failure_filters()
     run = _viewable_run(run_id)
     page = pages.failures_page(get_state(), run, filters)
-    title = f"Failures of run #{run.id}"
+    title = _("Failures of run #%(id)s", id=run.id)
     return render_template("maintenance_tasks/failures.html", page=page, title=title)
 
 
@@ -650,7 +745,7 @@ def retry_failures(run_id: int) -> t.Any:
     return _start_from_card(
         run_id,
         runner.retry_failures,
-        "Run #{new} retries the failed items of run #{old}: it is enqueued.",
+        lazy_gettext("Run #%(new)s retries the failed items of run #%(old)s: it is enqueued."),
     )
 
 
@@ -680,17 +775,24 @@ def set_speed(run_id: int) -> t.Any:
         status = _refusal_status(exc)
     else:
         summary = formatting.speed_text(changed)
-        message = ("success", f"Run #{run_id}: {summary}; its job takes it at its next reload.")
+        message = (
+            "success",
+            _(
+                "Run #%(id)s: %(summary)s; its job takes it at its next reload.",
+                id=run_id,
+                summary=summary,
+            ),
+        )
         status = 200
     return _card_answer(run.task_name, cursor, message, f"run-{run_id}", status)
 
 
-def _start_from_card(run_id: int, start: t.Callable[..., Run], done: str) -> t.Any:
+def _start_from_card(run_id: int, start: t.Callable[..., Run], done: i18n.LazyString) -> t.Any:
     """Start a run from a card's button: ``start(state, run_id, metadata=, actor=)``.
 
     A refusal (:class:`MaintenanceTasksError`) is a message, as a run button's
-    is; ``done`` is the message of a start, with ``{new}``, ``{old}`` and
-    ``{task}``.
+    is; ``done`` is the message of a start, with ``%(new)s``, ``%(old)s`` and
+    ``%(task)s``.
     """
     cursor = _cursor() if _is_htmx() else None
     state = get_state()
@@ -705,7 +807,7 @@ def _start_from_card(run_id: int, start: t.Callable[..., Run], done: str) -> t.A
         message: Message = ("error", str(exc))
         status = _refusal_status(exc)
     else:
-        text = done.format(new=started.id, old=run_id, task=name)
+        text = done % {"new": started.id, "old": run_id, "task": name}
         message, anchor = ("success", text), f"run-{started.id}"
     return _card_answer(name, cursor, message, anchor, status)
 
@@ -756,7 +858,9 @@ def run_for_real(run_id: int) -> t.Any:
     return _start_from_card(
         run_id,
         runner.run_for_real,
-        "Run #{new} of {task} does for real what dry run #{old} did: it is enqueued.",
+        lazy_gettext(
+            "Run #%(new)s of %(task)s does for real what dry run #%(old)s did: it is enqueued."
+        ),
     )
 
 
@@ -777,11 +881,13 @@ def task_preview(name: str) -> t.Any:
     try:
         task_class = state.registry.get(name)
     except TaskNotFound:
-        abort(404, f"There is no task named {name!r}: there is nothing to preview.")
+        abort(
+            404, _("There is no task named %(name)s: there is nothing to preview.", name=repr(name))
+        )
     fields = forms.fields_for(task_class, state.settings.masked_parameters)
     given = request.args
     errors = {
-        field.name: ["A value cannot hold a NUL character."]
+        field.name: [_("A value cannot hold a NUL character.")]
         for field in fields
         if "\x00" in given.get(field.name, "")
     }
@@ -802,13 +908,16 @@ def task_preview(name: str) -> t.Any:
             found = previews.preview(state, name, arguments)
         except Exception as exc:  # the task's collection or count, on any arguments
             current_app.logger.warning("The preview of %s failed", name, exc_info=True)
-            found.notes.append(f"The preview failed: {type(exc).__name__}.")
+            found.notes.append(_("The preview failed: %(error)s.", error=type(exc).__name__))
         errors = forms.field_errors(found.errors)
     found.errors = errors
     if stand_ins and not errors:
         found.notes.append(
-            "Secret fields are not sent with the preview (its URL could be logged): it used a "
-            "stand-in value for " + ", ".join(stand_ins) + "."
+            _(
+                "Secret fields are not sent with the preview (its URL could be logged): it used a "
+                "stand-in value for %(fields)s.",
+                fields=", ".join(stand_ins),
+            )
         )
     template = "_preview.html" if _is_htmx() else "preview.html"
     return render_template(
@@ -817,5 +926,5 @@ def task_preview(name: str) -> t.Any:
         preview_errors=errors,
         fields=fields if _is_htmx() else [],
         name=name,
-        title=f"Preview of {name}",
+        title=_("Preview of %(task)s", task=name),
     )
