@@ -23,6 +23,8 @@ from pydantic_core import PydanticSerializationError, PydanticUndefined
 
 from .. import masking, parameters, partitions, scheduling
 from ..exceptions import InvalidArguments
+from ..i18n import gettext as _
+from ..i18n import lazy_gettext
 from ..parameters import Parameter, Shape
 from ..policy import ErrorPolicy
 
@@ -67,7 +69,8 @@ def _input(parameter: Parameter) -> tuple[Kind, dict[str, t.Any]]:
         return "password", {}
     if shape == "bool":
         if parameter.optional:
-            return "choice", {"options": (("true", "yes"), ("false", "no")), "allow_blank": True}
+            options = (("true", _("yes")), ("false", _("no")))
+            return "choice", {"options": options, "allow_blank": True}
         return "checkbox", {}
     if shape == "integer":
         return "number", {"step": "1"}
@@ -76,11 +79,11 @@ def _input(parameter: Parameter) -> tuple[Kind, dict[str, t.Any]]:
     if shape == "choice":
         return "choice", {"options": tuple((text, text) for text, _ in parameter.choices)}
     if shape == "datetime":
-        return "datetime", {"help": "Timezone: UTC."}
+        return "datetime", {"help": _("Timezone: UTC.")}
     if shape == "list":
-        return "list", {"help": "Separate values with commas."}
+        return "list", {"help": _("Separate values with commas.")}
     if shape == "json":
-        return "json", {"help": "A JSON value."}
+        return "json", {"help": _("A JSON value.")}
     if shape == "date":
         return "date", {}
     if shape == "time":
@@ -232,7 +235,8 @@ def arguments_from(
             text = raw if field.kind == "password" else raw.strip()
             arguments[field.name] = parameters.from_text(field.parameter, text)
         except json.JSONDecodeError as exc:
-            errors[field.name] = [f"Enter a valid JSON value ({exc.msg})."]
+            # (The parser's reason, exc.msg, is Python's own, in English.)
+            errors[field.name] = [_("Enter a valid JSON value (%(reason)s).", reason=exc.msg)]
     return arguments, errors
 
 
@@ -287,7 +291,11 @@ POLICY_FIELDS = {
 }
 
 
-RATE_ERROR = "Enter a percentage above 0 and at most 100: 5 means 5% of the items processed."
+RATE_ERROR = lazy_gettext(
+    "Enter a percentage above 0 and at most 100: %(example)s means %(example)s%% of the items "
+    "processed.",
+    example=5,
+)
 
 
 def policy_from(
@@ -309,12 +317,12 @@ def policy_from(
         ErrorPolicy.resolve(task, **overrides)
     except InvalidArguments as exc:
         errors = {
-            POLICY_FIELDS[keyword]: [f"{message[0].upper()}{message[1:]}." for message in texts]
+            POLICY_FIELDS[keyword]: [_full_stop(message) for message in texts]
             for keyword, texts in exc.errors.items()
             if keyword in POLICY_FIELDS
         }
         if POLICY_FIELDS["max_failure_rate"] in errors:
-            errors[POLICY_FIELDS["max_failure_rate"]] = [RATE_ERROR]
+            errors[POLICY_FIELDS["max_failure_rate"]] = [str(RATE_ERROR)]
         return overrides, errors
     return overrides, {}
 
@@ -348,13 +356,16 @@ def partitions_from(
     if not text:
         return None, {}
     digits = text[1:] if text.startswith("-") else text
-    whole = f"Enter a whole number from 1 to {maximum}."
+    whole = _("Enter a whole number from 1 to %(maximum)s.", maximum=maximum)
     if not (digits.isascii() and digits.isdigit()):
         return None, {PARTITIONS_FIELD: [whole]}
     if len(digits.lstrip("0")) > _PARTITION_DIGITS:
         if text.startswith("-"):
             return None, {PARTITIONS_FIELD: [whole]}
-        too_many = f"More than MAINTENANCE_TASKS_MAX_PARTITIONS allows ({maximum}): ask for fewer."
+        too_many = _(
+            "More than MAINTENANCE_TASKS_MAX_PARTITIONS allows (%(maximum)s): ask for fewer.",
+            maximum=maximum,
+        )
         return None, {PARTITIONS_FIELD: [too_many]}
     number = int(digits.lstrip("0") or "0")  # (int() refuses more than 4,300 digits)
     try:
@@ -364,12 +375,21 @@ def partitions_from(
     return count, {}
 
 
+#: How a sentence may end already: an English full stop, a Japanese one (。).
+_FULL_STOPS = (".", "\u3002")
+
+
+def _full_stop(message: str) -> str:
+    """An engine's message, capitalised, with a full stop (none added after a Japanese one)."""
+    return f"{message[0].upper()}{message[1:]}{'' if message.endswith(_FULL_STOPS[1]) else '.'}"
+
+
 def sentence(message: str) -> str:
     """An engine's message (lower case, no full stop) as the form shows it."""
     message = message.strip()
     if not message:
         return message
-    return f"{message[0].upper()}{message[1:]}{'' if message.endswith('.') else '.'}"
+    return f"{message[0].upper()}{message[1:]}{'' if message.endswith(_FULL_STOPS) else '.'}"
 
 
 def partitions_value(form: t.Mapping[str, str] | None, task: type[Task] | None) -> str:

@@ -24,6 +24,8 @@ from flask import url_for
 
 from .. import audit, docstrings, dryrun, formatting, ledger, masking, partitions, sources, store
 from ..exceptions import MaintenanceTasksError
+from ..i18n import LazyString, lazy_pgettext, number, pgettext
+from ..i18n import gettext as _
 from ..models import Failure, FailureStatus, Run, RunStatus, runs_table, utcnow
 from ..policy import ErrorPolicy
 from ..published import facts as published_facts
@@ -162,6 +164,11 @@ class RunCard:
         return self.run.status in ACTIVE
 
     @property
+    def last_stop(self) -> str:
+        """Why the run last stopped ("time slice"), in the reader's language."""
+        return interruption_reason(self.run.interruption_reason or "")
+
+    @property
     def partition_count(self) -> int:
         """The partitions the run is cut into (or will be, when it starts); 1 when it is not."""
         return int(self.run.partitions or 1) if self.run.parent_id is None else 1
@@ -194,7 +201,7 @@ class PartitionBar:
     def progress_text(self) -> str:
         """Short, for a small bar: "120 / 400", or "120" while the total is unknown."""
         count, total = self.run.tick_count or 0, self.run.tick_total
-        return f"{count:,}" if total is None else f"{count:,} / {total:,}"
+        return number(count) if total is None else f"{number(count)} / {number(total)}"
 
     @property
     def failure_count(self) -> int:
@@ -212,35 +219,61 @@ def partition_problem(task: type[Task] | None) -> str | None:
     if task is None or has_own_ranges(task):
         return None
     if sources.has_enumerator(task):
-        return "Its runs walk its own enumerator(cursor), which cannot be cut into partitions."
+        return _("Its runs walk its own enumerator(cursor), which cannot be cut into partitions.")
     collection = getattr(task, "collection", None)
     if collection is None or isinstance(collection, NoCollection):
-        return "It has no collection to cut into partitions."
+        return _("It has no collection to cut into partitions.")
     return None
 
 
 def actions_for(run: Run, *, task_exists: bool, stuck: bool) -> list[Action]:
     """The buttons a run's status allows (see the transitions table and the stuck rule)."""
     status = run.status
-    cancel = Action("cancel", "Force cancel" if stuck else "Cancel", variant="danger")
+    # Buttons: pgettext("button", ...), a verb, not the status of the same spelling.
+    force_cancel = pgettext("button", "Force cancel")
+    force_pause = pgettext("button", "Force pause")
+    cancel = Action(
+        "cancel", force_cancel if stuck else pgettext("button", "Cancel"), variant="danger"
+    )
     if status in PAUSE_REQUEST.sources:
-        pause = Action("pause", "Force pause" if stuck else "Pause", enabled=task_exists)
-        return [pause, cancel]
+        pause_label = force_pause if stuck else pgettext("button", "Pause")
+        return [Action("pause", pause_label, enabled=task_exists), cancel]
     if status == RunStatus.SCHEDULED:
         # Nothing to pause before it starts: it is called off, or left to start.
-        return [Action("cancel", "Cancel", variant="danger")]
+        return [Action("cancel", pgettext("button", "Cancel"), variant="danger")]
     if status == RunStatus.PAUSING:
-        actions = [Action(None, "Pausing…", enabled=False)]
+        actions = [Action(None, _("Pausing…"), enabled=False)]
         if stuck:
-            actions.append(Action("pause", "Force pause", enabled=task_exists, variant="force"))
+            actions.append(Action("pause", force_pause, enabled=task_exists, variant="force"))
         return [*actions, cancel]
     if status == RunStatus.CANCELLING:
-        return [cancel] if stuck else [Action(None, "Cancelling…", enabled=False)]
+        return [cancel] if stuck else [Action(None, _("Cancelling…"), enabled=False)]
+    resume = pgettext("button", "Resume")
     if status == RunStatus.PAUSED:
-        return [Action("resume", "Resume", enabled=task_exists), cancel]
+        return [Action("resume", resume, enabled=task_exists), cancel]
     if status == RunStatus.ERRORED:
-        return [Action("resume", "Resume", enabled=task_exists)]
+        return [Action("resume", resume, enabled=task_exists)]
     return []
+
+
+#: Why a run last stopped (``runs.interruption_reason``, a word of ours), as people read it.
+INTERRUPTION_REASONS: t.Final[dict[str, LazyString]] = {
+    "pause": lazy_pgettext("interruption", "pause"),
+    "cancel": lazy_pgettext("interruption", "cancel"),
+    "throttle": lazy_pgettext("interruption", "throttle"),
+    "time_slice": lazy_pgettext("interruption", "time slice"),
+    "worker_shutdown": lazy_pgettext("interruption", "worker shutdown"),
+    "connection_lost": lazy_pgettext("interruption", "connection lost"),
+    "database_locked": lazy_pgettext("interruption", "database locked"),
+    "recovery": lazy_pgettext("interruption", "recovery"),
+}
+
+
+def interruption_reason(reason: str) -> str:
+    """An interruption's reason in the reader's language ("time slice"); another word as
+    it is, underscores as spaces."""
+    name = INTERRUPTION_REASONS.get(reason)
+    return str(name) if name is not None else reason.replace("_", " ")
 
 
 class Cards:
@@ -471,9 +504,9 @@ def _stale(state: State, run: Run, now: datetime) -> str | None:
         return None
     if run.ended_at > now - timedelta(seconds=limit):
         return None
-    return (
-        f"This task last succeeded {formatting.ago(run.ended_at, now)}. "
-        "Consider deleting it: it may have done its job."
+    return _(
+        "This task last succeeded %(time)s. Consider deleting it: it may have done its job.",
+        time=formatting.ago(run.ended_at, now),
     )
 
 
@@ -642,6 +675,11 @@ class FailuresPage:
     def run(self) -> Run:
         return self.card.run
 
+    @staticmethod
+    def status_name(status: str) -> str:
+        """A failed item's status in the reader's language ("failed again")."""
+        return failure_status_name(status)
+
     @property
     def total(self) -> int:
         return sum(count for _, count, _ in self.classes)
@@ -649,6 +687,22 @@ class FailuresPage:
     @property
     def unresolved(self) -> int:
         return sum(unresolved for _, _, unresolved in self.classes)
+
+
+#: Where a failed item stands (:class:`FailureStatus`), as people read it.
+FAILURE_STATUS_NAMES: t.Final[dict[str, LazyString]] = {
+    "unresolved": lazy_pgettext("failure status", "unresolved"),
+    "resolved": lazy_pgettext("failure status", "resolved"),
+    "failed_again": lazy_pgettext("failure status", "failed again"),
+    "gone": lazy_pgettext("failure status", "gone"),
+}
+
+
+def failure_status_name(status: str) -> str:
+    """A failed item's status in the reader's language; another word as it is, underscores
+    as spaces."""
+    name = FAILURE_STATUS_NAMES.get(str(status))
+    return str(name) if name is not None else str(status).replace("_", " ")
 
 
 def failures_page(state: State, run: Run, filters: FailureFilters) -> FailuresPage:

@@ -170,11 +170,37 @@
   var announcer = document.getElementById("announcer");
   var known = {};
 
+  /* The words come from the page, in its language: the announcer's data-
+     attributes hold sentences with {run}, {status} and {progress} to fill in,
+     and each status as said. English when an attribute is missing. */
+  function words(name, fallback) {
+    var text = announcer && announcer.getAttribute(name);
+    return text || fallback;
+  }
+
+  var statusWords = {};
+  try {
+    statusWords = JSON.parse(words("data-statuses", "{}")) || {};
+  } catch (error) {
+    statusWords = {};
+  }
+
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, function (whole, key) {
+      return Object.prototype.hasOwnProperty.call(values, key) ? values[key] : whole;
+    });
+  }
+
   function describe(card) {
     var title = card.querySelector(".run-title");
-    var name = title ? title.textContent.trim() : "Run " + card.getAttribute("data-run-id");
+    var id = card.getAttribute("data-run-id");
+    var name = title ? title.textContent.trim() : fill(words("data-run-name", "Run #{id}"), { id: id });
+    var status = card.getAttribute("data-status");
+    var said = Object.prototype.hasOwnProperty.call(statusWords, status) ? statusWords[status] : status;
     var text = card.querySelector(".progress-text");
-    return name + ": " + card.getAttribute("data-status") + (text ? ". " + text.textContent.trim() : "");
+    if (!text) return fill(words("data-news", "{run}: {status}"), { run: name, status: said });
+    return fill(words("data-news-progress", "{run}: {status}. {progress}"),
+      { run: name, status: said, progress: text.textContent.trim() });
   }
 
   function survey(root, speak) {
