@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from flask import current_app
 
 from . import dryrun
+from .exceptions import STATUS_WORDS, status_word
 from .i18n import LazyString, lazy_pgettext, ngettext, number
 from .i18n import gettext as _
 from .i18n import moment as locale_moment
@@ -29,19 +30,8 @@ if t.TYPE_CHECKING:
     from .models import Event, Failure, Run
 
 
-#: Each status as people read it (``pgettext("status", ...)``: a status, not a verb).
-STATUS_NAMES: t.Final[dict[str, LazyString]] = {
-    "scheduled": lazy_pgettext("status", "Scheduled"),
-    "enqueued": lazy_pgettext("status", "Enqueued"),
-    "running": lazy_pgettext("status", "Running"),
-    "pausing": lazy_pgettext("status", "Pausing"),
-    "paused": lazy_pgettext("status", "Paused"),
-    "interrupted": lazy_pgettext("status", "Interrupted"),
-    "cancelling": lazy_pgettext("status", "Cancelling"),
-    "cancelled": lazy_pgettext("status", "Cancelled"),
-    "succeeded": lazy_pgettext("status", "Succeeded"),
-    "errored": lazy_pgettext("status", "Errored"),
-}
+#: Each status as people read it: "Running", "実行中" (shared with the error messages).
+STATUS_NAMES: t.Final[dict[str, LazyString]] = STATUS_WORDS
 
 
 def status_name(status: str) -> str:
@@ -50,25 +40,9 @@ def status_name(status: str) -> str:
     return str(name) if name is not None else str(status).replace("_", " ").capitalize()
 
 
-#: Each status as a word inside a sentence ("Run #3 is running."), lower case in English.
-STATUS_WORDS: t.Final[dict[str, LazyString]] = {
-    "scheduled": lazy_pgettext("status in a sentence", "scheduled"),
-    "enqueued": lazy_pgettext("status in a sentence", "enqueued"),
-    "running": lazy_pgettext("status in a sentence", "running"),
-    "pausing": lazy_pgettext("status in a sentence", "pausing"),
-    "paused": lazy_pgettext("status in a sentence", "paused"),
-    "interrupted": lazy_pgettext("status in a sentence", "interrupted"),
-    "cancelling": lazy_pgettext("status in a sentence", "cancelling"),
-    "cancelled": lazy_pgettext("status in a sentence", "cancelled"),
-    "succeeded": lazy_pgettext("status in a sentence", "succeeded"),
-    "errored": lazy_pgettext("status in a sentence", "errored"),
-}
-
-
 def status_in_sentence(status: str) -> str:
     """A run's status as a word inside a sentence: "running", "実行中"."""
-    word = STATUS_WORDS.get(str(status))
-    return str(word) if word is not None else str(status)
+    return str(status_word(status))
 
 
 def progress_text(tick_count: int, tick_total: int | None) -> str:
@@ -179,6 +153,7 @@ INTERRUPTION_REASONS: t.Final[dict[str, LazyString]] = {
     "database_locked": lazy_pgettext("interruption", "database locked"),
     "pause": lazy_pgettext("interruption", "pause"),
     "cancel": lazy_pgettext("interruption", "cancel"),
+    "recovery": lazy_pgettext("interruption", "recovery"),
 }
 
 

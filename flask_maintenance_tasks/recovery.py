@@ -55,6 +55,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from . import audit, lifecycle, partitions, store
+from .exceptions import status_word
 from .i18n import gettext as _
 from .models import Run, RunStatus, utcnow
 from .transitions import (
@@ -94,8 +95,8 @@ class Recovery:
                 "Run #%(id)s (%(task)s) was stuck %(was)s: now %(status)s.",
                 id=self.run_id,
                 task=self.task_name,
-                was=self.was,
-                status=self.status,
+                was=status_word(self.was),
+                status=status_word(self.status),
             )
         return _(
             "Run #%(id)s (%(task)s) had no live job: handed to a new job.",

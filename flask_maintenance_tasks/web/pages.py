@@ -166,7 +166,7 @@ class RunCard:
     @property
     def last_stop(self) -> str:
         """Why the run last stopped ("time slice"), in the reader's language."""
-        return interruption_reason(self.run.interruption_reason or "")
+        return formatting.interruption_reason(self.run.interruption_reason)
 
     @property
     def partition_count(self) -> int:
@@ -254,26 +254,6 @@ def actions_for(run: Run, *, task_exists: bool, stuck: bool) -> list[Action]:
     if status == RunStatus.ERRORED:
         return [Action("resume", resume, enabled=task_exists)]
     return []
-
-
-#: Why a run last stopped (``runs.interruption_reason``, a word of ours), as people read it.
-INTERRUPTION_REASONS: t.Final[dict[str, LazyString]] = {
-    "pause": lazy_pgettext("interruption", "pause"),
-    "cancel": lazy_pgettext("interruption", "cancel"),
-    "throttle": lazy_pgettext("interruption", "throttle"),
-    "time_slice": lazy_pgettext("interruption", "time slice"),
-    "worker_shutdown": lazy_pgettext("interruption", "worker shutdown"),
-    "connection_lost": lazy_pgettext("interruption", "connection lost"),
-    "database_locked": lazy_pgettext("interruption", "database locked"),
-    "recovery": lazy_pgettext("interruption", "recovery"),
-}
-
-
-def interruption_reason(reason: str) -> str:
-    """An interruption's reason in the reader's language ("time slice"); another word as
-    it is, underscores as spaces."""
-    name = INTERRUPTION_REASONS.get(reason)
-    return str(name) if name is not None else reason.replace("_", " ")
 
 
 class Cards:
