@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from . import audit, ledger, store
 from .dryrun import Capture, Changes
 from .exceptions import DryRunCommit, InvalidStatus, SessionRolledBack, TooManyFailures
+from .i18n import english
 from .models import RunStatus
 from .policy import ErrorPolicy
 from .published import step_line
@@ -409,14 +410,17 @@ class Iteration:
             status = self.task.status
             published = status.pending()
             if published is not None and status.step_changed:
-                # The trail tells of a new step (not of every update), with the tick.
+                # The trail tells of a new step (not of every update), with the tick,
+                # in English as everything stored.
+                with english():
+                    detail = step_line(published)
                 audit.record(
                     self.session,
                     run_id=self.parent_id or self.run_id,
                     task_name=self.task.name,
                     action=audit.STEP_CHANGED,
                     actor=audit.worker(),
-                    detail=step_line(published),
+                    detail=detail,
                 )
             self.ticker.flush(
                 ticks, cursor, failures=len(pending), changes=changes, published=published

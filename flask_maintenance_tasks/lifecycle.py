@@ -19,6 +19,7 @@ from . import audit, i18n, store
 from .dryrun import NoCommit, own_write
 from .exceptions import MaintenanceTasksError, message_of
 from .formatting import partition_detail
+from .i18n import english
 from .masking import masked_arguments, masked_metadata, masked_published
 from .models import Run, RunStatus, utcnow
 from .published import TaskStatus, step_line
@@ -232,13 +233,15 @@ def _holds_sqlite(db: t.Any) -> bool:
 
 def record_step(session: Session, run: Run, published: t.Mapping[str, t.Any]) -> None:
     """The audit trail's line for a new step, on the run an operator sees (the caller commits)."""
+    with english():  # stored: read by everyone, whatever their language
+        detail = step_line(published)
     audit.record(
         session,
         run_id=run.parent_id or run.id,
         task_name=run.task_name,
         action=audit.STEP_CHANGED,
         actor=audit.worker(),
-        detail=step_line(published),
+        detail=detail,
     )
 
 

@@ -24,7 +24,7 @@ from pydantic_core import PydanticSerializationError, PydanticUndefined
 from .. import masking, parameters, partitions, scheduling
 from ..exceptions import InvalidArguments
 from ..i18n import gettext as _
-from ..i18n import lazy_gettext
+from ..i18n import lazy_gettext, pgettext
 from ..parameters import Parameter, Shape
 from ..policy import ErrorPolicy
 
@@ -379,9 +379,17 @@ def partitions_from(
 _FULL_STOPS = (".", "\u3002")
 
 
+def _ended(message: str, stops: tuple[str, ...]) -> str:
+    """``message`` capitalised, with the language's full stop unless it ends in one of
+    ``stops``."""
+    # Translators: the mark that ends a sentence ("。" in Japanese).
+    stop = pgettext("sentence end", ".")
+    return f"{message[0].upper()}{message[1:]}{'' if message.endswith(stops) else stop}"
+
+
 def _full_stop(message: str) -> str:
     """An engine's message, capitalised, with a full stop (none added after a Japanese one)."""
-    return f"{message[0].upper()}{message[1:]}{'' if message.endswith(_FULL_STOPS[1]) else '.'}"
+    return _ended(message, (_FULL_STOPS[1],))
 
 
 def sentence(message: str) -> str:
@@ -389,7 +397,7 @@ def sentence(message: str) -> str:
     message = message.strip()
     if not message:
         return message
-    return f"{message[0].upper()}{message[1:]}{'' if message.endswith(_FULL_STOPS) else '.'}"
+    return _ended(message, _FULL_STOPS)
 
 
 def partitions_value(form: t.Mapping[str, str] | None, task: type[Task] | None) -> str:
