@@ -25,7 +25,8 @@ the points count from. Each point is ``[t, s, n, m]``:
     stopped: a pause, a hand-over to the next slice, a crash and its
     recovery, a retry after a lost connection).
 
-Only the last :data:`MAX_POINTS` points are kept: at most about 7 KB of JSON.
+Only the last :data:`MAX_POINTS` points are kept: a full series is about 7.7 KB of
+JSON as SQLAlchemy writes it (a long run's ticks, three days in).
 Whatever reads a stored series goes through :func:`points`, which takes what
 it can use of anything (a hand-edited column) and leaves the rest out.
 
