@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 from flask_maintenance_tasks import pace
 from flask_maintenance_tasks.models import runs_table
 from flask_maintenance_tasks.web import sparkline
-from tests.support.apps import FAST
+from tests.support.apps import FAST, configure
 from tests.support.dashboard import Dashboard, add_run, text
-from tests.support.records import counters, fresh_run, seed_items
+from tests.support.records import counters, fresh_run, seed_items, trail
 from tests.support.waiting import wait_until
 from tests.support.workers import drain
 
@@ -255,6 +255,25 @@ def test_a_run_under_a_speed_cap_shows_throttled_points(
     assert len(found) >= 3
     assert all(point.throttled for point in found)
     assert pace.summary(found).average == pytest.approx(40, rel=0.35)  # type: ignore[union-attr]
+
+
+@pytest.mark.both_databases
+def test_each_slice_carries_the_series_on_and_marks_its_first_point_interrupted(
+    app: Flask, mtasks: t.Any
+) -> None:
+    seed_items(40)
+    configure(app, max_job_runtime=0.3)
+    run = mtasks.run("CountItemsTask", arguments={"sleep": 0.02})
+
+    drain(app)
+
+    found = stored_pace(run.id)
+    handed_on = [action for action, _, _ in trail(run.id)].count("interrupted")
+    assert fresh_run(run.id).status == "succeeded"
+    assert handed_on >= 2
+    assert sum(point.interrupted for point in found) == handed_on
+    assert not found[0].interrupted
+    assert sum(point.items for point in found) == 40
 
 
 def _under_way(run_id: int, ticks: int) -> None:
