@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from flask import current_app
 
-from . import dryrun
+from . import dryrun, pace
 from .exceptions import STATUS_WORDS, status_word
 from .i18n import LazyString, lazy_pgettext, ngettext, number
 from .i18n import gettext as _
@@ -373,6 +373,7 @@ def run_as_dict(
         "dry_run": bool(run.dry_run),
         "changes": run.changes if run.dry_run else None,
         "changes_summary": changes_summary(run) if run.dry_run else None,
+        "pace": pace.as_dict(pace.points(run.pace)),
     }
     if timeline is not None:
         data["events"] = [event_as_dict(event) for event in timeline.events]
@@ -507,7 +508,8 @@ def partitions_as_dict(run: Run, children: t.Sequence[Run]) -> dict[str, t.Any]:
     The dashboard's ``/runs/<id>.json`` and ``flask mtasks status --json``
     both use it. A run: ``partition_count`` (what it was asked to be cut
     into, 1 when it is not partitioned) and ``partitions``, each one's
-    :func:`partition_detail` (``children``: its partitions once it is cut).
+    :func:`partition_detail` (``children``: its partitions once it is cut), and
+    then its ``pace``, theirs added up (see :func:`.pace.combined`).
     A partition: its ``partition`` index, ``partition_count`` (as its range
     says), no ``partitions`` of its own, and its run's id as ``parent_id``.
     """
@@ -519,7 +521,10 @@ def partitions_as_dict(run: Run, children: t.Sequence[Run]) -> dict[str, t.Any]:
             "partitions": [],
             "parent_id": run.parent_id,
         }
-    return {
+    data: dict[str, t.Any] = {
         "partition_count": int(run.partitions or 1),
         "partitions": [partition_detail(child) for child in children],
     }
+    if children:
+        data["pace"] = pace.as_dict(pace.combined(pace.points(child.pace) for child in children))
+    return data

@@ -22,6 +22,7 @@ from .dryrun import Capture, Changes
 from .exceptions import DryRunCommit, InvalidStatus, SessionRolledBack, TooManyFailures
 from .i18n import english
 from .models import RunStatus
+from .pace import Series
 from .policy import ErrorPolicy
 from .published import step_line
 from .sources import NO_ITEM
@@ -78,6 +79,7 @@ class Iteration:
         parent_id: int | None = None,
         time_running: float = 0.0,
         speed: store.Status | None = None,
+        pace: Series | None = None,
     ) -> None:
         self.session = session
         #: A partition's run: its totals count towards the error policy's limits.
@@ -96,6 +98,7 @@ class Iteration:
             settings.ticker_delay,
             parent_id=parent_id,
             time_running=time_running,
+            pace=pace,
         )
         #: The operator's cap in items per second (``None``: none), see :meth:`_apply`.
         self.rate: float | None = None
@@ -219,7 +222,9 @@ class Iteration:
                             break
                         if rate is None or now >= pace_due:
                             break
-                        sleep(max(0.0, min(pace_due - now, ticker.due_at - now, _PACE_STEP)))
+                        wait = max(0.0, min(pace_due - now, ticker.due_at - now, _PACE_STEP))
+                        sleep(wait)
+                        ticker.pace.waited += wait  # the tick's point is marked throttled
                         if stopping():
                             reason = "worker_shutdown"
                             break

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from flask import Flask, has_app_context
 from flask.cli import ScriptInfo
 
-from . import audit, dryrun, i18n, ledger, lifecycle, masking, partitions, signals, store
+from . import audit, dryrun, i18n, ledger, lifecycle, masking, pace, partitions, signals, store
 from .exceptions import message_of
 from .iteration import Iteration
 from .models import Run, RunStatus, utcnow
@@ -143,6 +143,9 @@ class _Slice:
         self.secrets: list[str] = []
         #: The run's task, whose queue its next slices go to.
         self.task_name: str | None = None
+        #: Why the run was last handed on or stopped, as the slice found it (the
+        #: claim clears it): its pace marks what came before its next point.
+        self.after: str | None = None
 
     def perform(self) -> None:
         run = store.find(self.session, self.run_id)
@@ -156,6 +159,7 @@ class _Slice:
             return
         self.secrets = self._secrets(run)
         self.task_name = run.task_name
+        self.after = run.interruption_reason
         self.session.rollback()
         try:
             self._perform(run)
@@ -357,6 +361,7 @@ class _Slice:
         partitions.settle(self.state, self.run_id)
 
     def _iterate(self, task: Task, source: Source, run: Run) -> None:
+        """Walk the run's items from its cursor, its pace carried on from its row."""
         if run.batch_size_override and isinstance(source, RecordsSource):
             # A walk's pages keep their size: an operator's change starts with a slice.
             source.page_size = run.batch_size_override
@@ -389,6 +394,7 @@ class _Slice:
                 run.batch_size_override,
                 run.ticker_delay_override,
             ),
+            pace=pace.Series(run.pace, after=self.after),
         )
         try:
             if iteration.capture is not None:

@@ -181,6 +181,11 @@ class Run(Base):
     #: committed tick; ``None`` until it publishes anything. ``status`` is the run's
     #: place in the state machine; this is the task's own word (see :doc:`/task-status`).
     published: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
+    #: The run's recent throughput, one point per tick, the last few hundred (compact
+    #: JSON, see :mod:`~flask_maintenance_tasks.pace`), written with each tick's
+    #: UPDATE; ``None`` before its first tick, and on a partitioned run (its
+    #: partitions keep theirs).
+    pace: Mapped[t.Any] = mapped_column(_JSON, nullable=True)
 
     @property
     def is_partition(self) -> bool:

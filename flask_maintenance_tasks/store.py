@@ -274,6 +274,7 @@ def write_progress(
     parent_id: int | None = None,
     time_running: float | None = None,
     published: dict[str, t.Any] | None = None,
+    pace: dict[str, t.Any] | None = None,
 ) -> bool:
     """Add ticks and time, and move the cursor, if ``job_id`` still holds the run.
 
@@ -283,8 +284,9 @@ def write_progress(
     same transaction, and raises the run's time to its own ``time_running``
     when that is longer: the run's row is written first, so every writer
     locks a run before its partitions. ``published`` is what the task published
-    with ``self.status`` since the last tick (``None``: nothing), written by
-    the same UPDATE.
+    with ``self.status`` since the last tick (``None``: nothing), and ``pace``
+    the run's series with this tick's point (see :mod:`.pace`; ``None``: as it
+    is), both written by the same UPDATE.
     """
     if parent_id is not None and (ticks or failures or time_running is not None):
         parent: dict[str, t.Any] = {"updated_at": utcnow()}
@@ -311,6 +313,8 @@ def write_progress(
         values["changes"] = changes
     if published is not None:
         values["published"] = published
+    if pace is not None:
+        values["pace"] = pace
     result = session.execute(
         runs_table.update()
         .where(runs_table.c.id == run_id, runs_table.c.job_id == job_id)

@@ -6,6 +6,7 @@ import time
 import typing as t
 
 from . import store
+from .pace import Series
 from .store import Fenced
 
 if t.TYPE_CHECKING:
@@ -16,9 +17,9 @@ class Ticker:
     """Commits the items processed since its last flush with the run's position.
 
     One :meth:`flush` is one transaction: the task's pending changes in the
-    session, and the run's cursor, ``tick_count`` and ``time_running``. So a
-    crash repeats at most the items since the last flush, and those were
-    rolled back with it.
+    session, and the run's cursor, ``tick_count``, ``time_running`` and pace
+    (see :mod:`.pace`). So a crash repeats at most the items since the last
+    flush, and those were rolled back with it.
     """
 
     def __init__(
@@ -30,8 +31,11 @@ class Ticker:
         *,
         parent_id: int | None = None,
         time_running: float = 0.0,
+        pace: Series | None = None,
     ) -> None:
         self.session = session
+        #: The run's recent throughput, a point added by each flush that counts items.
+        self.pace = pace if pace is not None else Series()
         #: A partition's run, which each flush also counts in.
         self.parent_id = parent_id
         #: The run's seconds of work, its earlier slices included.
@@ -63,6 +67,7 @@ class Ticker:
         """
         now = time.monotonic()
         seconds = now - self._last
+        series = self.pace.tick(time.time(), seconds, ticks)
         written = store.write_progress(
             self.session,
             self.run_id,
@@ -74,6 +79,7 @@ class Ticker:
             failures=failures,
             changes=changes,
             published=published,
+            pace=series,
             parent_id=self.parent_id,
             time_running=self.time_running + seconds if self.parent_id is not None else None,
         )
@@ -81,6 +87,7 @@ class Ticker:
             self.session.rollback()
             raise Fenced()
         self.session.commit()
+        self.pace.written()
         self.time_running += seconds
         self._last = now
         self.due_at = now + self.delay

@@ -173,6 +173,7 @@ SCHEMAS: dict[str, dict[str, t.Any]] = {
             "parent_id": _NULLABLE_INT,
             "parent_url": {"type": "string"},
             "scheduled_at": {"type": ["string", "null"], "format": "date-time"},
+            "pace": {"$ref": "#/components/schemas/Pace"},
             "speed": {
                 "type": "object",
                 "description": "The operator's speed overrides; null: the task's own.",
@@ -180,6 +181,65 @@ SCHEMAS: dict[str, dict[str, t.Any]] = {
                     "rate": {**_NULLABLE_NUMBER, "description": "Most items per second."},
                     "batch_size": {**_NULLABLE_INT, "description": "Records per query."},
                     "ticker_delay": {**_NULLABLE_NUMBER, "description": "Seconds per tick."},
+                },
+            },
+        },
+    },
+    "Pace": {
+        "type": "object",
+        "description": "The run's recent throughput, one point per tick, oldest first: its "
+        "last ``max_points`` ticks. A partitioned run's is its partitions' added up by time, "
+        "in the run's own JSON (empty in lists of runs).",
+        "required": [
+            "max_points",
+            "latest_rate",
+            "average_rate",
+            "throttled",
+            "interrupted",
+            "points",
+        ],
+        "properties": {
+            "max_points": {"type": "integer", "description": "The most points a run keeps."},
+            "latest_rate": {**_NULLABLE_NUMBER, "description": "Items per second, last point."},
+            "average_rate": {
+                **_NULLABLE_NUMBER,
+                "description": "All the points' items over all their seconds.",
+            },
+            "throttled": {"type": "integer", "description": "Stretches of throttled points."},
+            "interrupted": {"type": "integer", "description": "Points after an interruption."},
+            "points": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "seconds", "items", "rate", "throttled", "interrupted"],
+                    "properties": {
+                        "at": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "When the tick committed (the worker's clock).",
+                        },
+                        "seconds": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "description": "The seconds of work the point spans.",
+                        },
+                        "items": {"type": "number", "minimum": 0},
+                        "rate": {
+                            "type": "number",
+                            "minimum": 0,
+                            "description": "Items per second: items / seconds.",
+                        },
+                        "throttled": {
+                            "type": "boolean",
+                            "description": "The run waited on its speed cap, or on a "
+                            "throttle's backoff just before.",
+                        },
+                        "interrupted": {
+                            "type": "boolean",
+                            "description": "The first point after the run stopped (pause, "
+                            "next slice, crash recovery, retry).",
+                        },
+                    },
                 },
             },
         },

@@ -16,13 +16,25 @@ Everything else a page shows comes from the task registry and from
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing as t
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import url_for
 
-from .. import audit, docstrings, dryrun, formatting, ledger, masking, partitions, sources, store
+from .. import (
+    audit,
+    docstrings,
+    dryrun,
+    formatting,
+    ledger,
+    masking,
+    pace,
+    partitions,
+    sources,
+    store,
+)
 from ..exceptions import MaintenanceTasksError
 from ..i18n import LazyString, lazy_pgettext, number, pgettext
 from ..i18n import gettext as _
@@ -35,6 +47,7 @@ from ..sources.partitioned import has_own_ranges
 from ..transitions import ACTIVE, PAUSE_REQUEST, STOPPED, is_stuck
 from . import forms
 from .guards import RETRY_FAILURES, is_allowed
+from .sparkline import Sparkline, draw
 
 if t.TYPE_CHECKING:
     from markupsafe import Markup
@@ -129,6 +142,19 @@ class RunCard:
     @property
     def failure_count(self) -> int:
         return self.run.failure_count or 0
+
+    @functools.cached_property
+    def pace_points(self) -> list[pace.Point]:
+        """The run's recent throughput: its partitions' added up (see :func:`with_partitions`),
+        else its own."""
+        if self.partitions:
+            return pace.combined(pace.points(bar.run.pace) for bar in self.partitions)
+        return pace.points(self.run.pace)
+
+    @functools.cached_property
+    def sparkline(self) -> Sparkline | None:
+        """The picture of :attr:`pace_points`, or ``None`` before the run's first tick."""
+        return draw(self.pace_points)
 
     @property
     def progress(self) -> tuple[int | None, int]:

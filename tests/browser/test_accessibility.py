@@ -138,6 +138,14 @@ def test_a_task_page_with_form_errors_has_no_violation(
     audit(page, "task page, form errors", record_property)
 
 
+#: A run's pace with every kind of stretch: steady, throttled, after an interruption.
+PACE = {
+    "v": 1,
+    "t0": 1_764_590_400,
+    "p": [[1, 1, 20, 0], [2, 1, 18, 1], [3, 1, 19, 1], [9, 1, 21, 2], [10, 1, 20, 0]],
+}
+
+
 def test_a_task_page_with_a_running_run_has_no_violation(
     live: LiveServer, page: Page, db: t.Any, record_property: t.Any
 ) -> None:
@@ -151,6 +159,7 @@ def test_a_task_page_with_a_running_run_has_no_violation(
         started_at=now(20),
         arguments={"sleep": 0.0, "fail_on": None},
         metadata={"operator": "ada@example.com"},
+        pace=PACE,
     )
     page.goto(f"{live.url}/tasks/CountItemsTask")
     hold_still(page)
@@ -295,6 +304,7 @@ def test_a_partitioned_run_card_has_no_violation(
             tick_count=(12, 2, 0)[index],
             tick_total=12,
             started_at=now(10),
+            pace=PACE,
         )
     page.goto(f"{live.url}/tasks/PartitionedCountTask")
     hold_still(page)
