@@ -263,7 +263,10 @@ def number(value: float, *, digits: int | None = None) -> str:
         return format_decimal(value, format=pattern, locale=current_locale())
     if digits is not None:
         return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else f"{value:,g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    # As Babel's default pattern: grouped, at most three decimals, no trailing zeros.
+    return f"{value:,.3f}".rstrip("0").rstrip(".")
 
 
 def moment(value: datetime) -> str:

@@ -41,6 +41,9 @@ import math
 import typing as t
 from datetime import datetime, timedelta, timezone
 
+from .i18n import gettext as _
+from .i18n import number, pgettext
+
 #: The points a run keeps: its last few minutes at the default ticker delay (1 s).
 MAX_POINTS = 300
 #: A mark of a point: the run waited on its speed cap, or on a throttle's backoff.
@@ -284,17 +287,25 @@ def summary(found: t.Sequence[Point]) -> Summary | None:
 def rate_text(rate: float) -> str:
     """ "198 items/s", "12.5 items/s", "3.2 items/min": a rate as people read it."""
     if rate <= 0:
-        return "0 items/s"
+        return _("%(rate)s items/s", rate=number(0))
     for per, unit in ((1, "s"), (60, "min"), (3600, "h")):
         value = rate * per
         if value >= 1 or unit == "h":
-            number = f"{value:,.0f}" if value >= 100 else f"{value:,.1f}".removesuffix(".0")
-            return f"{number} items/{unit}"
+            shown = number(value, digits=0) if value >= 100 else number(round(value, 1))
+            if unit == "s":
+                return _("%(rate)s items/s", rate=shown)
+            if unit == "min":
+                return _("%(rate)s items/min", rate=shown)
+            return _("%(rate)s items/h", rate=shown)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _times(count: int) -> str:
-    return {1: "once", 2: "twice"}.get(count, f"{count:,} times")
+    if count == 1:
+        return _("once")
+    if count == 2:
+        return _("twice")
+    return _("%(num)s times", num=number(count))
 
 
 def describe(found: t.Sequence[Point]) -> str | None:
@@ -305,13 +316,20 @@ def describe(found: t.Sequence[Point]) -> str | None:
     said = summary(found)
     if said is None:
         return None
-    text = f"Pace: latest {rate_text(said.latest)}, average {rate_text(said.average)}"
+    latest, average = rate_text(said.latest), rate_text(said.average)
     marks = []
     if said.throttled:
-        marks.append(f"throttled {_times(said.throttled)}")
+        marks.append(_("throttled %(times)s", times=_times(said.throttled)))
     if said.interrupted:
-        marks.append(f"interrupted {_times(said.interrupted)}")
-    return text + ("; " + ", ".join(marks) if marks else "") + "."
+        marks.append(_("interrupted %(times)s", times=_times(said.interrupted)))
+    if not marks:
+        return _("Pace: latest %(latest)s, average %(average)s.", latest=latest, average=average)
+    return _(
+        "Pace: latest %(latest)s, average %(average)s; %(marks)s.",
+        latest=latest,
+        average=average,
+        marks=pgettext("list separator", ", ").join(marks),
+    )
 
 
 def as_dict(found: t.Sequence[Point]) -> dict[str, t.Any]:

@@ -345,6 +345,20 @@ def test_the_card_draws_the_pace_with_its_text_alternative(app: Flask, db: t.Any
     assert label in text(page)
 
 
+def test_the_pace_reads_in_the_readers_language(app: Flask, db: t.Any) -> None:
+    stored = series((1, 1, 200, 0), (2, 1, 190, pace.THROTTLED), (8, 1, 210, pace.INTERRUPTED))
+    run_id = add_run(db.engine, "CountItemsTask", "running", tick_count=600, pace=stored)
+
+    page = app.test_client().get(
+        "/maintenance_tasks/tasks/CountItemsTask", headers={"Accept-Language": "ja"}
+    )
+
+    body = page.get_data(as_text=True)
+    label = "処理速度: 直近 210 件/秒、平均 200 件/秒。速度制限 1 回、中断 1 回。"
+    assert f'<title id="run-{run_id}-pace-title">{label}</title>' in body
+    assert "網掛け: 速度制限" in body and "破線: 中断" in body
+
+
 def test_a_run_without_ticks_has_no_sparkline(app: Flask, db: t.Any) -> None:
     add_run(db.engine, "CountItemsTask", "enqueued")
 
