@@ -71,9 +71,7 @@ def test_the_wheel_ships_our_licence_and_htmx_s_notice(wheel: Path) -> None:
     assert "flask_maintenance_tasks/web/vendor/README.md" in names
     # The translations, read from their .po files at run time, and the extra that reads them.
     assert "flask_maintenance_tasks/translations/flask_maintenance_tasks.pot" in names
-    assert (
-        "flask_maintenance_tasks/translations/ja/LC_MESSAGES/flask_maintenance_tasks.po" in names
-    )
+    assert "flask_maintenance_tasks/translations/ja/LC_MESSAGES/flask_maintenance_tasks.po" in names
     assert "Provides-Extra: i18n" in metadata
     assert 'Requires-Dist: flask-babel>=4.0; extra == "i18n"' in metadata
     # Nothing but the dashboard's own assets is in the folder the blueprint serves.
