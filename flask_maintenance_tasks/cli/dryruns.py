@@ -22,6 +22,7 @@ from .runs import (
     _after_enqueue,
     _parse_arguments,
     acting_as,
+    arguments_option,
     partition_count,
     partitions_option,
     waiting,
@@ -84,13 +85,7 @@ def run_for_real_command(
     ),
 )
 @click.argument("name")
-@option(
-    "--arg",
-    "pairs",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help=lazy_gettext("A parameter (repeatable)."),
-)
+@arguments_option
 @option("--json", "as_json", is_flag=True, help=lazy_gettext("Print JSON."))
 @with_appcontext
 @catch_errors

@@ -185,6 +185,16 @@ def show_command(name: str) -> None:
         click.echo(_("Latest run: run #%(id)s, %(status)s", id=run.id, status=status(run.status)))
 
 
+#: ``--arg KEY=VALUE``, repeatable: a task's parameters (``run`` and ``dry-run``).
+arguments_option = option(
+    "--arg",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help=lazy_gettext("A parameter (repeatable)."),
+)
+
+
 @command(
     "run",
     help=lazy_gettext(
@@ -200,13 +210,7 @@ def show_command(name: str) -> None:
     ),
 )
 @click.argument("name")
-@option(
-    "--arg",
-    "pairs",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help=lazy_gettext("A parameter (repeatable)."),
-)
+@arguments_option
 @option(
     "--csv",
     "csv_path",
