@@ -27,7 +27,8 @@ TASKS = [
 ]
 
 _TICK = "UPDATE maintenance_tasks_runs SET tick_count="
-_RELOAD = "SELECT maintenance_tasks_runs.status, maintenance_tasks_runs.job_id \nFROM"
+#: The status reload (store.read_status): its status, job and speed overrides.
+_RELOAD = "SELECT maintenance_tasks_runs.status, maintenance_tasks_runs.job_id, "
 
 
 @dataclasses.dataclass
