@@ -403,6 +403,21 @@ def test_the_runs_json_carries_its_pace(app: Flask, db: t.Any, cli: t.Any) -> No
     }
 
 
+def test_status_prints_the_pace_in_words(
+    app: Flask, db: t.Any, cli: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored = series((1, 0.5, 100, 0), (2.5, 1, 150, pace.THROTTLED), t0=1_764_590_400)
+    run_id = add_run(db.engine, "CountItemsTask", "running", tick_count=250, pace=stored)
+    without = add_run(db.engine, "CountItemsTask", "enqueued")
+
+    printed = cli("status", str(run_id)).output
+    assert "  Pace: latest 150 items/s, average 167 items/s; throttled once.\n" in printed
+    assert "Pace:" not in cli("status", str(without)).output
+    monkeypatch.setenv("LANGUAGE", "ja")
+    printed = cli("status", str(run_id)).output
+    assert "  処理速度: 直近 150 件/秒、平均 167 件/秒。速度制限 1 回。\n" in printed
+
+
 def _partitioned_run(db: t.Any, first: t.Any, second: t.Any) -> int:
     run_id = add_run(
         db.engine, "PartitionedCountTask", "running", partitions=2, bounds=[{}, {}], tick_count=80

@@ -18,6 +18,7 @@ from .. import (
     i18n,
     ledger,
     masking,
+    pace,
     parameters,
     partitions,
     runner,
@@ -645,6 +646,15 @@ def _print_run(state: State, run: Run, children: list[Run]) -> None:
         click.echo(f"  {visible(data['step'])}")
     click.echo(f"  {data['progress']}")
     click.echo(f"  {visible(data['status_text'])}")
+    # A cut run's pace is its partitions' added up, as its card draws it.
+    found = (
+        pace.combined(pace.points(child.pace) for child in children)
+        if children
+        else pace.points(run.pace)
+    )
+    said = pace.describe(found)
+    if said is not None:
+        click.echo(f"  {said}")
     _print_partitions(run, children)
     if data["arguments"]:
         click.echo("  " + _("Arguments: %(json)s", json=json.dumps(data["arguments"])))
@@ -672,7 +682,7 @@ def _print_run(state: State, run: Run, children: list[Run]) -> None:
     if not children:  # each partition of a cut run has a cursor of its own
         click.echo("  " + _("Cursor: %(json)s", json=json.dumps(run.cursor)))
     if run.interruption_reason:
-        reason = visible(run.interruption_reason.replace("_", " "))
+        reason = visible(formatting.interruption_reason(run.interruption_reason))
         click.echo("  " + _("Last interruption: %(reason)s", reason=reason))
     if run.error_class:
         error = f"{visible(run.error_class)}: {visible(run.error_message)}"
