@@ -286,3 +286,16 @@ def test_the_api_answered_with_its_token_stays_english(app_env: dict[str, str], 
     assert data.get_json()["status_text"].startswith("Running for 10s")
     assert data.headers.get("Content-Language") is None
     assert refused.get_json()["message"] == "Cannot resume a running run."
+
+
+def test_an_engine_message_in_a_form_ends_as_its_language_ends_a_sentence(
+    ja: Reader, en: Reader
+) -> None:
+    """The form adds a full stop to the engine's messages: "。" in Japanese, not "."."""
+    form = {"_partitions": "999"}
+    japanese = text(ja.post("/tasks/PartitionedCountTask/runs", form))
+    english = text(en.post("/tasks/PartitionedCountTask/runs", form))
+    assert "MAINTENANCE_TASKS_MAX_PARTITIONS" in japanese
+    assert "以下を指定してください。" in japanese
+    assert "以下を指定してください." not in japanese
+    assert "ask for 16 or fewer." in english
