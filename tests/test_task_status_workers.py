@@ -58,7 +58,8 @@ def test_published_values_are_shown_everywhere_while_the_run_goes_on(app, mtasks
     shown = cli("status", str(run.id))
     shown_json = cli("status", "--json")
 
-    assert fresh_run(run.id).status == "running"
+    # Still going: running, or between two of its 0.6 s slices.
+    assert fresh_run(run.id).status in {"running", "interrupted"}
     assert "Step 1 of 2: counting" in fragment
     assert "Published by the task" in fragment
     assert api.status_code == 200
