@@ -250,8 +250,10 @@ def test_status_of_a_cut_run_shows_each_partition_after_the_runs_progress(
         lines[1] == f"  Processed {run.tick_count} out of 40 items ({run.tick_count * 100 // 40}%)."
     )
     assert lines[2].startswith("  Ran for ")
+    # Then its pace, its partitions' added up.
+    assert lines[3].startswith("  Pace: latest ")
     start = lines.index("  Partitions (4):")
-    assert start == 3
+    assert start == 4
     assert not any(line.startswith("  Cursor:") for line in lines)
     shown = lines[start + 1 : start + 5]
     assert [line.split()[:3] for line in shown] == [
