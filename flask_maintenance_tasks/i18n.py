@@ -76,8 +76,14 @@ def _host_choice() -> str | None:
     if babel_config is None or getattr(babel_config, "locale_selector", None) is None:
         return None
     import flask_babel
+    from babel.core import UnknownLocaleError
 
-    chosen = flask_babel.get_locale()
+    try:
+        chosen = flask_babel.get_locale()
+    except (UnknownLocaleError, ValueError, TypeError):
+        # The selector named no locale Babel knows ("english", 42): the host's page
+        # would fail on it; ours reads English.
+        return "en"
     if chosen is None:
         return None
     return _match([str(chosen)]) or "en"

@@ -91,6 +91,16 @@ def test_the_host_apps_babel_selector_wins_over_accept_language(app: Flask) -> N
     assert response.headers["Content-Language"] == "ja"
 
 
+@pytest.mark.parametrize("answer", ["english", "ja-JP-x-!!", 42, ""])
+def test_a_host_selector_naming_no_locale_gives_english_not_an_error(
+    app: Flask, answer: t.Any
+) -> None:
+    Babel(app, locale_selector=lambda: answer)
+    response = app.test_client().get(INDEX, headers={"Accept-Language": "ja"})
+    assert response.status_code == 200
+    assert response.headers["Content-Language"] == "en"
+
+
 def test_a_host_babel_without_a_selector_leaves_it_to_accept_language(app: Flask) -> None:
     Babel(app)  # the default selector always says BABEL_DEFAULT_LOCALE: not a choice
     response = app.test_client().get(INDEX, headers={"Accept-Language": "ja"})
