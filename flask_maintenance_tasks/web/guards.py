@@ -505,9 +505,6 @@ def _guard() -> t.Any:
         return None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
-    if _read_by_programs():
-        # Read by programs: English whatever the reader's language.
-        pin_request_locale("en")
     if endpoint_name() == METRICS_ENDPOINT:
         return _guard_metrics(state, app)
     if is_api():
