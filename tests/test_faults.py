@@ -252,11 +252,13 @@ def test_the_same_slice_delivered_twice_to_two_workers(app, workers, app_env):
     executor = app.extensions["maintenance_tasks"].executor
     from flask_maintenance_tasks.executors import JOB_FUNCTION
 
-    executor.queue().enqueue(JOB_FUNCTION, run.id, run.job_id)
+    queue = executor.queue()
+    copy = queue.enqueue(JOB_FUNCTION, run.id, run.job_id)
     fault.inject()
     fault.watch_recovery()
     fault.check()
-    _assert_one_copy_wrote_nothing(workers)
+    wait_until(lambda: _done(queue, copy.id), 30, "the copy's job to be done")
+    _assert_one_copy_wrote_nothing(workers, _copies_report(queue, run, copy.id, workers))
 
 
 def test_a_rate_cap_racing_a_worker_restart(app, fault_run, workers):
@@ -440,7 +442,17 @@ def test_skip_policy_the_same_slice_delivered_twice(app, skip_fault_run, workers
     fault.inject()
     fault.watch_recovery()
     fault.check()
+    # The copy may have been left to the first worker, once it had ended the run (seen
+    # on SQLite in CI: the second worker sat idle): its words are logged when it is done.
+    wait_until(lambda: _done(queue, copy.id), 30, "the copy's job to be done")
     _assert_one_copy_wrote_nothing(workers, _copies_report(queue, run, copy.id, workers))
+
+
+def _done(queue: t.Any, job_id: str) -> bool:
+    from rq.job import Job, JobStatus
+
+    status = Job.fetch(job_id, connection=queue.connection).get_status()
+    return status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED)
 
 
 def _copies_report(queue: t.Any, run: t.Any, copy_id: str, workers: t.Any) -> str:
