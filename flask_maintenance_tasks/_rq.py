@@ -97,7 +97,7 @@ def is_stop_request(error: BaseException) -> bool:
     return stop_requested is not None and isinstance(error, stop_requested)
 
 
-_WORKER_METHODS = ("bootstrap", "request_stop", "_start_scheduler", "unsubscribe")
+_WORKER_METHODS = ("bootstrap", "request_stop", "_start_scheduler", "teardown", "unsubscribe")
 _WORKER_ATTRIBUTES = ("_stop_requested", "scheduler", "pubsub_thread")
 
 
@@ -117,7 +117,7 @@ def _problems(worker: object | None) -> list[str]:
     for cls in (rq.Worker, rq.SimpleWorker):
         for name in (*_WORKER_METHODS, "run_maintenance_tasks", "get_redis_server_version"):
             expect(f"rq.{cls.__name__}.{name}", "a method", method(cls, name))
-        for name in ("should_run_maintenance_tasks", "dequeue_timeout"):
+        for name in ("should_run_maintenance_tasks", "dequeue_timeout", "is_horse"):
             expect(f"rq.{cls.__name__}.{name}", "a property", a_property(cls, name))
     expect(
         "rq.Worker.setup_work_horse_signals",
@@ -275,6 +275,8 @@ class StopsPromptly(_Worker):
     finishes a second's sleep before it stops (see :func:`_wake_on_stop`). And
     RQ unsubscribes before stopping its pub/sub thread, which, once it has read
     the reply, waits for a next message and holds the exit up for a second.
+    And a stop request raised between a command and its reply leaves the
+    reply on a pooled connection for the next command to misread.
 
     :meth:`on_stop_request` runs on the first stop signal RQ handles.
     """
@@ -308,6 +310,17 @@ class StopsPromptly(_Worker):
     def _start_scheduler(self, *args: t.Any, **kwargs: t.Any) -> None:
         with _scheduler_fork(self):
             super()._start_scheduler(*args, **kwargs)
+
+    def teardown(self) -> None:
+        if not self.is_horse:
+            # RQ raises an idle worker's stop request from its signal handler,
+            # anywhere: between sending a command and reading its reply too.
+            # redis-py then hands the connection back to its pool with the reply
+            # still to come, and the next command on it (RQ's farewell pipeline)
+            # reads that reply as its own. Idle connections are closed; the
+            # farewell opens a fresh one. The pub/sub thread's is in use, kept.
+            self.connection.connection_pool.disconnect(inuse_connections=False)
+        super().teardown()  # type: ignore[no-untyped-call]
 
     def unsubscribe(self) -> None:
         thread = getattr(self, "pubsub_thread", None)

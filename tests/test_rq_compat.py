@@ -138,6 +138,30 @@ def test_the_installed_rq_has_everything_the_worker_relies_on(redis_url):
         check(worker)
 
 
+@pytest.mark.parametrize("worker_class", [MaintenanceWorker, MaintenanceSimpleWorker])
+def test_a_reply_left_on_a_pooled_connection_does_not_reach_the_farewell(
+    redis_url, worker_class
+):
+    # What a SIGTERM to an idle worker can leave behind: RQ raises the stop request from
+    # its handler between a command sent and its reply read, and the connection goes back
+    # to the pool with the reply still to come. A blocking pop that times out in 0.3 s is
+    # such a command, its reply late enough to pass the pool's check for unread data.
+    connection = Redis.from_url(redis_url)
+    worker = worker_class([Queue("compat", connection=connection)], connection=connection)
+    worker.register_birth()
+    assert worker.key.encode() in connection.smembers("rq:workers")
+    pool = connection.connection_pool
+    pending = pool.get_connection()
+    pending.send_command("BLPOP", "compat:nothing-here", 0.3)
+    pool.release(pending)
+
+    worker.teardown()
+
+    # The farewell (RQ's register_death) went through: the worker left RQ's registry.
+    assert worker.key.encode() not in connection.smembers("rq:workers")
+    assert connection.ping() is True
+
+
 def _owner(cls: type, name: str) -> type:
     """The class of ``cls``'s MRO that defines ``name`` (RQ moves methods between versions)."""
     return next(owner for owner in cls.__mro__ if name in vars(owner))
@@ -163,6 +187,7 @@ def _without_stop_requested(monkeypatch: pytest.MonkeyPatch) -> None:
         (_without_method("bootstrap"), "rq.Worker.bootstrap (a method)"),
         (_without_method("_start_scheduler"), "rq.Worker._start_scheduler (a method)"),
         (_without_method("request_stop"), "rq.Worker.request_stop (a method)"),
+        (_without_method("teardown"), "rq.Worker.teardown (a method)"),
         (_without_method("unsubscribe"), "rq.Worker.unsubscribe (a method)"),
         (
             _without_method("setup_work_horse_signals"),
@@ -180,6 +205,7 @@ def _without_stop_requested(monkeypatch: pytest.MonkeyPatch) -> None:
         "bootstrap",
         "_start_scheduler",
         "request_stop",
+        "teardown",
         "unsubscribe",
         "setup_work_horse_signals",
         "should_run_maintenance_tasks",
