@@ -139,9 +139,7 @@ def test_the_installed_rq_has_everything_the_worker_relies_on(redis_url):
 
 
 @pytest.mark.parametrize("worker_class", [MaintenanceWorker, MaintenanceSimpleWorker])
-def test_a_reply_left_on_a_pooled_connection_does_not_reach_the_farewell(
-    redis_url, worker_class
-):
+def test_a_reply_left_on_a_pooled_connection_does_not_reach_the_farewell(redis_url, worker_class):
     # What a SIGTERM to an idle worker can leave behind: RQ raises the stop request from
     # its handler between a command sent and its reply read, and the connection goes back
     # to the pool with the reply still to come. A blocking pop that times out in 0.3 s is
