@@ -107,16 +107,16 @@ def test_a_refused_action_in_the_wrong_state_is_told_in_japanese_and_changes_not
     said = refusal_of(app, lambda: mtasks.pause(run_id))
 
     refused = ja.post(f"/tasks/ListTask/runs/{run_id}/pause")
-    page = text(ja.get("/tasks/ListTask"))
+    page = text(refused)
     through_htmx = text(ja.post(f"/tasks/ListTask/runs/{run_id}/pause", htmx=True))
     in_english = en.post(f"/tasks/ListTask/runs/{run_id}/pause")
 
-    assert refused.status_code == 303
+    assert refused.status_code == 409
     assert str(escape(said)) in page
     assert str(escape(said)) in through_htmx
     assert '<html lang="ja">' in page
-    assert "Cannot pause a succeeded run." in text(en.get("/tasks/ListTask"))
-    assert in_english.status_code == 303
+    assert "Cannot pause a succeeded run." in text(in_english)
+    assert in_english.status_code == 409
     assert fresh_run(run_id).status == "succeeded"
 
 

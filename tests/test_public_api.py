@@ -3,6 +3,8 @@
 from __future__ import annotations
 import __future__
 
+import subprocess
+import sys
 import types
 
 import flask_maintenance_tasks
@@ -85,3 +87,13 @@ def test_every_error_users_catch_is_a_maintenance_tasks_error() -> None:
 
 def test_csv_collection_is_public() -> None:
     assert callable(flask_maintenance_tasks.csv_collection)
+
+
+def test_importing_the_package_leaves_alembic_for_the_one_command_that_needs_it() -> None:
+    # Every `flask` command of the host app and every worker start pays for what the
+    # package imports; Alembic alone costs a tenth of a second or more.
+    probe = "import sys, flask_maintenance_tasks; print('alembic' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"

@@ -391,12 +391,22 @@ def test_worker_takes_a_new_ticker_delay_at_once(app: Flask, mtasks: t.Any, work
     wait_until(lambda: fresh_run(run.id).tick_count >= 10, what="the run to move")
 
     mtasks.set_speed(run.id, ticker_delay=3)
-    time.sleep(1.0)  # the change taken, and a last tick at the old delay (0.2 s) committed
-    held = fresh_run(run.id).tick_count
-    time.sleep(1.5)
-    still = fresh_run(run.id).tick_count
+    changed = time.monotonic()
+    # At the old delay (0.2 s) the count moves five times a second: a quiet stretch of
+    # 1.5 s comes only once the job took the new one at a reload (every 0.2 s; a loaded
+    # machine may take a little longer to get there, hence the bound of a few seconds).
+    seen = {"count": fresh_run(run.id).tick_count, "since": time.monotonic()}
 
-    assert still == held < 1000
+    def quiet_for_a_while() -> bool:
+        count = fresh_run(run.id).tick_count
+        if count != seen["count"]:
+            seen.update(count=count, since=time.monotonic())
+        return time.monotonic() - seen["since"] >= 1.5
+
+    wait_until(quiet_for_a_while, timeout=8, what="the commits to slow down to the new delay")
+    held = seen["count"]
+    assert held < 1000
+    assert time.monotonic() - changed < 8
     wait_until(lambda: fresh_run(run.id).tick_count > held, timeout=5, what="the next tick")
     mtasks.cancel(run.id)
 

@@ -307,8 +307,13 @@ def test_an_action_the_status_forbids_shows_why_and_changes_nothing(
     response = web.post(f"/tasks/ListTask/runs/{run_id}/pause")
 
     after = fresh_run(run_id)
-    assert response.status_code == 303
-    assert "Cannot pause a succeeded run." in text(web.get("/tasks/ListTask"))
+    # 409 Conflict, as the API answers, with the task page saying why (no redirect).
+    assert response.status_code == 409
+    assert "Retry-After" not in response.headers
+    assert "Cannot pause a succeeded run." in text(response)
+    through_htmx = web.post(f"/tasks/ListTask/runs/{run_id}/pause", htmx=True)
+    assert through_htmx.status_code == 409
+    assert "Cannot pause a succeeded run." in text(through_htmx)
     assert (after.status, after.lock_version, after.updated_at) == (
         before.status,
         before.lock_version,

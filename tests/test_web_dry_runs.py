@@ -218,16 +218,18 @@ def test_run_for_real_refusals_are_messages_and_write_nothing_new(
     running = add_run(db.engine, MIXED, "running", dry_run=True)
     gone = add_run(db.engine, "NoSuchTaskAnyMore", "succeeded", dry_run=True)
 
-    answers = {}
+    answers, pages = {}, {}
     for run_id in (real, running, gone):
         before = counts(db.engine)[0]
         response = web.post(f"/runs/{run_id}/run-for-real")
         answers[run_id] = (response.status_code, counts(db.engine)[0] - before)
-    page = text(web.get(f"/tasks/{MIXED}"))
+        pages[run_id] = text(response)
 
-    assert all(status == 303 and added == 0 for status, added in answers.values()), answers
-    assert f"Run #{real} is not a dry run." in page
-    assert f"Run #{running} is a running dry run" in page
+    # 409 Conflict, as the API answers, with the task page saying why.
+    assert all(status == 409 and added == 0 for status, added in answers.values()), answers
+    assert f"Run #{real} is not a dry run." in pages[real]
+    assert f"Run #{running} is a running dry run" in pages[running]
+    assert "NoSuchTaskAnyMore" in pages[gone]
     assert web.post("/runs/99999/run-for-real").status_code == 404
 
 

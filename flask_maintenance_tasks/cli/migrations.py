@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 import sqlalchemy as sa
-from alembic.script import Script, ScriptDirectory
 from flask import current_app
 from flask.cli import AppGroup
 
@@ -17,6 +16,9 @@ from ..i18n import lazy_gettext
 from .paths import shown
 from .terminal import visible
 from .translated import CommandError, option
+
+if t.TYPE_CHECKING:
+    from alembic.script import Script
 
 migrations_cli = AppGroup(
     "migrations", help=t.cast(str, lazy_gettext("The extension's database migrations."))
@@ -120,6 +122,10 @@ def migrations_install_command(ignore_database: bool) -> None:
         raise CommandError(
             _("%(folder)s does not exist; run `flask db init` first.", folder=shown(versions))
         )
+    # Imported here: Alembic costs every `flask` command and worker start a tenth of a
+    # second or more, and only this command reads revisions.
+    from alembic.script import ScriptDirectory
+
     scripts = ScriptDirectory(str(directory))
     installed = {script.revision for script in scripts.walk_revisions()}
     missing = [(source, rev) for source, rev in _revisions() if rev not in installed]

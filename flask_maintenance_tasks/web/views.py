@@ -75,11 +75,12 @@ Message = tuple[str, str]
 #: htmx settings: no eval (the CSP forbids it), no injected styles, no page
 #: snapshots (with their CSRF tokens) kept in localStorage.
 HTMX_CONFIG = {
-    # htmx's own rules, except that a 409 (a busy run) is shown as any answer is: its
-    # body says what happened, and the region it brings is up to date.
+    # htmx's own rules, except that our refusals (409, 422) are shown as any answer
+    # is: the body says why nothing was done, and the region it brings is up to date.
     "responseHandling": [
         {"code": "204", "swap": False},
         {"code": "409", "swap": True},
+        {"code": "422", "swap": True},
         {"code": "[23]..", "swap": True},
         {"code": "[45]..", "swap": False, "error": True},
     ],
@@ -452,12 +453,12 @@ def control(name: str, run_id: int, action: str) -> t.Any:
     if run is None or run.task_name != name:
         abort(404, _("There is no run #%(id)s of %(task)s.", id=run_id, task=name))
     require(action, name, run)
-    status = 200
+    status, busy = 200, False
     try:
         result = _ACTIONS[action](state, run_id, actor=request_actor(state))
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
-        status = _refusal_status(exc)
+        status, busy = _refusal_status(exc), isinstance(exc, RunBusy)
     else:
         done = _ACTION_DONE.get((action, result.status))
         if done is not None:
@@ -469,7 +470,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
                 status=formatting.status_in_sentence(result.status),
             )
         message = ("success", text)
-    return _card_answer(name, cursor, message, f"run-{run_id}", status)
+    return _card_answer(name, cursor, message, f"run-{run_id}", status, busy)
 
 
 def _viewable_run(run_id: int) -> Run:
@@ -772,7 +773,7 @@ def set_speed(run_id: int) -> t.Any:
         )
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
-        status = _refusal_status(exc)
+        status, busy = _refusal_status(exc), isinstance(exc, RunBusy)
     else:
         summary = formatting.speed_text(changed)
         message = (
@@ -783,8 +784,8 @@ def set_speed(run_id: int) -> t.Any:
                 summary=summary,
             ),
         )
-        status = 200
-    return _card_answer(run.task_name, cursor, message, f"run-{run_id}", status)
+        status, busy = 200, False
+    return _card_answer(run.task_name, cursor, message, f"run-{run_id}", status, busy)
 
 
 def _start_from_card(run_id: int, start: t.Callable[..., Run], done: i18n.LazyString) -> t.Any:
@@ -800,47 +801,62 @@ def _start_from_card(run_id: int, start: t.Callable[..., Run], done: i18n.LazySt
     name = run.task_name
     metadata = state.settings.metadata() if state.settings.metadata is not None else None
     anchor = f"run-{run_id}"
-    status = 200
+    status, busy = 200, False
     try:
         started = start(state, run_id, metadata=metadata, actor=request_actor(state))
     except MaintenanceTasksError as exc:  # CannotRetry, TaskAlreadyRunning, EnqueueError...
         message: Message = ("error", str(exc))
-        status = _refusal_status(exc)
+        status, busy = _refusal_status(exc), isinstance(exc, RunBusy)
     else:
         text = done % {"new": started.id, "old": run_id, "task": name}
         message, anchor = ("success", text), f"run-{started.id}"
-    return _card_answer(name, cursor, message, anchor, status)
+    return _card_answer(name, cursor, message, anchor, status, busy)
 
 
 def _refusal_status(error: MaintenanceTasksError) -> int:
-    """The status of a run button's refusal: 409 for a busy run, else the page as usual."""
-    return 409 if isinstance(error, RunBusy) else 200
+    """The status of a run button's refusal, which changed nothing.
+
+    As the JSON API answers: 422 for values that are not valid (a speed field),
+    409 Conflict when the run's or the task's state refused the action (the run
+    moved on, another run of the task is active, the row is busy, the run cannot
+    be retried). A queue that could not be reached is reported on the page as
+    usual (200): htmx swaps no 5xx answer, and the operator must read why.
+    """
+    if isinstance(error, InvalidArguments):
+        return 422
+    return 200 if isinstance(error, EnqueueError) else 409
 
 
 def _card_answer(
-    name: str, cursor: int | None, message: Message, anchor: str, status: int = 200
+    name: str,
+    cursor: int | None,
+    message: Message,
+    anchor: str,
+    status: int = 200,
+    retry_after: bool = False,
 ) -> t.Any:
     """What a button of a run card found by its id answers: the task's runs region and the
     message through htmx, else the message flashed and a redirect to the task page.
 
-    A busy run (``status`` 409) is answered with the task page itself, not a
-    redirect: the status tells a script that nothing was done.
+    A refusal (``status`` 409 or 422) is answered with the task page itself,
+    not a redirect: the status tells a script that nothing was done. A busy
+    run's (``retry_after``) also says when to ask again.
     """
     if _is_htmx():
         page = _task_page(name, cursor)
         region = render_template("maintenance_tasks/_task_region.html", page=page)
         messages = render_template("maintenance_tasks/_messages.html", messages=[message], oob=True)
-        return Markup(region) + Markup(messages), status, _busy_headers(status)
+        return Markup(region) + Markup(messages), status, _retry_headers(retry_after)
     flash(message[1], message[0])
     if status != 200:
         page = _task_page(name, None)
-        return _render_task(page, forms.prefill(page.fields, None)), status, _busy_headers(status)
+        return _render_task(page, forms.prefill(page.fields, None)), status, _retry_headers(retry_after)
     return redirect(url_for(".task", name=name, _anchor=anchor), 303)
 
 
-def _busy_headers(status: int) -> dict[str, str]:
+def _retry_headers(retry_after: bool) -> dict[str, str]:
     """A busy run's answer says when to ask again."""
-    return {"Retry-After": "1"} if status == 409 else {}
+    return {"Retry-After": "1"} if retry_after else {}
 
 
 # -- dry runs and previews ---------------------------------------------------------
