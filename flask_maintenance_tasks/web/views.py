@@ -850,7 +850,8 @@ def _card_answer(
     flash(message[1], message[0])
     if status != 200:
         page = _task_page(name, None)
-        return _render_task(page, forms.prefill(page.fields, None)), status, _retry_headers(retry_after)
+        page_html = _render_task(page, forms.prefill(page.fields, None))
+        return page_html, status, _retry_headers(retry_after)
     return redirect(url_for(".task", name=name, _anchor=anchor), 303)
 
 
