@@ -16,17 +16,17 @@ pytestmark = pytest.mark.slow
 
 def test_the_csv_import_benchmark_runs_on_a_small_file_and_reports_both_limits():
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.csv_import", "--rows", "5000", "--resume-at", "4500"],
+        [sys.executable, "-m", "benchmarks.csv_import", "--rows", "2000", "--resume-at", "1800"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "| CSV file | 5,000 rows" in result.stdout
-    assert "run resumed at row 4,500: job start to first processed row" in result.stdout
+    assert "| CSV file | 2,000 rows" in result.stdout
+    assert "run resumed at row 1,800: job start to first processed row" in result.stdout
     assert (
-        "Command: `python -m benchmarks.csv_import --rows 5000 --resume-at 4500`" in result.stdout
+        "Command: `python -m benchmarks.csv_import --rows 2000 --resume-at 1800`" in result.stdout
     )
     assert "Both limits held" in result.stdout
 
@@ -34,7 +34,7 @@ def test_the_csv_import_benchmark_runs_on_a_small_file_and_reports_both_limits()
 def test_the_skip_policy_cells_run_on_a_small_table_and_report_a_ratio_per_database():
     """Both sides of each cell walk every row (each side checks its count); no time is asserted."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--section", "skip", "--rows", "2000", "--repeat=1"],
+        [sys.executable, "-m", "benchmarks", "--section", "skip", "--rows", "500", "--repeat=1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -56,7 +56,7 @@ def test_the_dry_run_cells_run_on_a_small_table_and_check_what_each_dry_run_coun
             "--section",
             "dry-run",
             "--rows",
-            "2000",
+            "500",
             "--repeat=1",
         ],
         cwd=ROOT,
@@ -70,13 +70,13 @@ def test_the_dry_run_cells_run_on_a_small_table_and_check_what_each_dry_run_coun
     cells = [row.split(" | ") for row in rows]
     assert [cell[1] for cell in cells] == ["no-op", "one ORM attribute"]
     # The rows each dry run counted as updated: none for the no-op, every row for the other.
-    assert [cell[8] for cell in cells] == ["0", "2,000"]
+    assert [cell[8] for cell in cells] == ["0", "500"]
 
 
 def test_the_row_collection_cell_runs_on_a_small_table_and_reports_a_ratio_per_database():
     """Both sides walk every row (each side checks its count); no time is asserted."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--section", "rows", "--rows", "3000", "--repeat=1"],
+        [sys.executable, "-m", "benchmarks", "--section", "rows", "--rows", "1000", "--repeat=1"],
         cwd=ROOT,
         capture_output=True,
         text=True,
