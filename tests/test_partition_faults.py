@@ -264,6 +264,14 @@ def test_sigterm_to_all_four_workers_then_new_workers(app, fault_run, workers):
     # worker dequeued its slice, before it claimed it, and hand it on; harmless.)
 
 
+# Nothing is killed here: a stuck limit of ten seconds, not two, keeps a partition that a
+# loaded machine left unscheduled for a few seconds from being handed on, which the test
+# would read as the duplicates' doing.
+@pytest.mark.parametrize(
+    "settings",
+    [{**FAST, "stuck_after": 10.0, "recovery_interval": 0.5}],
+    ids=["stuck-after-10s"],
+)
 def test_a_duplicated_slice_of_one_partition(app, workers, app_env):
     """Three deliveries of one partition's first slice, then one with its stale job id.
 
