@@ -253,7 +253,11 @@ def test_a_run_under_a_speed_cap_shows_throttled_points(
     found = stored_pace(run.id)
     assert fresh_run(run.id).status == "succeeded"
     assert len(found) >= 3
-    assert all(point.throttled for point in found)
+    # A tick is throttled when the cap made it wait. On a loaded machine the work horse
+    # may lose the CPU for a moment and then run a tick behind the cap, with nothing to
+    # wait for: most ticks, not every one, must show the cap.
+    throttled = [point.throttled for point in found]
+    assert sum(throttled) * 3 >= len(found) * 2, throttled
     assert pace.summary(found).average == pytest.approx(40, rel=0.35)  # type: ignore[union-attr]
 
 
