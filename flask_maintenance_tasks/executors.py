@@ -14,7 +14,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -80,6 +83,21 @@ class Executor(t.Protocol):
         """
 
 
+#: About how long a worker's Redis commands keep trying through an outage (see
+#: :meth:`RQExecutor.worker_connection`): waits of 0.2, 0.4 and 0.8 s, then a second.
+WORKER_RETRY_SECONDS = 12.4
+
+
+def worker_retry() -> Retry:
+    """The retry policy of a worker's Redis connection: :data:`WORKER_RETRY_SECONDS` in all."""
+    # A lost or refused connection, or a Redis still loading its data, is tried again;
+    # a timeout is not: a server silent for longer than RQ's socket timeout is not
+    # coming back soon, and RQ's worker quits on it, as it should.
+    return Retry(
+        ExponentialBackoff(cap=1.0, base=0.1), retries=14, supported_errors=(RedisConnectionError,)
+    )
+
+
 class RQExecutor:
     """Enqueues slices on an RQ queue; delayed slices go through RQ's scheduler."""
 
@@ -102,8 +120,21 @@ class RQExecutor:
             self._local.connection = connection
         return connection
 
-    def queue(self, name: str | None = None) -> Queue:
-        return Queue(name or self.queue_name, connection=self.connection)
+    def queue(self, name: str | None = None, connection: Redis | None = None) -> Queue:
+        return Queue(name or self.queue_name, connection=connection or self.connection)
+
+    def worker_connection(self) -> Redis:
+        """A Redis connection for a worker process, whose commands ride out a short outage.
+
+        RQ's worker retries a lost connection only while it waits for a job;
+        anywhere else (watching its work horse, a job's bookkeeping, its
+        heartbeat after a job) the error ends the worker. So a Redis restart, a
+        failover or a network blip would take down every worker busy at that
+        moment. On this connection each command tries again for about
+        :data:`WORKER_RETRY_SECONDS` before it gives up, as redis-py's retries
+        allow (the connection's own default gives up after a second or two).
+        """
+        return Redis.from_url(self.redis_url, retry=worker_retry())
 
     def enqueue(
         self,

@@ -636,8 +636,15 @@ def _restart_redis(redis_server: RedisServer, *, keep_data: bool) -> None:
         dump.unlink(missing_ok=True)
 
 
-def _scheduler_gone(workers: t.Any, worker: t.Any) -> None:
-    """The premise of these tests: the worker is alive, its RQ scheduler is not."""
+def _scheduler_lost(workers: t.Any, worker: t.Any) -> None:
+    """The premise of these tests: the worker is alive, its RQ scheduler is not.
+
+    The scheduler shares the worker's connection, whose commands ride out a
+    short outage: it outlived the restart. It is killed here, as an outage
+    longer than those retries would end it, its lock left in Redis.
+    """
+    scheduler = _scheduler_pid(worker)
+    assert scheduler is not None, "RQ's scheduler outlives a short Redis restart"
 
     def gone() -> bool:
         pid = _scheduler_pid(worker)
@@ -648,8 +655,33 @@ def _scheduler_gone(workers: t.Any, worker: t.Any) -> None:
         except FileNotFoundError:
             return True
 
-    wait_until(gone, 15, "RQ's scheduler to die with Redis")
+    os.kill(scheduler, signal.SIGKILL)
+    wait_until(gone, 15, "RQ's scheduler to die")
     assert worker.poll() is None, workers.log(worker)[-6000:]
+
+
+# Short slices: the worker is between two jobs, or watching its work horse, at each restart.
+@pytest.mark.parametrize(
+    "settings",
+    [{**FAST, "stuck_after": STUCK_AFTER, "recovery_interval": 0.5, "max_job_runtime": 0.3}],
+    ids=["slices-of-0.3s"],
+)
+def test_a_busy_worker_outlives_redis_restarts(app, workers, app_env, redis_server: RedisServer):
+    """RQ retries a lost Redis only while it waits for a job: a worker watching its
+    work horse, or doing a job's bookkeeping, would quit at the first restart
+    ("found an unhandled exception, quitting"). Its connection retries instead."""
+    seed_items(ITEMS)
+    worker = workers.start()
+    fault = _start_run(app_env, "Redis restarted three times under a busy worker", sleep=0.02)
+    _under_way(fault)
+    for restart in range(3):
+        _restart_redis(redis_server, keep_data=True)
+        time.sleep(0.5)
+        assert worker.poll() is None, f"restart {restart + 1}:\n" + workers.log(worker)[-6000:]
+    wait_until(lambda: fresh_run(fault.run_id).status == "succeeded", 60, "the run to succeed")
+    assert worker.poll() is None, workers.log(worker)[-6000:]
+    assert counters() == [1] * ITEMS
+    assert_trail_agrees(fault.run_id)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # pg_terminate_backend
@@ -664,7 +696,7 @@ def test_redis_restarted_then_the_database_connection_killed(
     fault = _start_run(app_env, "Redis restarted, then the database connection killed", sleep=0.01)
     _under_way(fault)
     _restart_redis(redis_server, keep_data=True)
-    _scheduler_gone(workers, worker)
+    _scheduler_lost(workers, worker)
     before = fresh_run(fault.run_id).tick_count
     wait_until(lambda: fresh_run(fault.run_id).tick_count > before + 10, 30, "ticks again")
 
@@ -680,7 +712,7 @@ def test_redis_restarted_then_the_database_connection_killed(
 def test_a_throttled_backoff_spanning_a_redis_restart(
     app, mtasks, workers, db, redis_server: RedisServer
 ):
-    """The slice a throttle delayed outlives a Redis restart that kills RQ's scheduler."""
+    """The slice a throttle delayed outlives a Redis restart and the loss of RQ's scheduler."""
     from tests.testapp import Flag
 
     seed_items(20)
@@ -694,7 +726,7 @@ def test_a_throttled_backoff_spanning_a_redis_restart(
     db.session.execute(sa.delete(Flag).where(Flag.name == "busy"))
     db.session.commit()
     delayed = time.monotonic()
-    _scheduler_gone(workers, worker)
+    _scheduler_lost(workers, worker)
 
     wait_until(lambda: fresh_run(run.id).status == "succeeded", 30, "recovery to move the slice")
     assert time.monotonic() - delayed < _delayed_slice_bound(app), workers.log(worker)[-3000:]

@@ -53,12 +53,14 @@ def worker_command(burst: bool, queue_names: tuple[str, ...], no_fork: bool) -> 
             )
         )
     _log_to_stderr()
+    # Its own connection, whose commands ride out a short Redis outage.
+    connection = executor.worker_connection()
     worker = recovering_worker(
         MaintenanceSimpleWorker if no_fork else MaintenanceWorker,
-        [executor.queue(name) for name in queue_names or (None,)],
+        [executor.queue(name, connection) for name in queue_names or (None,)],
         current_app._get_current_object(),  # type: ignore[attr-defined]
         state.settings.recovery_interval,
-        connection=executor.connection,
+        connection=connection,
     )
     # What a worker writes is stored (a run's error, the audit trail) and logged
     # for operators: English, whatever the language of the terminal it runs in.
