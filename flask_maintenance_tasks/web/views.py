@@ -458,7 +458,7 @@ def control(name: str, run_id: int, action: str) -> t.Any:
         result = _ACTIONS[action](state, run_id, actor=request_actor(state))
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
-        status, busy = _refusal_status(exc), isinstance(exc, RunBusy)
+        status, busy = _refusal(exc)
     else:
         done = _ACTION_DONE.get((action, result.status))
         if done is not None:
@@ -773,7 +773,7 @@ def set_speed(run_id: int) -> t.Any:
         )
     except MaintenanceTasksError as exc:
         message: Message = ("error", str(exc))
-        status, busy = _refusal_status(exc), isinstance(exc, RunBusy)
+        status, busy = _refusal(exc)
     else:
         summary = formatting.speed_text(changed)
         message = (
@@ -806,15 +806,16 @@ def _start_from_card(run_id: int, start: t.Callable[..., Run], done: i18n.LazySt
         started = start(state, run_id, metadata=metadata, actor=request_actor(state))
     except MaintenanceTasksError as exc:  # CannotRetry, TaskAlreadyRunning, EnqueueError...
         message: Message = ("error", str(exc))
-        status, busy = _refusal_status(exc), isinstance(exc, RunBusy)
+        status, busy = _refusal(exc)
     else:
         text = done % {"new": started.id, "old": run_id, "task": name}
         message, anchor = ("success", text), f"run-{started.id}"
     return _card_answer(name, cursor, message, anchor, status, busy)
 
 
-def _refusal_status(error: MaintenanceTasksError) -> int:
-    """The status of a run button's refusal, which changed nothing.
+def _refusal(error: MaintenanceTasksError) -> tuple[int, bool]:
+    """The status of a run button's refusal, which changed nothing, and whether its
+    answer says when to ask again (a busy run's does).
 
     As the JSON API answers: 422 for values that are not valid (a speed field),
     409 Conflict when the run's or the task's state refused the action (the run
@@ -823,8 +824,10 @@ def _refusal_status(error: MaintenanceTasksError) -> int:
     usual (200): htmx swaps no 5xx answer, and the operator must read why.
     """
     if isinstance(error, InvalidArguments):
-        return 422
-    return 200 if isinstance(error, EnqueueError) else 409
+        return 422, False
+    if isinstance(error, EnqueueError):
+        return 200, False
+    return 409, isinstance(error, RunBusy)
 
 
 def _card_answer(
